@@ -1,0 +1,1 @@
+"""Model toolchain: Hugging Face checkpoints to GGUF / ONNX, quantization, evaluation, distillation."""

@@ -1,0 +1,302 @@
+"""The `edge-ai` command line. Thin: every command calls into edge_ai/, runtime/ or tui/.
+
+Expected failures are `EdgeAIError`s: printed as one `error: ...` line on stderr, exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edge_ai import __version__, config as config_mod, registry
+from edge_ai.errors import EdgeAIError
+from edge_ai.paths import get_paths
+
+app = typer.Typer(help="edge-ai: an offline AI assistant on your computer.", add_completion=False,
+                  rich_markup_mode=None, pretty_exceptions_enable=False, no_args_is_help=False)
+config_app = typer.Typer(help="Show and change settings.", no_args_is_help=True)
+models_app = typer.Typer(help="Manage local GGUF models.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
+
+err = Console(stderr=True)
+out = Console()
+
+# Flags shared by commands that generate text: (flag name, config key).
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="model name or .gguf path")]
+SystemOpt = Annotated[Optional[str], typer.Option("--system", "-s", help="system prompt")]
+TempOpt = Annotated[Optional[float], typer.Option("--temperature", "-t", help="sampling temperature")]
+TopPOpt = Annotated[Optional[float], typer.Option("--top-p")]
+TopKOpt = Annotated[Optional[int], typer.Option("--top-k")]
+MinPOpt = Annotated[Optional[float], typer.Option("--min-p")]
+RepeatOpt = Annotated[Optional[float], typer.Option("--repeat-penalty")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed")]
+MaxTokOpt = Annotated[Optional[int], typer.Option("--max-tokens", "-n")]
+StopOpt = Annotated[Optional[list[str]], typer.Option("--stop", help="stop string (repeatable)")]
+ContextOpt = Annotated[Optional[int], typer.Option("--context", "-c", help="context window in tokens")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads")]
+
+
+def _setup_logging() -> None:
+    """Everything (llama.cpp included) goes to the log file, never to the terminal."""
+    log_file = get_paths().log_file
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(log_file, encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def load_config(**flags: Any) -> config_mod.Config:
+    """The effective config with CLI flags (by config key) applied."""
+    return config_mod.load({k: v for k, v in flags.items() if v is not None})
+
+
+def assembly_progress() -> registry.Progress:
+    """A progress bar for assembling a packaged model (only shown when there is work to do)."""
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "progress" not in state:
+            progress = Progress(TextColumn("assembling model"), BarColumn(), DownloadColumn(),
+                                TimeRemainingColumn(), console=err, transient=True)
+            progress.start()
+            state["progress"], state["task"] = progress, progress.add_task("", total=total)
+        state["progress"].update(state["task"], completed=done)
+        if done >= total:
+            state["progress"].stop()
+
+    return update
+
+
+def open_engine(cfg: config_mod.Config):  # -> runtime.llm.engine.Engine (imported lazily: llama.cpp is slow to import)
+    from runtime.llm.engine import Engine, EngineOptions
+
+    path = registry.resolve(cfg.model.name, progress=assembly_progress())
+    options = EngineOptions(context=cfg.model.context, threads=cfg.model.threads, batch=cfg.model.batch,
+                            swa_full=cfg.model.swa_full)
+    return Engine(path, name=cfg.model.name, options=options)
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(ctx: typer.Context,
+                  version: Annotated[bool, typer.Option("--version", help="print the version")] = False) -> None:
+    """Start the terminal assistant (or answer stdin when it is not a terminal)."""
+    _setup_logging()
+    if version:
+        out.print(f"edge-ai {__version__}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is not None:
+        return
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        ask(question=None)
+        return
+    from tui.app import run_app
+
+    run_app(load_config())
+
+
+@app.command()
+def ask(
+    question: Annotated[Optional[str], typer.Argument(help="the question; read from stdin when omitted")] = None,
+    model: ModelOpt = None, system: SystemOpt = None, temperature: TempOpt = None, top_p: TopPOpt = None,
+    top_k: TopKOpt = None, min_p: MinPOpt = None, repeat_penalty: RepeatOpt = None, seed: SeedOpt = None,
+    max_tokens: MaxTokOpt = None, stop: StopOpt = None, context: ContextOpt = None, threads: ThreadsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the reply and its metrics as JSON")] = False,
+) -> None:
+    """Answer one question, streaming the reply to stdout."""
+    from runtime.llm.events import DoneEvent, SamplingParams
+
+    if question is None:
+        question = sys.stdin.read() if not sys.stdin.isatty() else ""
+    if not question.strip():
+        raise EdgeAIError("no question given; pass it as an argument or on stdin")
+    cfg = load_config(**{
+        "model.name": model, "chat.system_prompt": system, "sampling.temperature": temperature,
+        "sampling.top_p": top_p, "sampling.top_k": top_k, "sampling.min_p": min_p,
+        "sampling.repeat_penalty": repeat_penalty, "sampling.seed": seed, "sampling.max_tokens": max_tokens,
+        "sampling.stop": stop, "model.context": context, "model.threads": threads,
+    })
+    engine = open_engine(cfg)
+    messages = [{"role": "system", "content": cfg.chat.system_prompt}] if cfg.chat.system_prompt else []
+    messages.append({"role": "user", "content": question.strip()})
+    done: DoneEvent | None = None
+    try:
+        for event in engine.chat(messages, SamplingParams.from_settings(cfg.sampling)):
+            if isinstance(event, DoneEvent):
+                done = event
+            elif not as_json:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        err.print("[stopped]")
+        raise typer.Exit(130) from None
+    assert done is not None
+    if as_json:
+        print(json.dumps({"model": cfg.model.name, "reply": done.text, "finish_reason": done.reason,
+                          "metrics": done.metrics.as_dict()}, indent=2))
+    else:
+        sys.stdout.write("\n")
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="address to bind (default 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port to listen on")] = None,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", help="require this bearer token")] = None,
+    model: ModelOpt = None, context: ContextOpt = None, threads: ThreadsOpt = None,
+    queue_size: Annotated[Optional[int], typer.Option("--queue-size", help="waiting requests before 429")] = None,
+) -> None:
+    """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models)."""
+    from runtime.server import serve as run_server
+
+    cfg = load_config(**{"server.host": host, "server.port": port, "server.api_key": api_key,
+                         "model.name": model, "model.context": context, "model.threads": threads,
+                         "server.queue_size": queue_size})
+    run_server(cfg, open_engine(cfg), log=err)
+
+
+@app.command()
+def doctor() -> None:
+    """Check this machine: CPU, memory, llama.cpp backends, audio, display, models."""
+    from edge_ai.doctor import run_doctor
+
+    raise typer.Exit(run_doctor(out))
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print every setting with its effective value."""
+    cfg = load_config()
+    table = Table("setting", "value", "description", box=None)
+    for key, field in config_mod.settings().items():
+        table.add_row(key, repr(cfg.get(key)), field.metadata["help"])
+    out.print(table)
+
+
+@config_app.command("path")
+def config_path() -> None:
+    """Print where the config file lives."""
+    print(get_paths().config_file)
+
+
+@config_app.command("set")
+def config_set(key: str, value: str) -> None:
+    """Store one setting in the config file, e.g. `edge-ai config set sampling.temperature 0.2`."""
+    stored = config_mod.set_value(key, value)
+    out.print(f"{key} = {stored!r}")
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List known models: name, architecture, parameters, quantization, size, context, template."""
+    from edge_ai.gguf_file import read_gguf
+
+    rows = []
+    for entry in registry.list_models():
+        row: dict[str, Any] = {"name": entry.name, "source": entry.source, "path": str(entry.path)}
+        if entry.available:
+            try:
+                info = read_gguf(entry.path)
+                row |= {"arch": info.architecture, "params": info.parameter_count, "quant": info.file_type_name,
+                        "size": info.file_size, "context": info.context_length,
+                        "chat_template": info.chat_template is not None}
+            except EdgeAIError as exc:
+                row["error"] = str(exc)
+        rows.append(row)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "arch", "params", "quant", "size", "context", "template", "source", box=None)
+    for r in rows:
+        if "arch" in r:
+            table.add_row(r["name"], r["arch"], _human_count(r["params"]), r["quant"], _human_bytes(r["size"]),
+                          str(r["context"]), "yes" if r["chat_template"] else "built-in", r["source"])
+        else:
+            table.add_row(r["name"], "", "", "", "", "", "", r.get("error") or f"{r['source']} (assembled on first use)")
+    out.print(table)
+
+
+@models_app.command("add")
+def models_add(path: str, name: Annotated[Optional[str], typer.Option("--name")] = None) -> None:
+    """Register a .gguf file under a name (checked first)."""
+    entry = registry.add(path, name)
+    out.print(f"added '{entry.name}' -> {entry.path}")
+
+
+@models_app.command("rm")
+def models_rm(name: str) -> None:
+    """Forget a model (a user's file is kept; a packaged model's assembled file is deleted)."""
+    deleted = registry.remove(name)
+    out.print(f"removed '{name}'" + (f" (deleted {deleted})" if deleted else ""))
+
+
+@models_app.command("info")
+def models_info(name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """All GGUF metadata of a model, with a tensor count and type summary."""
+    from edge_ai.gguf_file import diagnose, read_gguf
+
+    info = read_gguf(registry.resolve(name, progress=assembly_progress()))
+    metadata = {k: (repr(v) if not isinstance(v, (str, int, float, bool, list)) else v)
+                for k, v in info.metadata.items()}
+    summary = {"path": str(info.path), "file_size": info.file_size, "gguf_version": info.version,
+               "tensor_count": len(info.tensors), "parameters": info.parameter_count,
+               "bits_per_weight": round(info.bits_per_weight, 3), "tensor_types": info.tensor_type_counts(),
+               "problems": diagnose(info)}
+    if as_json:
+        print(json.dumps({"summary": summary, "metadata": metadata}, indent=2, default=str))
+        return
+    table = Table("key", "value", box=None)
+    for key, value in metadata.items():
+        text = str(value)
+        table.add_row(key, text if len(text) < 200 else text[:200] + "...")
+    out.print(table)
+    for key, value in summary.items():
+        out.print(f"[bold]{key}[/]: {value}")
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _human_count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning EdgeAIError into one line and exit 1."""
+    try:
+        app(standalone_mode=False)
+    except EdgeAIError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

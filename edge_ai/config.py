@@ -1,0 +1,226 @@
+"""Configuration: defaults < TOML file in the user config dir < `EDGE_AI_*` environment < CLI flags.
+
+Settings are frozen dataclasses grouped in sections; each field's metadata carries its allowed
+range and help text, so validation, `config show` and the env-variable names all come from one
+table. A wrong value anywhere raises `EdgeAIError` naming the key, where it came from and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+import tomli_w
+
+from edge_ai.errors import EdgeAIError
+from edge_ai.fileio import atomic_write_text
+from edge_ai.paths import get_paths
+
+
+def _setting(default: Any, help: str, lo: float | None = None, hi: float | None = None,
+             choices: tuple[str, ...] | None = None) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default),
+                     metadata={"help": help, "lo": lo, "hi": hi, "choices": choices})
+    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": choices})
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str = _setting("gemma3-270m", "model to load: a registered name or a path to a .gguf file")
+    context: int = _setting(4096, "context window in tokens (capped at the model's trained length)", 256, 1 << 20)
+    threads: int = _setting(0, "CPU threads for generation (0 = physical cores)", 0, 512)
+    batch: int = _setting(512, "prompt-processing batch size in tokens", 16, 8192)
+    swa_full: bool = _setting(False, "keep a full-size KV cache for sliding-window layers (more memory)")
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    system_prompt: str = _setting("You are a helpful, concise assistant running offline on the user's computer.",
+                                  "system prompt for new conversations")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float = _setting(0.7, "randomness; 0 = always the most likely token", 0.0, 5.0)
+    top_p: float = _setting(0.95, "nucleus sampling: keep the smallest set of tokens with this total probability", 0.0, 1.0)
+    top_k: int = _setting(40, "keep only the k most likely tokens (0 = off)", 0, 100000)
+    min_p: float = _setting(0.05, "drop tokens less likely than min_p x the top token", 0.0, 1.0)
+    repeat_penalty: float = _setting(1.1, "penalty for repeating recent tokens (1 = off)", 0.0, 10.0)
+    seed: int = _setting(-1, "random seed (-1 = random each reply)", -1, 2**31 - 1)
+    max_tokens: int = _setting(1024, "longest reply in tokens", 1, 1 << 20)
+    stop: list[str] = _setting([], "extra strings that end a reply")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = _setting("127.0.0.1", "address `edge-ai serve` binds to")
+    port: int = _setting(8088, "port `edge-ai serve` listens on", 1, 65535)
+    api_key: str = _setting("", "if set, clients must send `Authorization: Bearer <key>`")
+    queue_size: int = _setting(4, "requests that may wait per model before new ones get 429", 0, 1024)
+
+
+@dataclass(frozen=True)
+class TuiSettings:
+    theme: str = _setting("textual-dark", "colour theme of the terminal app")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelSettings = field(default_factory=ModelSettings)
+    chat: ChatSettings = field(default_factory=ChatSettings)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    tui: TuiSettings = field(default_factory=TuiSettings)
+
+    def get(self, key: str) -> Any:
+        section, name = _split_key(key)
+        return getattr(getattr(self, section), name)
+
+    def with_values(self, values: dict[str, Any], source: str = "command line") -> Config:
+        """A copy with `values` (dotted key -> raw value) validated and applied."""
+        sections = {s.name: dataclasses.asdict(getattr(self, s.name)) for s in dataclasses.fields(self)}
+        for key, raw in values.items():
+            section, name = _split_key(key, source)
+            sections[section][name] = coerce(key, raw, source)
+        return Config(**{s.name: s.type_cls(**sections[s.name]) for s in _sections()})
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class _Section:
+    name: str
+    type_cls: type
+
+
+def _sections() -> list[_Section]:
+    return [_Section(f.name, f.default_factory) for f in dataclasses.fields(Config)]  # type: ignore[arg-type]
+
+
+def settings() -> dict[str, dataclasses.Field[Any]]:
+    """Every setting as dotted key -> dataclass field (type, default, help, range)."""
+    out: dict[str, dataclasses.Field[Any]] = {}
+    for section in _sections():
+        for f in dataclasses.fields(section.type_cls):
+            out[f"{section.name}.{f.name}"] = f
+    return out
+
+
+def env_name(key: str) -> str:
+    """`sampling.top_p` -> `EDGE_AI_SAMPLING_TOP_P`."""
+    return "EDGE_AI_" + key.replace(".", "_").upper()
+
+
+def _split_key(key: str, source: str = "the command line") -> tuple[str, str]:
+    if key not in settings():
+        known = ", ".join(sorted(settings()))
+        raise EdgeAIError(f"unknown setting '{key}' in {source}; known settings: {known}")
+    section, name = key.split(".", 1)
+    return section, name
+
+
+def _type_name(f: dataclasses.Field[Any]) -> str:
+    return str(f.type)
+
+
+def coerce(key: str, raw: Any, source: str) -> Any:
+    """Turn a raw value (TOML value or string from env/CLI) into the setting's type, or raise."""
+    _split_key(key, source)
+    f = settings()[key]
+    kind = _type_name(f)
+    where = f"setting '{key}' from {source}"
+    try:
+        if kind == "bool":
+            value = _to_bool(raw)
+        elif kind == "int":
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError
+            value = int(raw)
+        elif kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError
+        elif kind == "list[str]":
+            if isinstance(raw, str):
+                value = [s for s in raw.split(",") if s] if raw else []
+            elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+                value = list(raw)
+            else:
+                raise ValueError
+        else:
+            if not isinstance(raw, str):
+                raise ValueError
+            value = raw
+    except (TypeError, ValueError):
+        raise EdgeAIError(f"{where}: {raw!r} is not a valid {kind}; {f.metadata['help']}") from None
+    lo, hi, choices = f.metadata["lo"], f.metadata["hi"], f.metadata["choices"]
+    if lo is not None and not (lo <= value <= hi):
+        raise EdgeAIError(f"{where}: {value!r} is out of range; allowed {lo}..{hi} ({f.metadata['help']})")
+    if choices and value not in choices:
+        raise EdgeAIError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError
+
+
+def read_file_values() -> dict[str, Any]:
+    """The config file's settings as dotted key -> raw value ({} when there is no file)."""
+    path = get_paths().config_file
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise EdgeAIError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise EdgeAIError(f"config file {path} is not valid TOML ({exc}); fix it or delete it to use defaults") from None
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise EdgeAIError(f"config file {path}: '{section}' must be a [section] table; see `edge-ai config show`")
+        for name, raw in table.items():
+            values[f"{section}.{name}"] = raw
+    return values
+
+
+def load(overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the config file, then `EDGE_AI_*` variables, then `overrides` (CLI flags)."""
+    config = Config()
+    file_values = read_file_values()
+    config = config.with_values(file_values, source=str(get_paths().config_file))
+    env_values = {key: os.environ[env_name(key)] for key in settings() if env_name(key) in os.environ}
+    for key, raw in env_values.items():
+        config = config.with_values({key: raw}, source=f"environment variable {env_name(key)}")
+    return config.with_values({k: v for k, v in (overrides or {}).items() if v is not None})
+
+
+def set_value(key: str, raw: str) -> Any:
+    """Validate and store one setting in the config file (atomically); return the stored value."""
+    value = coerce(key, raw, "the command line")
+    values = read_file_values()
+    values[key] = value
+    tree: dict[str, dict[str, Any]] = {}
+    for dotted, v in values.items():
+        section, name = dotted.split(".", 1)
+        tree.setdefault(section, {})[name] = v
+    atomic_write_text(get_paths().config_file, tomli_w.dumps(tree))
+    return value

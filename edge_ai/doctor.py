@@ -1,0 +1,72 @@
+"""`edge-ai doctor`: what this machine has, what is wrong, and how to fix each problem."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from edge_ai import config as config_mod, registry
+from edge_ai.errors import EdgeAIError
+from edge_ai.gguf_file import diagnose, read_gguf
+from edge_ai.hardware import GIB, HardwareReport, model_memory_bytes, probe
+from edge_ai.paths import get_paths
+
+
+def _problems(report: HardwareReport) -> list[str]:
+    problems = []
+    if report.simd and "avx2" not in report.simd and "neon" not in report.simd and "asimd" not in report.simd:
+        problems.append("CPU lacks AVX2: generation will be slow; prefer small Q4_0 models")
+    if report.ram_available < 1 * GIB:
+        problems.append(f"only {report.ram_available / GIB:.1f} GiB RAM free: close programs before loading a model")
+    if report.display is None:
+        problems.append("no display (DISPLAY/WAYLAND_DISPLAY unset): screen context is unavailable; run inside a desktop session")
+    if report.audio.startswith(("unavailable", "no devices")):
+        problems.append(f"audio {report.audio}: voice mode is unavailable")
+    return problems
+
+
+def run_doctor(console: Console) -> int:
+    """Print the report; return 1 if any registered model cannot be used, else 0."""
+    report = probe()
+    paths = get_paths()
+    table = Table("check", "result", box=None, show_header=False)
+    table.add_row("CPU", f"{report.cpu_model} ({report.physical_cores} cores, {report.logical_cores} threads)")
+    table.add_row("SIMD", ", ".join(report.simd) or "none detected")
+    table.add_row("RAM", f"{report.ram_available / GIB:.1f} GiB free of {report.ram_total / GIB:.1f} GiB")
+    table.add_row("llama.cpp", report.llama_backends)
+    table.add_row("GPU offload", "yes" if report.gpu_offload else "no (CPU build)")
+    table.add_row("display", report.display or "none")
+    table.add_row("audio", report.audio)
+    table.add_row("config", str(paths.config_file))
+    table.add_row("data", str(paths.data_dir))
+    table.add_row("log", str(paths.log_file))
+    console.print(table)
+
+    problems = _problems(report)
+    model_failed = False
+    context = config_mod.load().model.context
+    models = Table("model", "size", f"RAM at context {context}", "status", box=None)
+    for entry in registry.list_models():
+        if not entry.available:
+            models.add_row(entry.name, "", "", "not assembled yet (done on first use)")
+            continue
+        try:
+            info = read_gguf(entry.path)
+        except EdgeAIError as exc:
+            models.add_row(entry.name, "", "", f"broken: {exc}")
+            model_failed = True
+            continue
+        need = model_memory_bytes(info, min(context, info.context_length or context))
+        issues = diagnose(info)
+        fits = need <= report.ram_available
+        status = "ok" if fits and not issues else ("; ".join(issues) if issues else "does not fit in free RAM")
+        model_failed |= not fits or bool(issues)
+        models.add_row(entry.name, f"{info.file_size / GIB:.2f} GiB", f"{need / GIB:.2f} GiB", status)
+    console.print(models)
+    if not registry.list_models():
+        problems.append("no models: run `pip install 'edge-ai[models]'` or `edge-ai models add FILE.gguf`")
+    for problem in problems:
+        console.print(f"[yellow]![/] {problem}", highlight=False)
+    if not problems and not model_failed:
+        console.print("[green]all good[/]")
+    return 1 if model_failed else 0

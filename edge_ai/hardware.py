@@ -1,0 +1,142 @@
+"""What this machine can do: CPU features, memory, llama.cpp backends, audio, display.
+
+Used by `edge-ai doctor`, and by the engine for defaults (threads) and the RAM check that refuses
+a model before llama.cpp would start swapping or be killed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+
+import psutil
+
+from edge_ai.errors import EdgeAIError
+from edge_ai.gguf_file import GGUFInfo
+
+GIB = 1024**3
+# llama.cpp's compute buffers and runtime overhead beyond weights and KV cache (measured ~200 MiB
+# for small models at batch 512); a margin, not a promise.
+RUNTIME_OVERHEAD_BYTES = 256 * 1024**2
+
+
+def default_threads() -> int:
+    """Physical cores: llama.cpp decode is memory-bound and hyperthreads only add contention."""
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def cpu_flags() -> set[str]:
+    """CPU feature flags from /proc/cpuinfo (x86 'flags', ARM 'Features'); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def kv_cache_bytes(info: GGUFInfo, n_ctx: int) -> int:
+    """Upper bound of the f16 KV cache for `n_ctx` tokens (sliding-window layers counted in full)."""
+    arch = info.architecture
+    meta = info.metadata
+    n_layer = int(meta.get(f"{arch}.block_count", 0) or 0)
+    n_head = int(meta.get(f"{arch}.attention.head_count", 0) or 0)
+    n_head_kv = meta.get(f"{arch}.attention.head_count_kv", n_head)
+    if isinstance(n_head_kv, list):
+        n_head_kv = max(n_head_kv, default=n_head)
+    n_embd = int(meta.get(f"{arch}.embedding_length", 0) or 0)
+    head_dim = n_embd // n_head if n_head else 0
+    key_len = int(meta.get(f"{arch}.attention.key_length", head_dim) or head_dim)
+    value_len = int(meta.get(f"{arch}.attention.value_length", head_dim) or head_dim)
+    return n_layer * n_ctx * int(n_head_kv) * (key_len + value_len) * 2
+
+
+def model_memory_bytes(info: GGUFInfo, n_ctx: int) -> int:
+    """RAM the model needs: weights + KV cache + runtime overhead."""
+    return info.file_size + kv_cache_bytes(info, n_ctx) + RUNTIME_OVERHEAD_BYTES
+
+
+def check_fits_in_ram(info: GGUFInfo, n_ctx: int) -> None:
+    """Refuse a model that does not fit in the memory available now."""
+    need = model_memory_bytes(info, n_ctx)
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise EdgeAIError(
+            f"{info.path.name} needs about {need / GIB:.1f} GiB (weights {info.file_size / GIB:.1f} GiB + "
+            f"KV cache at context {n_ctx}) but only {available / GIB:.1f} GiB of RAM is free; "
+            "pick a smaller quantization, lower model.context, or close other programs"
+        )
+
+
+@dataclass(frozen=True)
+class HardwareReport:
+    cpu_model: str
+    physical_cores: int
+    logical_cores: int
+    simd: tuple[str, ...]
+    ram_total: int
+    ram_available: int
+    llama_backends: str
+    gpu_offload: bool
+    display: str | None
+    audio: str
+
+
+SIMD_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
+              "neon", "asimd", "sve", "sve2", "dotprod")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _audio_summary() -> str:
+    """Audio devices through sounddevice when the voice extra is installed."""
+    try:
+        import sounddevice  # noqa: PLC0415 - optional extra, probed only by doctor
+    except (ImportError, OSError) as exc:
+        return f"unavailable ({exc}); install the voice extra and libportaudio2"
+    try:
+        devices = sounddevice.query_devices()
+    except Exception as exc:  # PortAudio errors have no common base class
+        return f"no devices ({exc})"
+    inputs = sum(1 for d in devices if d["max_input_channels"] > 0)
+    outputs = sum(1 for d in devices if d["max_output_channels"] > 0)
+    return f"{inputs} input and {outputs} output devices"
+
+
+def probe() -> HardwareReport:
+    """Collect the report (a fraction of a second; no model is loaded)."""
+    import llama_cpp  # noqa: PLC0415 - keeps `edge-ai config` fast
+
+    flags = cpu_flags()
+    memory = psutil.virtual_memory()
+    display = os.environ.get("WAYLAND_DISPLAY") or os.environ.get("DISPLAY")
+    return HardwareReport(
+        cpu_model=_cpu_model(),
+        physical_cores=psutil.cpu_count(logical=False) or 0,
+        logical_cores=psutil.cpu_count(logical=True) or 0,
+        simd=tuple(f for f in SIMD_FLAGS if f in flags),
+        ram_total=memory.total,
+        ram_available=memory.available,
+        llama_backends=llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
+        gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
+        display=display,
+        audio=_audio_summary(),
+    )
+
+
+def tool_available(name: str) -> bool:
+    return shutil.which(name) is not None

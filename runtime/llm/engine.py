@@ -1,0 +1,285 @@
+"""The LLM engine: one GGUF model loaded with llama-cpp-python, chatting as a stream of events.
+
+Why not `Llama.create_chat_completion`: we need cancellation inside prefill (chunked, checked
+between chunks) and after every token, exact per-token timings, a bounded chat-template sandbox,
+KV-cache prefix reuse that stays correct for sliding-window models, and an overflow policy that
+drops old turns instead of failing. Everything blocking runs in the caller's thread; `cancel()` is
+safe to call from any other thread.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import io
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+from edge_ai.errors import EdgeAIError
+from edge_ai.gguf_file import GGUFInfo, check_gguf
+from edge_ai.hardware import check_fits_in_ram, default_threads
+from runtime.llm import llama_log
+from runtime.llm.context import Message, fit_messages
+from runtime.llm.events import DoneEvent, Event, FinishReason, Metrics, SamplingParams, TokenEvent
+from runtime.llm.templates import ChatTemplate, builtin_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to load a model; 0 means 'choose from the hardware / the model'."""
+
+    context: int = 4096
+    threads: int = 0
+    batch: int = 512
+    swa_full: bool = False
+
+
+class _LogWriter(io.TextIOBase):
+    """A text stream that sends llama-cpp-python's Python-side prints to our log."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            log.debug("llama-cpp-python: %s", text.rstrip())
+        return len(text)
+
+
+class Engine:
+    """A loaded model. Use `chat()` / `complete()` from one worker thread, `cancel()` from anywhere."""
+
+    def __init__(self, model_path: str | Path, *, name: str | None = None,
+                 options: EngineOptions = EngineOptions()) -> None:
+        self.path = Path(model_path)
+        self.info: GGUFInfo = check_gguf(self.path)
+        self.name = name or self.info.name
+        trained = self.info.context_length or options.context
+        self.n_ctx = min(options.context, trained)
+        self.threads = options.threads or default_threads()
+        check_fits_in_ram(self.info, self.n_ctx)
+        llama_log.install()
+        self._llm = self._load(options)
+        self._n_swa = llama_cpp.llama_model_n_swa(self._llm.model)
+        self.template, self._turn_marker_ids = self._choose_template()
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+
+    def _load(self, options: EngineOptions) -> llama_cpp.Llama:
+        # verbose=True because verbose=False redirects the process's stdout/stderr file
+        # descriptors while loading, which blanks a running TUI; llama.cpp's own log already goes
+        # to our callback, and the Python-side prints go to our log through _LogWriter.
+        try:
+            with contextlib.redirect_stderr(_LogWriter()):
+                llm = llama_cpp.Llama(
+                    model_path=str(self.path), n_ctx=self.n_ctx, n_batch=options.batch,
+                    n_ubatch=options.batch, n_threads=self.threads, n_threads_batch=self.threads,
+                    swa_full=options.swa_full, verbose=True,
+                )
+        except Exception as exc:  # llama-cpp-python raises bare ValueError/RuntimeError
+            raise EdgeAIError(
+                f"llama.cpp could not load {self.path} ({exc}); see the log for details, "
+                "or check the file with `edge-ai models info`"
+            ) from None
+        llm.verbose = False
+        return llm
+
+    def _choose_template(self) -> tuple[ChatTemplate, frozenset[int]]:
+        """The file's chat template if it has one, else the architecture's built-in format.
+
+        For built-in formats the model may not mark turn ends as end-of-generation, so the
+        format's turn-marker tokens also end a reply.
+        """
+        bos = self._piece(self._llm.token_bos())
+        eos = self._piece(self._llm.token_eos())
+        if self.info.chat_template:
+            template = ChatTemplate(self.info.chat_template, bos_token=bos, eos_token=eos, origin=self.path.name)
+            return template, frozenset()
+        fmt = builtin_for(self.info.architecture)
+        template = ChatTemplate(fmt.template, bos_token=bos, eos_token=eos, origin=f"built-in {fmt.name} format")
+        markers = set()
+        for marker in fmt.turn_markers:
+            ids = self._llm.tokenize(marker.encode(), add_bos=False, special=True)
+            if len(ids) == 1:
+                markers.add(ids[0])
+        return template, frozenset(markers)
+
+    def _piece(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self._llm._model.token_get_text(token)
+
+    @property
+    def context_used(self) -> int:
+        """Tokens currently held in the KV cache."""
+        return self._llm.n_tokens
+
+    def tokenize(self, text: str, *, special: bool = True, add_bos: bool = False) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def render(self, messages: Sequence[Message]) -> str:
+        return self.template.render(messages, add_generation_prompt=True)
+
+    def cancel(self) -> None:
+        """Stop the current reply after the token (or prefill chunk) in progress."""
+        self._cancel.set()
+
+    def chat(self, messages: Sequence[Message], sampling: SamplingParams = SamplingParams()) -> Iterator[Event]:
+        """Stream a reply to `messages` (OpenAI-style role/content dicts)."""
+        with self._lock:
+            start = time.perf_counter()
+            self._cancel.clear()
+            reserve = min(sampling.max_tokens, self.n_ctx // 4)
+            fitted, dropped = fit_messages(
+                messages, lambda msgs: len(self.tokenize(self.render(msgs))), self.n_ctx - reserve
+            )
+            tokens = self.tokenize(self.render(fitted))
+            yield from self._generate(tokens, sampling, start, dropped)
+
+    def complete(self, prompt: str, sampling: SamplingParams = SamplingParams()) -> Iterator[Event]:
+        """Stream a plain continuation of `prompt` (no chat template)."""
+        with self._lock:
+            start = time.perf_counter()
+            self._cancel.clear()
+            tokens = self.tokenize(prompt, special=False, add_bos=self._llm._model.add_bos_token())
+            if not tokens:
+                raise EdgeAIError("the prompt is empty; give some text to continue")
+            if len(tokens) >= self.n_ctx:
+                raise EdgeAIError(
+                    f"the prompt is {len(tokens)} tokens but the context holds {self.n_ctx}; "
+                    "shorten it or raise model.context"
+                )
+            yield from self._generate(tokens, sampling, start, 0)
+
+    def _reusable_prefix(self, tokens: Sequence[int]) -> int:
+        """How many leading prompt tokens the KV cache already holds and can serve.
+
+        At least one token is always re-evaluated so fresh logits exist. With a sliding-window
+        cache (swa_full off) positions older than the window may have been pruned; if a rewind
+        would need them, nothing is reused (llama.cpp's server applies the same rule).
+        """
+        limit = min(self._llm.n_tokens, len(tokens) - 1)
+        if limit <= 0:
+            return 0
+        differ = np.nonzero(self._llm.input_ids[:limit] != np.asarray(tokens[:limit]))[0]
+        n_keep = int(differ[0]) if differ.size else limit
+        if n_keep > 0 and self._n_swa > 0:
+            memory = llama_cpp.llama_get_memory(self._llm.ctx)
+            pos_min = llama_cpp.llama_memory_seq_pos_min(memory, 0)
+            if pos_min > max(0, n_keep - self._n_swa):
+                n_keep = 0
+        return n_keep
+
+    def _prefill(self, tokens: Sequence[int], n_keep: int) -> bool:
+        """Evaluate the uncached prompt in batch-sized chunks; False if cancelled midway."""
+        llm = self._llm
+        llm.n_tokens = n_keep  # eval() drops every cached position from here on
+        for pos in range(n_keep, len(tokens), llm.n_batch):
+            if self._cancel.is_set():
+                return False
+            llm.eval(tokens[pos:pos + llm.n_batch])
+        return True
+
+    def _generate(self, tokens: list[int], sampling: SamplingParams, start: float, dropped: int) -> Iterator[Event]:
+        llm = self._llm
+        n_keep = self._reusable_prefix(tokens)
+        prefill_start = time.perf_counter()
+        stream = _TextStream(sampling.stop)
+        stamps: list[float] = []
+        reason: FinishReason = "cancelled"
+        if self._prefill(tokens, n_keep):
+            prefill_end = time.perf_counter()
+            llm.set_seed(sampling.seed if sampling.seed >= 0 else random.getrandbits(31))
+            reason = "length"
+            generator = llm.generate(
+                tokens, top_k=sampling.top_k, top_p=sampling.top_p, min_p=sampling.min_p,
+                temp=sampling.temperature, repeat_penalty=sampling.repeat_penalty, reset=True,
+            )
+            try:
+                for token in generator:
+                    stamps.append(time.perf_counter())
+                    if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or token in self._turn_marker_ids:
+                        reason = "stop"
+                        break
+                    text, stopped = stream.feed(llm._model.detokenize([token]))
+                    if text:
+                        yield TokenEvent(text)
+                    if stopped:
+                        reason = "stop"
+                        break
+                    if len(stamps) >= sampling.max_tokens or llm.n_tokens + 1 >= self.n_ctx:
+                        break
+                    if self._cancel.is_set():
+                        reason = "cancelled"
+                        break
+            finally:
+                generator.close()
+        else:
+            prefill_end = time.perf_counter()
+        tail = stream.finish()
+        if tail:
+            yield TokenEvent(tail)
+        yield DoneEvent(reason, stream.text, self._metrics(tokens, n_keep, start, prefill_start, prefill_end,
+                                                           stamps, reason, dropped))
+
+    def _metrics(self, tokens: Sequence[int], n_keep: int, start: float, prefill_start: float,
+                 prefill_end: float, stamps: list[float], reason: FinishReason, dropped: int) -> Metrics:
+        generated = len(stamps) - (1 if reason == "stop" and stamps else 0)
+        gaps = np.diff(stamps) * 1000 if len(stamps) > 1 else np.zeros(0)
+        prefill_tokens = len(tokens) - n_keep
+        prefill_time = prefill_end - prefill_start
+        decode_time = stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0
+        return Metrics(
+            prompt_tokens=len(tokens), cached_tokens=n_keep, prefill_tokens=prefill_tokens,
+            generated_tokens=generated,
+            ttft_s=(stamps[0] - start) if stamps else 0.0,
+            prefill_tok_s=prefill_tokens / prefill_time if prefill_time > 0 else 0.0,
+            decode_tok_s=(len(stamps) - 1) / decode_time if decode_time > 0 else 0.0,
+            itl_p50_ms=float(np.percentile(gaps, 50)) if gaps.size else 0.0,
+            itl_p95_ms=float(np.percentile(gaps, 95)) if gaps.size else 0.0,
+            total_s=time.perf_counter() - start,
+            context_used=self._llm.n_tokens, context_size=self.n_ctx, dropped_messages=dropped,
+        )
+
+    def close(self) -> None:
+        """Free the model now rather than at garbage collection."""
+        self._llm.close()
+
+
+class _TextStream:
+    """Bytes of tokens in, text out: UTF-8 decoded incrementally, stop strings held back and cut."""
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stop = [s for s in stop if s]
+        self._pending = ""
+        self.text = ""
+
+    def feed(self, data: bytes) -> tuple[str, bool]:
+        """Return (text safe to show now, whether a stop string was reached)."""
+        self._pending += self._decoder.decode(data)
+        hits = [i for i in (self._pending.find(s) for s in self._stop) if i >= 0]
+        stopped = bool(hits)
+        if stopped:
+            out, self._pending = self._pending[:min(hits)], ""
+        else:
+            hold = max((n for s in self._stop for n in range(len(s) - 1, 0, -1)
+                        if self._pending.endswith(s[:n])), default=0)
+            cut = len(self._pending) - hold
+            out, self._pending = self._pending[:cut], self._pending[cut:]
+        self.text += out
+        return out, stopped
+
+    def finish(self) -> str:
+        """Text still held back when the reply ends (a partial stop string, an incomplete character)."""
+        out = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        self.text += out
+        return out

@@ -1,0 +1,71 @@
+"""What the engine takes (sampling options) and gives back (a stream of typed events)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens; defaults match `edge_ai.config.SamplingSettings`."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    seed: int = -1
+    max_tokens: int = 1024
+    stop: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> SamplingParams:
+        """Build from a config section (or any object with the same attributes) plus overrides."""
+        values = {name: getattr(settings, name) for name in cls.__dataclass_fields__}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["stop"] = tuple(values["stop"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Timings and counts of one reply. Rates are 0 when there was nothing to measure."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    prefill_tokens: int
+    generated_tokens: int
+    ttft_s: float
+    prefill_tok_s: float
+    decode_tok_s: float
+    itl_p50_ms: float
+    itl_p95_ms: float
+    total_s: float
+    context_used: int
+    context_size: int
+    dropped_messages: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """New reply text (one token's worth, held back while it might start a stop string)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    """The reply ended: `text` is everything that was streamed."""
+
+    reason: FinishReason
+    text: str
+    metrics: Metrics = field(repr=False)
+
+
+Event = TokenEvent | DoneEvent

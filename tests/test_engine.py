@@ -1,0 +1,168 @@
+"""The LLM engine on the real default model: streaming, cancel, KV reuse, overflow, sampling."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import llama_cpp
+import pytest
+
+from edge_ai.errors import EdgeAIError
+from runtime.llm.context import fit_messages
+from runtime.llm.engine import Engine, EngineOptions, _TextStream
+from runtime.llm.events import DoneEvent, SamplingParams, TokenEvent
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=24)
+
+
+def run(events) -> tuple[list[str], DoneEvent]:
+    texts, done = [], None
+    for event in events:
+        if isinstance(event, TokenEvent):
+            assert done is None, "no token may follow the DoneEvent"
+            texts.append(event.text)
+        else:
+            done = event
+    assert done is not None
+    return texts, done
+
+
+def prompt_evals(engine: Engine) -> int:
+    """llama.cpp's own count of prompt tokens it has evaluated (its perf counters)."""
+    data = llama_cpp.llama_perf_context(engine._llm.ctx)
+    return data.n_p_eval + data.n_eval
+
+
+def test_chat_streams_tokens_then_done(engine: Engine) -> None:
+    texts, done = run(engine.chat([{"role": "user", "content": "Name three colours."}], GREEDY))
+    assert len(texts) > 1
+    assert "".join(texts) == done.text
+    assert done.reason in ("stop", "length")
+    m = done.metrics
+    assert m.prompt_tokens > 5 and 0 < m.generated_tokens <= GREEDY.max_tokens
+    assert m.ttft_s > 0 and m.decode_tok_s > 0 and m.prefill_tok_s > 0
+    assert m.itl_p95_ms >= m.itl_p50_ms > 0
+    assert m.context_size == engine.n_ctx and m.prompt_tokens <= m.context_used <= m.context_size
+
+
+def test_greedy_is_deterministic_and_seed_repeats(engine: Engine) -> None:
+    msgs = [{"role": "user", "content": "Write a short poem about the sea."}]
+    assert run(engine.chat(msgs, GREEDY))[1].text == run(engine.chat(msgs, GREEDY))[1].text
+    seeded = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=1234, max_tokens=24)
+    first = run(engine.chat(msgs, seeded))[1].text
+    assert run(engine.chat(msgs, seeded))[1].text == first
+
+
+def test_cancel_from_another_thread_then_next_turn_works(engine: Engine) -> None:
+    msgs = [{"role": "user", "content": "Tell me a very long story about a dragon."}]
+    long = SamplingParams(temperature=0.8, seed=7, max_tokens=1000, min_p=0.0)
+    tokens = 0
+    done = None
+    for event in engine.chat(msgs, long):
+        if isinstance(event, TokenEvent):
+            tokens += 1
+            if tokens == 5:
+                threading.Thread(target=engine.cancel).start()
+        else:
+            done = event
+    assert done is not None and done.reason == "cancelled"
+    # cancel lands within one token of being asked (the thread may need a token or two to run)
+    assert done.metrics.generated_tokens < 20
+    texts, after = run(engine.chat([{"role": "user", "content": "Say hello."}], GREEDY))
+    assert after.reason in ("stop", "length") and after.text
+
+
+def test_second_turn_reuses_the_kv_cache(engine: Engine) -> None:
+    msgs = [{"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "What is the capital of France? " * 8}]
+    _, first = run(engine.chat(msgs, GREEDY))
+    msgs += [{"role": "assistant", "content": first.text}, {"role": "user", "content": "And Germany?"}]
+    before = prompt_evals(engine)
+    _, second = run(engine.chat(msgs, GREEDY))
+    evaluated_by_llama = prompt_evals(engine) - before
+    assert second.metrics.cached_tokens >= first.metrics.prompt_tokens
+    assert second.metrics.prefill_tokens == second.metrics.prompt_tokens - second.metrics.cached_tokens
+    # llama.cpp evaluated only the new part of the prompt plus the generated tokens
+    assert evaluated_by_llama <= second.metrics.prefill_tokens + second.metrics.generated_tokens + 1
+    assert evaluated_by_llama < first.metrics.prompt_tokens + second.metrics.generated_tokens
+
+
+def test_overflow_drops_oldest_turns_but_keeps_system(model_path: Path) -> None:
+    small = Engine(model_path, options=EngineOptions(context=256))
+    try:
+        msgs = [{"role": "system", "content": "SYSTEM-MARKER be brief."}]
+        for i in range(12):
+            msgs += [{"role": "user", "content": f"Question {i}: tell me about the number {i} in detail."},
+                     {"role": "assistant", "content": f"The number {i} is a number that comes after {i - 1}."}]
+        msgs.append({"role": "user", "content": "Final question?"})
+        _, done = run(small.chat(msgs, SamplingParams(temperature=0, max_tokens=16)))
+        assert done.metrics.dropped_messages > 0
+        assert done.metrics.prompt_tokens <= small.n_ctx - 16
+        fitted, dropped = fit_messages(msgs, lambda m: len(small.tokenize(small.render(m))), small.n_ctx - 16)
+        assert fitted[0]["content"].startswith("SYSTEM-MARKER") and fitted[-1]["content"] == "Final question?"
+        assert fitted[1]["role"] == "user" and dropped == done.metrics.dropped_messages
+    finally:
+        small.close()
+
+
+def test_message_longer_than_context_is_refused_and_engine_survives(model_path: Path) -> None:
+    small = Engine(model_path, options=EngineOptions(context=256))
+    try:
+        with pytest.raises(EdgeAIError, match="too long"):
+            run(small.chat([{"role": "user", "content": "word " * 2000}], GREEDY))
+        _, done = run(small.chat([{"role": "user", "content": "Hi"}], GREEDY))
+        assert done.text
+    finally:
+        small.close()
+
+
+def test_stop_strings_cut_the_reply(engine: Engine) -> None:
+    msgs = [{"role": "user", "content": "Count from 1 to 20 separated by commas."}]
+    _, free = run(engine.chat(msgs, SamplingParams(temperature=0, max_tokens=40)))
+    assert len(free.text) > 4
+    stop = free.text[2:4]
+    texts, done = run(engine.chat(msgs, SamplingParams(temperature=0, max_tokens=40, stop=(stop,))))
+    assert done.reason == "stop" and stop not in done.text and done.text == free.text[:free.text.find(stop)]
+
+
+def test_completion_continues_raw_text(engine: Engine) -> None:
+    _, done = run(engine.complete("The quick brown fox", GREEDY))
+    assert done.text and done.metrics.prompt_tokens >= 4
+
+
+def test_text_stream_holds_back_partial_stop_and_decodes_utf8() -> None:
+    stream = _TextStream(["END"])
+    assert stream.feed(b"abc E") == ("abc ", False)
+    assert stream.feed(b"N") == ("", False)
+    assert stream.feed(b"X") == ("ENX", False)
+    assert stream.feed(b" more END tail") == (" more ", True)
+    utf8 = _TextStream([])
+    snowman = "☃".encode()
+    assert utf8.feed(snowman[:1]) == ("", False)
+    assert utf8.feed(snowman[1:]) == ("☃", False)
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "empty"),
+    (b"PK\x03\x04" + b"\0" * 100, "not a GGUF"),
+])
+def test_bad_files_are_refused_before_llama_cpp(tmp_path: Path, content: bytes, problem: str) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(content)
+    with pytest.raises(EdgeAIError) as info:
+        Engine(bad)
+    assert "bad.gguf" in str(info.value)
+
+
+def test_truncated_model_is_refused(tmp_path: Path, model_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    with open(model_path, "rb") as src:
+        cut.write_bytes(src.read(model_path.stat().st_size // 2))
+    with pytest.raises(EdgeAIError, match="truncated"):
+        Engine(cut)
+
+
+def test_missing_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(EdgeAIError, match="no such model file"):
+        Engine(tmp_path / "absent.gguf")

@@ -1,0 +1,61 @@
+"""Chat templates: built-in formats and the bounded sandbox for templates shipped in GGUF files."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_ai.errors import EdgeAIError
+from runtime.llm.templates import CHATML, GEMMA, ChatTemplate, builtin_for
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Bye"},
+]
+
+
+def render(source: str, messages=CONVERSATION) -> str:
+    return ChatTemplate(source, bos_token="<s>", eos_token="</s>", origin="test.gguf").render(messages)
+
+
+def test_gemma_format_folds_system_into_first_user_turn() -> None:
+    text = ChatTemplate(GEMMA.template, bos_token="<bos>", eos_token="<eos>", origin="x").render(CONVERSATION)
+    assert text == ("<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
+                    "<start_of_turn>model\nHello!<end_of_turn>\n"
+                    "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n")
+
+
+def test_chatml_format_and_choice_by_architecture() -> None:
+    text = render(CHATML.template)
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+    assert text.endswith("<|im_start|>assistant\n")
+    assert builtin_for("gemma3") is GEMMA and builtin_for("llama") is CHATML and builtin_for("qwen2") is CHATML
+
+
+def test_hf_style_template_with_raise_exception_and_loop_controls() -> None:
+    source = ("{% for m in messages %}{% if m['role'] == 'system' %}{% continue %}{% endif %}"
+              "[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+              "{% if messages[-1]['role'] != 'user' %}{{ raise_exception('last must be user') }}{% endif %}")
+    assert render(source) == "[user]Hi[assistant]Hello![user]Bye"
+    with pytest.raises(EdgeAIError, match="last must be user"):
+        render(source, CONVERSATION[:3])
+
+
+@pytest.mark.parametrize("source, why", [
+    ("{{ messages.__class__.__mro__[1].__subclasses__() }}", "unsafe"),
+    ("{{ cycler.__init__.__globals__.os.system('true') }}", "unsafe"),
+    ("{{ 'x' * 10000000000 }}", "unsafe"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "runaway"),
+    ("{% for i in 'x' * 3000000 %}{% for j in 'x' * 3000000 %}{% endfor %}{% endfor %}", "runaway"),
+    ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "recursed"),
+])
+def test_hostile_templates_are_refused(source: str, why: str) -> None:
+    with pytest.raises(EdgeAIError, match=why) as info:
+        render(source)
+    assert "test.gguf" in str(info.value)
+
+
+def test_invalid_template_names_the_line() -> None:
+    with pytest.raises(EdgeAIError, match="invalid.*line 1"):
+        ChatTemplate("{% for m in messages %}", bos_token="", eos_token="", origin="bad.gguf")
