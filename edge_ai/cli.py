@@ -141,7 +141,7 @@ def ask(
                 sys.stdout.flush()
     except KeyboardInterrupt:
         sys.stdout.write("\n")
-        err.print("[stopped]")
+        err.print("[stopped]", markup=False)
         raise typer.Exit(130) from None
     assert done is not None
     if as_json:
@@ -192,7 +192,7 @@ def config_path() -> None:
     print(get_paths().config_file)
 
 
-@config_app.command("set")
+@config_app.command("set", context_settings={"ignore_unknown_options": True})
 def config_set(key: str, value: str) -> None:
     """Store one setting in the config file, e.g. `edge-ai config set sampling.temperature 0.2`."""
     stored = config_mod.set_value(key, value)
@@ -283,20 +283,9 @@ def _human_count(n: int) -> str:
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning EdgeAIError into one line and exit 1."""
+    """Console-script entry point: click handles usage errors; an EdgeAIError becomes one line and exit 1."""
     try:
-        app(standalone_mode=False)
+        app()
     except EdgeAIError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

@@ -185,7 +185,7 @@ def read_file_values() -> dict[str, Any]:
     path = get_paths().config_file
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return {}
     except OSError as exc:
         raise EdgeAIError(f"cannot read config file {path}: {exc.strerror}") from exc

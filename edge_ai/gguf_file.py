@@ -179,15 +179,18 @@ class GGUFInfo:
 
 # --- reading -------------------------------------------------------------------------------------
 
-_CACHE: dict[Path, tuple[tuple[int, int], GGUFInfo]] = {}
+_CACHE: dict[Path, tuple[tuple[int, int, int], GGUFInfo]] = {}
 
 
 def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
-    """Parse a GGUF header; cached per file while its size and mtime_ns are unchanged."""
+    """Parse a GGUF header; cached per resolved path while its size, mtime_ns and inode are unchanged.
+
+    The inode catches a same-size file replaced by an atomic rename within the mtime granularity.
+    """
     path = Path(path).expanduser()
     st = _stat_model_file(path)
     resolved = path.resolve()
-    stamp = (st.st_size, st.st_mtime_ns)
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
     cached = _CACHE.get(resolved)
     if cached is not None and cached[0] == stamp:
         return cached[1]
@@ -377,7 +380,9 @@ def _read_tensor_info(cur: _Cursor, index: int) -> tuple[str, tuple[int, ...], s
     name = cur.text(f"the name of tensor #{index}")
     n_dims = cur.unpack(_U32, f"the dimension count of tensor {name!r}")
     if n_dims > _MAX_TENSOR_DIMS:
-        raise cur.error(f"tensor {name!r} has {n_dims} dimensions but GGUF allows at most {_MAX_TENSOR_DIMS}; {_REPAIR}")
+        raise cur.error(
+            f"tensor {name!r} has {n_dims} dimensions but GGUF allows at most {_MAX_TENSOR_DIMS}; {_REPAIR}"
+        )
     shape = struct.unpack_from(f"<{n_dims}Q", cur.buf, cur.take(8 * n_dims, f"the shape of tensor {name!r}"))
     type_id = cur.unpack(_U32, f"the type of tensor {name!r}")
     try:
@@ -419,7 +424,10 @@ def _architecture_problems(info: GGUFInfo) -> list[str]:
     if arch == "clip":
         return [f"{name} is a multimodal projector (mmproj), not a language model; pass the main model file"]
     if arch not in _KNOWN_ARCHITECTURES:
-        return [f"{name}: architecture {arch!r} is not supported by this llama.cpp; use a model with a supported architecture"]
+        return [
+            f"{name}: architecture {arch!r} is not supported by this llama.cpp; "
+            "use a model with a supported architecture"
+        ]
     return _hyperparameter_problems(info, arch)
 
 
@@ -591,7 +599,9 @@ def _shape_problems(name: str, tensor: TensorInfo) -> list[str]:
     if len(tensor.name) > _MAX_TENSOR_NAME:
         problems.append(f"{name}: tensor name {tensor.name!r} is longer than {_MAX_TENSOR_NAME} bytes; {_RECONVERT}")
     if 0 in tensor.shape:
-        problems.append(f"{name}: tensor {tensor.name!r} has shape {tensor.shape} with an empty dimension; {_RECONVERT}")
+        problems.append(
+            f"{name}: tensor {tensor.name!r} has shape {tensor.shape} with an empty dimension; {_RECONVERT}"
+        )
     block_size = GGML_QUANT_SIZES[GGMLQuantizationType[tensor.ggml_type]][0]
     if tensor.shape and tensor.shape[0] % block_size:
         problems.append(

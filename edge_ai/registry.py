@@ -64,7 +64,7 @@ def _read_user_models() -> dict[str, Path]:
     path = get_paths().models_file
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise EdgeAIError(f"model list {path} is unreadable ({exc}); fix or delete it") from None
