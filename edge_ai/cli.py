@@ -56,6 +56,7 @@ def _setup_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    logging.getLogger("llama.cpp").setLevel(logging.WARNING)  # its INFO is ~1400 lines per model load
 
 
 def load_config(**flags: Any) -> config_mod.Config:
@@ -86,7 +87,8 @@ def open_engine(cfg: config_mod.Config):  # -> runtime.llm.engine.Engine (import
     path = registry.resolve(cfg.model.name, progress=assembly_progress())
     options = EngineOptions(context=cfg.model.context, threads=cfg.model.threads, batch=cfg.model.batch,
                             swa_full=cfg.model.swa_full)
-    return Engine(path, name=cfg.model.name, options=options)
+    name = cfg.model.name if cfg.model.name in registry.known_names() else path.stem
+    return Engine(path, name=name, options=options)
 
 
 @app.callback(invoke_without_command=True)

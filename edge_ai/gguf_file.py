@@ -305,7 +305,9 @@ def _check_version(cur: _Cursor, version: int) -> int:
     if version == 1:
         raise cur.error(f"GGUF version 1 is no longer supported by llama.cpp; {_RECONVERT}")
     if version and version & 0xFFFF == 0:  # 3 read with the wrong byte order is 0x03000000
-        raise cur.error("is a big-endian GGUF file, which is not supported; use the little-endian version of the model")
+        raise EdgeAIError(
+            f"{cur.name} is a big-endian GGUF file, which is not supported; use the little-endian version of the model"
+        )
     raise cur.error(f"unsupported GGUF version {version} (supported: 2, 3); the file is corrupt or too new, {_REPAIR}")
 
 
@@ -449,27 +451,32 @@ def _hyperparameter_problems(info: GGUFInfo, arch: str) -> list[str]:
 
 
 def _per_layer_problems(info: GGUFInfo, arch: str, n_layer: int) -> list[str]:
-    """Head counts and FFN width: llama.cpp reads each as one uint32 for all layers or one per layer."""
+    """Head counts and FFN width: llama.cpp reads each as one uint32 for all layers or one per layer.
+
+    They must be positive when the layers have such blocks; attention-free models (Mamba, RWKV)
+    legitimately store 0.
+    """
     head_key = Keys.Attention.HEAD_COUNT.format(arch=arch)
     kv_key = Keys.Attention.HEAD_COUNT_KV.format(arch=arch)
     ff_key = Keys.LLM.FEED_FORWARD_LENGTH.format(arch=arch)
+    has_attention = _has_layer_tensor(info, "attn_q")  # attn_q, attn_qkv, attn_q_a...
     problems: list[str] = []
-    if head_key not in info.metadata and _has_attention(info):
+    if head_key not in info.metadata and has_attention:
         problems.append(f"{info.path.name} is missing {head_key}; {_RECONVERT}")
-    heads, head_problems = _layer_values(info, head_key, n_layer)
-    kv_heads, kv_problems = _layer_values(info, kv_key, n_layer)
-    _, ff_problems = _layer_values(info, ff_key, n_layer)
+    heads, head_problems = _layer_values(info, head_key, n_layer, int(has_attention))
+    kv_heads, kv_problems = _layer_values(info, kv_key, n_layer, int(has_attention))
+    _, ff_problems = _layer_values(info, ff_key, n_layer, int(_has_layer_tensor(info, "ffn_")))
     problems += head_problems + kv_problems + ff_problems
     if heads is not None and kv_heads is not None:
         problems += _gqa_problems(info, head_key, heads, kv_key, kv_heads)
     return problems
 
 
-def _layer_values(info: GGUFInfo, key: str, n_layer: int) -> tuple[list[int] | None, list[str]]:
+def _layer_values(info: GGUFInfo, key: str, n_layer: int, low: int) -> tuple[list[int] | None, list[str]]:
     """The per-layer values of `key` (None if absent, broken or too long to inspect) and its problems.
 
-    A scalar must be positive; a per-layer array may hold 0 for layers without that block (hybrid
-    attention/SSM models do this).
+    A scalar must be at least `low`; a per-layer array may hold 0 for layers without that block
+    (hybrid attention/SSM models do this).
     """
     if key not in info.metadata:
         return None, []
@@ -477,8 +484,8 @@ def _layer_values(info: GGUFInfo, key: str, n_layer: int) -> tuple[list[int] | N
     if vtype not in _PER_LAYER_TYPES:
         return None, [_type_problem(info, key, "UINT32 or one UINT32 per layer")]
     if vtype == _UINT32:
-        if not 1 <= value <= _MAX_WIDTH:
-            return None, [_range_problem(info, key, value, 1, _MAX_WIDTH)]
+        if not low <= value <= _MAX_WIDTH:
+            return None, [_range_problem(info, key, value, low, _MAX_WIDTH)]
         return [value] * n_layer, []
     length = _array_length(value)
     if length != n_layer:
@@ -500,9 +507,9 @@ def _gqa_problems(info: GGUFInfo, head_key: str, heads: list[int], kv_key: str, 
     return []
 
 
-def _has_attention(info: GGUFInfo) -> bool:
-    """Whether any layer has attention weights (blk.N.attn_q*, attn_qkv), so head counts are required."""
-    return any(_layer_tensor_kind(t.name).startswith("attn_q") for t in info.tensors)
+def _has_layer_tensor(info: GGUFInfo, prefix: str) -> bool:
+    """Whether any layer has a tensor whose kind starts with `prefix` (blk.N.<prefix>...)."""
+    return any(_layer_tensor_kind(t.name).startswith(prefix) for t in info.tensors)
 
 
 def _layer_tensor_kind(tensor_name: str) -> str:

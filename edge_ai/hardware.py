@@ -17,9 +17,8 @@ from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import GGUFInfo
 
 GIB = 1024**3
-# llama.cpp's compute buffers and runtime overhead beyond weights and KV cache (measured ~200 MiB
-# for small models at batch 512); a margin, not a promise.
-RUNTIME_OVERHEAD_BYTES = 256 * 1024**2
+# Runtime overhead beyond weights, KV cache and the logits-sized compute buffer; a margin.
+RUNTIME_OVERHEAD_BYTES = 64 * 1024**2
 
 
 def default_threads() -> int:
@@ -56,14 +55,23 @@ def kv_cache_bytes(info: GGUFInfo, n_ctx: int) -> int:
     return n_layer * n_ctx * int(n_head_kv) * (key_len + value_len) * 2
 
 
-def model_memory_bytes(info: GGUFInfo, n_ctx: int) -> int:
-    """RAM the model needs: weights + KV cache + runtime overhead."""
-    return info.file_size + kv_cache_bytes(info, n_ctx) + RUNTIME_OVERHEAD_BYTES
+def compute_buffer_bytes(info: GGUFInfo, n_batch: int) -> int:
+    """llama.cpp's compute buffer is dominated by f32 logits for a batch: vocab x batch x 4 bytes
+    (514 MiB measured for Gemma 3's 262k vocabulary at batch 512)."""
+    tokens = info.metadata.get("tokenizer.ggml.tokens")
+    n_vocab = getattr(tokens, "length", None) or len(tokens or [])
+    return n_vocab * n_batch * 4
 
 
-def check_fits_in_ram(info: GGUFInfo, n_ctx: int) -> None:
+def model_memory_bytes(info: GGUFInfo, n_ctx: int, n_batch: int = 512) -> int:
+    """RAM the model needs: weights + KV cache + compute buffer + runtime overhead."""
+    return (info.file_size + kv_cache_bytes(info, n_ctx) + compute_buffer_bytes(info, n_batch)
+            + RUNTIME_OVERHEAD_BYTES)
+
+
+def check_fits_in_ram(info: GGUFInfo, n_ctx: int, n_batch: int = 512) -> None:
     """Refuse a model that does not fit in the memory available now."""
-    need = model_memory_bytes(info, n_ctx)
+    need = model_memory_bytes(info, n_ctx, n_batch)
     available = psutil.virtual_memory().available
     if need > available:
         raise EdgeAIError(

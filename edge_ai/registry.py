@@ -149,7 +149,7 @@ def _assemble(model: PackagedModel, progress: Progress | None) -> Path:
 
 def add(path: str | Path, name: str | None = None) -> ModelEntry:
     """Register a GGUF file under a name after checking it is a loadable model."""
-    file = Path(path).expanduser().resolve()
+    file = Path(path).expanduser().absolute()
     check_gguf(file)
     name = name or file.stem
     if _is_path_like(name) or not name.strip():

@@ -99,9 +99,11 @@ def test_overflow_drops_oldest_turns_but_keeps_system(model_path: Path) -> None:
         _, done = run(small.chat(msgs, SamplingParams(temperature=0, max_tokens=16)))
         assert done.metrics.dropped_messages > 0
         assert done.metrics.prompt_tokens <= small.n_ctx - 16
-        fitted, dropped = fit_messages(msgs, lambda m: len(small.tokenize(small.render(m))), small.n_ctx - 16)
-        assert fitted[0]["content"].startswith("SYSTEM-MARKER") and fitted[-1]["content"] == "Final question?"
-        assert fitted[1]["role"] == "user" and dropped == done.metrics.dropped_messages
+        fitted = fit_messages(msgs, small.encode, small.n_ctx - 16)
+        first, second, last = fitted.messages[0], fitted.messages[1], fitted.messages[-1]
+        assert first["content"].startswith("SYSTEM-MARKER") and last["content"] == "Final question?"
+        assert second["role"] == "user" and fitted.dropped == done.metrics.dropped_messages
+        assert fitted.tokens == small.encode(fitted.messages) and len(fitted.tokens) == done.metrics.prompt_tokens
     finally:
         small.close()
 

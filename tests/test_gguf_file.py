@@ -223,6 +223,17 @@ def test_header_cut_anywhere_gives_edge_ai_error(model: Path) -> None:
             read_gguf(model)
 
 
+@pytest.mark.parametrize(
+    ("version", "message"), [(1, "version 1 is no longer supported"), (7, "unsupported GGUF version 7")]
+)
+def test_unsupported_version(model: Path, version: int, message: str) -> None:
+    data = bytearray(model.read_bytes())
+    struct.pack_into("<I", data, 4, version)
+    model.write_bytes(data)
+    with pytest.raises(EdgeAIError, match=message):
+        read_gguf(model)
+
+
 def test_absurd_tensor_count(model: Path) -> None:
     data = bytearray(model.read_bytes())
     struct.pack_into("<Q", data, 8, 10**12)
@@ -292,6 +303,11 @@ def test_missing_architecture(tmp_path: Path) -> None:
     assert "has no general.architecture" in problem_of(path)
 
 
+def test_projector_is_not_a_language_model(tmp_path: Path) -> None:
+    path = write_model(tmp_path / "mmproj.gguf", arch="clip")
+    assert "multimodal projector" in problem_of(path)
+
+
 def test_nan_epsilon(tmp_path: Path) -> None:
     path = write_model(tmp_path / "model.gguf", {"llama.attention.layer_norm_rms_epsilon": (float("nan"), T.FLOAT32)})
     assert "llama.attention.layer_norm_rms_epsilon is nan but must be finite" in problem_of(path)
@@ -310,6 +326,15 @@ def test_per_layer_head_count_kv(tmp_path: Path) -> None:
     assert "head_count_kv is 3 (layer 1)" in problem_of(bad)
     short = write_model(tmp_path / "short.gguf", {**two_layers, "llama.attention.head_count_kv": ([2], T.ARRAY)})
     assert "has 1 entries but there are 2 layers" in problem_of(short)
+
+
+def test_zero_head_count_only_allowed_without_attention(tmp_path: Path) -> None:
+    no_heads = {"llama.attention.head_count": (0, T.UINT32), "llama.attention.head_count_kv": (0, T.UINT32)}
+    path = write_model(tmp_path / "model.gguf", no_heads)
+    assert "llama.attention.head_count is 0, outside the valid range 1..1000000" in problem_of(path)
+    tensors = default_tensors()
+    del tensors["blk.0.attn_q.weight"]  # an attention-free (Mamba-like) model stores 0 heads
+    assert diagnose(read_gguf(write_model(tmp_path / "ssm.gguf", no_heads, tensors=tensors))) == []
 
 
 def test_zero_block_count(tmp_path: Path) -> None:

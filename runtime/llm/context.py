@@ -7,15 +7,23 @@ A newest message that cannot fit even alone is refused with a clear error rather
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from edge_ai.errors import EdgeAIError
 
 Message = dict[str, str]
 
 
-def fit_messages(messages: Sequence[Message], count_tokens: Callable[[Sequence[Message]], int],
-                 budget: int) -> tuple[list[Message], int]:
-    """Return (messages that fit in `budget` prompt tokens, how many were dropped).
+@dataclass(frozen=True)
+class FittedPrompt:
+    messages: list[Message]
+    tokens: list[int]
+    dropped: int
+
+
+def fit_messages(messages: Sequence[Message], encode: Callable[[Sequence[Message]], list[int]],
+                 budget: int) -> FittedPrompt:
+    """The newest messages whose prompt (`encode` = template + tokenizer) fits in `budget` tokens.
 
     Drops whole messages from the oldest non-system one onward, never leaving an assistant
     message first after the system prompt (models expect a user turn there).
@@ -27,9 +35,10 @@ def fit_messages(messages: Sequence[Message], count_tokens: Callable[[Sequence[M
     dropped = 0
     while True:
         candidate = system + rest
-        used = count_tokens(candidate)
+        tokens = encode(candidate)
+        used = len(tokens)
         if used <= budget:
-            return candidate, dropped
+            return FittedPrompt(candidate, tokens, dropped)
         if len(rest) == 1:
             raise EdgeAIError(
                 f"the message is too long: with the system prompt it needs {used} tokens but the "

@@ -64,7 +64,7 @@ class Engine:
         trained = self.info.context_length or options.context
         self.n_ctx = min(options.context, trained)
         self.threads = options.threads or default_threads()
-        check_fits_in_ram(self.info, self.n_ctx)
+        check_fits_in_ram(self.info, self.n_ctx, options.batch)
         llama_log.install()
         self._llm = self._load(options)
         self._n_swa = llama_cpp.llama_model_n_swa(self._llm.model)
@@ -127,6 +127,10 @@ class Engine:
     def render(self, messages: Sequence[Message]) -> str:
         return self.template.render(messages, add_generation_prompt=True)
 
+    def encode(self, messages: Sequence[Message]) -> list[int]:
+        """Prompt tokens for a conversation (template, then tokenizer with special tokens parsed)."""
+        return self.tokenize(self.render(messages))
+
     def cancel(self) -> None:
         """Stop the current reply after the token (or prefill chunk) in progress."""
         self._cancel.set()
@@ -137,11 +141,8 @@ class Engine:
             start = time.perf_counter()
             self._cancel.clear()
             reserve = min(sampling.max_tokens, self.n_ctx // 4)
-            fitted, dropped = fit_messages(
-                messages, lambda msgs: len(self.tokenize(self.render(msgs))), self.n_ctx - reserve
-            )
-            tokens = self.tokenize(self.render(fitted))
-            yield from self._generate(tokens, sampling, start, dropped)
+            prompt = fit_messages(messages, self.encode, self.n_ctx - reserve)
+            yield from self._generate(prompt.tokens, sampling, start, prompt.dropped)
 
     def complete(self, prompt: str, sampling: SamplingParams = SamplingParams()) -> Iterator[Event]:
         """Stream a plain continuation of `prompt` (no chat template)."""

@@ -1,0 +1,501 @@
+"""An OpenAI-compatible HTTP server on one loaded `Engine` (`edge-ai serve`).
+
+Any OpenAI client (the official SDKs, LangChain, editors' assistants) can point its base URL at
+`http://host:port/v1`: `/v1/chat/completions`, `/v1/completions` (whole or streamed as SSE) and
+`/v1/models`, with OpenAI-shaped errors so clients raise their usual exception types.
+
+The engine is blocking and runs one reply at a time, so each reply runs in a worker thread that
+hands its events to the event loop; the loop never blocks. A bounded number of requests may wait
+their turn and the rest get 429 at once, so a burst of clients never turns into hung connections.
+A client that goes away stops its reply within a token, freeing the engine for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import secrets
+import socket
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import Any, Literal, TypeVar
+
+import uvicorn
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+from rich.console import Console
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
+
+from edge_ai.config import Config
+from edge_ai.errors import EdgeAIError
+from runtime.llm.engine import Engine
+from runtime.llm.events import DoneEvent, Event, SamplingParams, TokenEvent
+
+T = TypeVar("T")
+
+RETRY_AFTER_SECONDS = 1
+SHUTDOWN_GRACE_SECONDS = 5
+CLIENT_GONE = 499  # nginx's "client closed request": the status of a reply nobody will read
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class GenerationRequest(BaseModel):
+    """Fields shared by chat and text completions; unset sampling values come from the config."""
+
+    model: str | None = None
+    temperature: float | None = Field(None, ge=0.0, le=5.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0, description="extension (llama.cpp / Ollama)")
+    min_p: float | None = Field(None, ge=0.0, le=1.0, description="extension (llama.cpp / Ollama)")
+    repeat_penalty: float | None = Field(None, ge=0.0, le=10.0, description="extension (llama.cpp / Ollama)")
+    seed: int | None = Field(None, ge=-1, le=2**31 - 1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1, le=1, description="one choice per request: the engine makes one reply at a time")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+    def sampling(self, cfg: Config) -> SamplingParams:
+        """The engine's sampling parameters: this request's values over the configured defaults."""
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        return SamplingParams.from_settings(
+            cfg.sampling, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty, seed=self.seed,
+            max_tokens=self.max_completion_tokens or self.max_tokens, stop=stop,
+        )
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+
+    def for_engine(self) -> dict[str, str]:
+        """A plain role/content dict: text parts joined, `developer` (newer OpenAI clients) as `system`."""
+        content = self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content or [])
+        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+
+
+class ChatRequest(GenerationRequest):
+    messages: list[ChatMessage]
+
+
+class CompletionRequest(GenerationRequest):
+    prompt: str
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class APIError(Exception):
+    """An error answered as OpenAI's `{"error": {...}}` so clients raise their usual exception types."""
+
+    def __init__(self, status: int, message: str, type_: str, code: str,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code = status, message, type_, code
+        self.headers = dict(headers or {})
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+async def _api_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return exc.response()
+
+
+async def _engine_error(_: Request, exc: Exception) -> Response:
+    """The engine's user-facing errors (message too long, empty prompt...) are the client's to fix."""
+    return APIError(400, str(exc), "invalid_request_error", "invalid_request").response()
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    """Bad JSON or a bad field: 400 naming each problem, as OpenAI answers."""
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(_describe(e) for e in exc.errors())
+    return APIError(400, f"invalid request: {problems}", "invalid_request_error", "invalid_request").response()
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    if error["type"] == "json_invalid":
+        return f"the body is not valid JSON ({error['ctx']['error']} at character {error['loc'][-1]})"
+    return f"{'.'.join(str(p) for p in error['loc'][1:]) or 'body'}: {error['msg']}"
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    """Unknown paths and wrong methods, in the same error shape as everything else."""
+    assert isinstance(exc, HTTPException)
+    code = "not_found" if exc.status_code == 404 else "invalid_request"
+    return APIError(exc.status_code, str(exc.detail), "invalid_request_error", code, exc.headers).response()
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+class Generation:
+    """One reply: the blocking engine generator runs in a worker thread, its events reach the loop.
+
+    `stop()` may come at any time from the loop: a queued reply is skipped, a running one is
+    cancelled. The engine is only cancelled while this reply holds it (the state is kept on the
+    loop, and the next reply starts only after the loop saw this one end), so a late stop never
+    hits someone else's reply.
+    """
+
+    def __init__(self, engine: Engine, produce: Callable[[], Iterator[Event]]) -> None:
+        self._engine = engine
+        self._produce = produce
+        self._events: asyncio.Queue[Event | Exception] = asyncio.Queue()
+        self._stop = threading.Event()
+        self.state: Literal["queued", "running", "done"] = "queued"
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.state == "running":
+            self._engine.cancel()
+
+    def pump(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Worker thread: run the engine, post each event (or its error) to the loop.
+
+        The stop flag is re-checked after every event because the engine clears a cancel that
+        arrives before it has started the reply.
+        """
+        try:
+            for event in self._produce():
+                loop.call_soon_threadsafe(self._events.put_nowait, event)
+                if self._stop.is_set():
+                    self._engine.cancel()
+        except Exception as exc:  # handed to the request handler, which answers or re-raises it
+            loop.call_soon_threadsafe(self._events.put_nowait, exc)
+
+    def end(self) -> None:
+        """Wake a reader still waiting although no more events will come (skipped or aborted reply)."""
+        self.state = "done"
+        self._events.put_nowait(EdgeAIError("the reply was stopped before it finished"))
+
+    async def next(self) -> Event:
+        item = await self._events.get()
+        if isinstance(item, Exception):
+            raise item
+        if isinstance(item, DoneEvent):
+            self.state = "done"  # the engine has finished: nothing left to cancel
+        return item
+
+    async def collect(self) -> DoneEvent:
+        while not isinstance(event := await self.next(), DoneEvent):
+            pass
+        return event
+
+
+class Runner:
+    """Runs replies on the engine one at a time; `queue_size` more may wait, the rest are refused."""
+
+    def __init__(self, engine: Engine, queue_size: int) -> None:
+        self._engine = engine
+        self._capacity = 1 + queue_size
+        self._admitted = 0
+        self._turn = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, produce: Callable[[], Iterator[Event]]) -> Generation:
+        """Queue a reply, or raise a 429 at once when the queue is full."""
+        if self._admitted >= self._capacity:
+            raise APIError(429, f"the server is busy: {self._engine.name} is answering another request and "
+                                f"{self._capacity - 1} more are waiting; retry shortly",
+                           "rate_limit_error", "rate_limit_exceeded", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        self._admitted += 1
+        generation = Generation(self._engine, produce)
+        task = asyncio.create_task(self._run(generation))
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+        return generation
+
+    async def _run(self, generation: Generation) -> None:
+        """Owns the slot until the worker thread is done, whatever the request handler does meanwhile."""
+        try:
+            async with self._turn:
+                if not generation.stopped:
+                    generation.state = "running"
+                    await asyncio.to_thread(generation.pump, asyncio.get_running_loop())
+        finally:
+            self._admitted -= 1
+            generation.end()
+
+
+# ----------------------------------------------------------------------------- response shapes
+
+
+class ReplyShape(ABC):
+    """Turns one reply into OpenAI JSON, whole or as stream chunks; subclasses shape the choice."""
+
+    whole_object = ""
+    chunk_object = ""
+    id_prefix = ""
+
+    def __init__(self, model: str) -> None:
+        self.id = self.id_prefix + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.model = model
+
+    def _envelope(self, obj: str, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
+                "choices": choices, **extra}
+
+    def whole(self, done: DoneEvent) -> dict[str, Any]:
+        return self._envelope(self.whole_object, [self.whole_choice(done.text, _finish_reason(done))],
+                              usage=_usage(done))
+
+    def chunk(self, text: str | None, finish_reason: str | None = None) -> dict[str, Any]:
+        return self._envelope(self.chunk_object, [self.chunk_choice(text, finish_reason)])
+
+    def usage_chunk(self, done: DoneEvent) -> dict[str, Any]:
+        return self._envelope(self.chunk_object, [], usage=_usage(done))
+
+    def opening(self) -> list[dict[str, Any]]:
+        """Chunks sent before any text."""
+        return []
+
+    @abstractmethod
+    def whole_choice(self, text: str, finish_reason: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def chunk_choice(self, text: str | None, finish_reason: str | None) -> dict[str, Any]: ...
+
+
+class ChatShape(ReplyShape):
+    whole_object = "chat.completion"
+    chunk_object = "chat.completion.chunk"
+    id_prefix = "chatcmpl-"
+
+    def opening(self) -> list[dict[str, Any]]:
+        """OpenAI streams announce the assistant role in a first, empty delta."""
+        role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+        return [self._envelope(self.chunk_object, [role])]
+
+    def whole_choice(self, text: str, finish_reason: str) -> dict[str, Any]:
+        return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                "finish_reason": finish_reason}
+
+    def chunk_choice(self, text: str | None, finish_reason: str | None) -> dict[str, Any]:
+        return {"index": 0, "delta": {"content": text} if text else {}, "logprobs": None,
+                "finish_reason": finish_reason}
+
+
+class TextShape(ReplyShape):
+    whole_object = "text_completion"
+    chunk_object = "text_completion"
+    id_prefix = "cmpl-"
+
+    def whole_choice(self, text: str, finish_reason: str) -> dict[str, Any]:
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+    def chunk_choice(self, text: str | None, finish_reason: str | None) -> dict[str, Any]:
+        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+
+
+def _finish_reason(done: DoneEvent) -> str:
+    """OpenAI knows only stop/length; a cancelled reply only reaches a client that has already left."""
+    return "length" if done.reason == "length" else "stop"
+
+
+def _usage(done: DoneEvent) -> dict[str, int]:
+    prompt, completion = done.metrics.prompt_tokens, done.metrics.generated_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def _sse_events(shape: ReplyShape, first: Event, generation: Generation,
+                      include_usage: bool) -> AsyncIterator[str]:
+    for payload in shape.opening():
+        yield _sse(payload)
+    event = first
+    while isinstance(event, TokenEvent):
+        yield _sse(shape.chunk(event.text))
+        event = await generation.next()
+    yield _sse(shape.chunk(None, _finish_reason(event)))
+    if include_usage:
+        yield _sse(shape.usage_chunk(event))
+    yield "data: [DONE]\n\n"
+
+
+class ReplyStream(StreamingResponse):
+    """The SSE response of one reply. However it ends (done, client gone, shutdown), the reply is
+    stopped, so a vanished client frees the engine within a token."""
+
+    def __init__(self, content: AsyncIterator[str], generation: Generation) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._generation = generation
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._generation.stop()
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the request body has already been read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_client_leaves(request: Request, generation: Generation, work: Awaitable[T]) -> T | None:
+    """Await `work`, or None if the client leaves first; either way an unfinished reply is stopped.
+
+    Without this, a client that timed out while queued or waiting for a long reply would keep
+    the engine busy for nobody.
+    """
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        return task.result() if task.done() else None
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            generation.stop()
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+class Server:
+    """The endpoints, bound to one config and one engine."""
+
+    def __init__(self, cfg: Config, engine: Engine) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.runner = Runner(engine, cfg.server.queue_size)
+        self.started = int(time.time())
+
+    def authorize(self, request: Request) -> None:
+        """With `server.api_key` set, every request must carry `Authorization: Bearer <key>`."""
+        key = self.cfg.server.api_key
+        if not key:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), key.encode()):
+            raise APIError(401, "missing or wrong API key; send the server's key as `Authorization: Bearer <key>`",
+                           "invalid_request_error", "invalid_api_key")
+
+    def _check_model(self, model: str | None) -> None:
+        if model is not None and model != self.engine.name:
+            raise APIError(404, f"the model '{model}' is not loaded; this server has '{self.engine.name}'",
+                           "invalid_request_error", "model_not_found")
+
+    def _model_card(self) -> dict[str, Any]:
+        return {"id": self.engine.name, "object": "model", "created": self.started,
+                "owned_by": "edge-ai"}
+
+    async def list_models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [self._model_card()]}
+
+    async def get_model(self, model: str) -> dict[str, Any]:
+        self._check_model(model)
+        return self._model_card()
+
+    async def chat_completions(self, body: ChatRequest, request: Request) -> Response:
+        self._check_model(body.model)
+        messages, sampling = [m.for_engine() for m in body.messages], body.sampling(self.cfg)
+        generation = self.runner.submit(lambda: self.engine.chat(messages, sampling))
+        return await self._answer(request, generation, ChatShape(self.engine.name), body)
+
+    async def completions(self, body: CompletionRequest, request: Request) -> Response:
+        self._check_model(body.model)
+        prompt, sampling = body.prompt, body.sampling(self.cfg)
+        generation = self.runner.submit(lambda: self.engine.complete(prompt, sampling))
+        return await self._answer(request, generation, TextShape(self.engine.name), body)
+
+    async def _answer(self, request: Request, generation: Generation, shape: ReplyShape,
+                      body: GenerationRequest) -> Response:
+        """Whole JSON, or SSE once the first event is in (so engine errors still get a 400)."""
+        if not body.stream:
+            done = await _unless_client_leaves(request, generation, generation.collect())
+            if done is None:
+                return Response(status_code=CLIENT_GONE)
+            return JSONResponse(shape.whole(done))
+        first = await _unless_client_leaves(request, generation, generation.next())
+        if first is None:
+            return Response(status_code=CLIENT_GONE)
+        return ReplyStream(_sse_events(shape, first, generation, body.include_usage), generation)
+
+
+def create_app(cfg: Config, engine: Engine) -> FastAPI:
+    """The OpenAI-compatible API for `engine`, with `cfg.server` auth and queue limits."""
+    server = Server(cfg, engine)
+    app = FastAPI(title="edge-ai", summary="OpenAI-compatible API of an offline on-device model",
+                  dependencies=[Depends(server.authorize)])
+    app.get("/v1/models")(server.list_models)
+    app.get("/v1/models/{model}")(server.get_model)
+    app.post("/v1/chat/completions")(server.chat_completions)
+    app.post("/v1/completions")(server.completions)
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(EdgeAIError, _engine_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    return app
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket up front: a busy port becomes a one-line error, not a uvicorn log.
+
+    uvicorn is then handed this very socket, so nothing can take the port in between.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise EdgeAIError(f"cannot serve on host '{host}' ({exc.strerror}); pass --host 127.0.0.1") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is not "in use"
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise EdgeAIError(f"port {port} on {host} is already in use; pass --port or stop the other server") from None
+        raise EdgeAIError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --host or --port") from None
+    return sock
+
+
+def serve(cfg: Config, engine: Engine, log: Console) -> None:
+    """Serve `engine` on cfg.server.host:port until interrupted (Ctrl-C stops within a few seconds)."""
+    host, port = cfg.server.host, cfg.server.port
+    sock = bind(host, port)
+    config = uvicorn.Config(create_app(cfg, engine), host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
+    url_host = f"[{host}]" if ":" in host else host
+    log.print(f"serving {engine.name} on http://{url_host}:{port}/v1", markup=False, highlight=False, soft_wrap=True)
+    uvicorn.Server(config).run(sockets=[sock])

@@ -1,0 +1,65 @@
+"""Model registry: paths, user-added names, packaged models assembled on first use; RAM check."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from edge_ai import registry
+from edge_ai.errors import EdgeAIError
+from edge_ai.gguf_file import read_gguf
+from edge_ai.hardware import check_fits_in_ram, kv_cache_bytes
+from edge_ai.paths import get_paths
+
+
+def test_packaged_model_is_assembled_once_with_progress() -> None:
+    calls: list[tuple[int, int]] = []
+    path = registry.resolve("gemma3-270m", progress=lambda done, total: calls.append((done, total)))
+    assert path == get_paths().models_dir / "gemma-3-270m-q4_k_m.gguf"
+    assert calls and calls[-1][0] == calls[-1][1] == path.stat().st_size
+    assert [c[0] for c in calls] == sorted(c[0] for c in calls)
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    again: list[tuple[int, int]] = []
+    assert registry.resolve("gemma3-270m", progress=lambda d, t: again.append((d, t))) == path
+    assert again == []
+    entry = {e.name: e for e in registry.list_models()}["gemma3-270m"]
+    assert entry.available and entry.source == "package"
+
+
+def test_user_models_by_name_and_path(model_path: Path) -> None:
+    assert registry.resolve(str(model_path)) == model_path.resolve()
+    entry = registry.add(model_path, name="mine")
+    assert entry.name == "mine" and registry.resolve("mine") == model_path.absolute()
+    assert "mine" in registry.known_names()
+    registry.remove("mine")
+    assert "mine" not in registry.known_names()
+    assert model_path.exists(), "removing a user model never deletes the user's file"
+
+
+def test_registry_errors(tmp_path: Path, model_path: Path) -> None:
+    with pytest.raises(EdgeAIError, match="unknown model 'nope'.*known: gemma3-270m"):
+        registry.resolve("nope")
+    with pytest.raises(EdgeAIError, match="built-in model name"):
+        registry.add(model_path, name="gemma3-270m")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\xff" * 64)
+    with pytest.raises(EdgeAIError, match="bad.gguf"):
+        registry.add(bad)
+    assert "bad" not in registry.known_names()
+    moved = tmp_path / "moved.gguf"
+    moved.symlink_to(model_path)
+    registry.add(moved, name="moved")
+    moved.unlink()
+    with pytest.raises(EdgeAIError, match="no longer exists"):
+        registry.resolve("moved")
+
+
+def test_model_too_big_for_ram_is_refused_with_the_numbers(model_path: Path) -> None:
+    info = read_gguf(model_path)
+    assert kv_cache_bytes(info, 4096) == 18 * 4096 * 1 * (256 + 256) * 2  # layers x ctx x kv heads x dims x f16
+    huge = dataclasses.replace(info, file_size=1 << 50)  # as if the weights were 1 PiB
+    with pytest.raises(EdgeAIError, match="needs about .* GiB .* only .* GiB of RAM is free"):
+        check_fits_in_ram(huge, 4096)
+    check_fits_in_ram(info, 4096)

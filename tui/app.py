@@ -1,0 +1,181 @@
+"""The edge-ai terminal app: owns the config, the history store and the engine slot.
+
+Screens and widgets talk to it through attributes (`cfg`, `history`, `engines`) and a few
+methods (`switch_model`, `apply_settings`, `toggle_theme`); model loading runs in a thread
+worker and reports back with messages, so the event loop never waits for llama.cpp.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+from textual import work
+from textual.app import App, InvalidThemeError, SystemCommand
+from textual.message import Message
+from textual.screen import Screen
+from textual.theme import Theme
+
+from edge_ai import config as config_mod
+from edge_ai.config import Config
+from edge_ai.errors import EdgeAIError
+from edge_ai.history import HistoryStore
+from edge_ai.paths import get_paths
+from tui.engine_slot import EngineFactory, EngineSlot, default_engine_factory
+from tui.keys import COMMANDS
+from tui.screens.chat import ChatScreen
+
+log = logging.getLogger(__name__)
+
+DARK_THEME = "textual-dark"
+LIGHT_THEME = "textual-light"
+
+
+class EdgeAIApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "edge-ai"
+
+    class EngineLoading(Message):
+        def __init__(self, name: str, detail: str = "") -> None:
+            super().__init__()
+            self.name, self.detail = name, detail
+
+    class EngineLoaded(Message):
+        def __init__(self, model: config_mod.ModelSettings, engine: Any) -> None:
+            super().__init__()
+            self.model, self.engine = model, engine
+
+    class EngineFailed(Message):
+        def __init__(self, name: str, error: str) -> None:
+            super().__init__()
+            self.name, self.error = name, error
+
+    def __init__(self, cfg: Config, *, engine_factory: EngineFactory | None = None,
+                 history: HistoryStore | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.engines = EngineSlot(engine_factory or self._default_factory)
+        self.history = history if history is not None else HistoryStore(get_paths().history_db)
+        self.model_name = cfg.model.name
+        self.engine_state = "loading model…"
+        self.chat_screen = ChatScreen()
+        self._assembly_percent = -1
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def get_default_screen(self) -> Screen:
+        return self.chat_screen
+
+    def on_mount(self) -> None:
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        try:
+            self.theme = self.cfg.tui.theme
+        except InvalidThemeError:
+            self.notify(f"unknown theme '{self.cfg.tui.theme}' in tui.theme; using {self.theme}", severity="warning")
+        self.load_model(self.cfg.model)
+
+    def on_unmount(self) -> None:
+        self.engines.close()  # waits for a reply in progress to stop and be saved
+        self.history.close()
+
+    # -- model ---------------------------------------------------------------------------------
+
+    def _default_factory(self, cfg: Config) -> Any:
+        return default_engine_factory(cfg, progress=self._assembly_progress)
+
+    def _assembly_progress(self, done: int, total: int) -> None:
+        percent = done * 100 // max(total, 1)
+        if percent != self._assembly_percent:
+            self._assembly_percent = percent
+            self.post_message(self.EngineLoading(self.model_name, f"assembling model {percent}%"))
+
+    @work(thread=True, group="engine", exit_on_error=False)
+    def load_model(self, model: config_mod.ModelSettings) -> None:
+        """Worker thread: load `model` and make it current (the old engine is closed after)."""
+        self.post_message(self.EngineLoading(model.name))
+        cfg = dataclasses.replace(self.cfg, model=model)
+        try:
+            engine = self.engines.load(cfg)
+        except EdgeAIError as exc:
+            self.post_message(self.EngineFailed(model.name, str(exc)))
+            return
+        self.post_message(self.EngineLoaded(model, engine))
+
+    def switch_model(self, name: str) -> None:
+        """Load the registered model `name` in a worker; the current one keeps serving until then."""
+        try:
+            model = self.cfg.with_values({"model.name": name}, source="the model picker").model
+        except EdgeAIError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.load_model(model)
+
+    def on_edge_aiapp_engine_loading(self, message: EngineLoading) -> None:
+        self.engine_state = message.detail or f"loading {message.name}…"
+        self.update_status()
+
+    def on_edge_aiapp_engine_loaded(self, message: EngineLoaded) -> None:
+        switched = message.model.name != self.model_name
+        self.cfg = dataclasses.replace(self.cfg, model=message.model)
+        self.model_name = message.model.name
+        self.engine_state = "ready"
+        self.update_status()
+        if switched:
+            self.notify(f"Loaded model {message.model.name}", title="Model")
+
+    def on_edge_aiapp_engine_failed(self, message: EngineFailed) -> None:
+        self.engine_state = "ready" if self.engines.engine is not None else "no model (Ctrl+O to pick one)"
+        self.update_status()
+        self.notify(message.error, title=f"Could not load {message.name}", severity="error", timeout=15)
+
+    def update_status(self) -> None:
+        """Push the engine's name, context and state down to the status bar."""
+        if not self.chat_screen.is_mounted:
+            return
+        engine = self.engines.engine
+        if engine is None:
+            self.chat_screen.show_engine(self.model_name, 0, 0, self.engine_state)
+        else:
+            self.chat_screen.show_engine(engine.name, engine.context_used, engine.n_ctx, self.engine_state)
+
+    # -- settings and theme --------------------------------------------------------------------
+
+    def apply_settings(self, changed: dict[str, Any]) -> None:
+        """Settings the settings screen has stored; model.* changes reload the model."""
+        if not changed:
+            return
+        self.cfg = self.cfg.with_values(changed, source="the settings screen")
+        self.notify("Settings saved: " + ", ".join(sorted(changed)), title="Settings")
+        if any(key.startswith("model.") for key in changed):
+            self.load_model(self.cfg.model)
+
+    def toggle_theme(self) -> None:
+        self.theme = LIGHT_THEME if self.current_theme.dark else DARK_THEME
+
+    def _theme_changed(self, theme: Theme) -> None:
+        if theme.name == self.cfg.tui.theme:
+            return
+        try:
+            config_mod.set_value("tui.theme", theme.name)
+            self.cfg = self.cfg.with_values({"tui.theme": theme.name})
+        except EdgeAIError as exc:
+            self.notify(str(exc), severity="error")
+
+    # -- command palette -----------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for command in COMMANDS:
+            keys = f" ({command.label})" if command.label else ""
+            yield SystemCommand(command.title, command.help + keys, self._runner(command.action))
+
+    def _runner(self, action: str) -> Callable[[], Any]:
+        return partial(self.chat_screen.run_action, action)
+
+
+def run_app(cfg: Config) -> None:
+    """Start the terminal assistant (blocks until the user quits)."""
+    EdgeAIApp(cfg).run()

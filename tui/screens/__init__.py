@@ -1,0 +1,1 @@
+"""The chat screen and the modal dialogs (model picker, settings, help, prompts)."""

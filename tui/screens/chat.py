@@ -1,0 +1,529 @@
+"""The chat screen: conversation sidebar, message list, input, status bar.
+
+Replies run in a thread worker (`_run_reply`) that holds the engine through `EngineSlot.use()`,
+posts each token up as a `ReplyToken`, and saves the finished (or stopped) reply with its
+metrics before posting `ReplyDone`. The screen streams tokens into the reply's Markdown widget
+through a `MarkdownStream`, so each token appends instead of re-rendering the message.
+Every reply belongs to a `ReplyJob`; messages of a job the screen has let go of (new chat,
+other conversation) are ignored, while the worker still saves that reply where it belongs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer
+from textual.widgets.markdown import MarkdownStream
+
+from edge_ai.errors import EdgeAIError
+from edge_ai.fileio import atomic_write_text
+from edge_ai.history import Conversation, Message as StoredMessage
+from runtime.llm.events import DoneEvent, SamplingParams, TokenEvent
+from tui import keys
+from tui.screens.dialogs import ConfirmScreen, PromptScreen
+from tui.screens.help import HelpScreen
+from tui.screens.model_picker import ModelPickerScreen
+from tui.screens.settings import SettingsScreen
+from tui.widgets.chat_log import ChatLog, ErrorView, MessageView
+from tui.widgets.prompt_input import PromptInput
+from tui.widgets.sidebar import Sidebar
+from tui.widgets.status_bar import StatusBar
+
+if TYPE_CHECKING:
+    from tui.app import EdgeAIApp
+
+log = logging.getLogger(__name__)
+
+TITLE_LENGTH = 48
+
+
+def title_from(text: str) -> str:
+    """A conversation title from its first message: the first line, shortened."""
+    line = " ".join(text.strip().split())
+    return line if len(line) <= TITLE_LENGTH else line[:TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def slugify(title: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()
+    return slug[:60] or "conversation"
+
+
+@dataclass
+class ReplyJob:
+    id: int
+    conversation_id: int
+    messages: list[dict[str, str]]
+    sampling: SamplingParams
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class ReplyToken(Message):
+    def __init__(self, job_id: int, text: str) -> None:
+        super().__init__()
+        self.job_id, self.text = job_id, text
+
+
+class ReplyDone(Message):
+    """The reply ended (`event` is None if it was stopped before it started) and was saved as `stored`."""
+
+    def __init__(self, job_id: int, event: DoneEvent | None, stored: StoredMessage | None) -> None:
+        super().__init__()
+        self.job_id, self.event, self.stored = job_id, event, stored
+
+
+class ReplyFailed(Message):
+    def __init__(self, job_id: int, error: str) -> None:
+        super().__init__()
+        self.job_id, self.error = job_id, error
+
+
+class ChatScreen(Screen[None]):
+    BINDINGS = keys.bindings()
+
+    def __init__(self) -> None:
+        super().__init__(id="chat")
+        self.conversation: Conversation | None = None
+        self.messages: list[StoredMessage] = []
+        self.job: ReplyJob | None = None
+        self.last_done: DoneEvent | None = None
+        self._job_ids = itertools.count(1)
+        self._stream: MarkdownStream | None = None
+        self._reply_view: MessageView | None = None
+
+    @property
+    def edge_app(self) -> EdgeAIApp:
+        return self.app  # type: ignore[return-value]
+
+    # -- layout --------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="body"):
+            yield Sidebar(id="sidebar")
+            with Vertical(id="main"):
+                yield ChatLog(id="chat-log")
+                yield PromptInput(id="prompt")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    @property
+    def chat_log(self) -> ChatLog:
+        return self.query_one("#chat-log", ChatLog)
+
+    @property
+    def prompt(self) -> PromptInput:
+        return self.query_one("#prompt", PromptInput)
+
+    @property
+    def sidebar(self) -> Sidebar:
+        return self.query_one("#sidebar", Sidebar)
+
+    @property
+    def status(self) -> StatusBar:
+        return self.query_one("#status", StatusBar)
+
+    @property
+    def generating(self) -> bool:
+        return self.job is not None
+
+    async def on_mount(self) -> None:
+        self.status.model = self.edge_app.cfg.model.name
+        self.status.state = "loading model…"
+        conversations = self.edge_app.history.list_conversations()
+        if conversations:
+            await self.open_conversation(conversations[0].id)
+        else:
+            await self.refresh_sidebar()
+        self.prompt.focus()
+
+    # -- engine state (set by the app) ---------------------------------------------------------
+
+    def show_engine(self, name: str, context_used: int, context_size: int, state: str = "ready") -> None:
+        status = self.status
+        status.model, status.context_used, status.context_size = name, context_used, context_size
+        status.state = state if self.job is None else "generating…"
+
+    def show_state(self, state: str) -> None:
+        self.status.state = state
+
+    # -- sidebar -------------------------------------------------------------------------------
+
+    async def refresh_sidebar(self) -> None:
+        history = self.edge_app.history
+        query = self.sidebar.query_text.strip()
+        try:
+            if query:
+                rows = [(c.id, c.title, snippet) for c, snippet in history.search(query)]
+            else:
+                rows = [(c.id, c.title, "") for c in history.list_conversations()]
+        except EdgeAIError as exc:
+            self.notify(str(exc), title="History", severity="error")
+            return
+        current = self.conversation.id if self.conversation else None
+        await self.sidebar.show(rows, current, searching=bool(query))
+
+    async def on_sidebar_search_changed(self, _: Sidebar.SearchChanged) -> None:
+        await self.refresh_sidebar()
+
+    async def on_sidebar_selected(self, event: Sidebar.Selected) -> None:
+        if self.conversation is None or event.conversation_id != self.conversation.id:
+            await self.open_conversation(event.conversation_id)
+        self.prompt.focus()
+
+    def on_sidebar_delete_requested(self, event: Sidebar.DeleteRequested) -> None:
+        self._confirm_delete(event.conversation_id)
+
+    async def open_conversation(self, conversation_id: int) -> None:
+        """Show a stored conversation (stopping, but still saving, a reply in progress)."""
+        history = self.edge_app.history
+        try:
+            conversation = history.get_conversation(conversation_id)
+            messages = history.messages(conversation_id)
+        except EdgeAIError as exc:
+            self.notify(str(exc), title="History", severity="error")
+            await self.refresh_sidebar()
+            return
+        await self._let_go_of_reply()
+        self.conversation, self.messages = conversation, messages
+        await self.chat_log.clear()
+        await self.chat_log.add(*[MessageView(m.role, m.content, message_id=m.id, metrics=m.metrics)
+                                  for m in messages if m.role != "system"])
+        self.sub_title = conversation.title
+        await self.refresh_sidebar()
+
+    # -- sending and streaming -----------------------------------------------------------------
+
+    async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
+        if self.generating:
+            self.notify("A reply is still being written; press Esc to stop it first.", severity="warning")
+            return
+        text = event.text.strip()
+        history = self.edge_app.history
+        cfg = self.edge_app.cfg
+        try:
+            if self.conversation is None:
+                self.conversation = history.create_conversation(
+                    title_from(text), model=self.edge_app.model_name, system_prompt=cfg.chat.system_prompt)
+                self.sub_title = self.conversation.title
+            stored = history.add_message(self.conversation.id, "user", text)
+        except EdgeAIError as exc:
+            await self.show_error(str(exc))
+            return
+        self.prompt.remember(event.text)
+        self.prompt.clear()
+        self.messages.append(stored)
+        await self.chat_log.add(MessageView("user", text, message_id=stored.id))
+        await self.refresh_sidebar()
+        await self.start_reply()
+
+    def engine_messages(self) -> list[dict[str, str]]:
+        """The conversation as the engine takes it (empty stopped replies left out)."""
+        out = []
+        if self.conversation is not None and self.conversation.system_prompt:
+            out.append({"role": "system", "content": self.conversation.system_prompt})
+        out += [{"role": m.role, "content": m.content} for m in self.messages
+                if m.role != "system" and (m.content or m.role == "user")]
+        return out
+
+    async def start_reply(self) -> None:
+        assert self.conversation is not None
+        sampling = SamplingParams.from_settings(self.edge_app.cfg.sampling)
+        job = ReplyJob(next(self._job_ids), self.conversation.id, self.engine_messages(), sampling)
+        view = MessageView("assistant", footer="generating…")
+        await self.chat_log.add(view)
+        self.job, self._reply_view, self._stream = job, view, view.start_stream()
+        view.add_class("streaming")
+        self.status.state = "generating…"
+        self._run_reply(job)
+
+    @work(thread=True, group="reply", exit_on_error=False)
+    def _run_reply(self, job: ReplyJob) -> None:
+        """Worker thread: generate, post tokens, save the reply (partial if stopped) with metrics."""
+        app = self.edge_app
+        try:
+            with app.engines.use() as engine:
+                done: DoneEvent | None = None
+                if not job.stop.is_set():
+                    for event in engine.chat(job.messages, job.sampling):
+                        if job.stop.is_set():
+                            engine.cancel()  # Esc may have come before chat() cleared the flag
+                        if isinstance(event, TokenEvent):
+                            self.post_message(ReplyToken(job.id, event.text))
+                        else:
+                            done = event
+                stored = None
+                if done is not None:
+                    metrics: dict[str, Any] = done.metrics.as_dict()
+                    metrics.update(finish_reason=done.reason, model=engine.name)
+                    stored = app.history.add_message(job.conversation_id, "assistant", done.text, metrics)
+                self.post_message(ReplyDone(job.id, done, stored))
+        except EdgeAIError as exc:
+            self.post_message(ReplyFailed(job.id, str(exc)))
+        except Exception as exc:  # keep the app alive; the traceback goes to the log file
+            log.exception("reply failed")
+            self.post_message(ReplyFailed(job.id, f"unexpected {type(exc).__name__}: {exc} (see the log file)"))
+
+    def _is_current(self, job_id: int) -> bool:
+        return self.job is not None and self.job.id == job_id
+
+    async def on_reply_token(self, message: ReplyToken) -> None:
+        if self._is_current(message.job_id) and self._stream is not None:
+            await self._stream.write(message.text)
+
+    async def _end_stream(self) -> MessageView | None:
+        stream, view = self._stream, self._reply_view
+        self._stream = self._reply_view = None
+        self.job = None
+        if stream is not None:
+            await stream.stop()
+        if view is not None:
+            view.remove_class("streaming")
+        return view
+
+    async def on_reply_done(self, message: ReplyDone) -> None:
+        if not self._is_current(message.job_id):
+            return
+        view = await self._end_stream()
+        if message.stored is not None and message.event is not None:
+            self.messages.append(message.stored)
+            self.last_done = message.event
+            if view is not None:
+                view.finish(message.stored.id, message.stored.metrics)
+            metrics = message.event.metrics
+            status = self.status
+            status.ttft_s, status.tok_s = metrics.ttft_s, metrics.decode_tok_s
+            status.context_used, status.context_size = metrics.context_used, metrics.context_size
+        elif view is not None:  # stopped before the model started
+            await view.remove()
+        self.status.state = "ready"
+        await self.refresh_sidebar()
+
+    async def on_reply_failed(self, message: ReplyFailed) -> None:
+        if not self._is_current(message.job_id):
+            log.warning("a reply the screen no longer shows failed: %s", message.error)
+            return
+        view = await self._end_stream()
+        if view is not None:
+            if view.text:
+                view.set_footer("failed")
+            else:
+                await view.remove()
+        self.status.state = "ready" if self.edge_app.engines.engine is not None else "no model"
+        await self.show_error(message.error)
+
+    async def show_error(self, text: str) -> None:
+        await self.chat_log.add(ErrorView(text))
+        self.notify(text, title="Error", severity="error")
+
+    async def _let_go_of_reply(self) -> None:
+        """Stop the reply in progress and stop showing it; its worker still saves it."""
+        if self.job is not None:
+            self.job.stop.set()
+            self.edge_app.engines.cancel()
+            await self._end_stream()
+            self.status.state = "ready"
+
+    async def _remove_views_from(self, message_id: int | None) -> None:
+        """Remove the view of `message_id` and everything after it (None: trailing error views)."""
+        children = list(self.chat_log.children)
+        start = len(children)
+        for i, child in enumerate(children):
+            if isinstance(child, MessageView) and child.message_id == message_id and message_id is not None:
+                start = i
+                break
+        if message_id is None:
+            while start > 0 and isinstance(children[start - 1], ErrorView):
+                start -= 1
+        if children[start:]:
+            await self.chat_log.remove_children(children[start:])
+
+    # -- actions (bound in tui.keys) -----------------------------------------------------------
+
+    def action_stop(self) -> None:
+        if self.job is None:
+            return
+        self.job.stop.set()
+        self.edge_app.engines.cancel()
+        self.status.state = "stopping…"
+
+    async def action_new_chat(self) -> None:
+        await self._let_go_of_reply()
+        self.conversation, self.messages = None, []
+        self.sub_title = ""
+        await self.chat_log.clear()
+        await self.refresh_sidebar()
+        self.prompt.focus()
+
+    def _busy(self) -> bool:
+        if self.generating:
+            self.notify("A reply is still being written; press Esc to stop it first.", severity="warning")
+        return self.generating
+
+    async def action_retry(self) -> None:
+        if self._busy():
+            return
+        if self.conversation is None or not self.messages:
+            self.notify("Nothing to retry yet.", severity="warning")
+            return
+        last = self.messages[-1]
+        try:
+            if last.role == "assistant":
+                self.edge_app.history.delete_messages_from(self.conversation.id, last.id)
+                self.messages.pop()
+                await self._remove_views_from(last.id)
+        except EdgeAIError as exc:
+            await self.show_error(str(exc))
+            return
+        await self._remove_views_from(None)
+        if not self.messages or self.messages[-1].role != "user":
+            self.notify("There is no message of yours to answer.", severity="warning")
+            return
+        await self.start_reply()
+
+    async def action_edit_last(self) -> None:
+        if self._busy():
+            return
+        index = next((i for i in range(len(self.messages) - 1, -1, -1) if self.messages[i].role == "user"), None)
+        if self.conversation is None or index is None:
+            self.notify("No message of yours to edit.", severity="warning")
+            return
+        message = self.messages[index]
+        try:
+            self.edge_app.history.delete_messages_from(self.conversation.id, message.id)
+        except EdgeAIError as exc:
+            await self.show_error(str(exc))
+            return
+        self.messages = self.messages[:index]
+        await self._remove_views_from(message.id)
+        await self._remove_views_from(None)
+        self.prompt.text = message.content
+        self.prompt.move_cursor(self.prompt.document.end)
+        self.prompt.focus()
+
+    def _need_conversation(self) -> Conversation | None:
+        if self.conversation is None:
+            self.notify("Start or open a conversation first.", severity="warning")
+        return self.conversation
+
+    def action_rename(self) -> None:
+        conversation = self._need_conversation()
+        if conversation is None:
+            return
+
+        async def renamed(title: str | None) -> None:
+            if not title:
+                return
+            try:
+                self.conversation = self.edge_app.history.rename(conversation.id, title)
+            except EdgeAIError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.sub_title = title
+            await self.refresh_sidebar()
+
+        self.app.push_screen(PromptScreen("Rename conversation", conversation.title, ok="Rename"), renamed)
+
+    def action_delete(self) -> None:
+        conversation = self._need_conversation()
+        if conversation is not None:
+            self._confirm_delete(conversation.id)
+
+    def _confirm_delete(self, conversation_id: int) -> None:
+        try:
+            title = self.edge_app.history.get_conversation(conversation_id).title
+        except EdgeAIError as exc:
+            self.notify(str(exc), severity="error")
+            return
+
+        async def answered(yes: bool | None) -> None:
+            if yes:
+                await self.delete_conversation(conversation_id)
+
+        self.app.push_screen(ConfirmScreen(f"Delete “{title}” and all its messages?", yes="Delete"), answered)
+
+    async def delete_conversation(self, conversation_id: int) -> None:
+        if self.conversation is not None and self.conversation.id == conversation_id:
+            await self.action_new_chat()
+        try:
+            self.edge_app.history.delete(conversation_id)
+        except EdgeAIError as exc:
+            self.notify(str(exc), severity="error")
+        await self.refresh_sidebar()
+
+    def action_export_markdown(self) -> None:
+        self._ask_export(".md")
+
+    def action_export_json(self) -> None:
+        self._ask_export(".json")
+
+    def _ask_export(self, suffix: str) -> None:
+        conversation = self._need_conversation()
+        if conversation is None:
+            return
+
+        def chosen(path: str | None) -> None:
+            if path:
+                self.export(path)
+
+        self.app.push_screen(PromptScreen("Export to (a .json path writes JSON, any other Markdown)",
+                                          slugify(conversation.title) + suffix, ok="Export"), chosen)
+
+    def export(self, raw_path: str) -> Path | None:
+        """Write the current conversation to `raw_path` (relative to the current directory)."""
+        conversation = self.conversation
+        if conversation is None:
+            return None
+        path = Path(raw_path).expanduser()
+        if not path.is_absolute():
+            path = Path.cwd() / path
+        if path.is_dir():
+            path = path / (slugify(conversation.title) + ".md")
+        history = self.edge_app.history
+        try:
+            is_json = path.suffix.lower() == ".json"
+            text = history.export_json(conversation.id) if is_json else history.export_markdown(conversation.id)
+            atomic_write_text(path, text)
+        except EdgeAIError as exc:
+            self.notify(str(exc), title="Export failed", severity="error")
+            return None
+        self.notify(f"Exported to {path}", title="Export")
+        return path
+
+    def action_search(self) -> None:
+        self.sidebar.display = True
+        self.sidebar.search_box.focus()
+
+    def action_toggle_sidebar(self) -> None:
+        self.sidebar.display = not self.sidebar.display
+        if not self.sidebar.display:
+            self.prompt.focus()
+
+    def action_pick_model(self) -> None:
+        def picked(name: str | None) -> None:
+            if name:
+                self.edge_app.switch_model(name)
+
+        self.app.push_screen(ModelPickerScreen(self.edge_app.model_name), picked)
+
+    def action_settings(self) -> None:
+        def saved(changed: dict[str, Any] | None) -> None:
+            if changed is not None:
+                self.edge_app.apply_settings(changed)
+
+        self.app.push_screen(SettingsScreen(self.edge_app.cfg), saved)
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen())
+
+    def action_toggle_theme(self) -> None:
+        self.edge_app.toggle_theme()

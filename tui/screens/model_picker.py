@@ -1,0 +1,56 @@
+"""Pick a registered model; the app loads it in a worker and closes the old one."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.content import Content
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Label, OptionList
+from textual.widgets.option_list import Option
+
+from edge_ai.errors import EdgeAIError
+from edge_ai.registry import ModelEntry, list_models
+
+
+class ModelPickerScreen(ModalScreen[str | None]):
+    """Lists `edge_ai.registry.list_models()`; dismisses with the chosen name (None = cancelled)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, current: str) -> None:
+        super().__init__(classes="dialog")
+        self.current = current
+        self.entries: list[ModelEntry] = []
+        self.problem = ""
+        try:
+            self.entries = list_models()
+        except EdgeAIError as exc:
+            self.problem = str(exc)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Label("Pick a model  (Enter load, Esc cancel)", classes="dialog-title")
+            options = [Option(Content(self._describe(e)), id=e.name) for e in self.entries]
+            yield OptionList(*options, id="models")
+            note = self.problem or ("" if self.entries else "no models registered; add one with `edge-ai models add PATH`")
+            yield Label(note, id="models-note", markup=False)
+
+    def _describe(self, entry: ModelEntry) -> str:
+        mark = "● " if entry.name == self.current else "  "
+        state = "" if entry.available else "  (assembled on first use)"
+        return f"{mark}{entry.name}  [{entry.source}]  {entry.path}{state}"
+
+    def on_mount(self) -> None:
+        option_list = self.query_one("#models", OptionList)
+        names = [e.name for e in self.entries]
+        if self.current in names:
+            option_list.highlighted = names.index(self.current)
+        option_list.focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,48 @@
+"""One line at the bottom: model, context use, last reply's speed, process memory, state."""
+
+from __future__ import annotations
+
+import psutil
+from textual.reactive import reactive
+from textual.widgets import Static
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB"
+
+
+class StatusBar(Static):
+    """Set its attributes; it redraws itself. Memory is sampled every two seconds."""
+
+    model: reactive[str] = reactive("")
+    state: reactive[str] = reactive("")
+    context_used: reactive[int] = reactive(0)
+    context_size: reactive[int] = reactive(0)
+    ttft_s: reactive[float | None] = reactive(None)
+    tok_s: reactive[float | None] = reactive(None)
+    rss: reactive[int] = reactive(0)
+
+    def on_mount(self) -> None:
+        self._process = psutil.Process()
+        self._sample_memory()
+        self.set_interval(2.0, self._sample_memory)
+
+    def _sample_memory(self) -> None:
+        try:
+            self.rss = self._process.memory_info().rss
+        except psutil.Error:
+            pass
+
+    def render(self) -> str:
+        parts = [f"model: {self.model or '-'}"]
+        if self.context_size:
+            parts.append(f"ctx {self.context_used}/{self.context_size}")
+        if self.ttft_s is not None:
+            parts.append(f"TTFT {self.ttft_s:.2f} s")
+        if self.tok_s is not None:
+            parts.append(f"{self.tok_s:.1f} tok/s")
+        if self.rss:
+            parts.append(f"RSS {_mib(self.rss)}")
+        if self.state:
+            parts.append(self.state)
+        return "  │  ".join(parts)
