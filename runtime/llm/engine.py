@@ -29,7 +29,7 @@ from edge_ai.hardware import check_fits_in_ram, default_threads
 from runtime.llm import llama_log
 from runtime.llm.context import Message, fit_messages
 from runtime.llm.events import DoneEvent, Event, FinishReason, Metrics, SamplingParams, TokenEvent
-from runtime.llm.templates import ChatTemplate, builtin_for
+from runtime.llm.templates import ChatTemplate, UnsafeTemplateError, builtin_for
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class Engine:
         self.n_ctx = min(options.context, trained)
         self.threads = options.threads or default_threads()
         check_fits_in_ram(self.info, self.n_ctx, options.batch)
+        if self.info.chat_template:  # compile it first: llama-cpp-python's own error would not name it
+            ChatTemplate(self.info.chat_template, bos_token="", eos_token="", origin=self.path.name)
         llama_log.install()
         self._llm = self._load(options)
         self._n_swa = llama_cpp.llama_model_n_swa(self._llm.model)
@@ -101,6 +103,7 @@ class Engine:
         eos = self._piece(self._llm.token_eos())
         if self.info.chat_template:
             template = ChatTemplate(self.info.chat_template, bos_token=bos, eos_token=eos, origin=self.path.name)
+            _probe(template)
             return template, frozenset()
         fmt = builtin_for(self.info.architecture)
         template = ChatTemplate(fmt.template, bos_token=bos, eos_token=eos, origin=f"built-in {fmt.name} format")
@@ -252,6 +255,20 @@ class Engine:
     def close(self) -> None:
         """Free the model now rather than at garbage collection."""
         self._llm.close()
+
+
+def _probe(template: ChatTemplate) -> None:
+    """Render a one-message chat at load so a hostile template refuses the file up front.
+
+    Ordinary template errors (a template that insists on a system message, say) are left for the
+    real conversation to report.
+    """
+    try:
+        template.render([{"role": "user", "content": "hello"}])
+    except UnsafeTemplateError:
+        raise
+    except EdgeAIError:
+        pass
 
 
 class _TextStream:

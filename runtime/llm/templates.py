@@ -8,6 +8,7 @@ the app. Files without a template get a built-in format chosen by architecture.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
+import jinja2.nodes
 from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -73,6 +75,30 @@ class _TemplateTimeout(Exception):
     pass
 
 
+class UnsafeTemplateError(EdgeAIError):
+    """The template tried to escape the sandbox, ran away, or blew up in size: the file is hostile or broken."""
+
+
+class _GenerationTag(jinja2.ext.Extension):
+    """`{% generation %}...{% endgeneration %}` (Hugging Face's marker for assistant text) renders its body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: Any) -> jinja2.nodes.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_render_body"), [], [], body).set_lineno(lineno)
+
+    def _render_body(self, caller: Any) -> str:
+        return caller()
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
+            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    """Hugging Face's `tojson`: plain JSON (Jinja's own HTML-escapes and sorts keys)."""
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
 class _BoundedSandbox(ImmutableSandboxedEnvironment):
     """A sandbox that also stops runaway loops and giant strings.
 
@@ -84,8 +110,9 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
 
     def __init__(self) -> None:
-        super().__init__(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+        super().__init__(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols, _GenerationTag])
         self.deadline = float("inf")
+        self.filters["tojson"] = _tojson
         self.globals.pop("lipsum", None)
         self.globals["raise_exception"] = _raise_exception
         self.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -150,19 +177,19 @@ class ChatTemplate:
             ):
                 size += len(chunk)
                 if size > MAX_OUTPUT_CHARS:
-                    raise EdgeAIError(f"the chat template of {self.origin} produced over {MAX_OUTPUT_CHARS} characters; refused")
+                    raise UnsafeTemplateError(f"the chat template of {self.origin} produced over {MAX_OUTPUT_CHARS} characters; refused")
                 parts.append(chunk)
                 self._env.check_deadline()
         except _TemplateTimeout:
-            raise EdgeAIError(
+            raise UnsafeTemplateError(
                 f"the chat template of {self.origin} ran for over {RENDER_SECONDS:.0f} s (a runaway loop?); refused"
             ) from None
         except SecurityError as exc:
-            raise EdgeAIError(
+            raise UnsafeTemplateError(
                 f"the chat template of {self.origin} tried something unsafe ({exc}); refused: use a trusted model file"
             ) from None
         except RecursionError:
-            raise EdgeAIError(f"the chat template of {self.origin} recursed without end; refused") from None
+            raise UnsafeTemplateError(f"the chat template of {self.origin} recursed without end; refused") from None
         except TemplateError as exc:
             raise EdgeAIError(f"the chat template of {self.origin} failed: {exc}") from None
         except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError) as exc:

@@ -1,0 +1,141 @@
+"""Write a tiny but real GGUF model that llama.cpp loads and runs (random weights, ~0.4 MB).
+
+A "llama"-architecture model with 2 blocks, width 64, 4 query heads / 2 KV heads and a byte-level
+BPE vocabulary (GPT-2 style: 256 byte tokens, a few merges, ChatML control tokens). It generates
+gibberish, but exercises the whole load -> template -> tokenize -> decode path in milliseconds.
+
+    path = write_tiny_llama(tmp_path / "tiny.gguf", chat_template="...",
+                            extra_metadata={"llama.attention.layer_norm_rms_epsilon": float("nan")})
+
+`extra_metadata` entries are written after (and replace) the defaults. A plain value gets its GGUF
+type from its Python type (str -> STRING, bool -> BOOL, int -> UINT32, float -> FLOAT32, list ->
+ARRAY of the first item's type); pass `(value, gguf.GGUFValueType.X)` to force a type (e.g. a wrong
+one), or `(value, ARRAY, element_type)` for a typed array.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+from gguf import GGUFValueType as T
+
+N_EMBD = 64
+N_HEAD = 4
+N_HEAD_KV = 2
+HEAD_DIM = N_EMBD // N_HEAD
+N_FF = 128
+N_LAYER = 2
+CONTEXT_LENGTH = 512
+
+CONTROL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+_MERGES = (("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"))
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2's printable stand-in for each byte value 0..255, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+def vocabulary() -> tuple[list[str], list[int], list[str]]:
+    """(tokens, token types, merges) of the tiny byte-level BPE tokenizer."""
+    tokens = _bytes_to_unicode()
+    types = [gguf.TokenType.NORMAL] * len(tokens)
+    for left, right in _MERGES:
+        tokens.append(left + right)
+        types.append(gguf.TokenType.NORMAL)
+    tokens += CONTROL_TOKENS
+    types += [gguf.TokenType.CONTROL] * len(CONTROL_TOKENS)
+    return tokens, [int(t) for t in types], [f"{left} {right}" for left, right in _MERGES]
+
+
+def _typed(value: Any) -> tuple[Any, ...]:
+    """(value, GGUF type[, element type]) for a plain Python value or an explicit tuple."""
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, list):
+        return (value, T.ARRAY, _typed(value[0])[1] if value else T.UINT32)
+    if isinstance(value, bool):
+        return (value, T.BOOL)
+    if isinstance(value, int):
+        return (value, T.UINT32)
+    if isinstance(value, float):
+        return (value, T.FLOAT32)
+    if isinstance(value, str):
+        return (value, T.STRING)
+    raise TypeError(f"cannot infer a GGUF type for {value!r}; pass (value, GGUFValueType.X)")
+
+
+def write_tiny_llama(path: Path, *, chat_template: str | None = None,
+                     extra_metadata: dict[str, Any] | None = None, seed: int = 0) -> Path:
+    """Write the tiny model to `path` and return `path`."""
+    arch = "llama"
+    tokens, token_types, merges = vocabulary()
+    n_vocab = len(tokens)
+    metadata: dict[str, tuple[Any, ...]] = {
+        "general.name": ("tiny-llama", T.STRING),
+        f"{arch}.context_length": (CONTEXT_LENGTH, T.UINT32),
+        f"{arch}.embedding_length": (N_EMBD, T.UINT32),
+        f"{arch}.block_count": (N_LAYER, T.UINT32),
+        f"{arch}.feed_forward_length": (N_FF, T.UINT32),
+        f"{arch}.attention.head_count": (N_HEAD, T.UINT32),
+        f"{arch}.attention.head_count_kv": (N_HEAD_KV, T.UINT32),
+        f"{arch}.attention.layer_norm_rms_epsilon": (1e-5, T.FLOAT32),
+        f"{arch}.rope.dimension_count": (HEAD_DIM, T.UINT32),
+        f"{arch}.rope.freq_base": (10000.0, T.FLOAT32),
+        f"{arch}.vocab_size": (n_vocab, T.UINT32),
+        "general.file_type": (int(gguf.LlamaFileType.ALL_F32), T.UINT32),
+        "tokenizer.ggml.model": ("gpt2", T.STRING),
+        "tokenizer.ggml.pre": ("default", T.STRING),
+        "tokenizer.ggml.tokens": (tokens, T.ARRAY, T.STRING),
+        "tokenizer.ggml.token_type": (token_types, T.ARRAY, T.INT32),
+        "tokenizer.ggml.merges": (merges, T.ARRAY, T.STRING),
+        "tokenizer.ggml.bos_token_id": (tokens.index("<|endoftext|>"), T.UINT32),
+        "tokenizer.ggml.eos_token_id": (tokens.index("<|im_end|>"), T.UINT32),
+        "tokenizer.ggml.add_bos_token": (False, T.BOOL),
+    }
+    if chat_template is not None:
+        metadata["tokenizer.chat_template"] = (chat_template, T.STRING)
+    for key, value in (extra_metadata or {}).items():
+        metadata[key] = _typed(value)
+
+    writer = gguf.GGUFWriter(path, arch)
+    for key, typed in metadata.items():
+        writer.add_key_value(key, *typed)
+    # numpy shape (out, in) is stored as ggml ne (in, out), which is what llama.cpp checks.
+    rng = np.random.default_rng(seed)
+
+    def weight(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    def norm() -> np.ndarray:
+        return np.ones(N_EMBD, dtype=np.float32)
+
+    writer.add_tensor("token_embd.weight", weight(n_vocab, N_EMBD))
+    for i in range(N_LAYER):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", norm())
+        writer.add_tensor(f"blk.{i}.attn_q.weight", weight(N_HEAD * HEAD_DIM, N_EMBD))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", weight(N_HEAD_KV * HEAD_DIM, N_EMBD))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", weight(N_HEAD_KV * HEAD_DIM, N_EMBD))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", weight(N_EMBD, N_HEAD * HEAD_DIM))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", norm())
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(N_FF, N_EMBD))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(N_FF, N_EMBD))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(N_EMBD, N_FF))
+    writer.add_tensor("output_norm.weight", norm())
+    writer.add_tensor("output.weight", weight(n_vocab, N_EMBD))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
