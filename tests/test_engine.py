@@ -73,6 +73,21 @@ def test_cancel_from_another_thread_then_next_turn_works(engine: Engine) -> None
     assert after.reason in ("stop", "length") and after.text
 
 
+def test_cancel_during_a_long_prefill(model_path: Path) -> None:
+    big = Engine(model_path, options=EngineOptions(context=4096))
+    try:
+        msgs = [{"role": "user", "content": "Summarise: " + "the cat sat on the mat and looked around. " * 300}]
+        prompt_tokens = len(big.encode(msgs))
+        threading.Timer(0.2, big.cancel).start()
+        texts, done = run(big.chat(msgs, GREEDY))
+        assert done.reason == "cancelled" and texts == [] and done.metrics.generated_tokens == 0
+        assert big.context_used < prompt_tokens, "prefill stopped part-way"
+        _, after = run(big.chat([{"role": "user", "content": "Hi"}], GREEDY))
+        assert after.reason in ("stop", "length")
+    finally:
+        big.close()
+
+
 def test_second_turn_reuses_the_kv_cache(engine: Engine) -> None:
     msgs = [{"role": "system", "content": "You are terse."},
             {"role": "user", "content": "What is the capital of France? " * 8}]

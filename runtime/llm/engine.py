@@ -33,6 +33,10 @@ from runtime.llm.templates import ChatTemplate, UnsafeTemplateError, builtin_for
 
 log = logging.getLogger(__name__)
 
+# Prompt tokens evaluated per llama.cpp call during prefill: small enough that a cancel lands
+# within ~0.25 s on a laptop CPU, large enough to keep prefill throughput (measured equal to 512).
+PREFILL_CHUNK = 128
+
 
 @dataclass(frozen=True)
 class EngineOptions:
@@ -182,13 +186,14 @@ class Engine:
         return n_keep
 
     def _prefill(self, tokens: Sequence[int], n_keep: int) -> bool:
-        """Evaluate the uncached prompt in batch-sized chunks; False if cancelled midway."""
+        """Evaluate the uncached prompt in small chunks; False if cancelled midway."""
         llm = self._llm
         llm.n_tokens = n_keep  # eval() drops every cached position from here on
-        for pos in range(n_keep, len(tokens), llm.n_batch):
+        chunk = min(PREFILL_CHUNK, llm.n_batch)
+        for pos in range(n_keep, len(tokens), chunk):
             if self._cancel.is_set():
                 return False
-            llm.eval(tokens[pos:pos + llm.n_batch])
+            llm.eval(tokens[pos:pos + chunk])
         return True
 
     def _generate(self, tokens: list[int], sampling: SamplingParams, start: float, dropped: int) -> Iterator[Event]:
