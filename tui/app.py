@@ -63,6 +63,7 @@ class EdgeAIApp(App[None]):
         self.engine_state = "loading model…"
         self.chat_screen = ChatScreen()
         self._assembly_percent = -1
+        self._load_ticket = 0  # the newest model request; older ones still waiting are skipped
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -92,17 +93,22 @@ class EdgeAIApp(App[None]):
             self._assembly_percent = percent
             self.post_message(self.EngineLoading(self.model_name, f"assembling model {percent}%"))
 
-    @work(thread=True, group="engine", exit_on_error=False)
     def load_model(self, model: config_mod.ModelSettings) -> None:
-        """Worker thread: load `model` and make it current (the old engine is closed after)."""
+        """Load `model` in a worker and make it current; the old engine serves until then, then closes."""
+        self._load_ticket += 1
         self.post_message(self.EngineLoading(model.name))
+        self._load_worker(model, self._load_ticket)
+
+    @work(thread=True, group="engine", exit_on_error=False)
+    def _load_worker(self, model: config_mod.ModelSettings, ticket: int) -> None:
         cfg = dataclasses.replace(self.cfg, model=model)
         try:
-            engine = self.engines.load(cfg)
+            engine = self.engines.load(cfg, wanted=lambda: ticket == self._load_ticket)
         except EdgeAIError as exc:
             self.post_message(self.EngineFailed(model.name, str(exc)))
             return
-        self.post_message(self.EngineLoaded(model, engine))
+        if engine is not None:
+            self.post_message(self.EngineLoaded(model, engine))
 
     def switch_model(self, name: str) -> None:
         """Load the registered model `name` in a worker; the current one keeps serving until then."""
@@ -131,15 +137,19 @@ class EdgeAIApp(App[None]):
         self.update_status()
         self.notify(message.error, title=f"Could not load {message.name}", severity="error", timeout=15)
 
-    def update_status(self) -> None:
-        """Push the engine's name, context and state down to the status bar."""
-        if not self.chat_screen.is_mounted:
-            return
+    def update_status(self, screen: ChatScreen | None = None) -> None:
+        """Push the engine's name, context and state down to the chat screen's status bar.
+
+        The screen calls this itself when it mounts, in case the model settled before that.
+        """
+        screen = screen or self.chat_screen
+        if not screen.query("#status"):
+            return  # not composed yet; it asks again when it mounts
         engine = self.engines.engine
         if engine is None:
-            self.chat_screen.show_engine(self.model_name, 0, 0, self.engine_state)
+            screen.show_engine(self.model_name, 0, 0, self.engine_state)
         else:
-            self.chat_screen.show_engine(engine.name, engine.context_used, engine.n_ctx, self.engine_state)
+            screen.show_engine(engine.name, engine.context_used, engine.n_ctx, self.engine_state)
 
     # -- settings and theme --------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ class EngineSlot:
         self._error: EdgeAIError | None = None
         self._settled = threading.Event()  # the first load finished (engine or error)
         self._in_use = threading.Lock()  # held by a reply for its whole duration
+        self._loading = threading.Lock()  # one load at a time
         self._closed = False
 
     @property
@@ -54,12 +55,20 @@ class EngineSlot:
         """Why the last load failed while no engine is available."""
         return self._error
 
-    def load(self, cfg: Config) -> Any:
+    def load(self, cfg: Config, wanted: Callable[[], bool] = lambda: True) -> Any:
         """Build an engine from `cfg` and make it current, closing the previous one. Blocking.
 
-        If loading fails the previous engine stays current and the error is raised; when there is
-        no previous engine the error is also remembered for replies waiting in `use()`.
+        Loads run one at a time; `wanted()` is asked once this one's turn comes, so a request
+        superseded while it waited returns None without loading anything. If loading fails the
+        previous engine stays current and the error is raised; when there is no previous engine
+        the error is also remembered for replies waiting in `use()`.
         """
+        with self._loading:
+            if not wanted():
+                return None
+            return self._load(cfg)
+
+    def _load(self, cfg: Config) -> Any:
         try:
             new = self._factory(cfg)
         except EdgeAIError as exc:

@@ -51,7 +51,8 @@ COMMANDS: tuple[Command, ...] = (
 
 INPUT_KEYS: tuple[tuple[str, str], ...] = (
     ("Enter", "send the message"),
-    ("Shift+Enter / Ctrl+J / Alt+Enter", "new line (Ctrl+J works in every terminal; Shift+Enter needs one that reports it)"),
+    ("Ctrl+J / Shift+Enter", "new line (Ctrl+J works in every terminal; Shift+Enter only where the terminal "
+                             "reports it, e.g. kitty, WezTerm, foot, Ghostty)"),
     ("Up / Down on the first / last line", "previous / next message sent this session"),
     ("Tab / Shift+Tab", "move between the input, the sidebar and the search box"),
 )

@@ -23,7 +23,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widgets import Footer, Header
 from textual.widgets.markdown import MarkdownStream
 
 from edge_ai.errors import EdgeAIError
@@ -108,6 +108,7 @@ class ChatScreen(Screen[None]):
     # -- layout --------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        yield Header(icon="")
         with Horizontal(id="body"):
             yield Sidebar(id="sidebar")
             with Vertical(id="main"):
@@ -137,8 +138,7 @@ class ChatScreen(Screen[None]):
         return self.job is not None
 
     async def on_mount(self) -> None:
-        self.status.model = self.edge_app.cfg.model.name
-        self.status.state = "loading model…"
+        self.edge_app.update_status(self)
         conversations = self.edge_app.history.list_conversations()
         if conversations:
             await self.open_conversation(conversations[0].id)

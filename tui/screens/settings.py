@@ -51,13 +51,16 @@ class SettingsScreen(ModalScreen[dict[str, Any] | None]):
                     yield Label(f"{key} — {settings[key].metadata['help']}", classes="setting-label", markup=False)
                     value = self.cfg.get(key)
                     if key == "chat.system_prompt":
-                        yield TextArea(value, id=field_id(key), soft_wrap=True, classes="setting-text")
+                        yield TextArea(value, id=field_id(key), soft_wrap=True, compact=True, classes="setting-text")
                     else:
-                        yield Input(str(value), id=field_id(key), classes="setting-input")
+                        yield Input(str(value), id=field_id(key), compact=True, classes="setting-input")
             yield Static("", id="settings-error", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one(f"#{field_id(FIELDS[0])}").focus()
 
     def raw_values(self) -> dict[str, str]:
         out = {}

@@ -35,6 +35,10 @@ def describe_metrics(metrics: dict[str, Any] | None) -> str:
     return " · ".join(parts)
 
 
+def _stopped(metrics: dict[str, Any] | None) -> bool:
+    return bool(metrics and metrics.get("finish_reason") == "cancelled")
+
+
 class MessageView(Vertical):
     """One message: a role line, the Markdown body and a footer (metrics, stopped marker)."""
 
@@ -46,11 +50,14 @@ class MessageView(Vertical):
         self.metrics = metrics
         self._content = content
         self._footer = describe_metrics(metrics) if footer is None else footer
+        self.set_class(_stopped(metrics), "stopped")
 
     def compose(self) -> ComposeResult:
         yield Label(ROLE_TITLES.get(self.role, self.role), classes="role")
         yield Markdown(self._content, classes="body")
-        yield Static(self._footer, classes="footer")
+        footer = Static(self._footer, classes="footer", markup=False)
+        footer.display = bool(self._footer)
+        yield footer
 
     @property
     def body(self) -> Markdown:
@@ -70,11 +77,13 @@ class MessageView(Vertical):
         self.message_id = message_id
         self.metrics = metrics
         self.set_footer(describe_metrics(metrics))
-        self.set_class(bool(metrics and metrics.get("finish_reason") == "cancelled"), "stopped")
+        self.set_class(_stopped(metrics), "stopped")
 
     def set_footer(self, text: str) -> None:
         self._footer = text
-        self.query_one(".footer", Static).update(text)
+        footer = self.query_one(".footer", Static)
+        footer.update(text)
+        footer.display = bool(text)
 
     @property
     def footer(self) -> str:

@@ -1,5 +1,10 @@
-"""The multi-line message input: Enter sends, Shift+Enter / Ctrl+J / Alt+Enter add a line,
-Up / Down on the first / last line walk through what was sent this session."""
+"""The multi-line message input: Enter sends, Ctrl+J / Shift+Enter add a line, Up / Down on the
+first / last line walk through what was sent this session.
+
+Ctrl+J arrives as LF in every terminal, so it always works. Shift+Enter only exists where the
+terminal reports modifiers on Enter (kitty keyboard protocol); elsewhere it is plain Enter. Alt+Enter
+reaches Textual as plain Enter, so it is not offered.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from textual import events
 from textual.message import Message
 from textual.widgets import TextArea
 
-NEWLINE_KEYS = frozenset({"shift+enter", "ctrl+j", "alt+enter", "ctrl+enter"})
+NEWLINE_KEYS = frozenset({"ctrl+j", "shift+enter", "ctrl+enter"})
 
 
 class PromptInput(TextArea):
