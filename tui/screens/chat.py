@@ -222,9 +222,8 @@ class ChatScreen(Screen[None]):
         self.prompt.remember(event.text)
         self.prompt.clear()
         self.messages.append(stored)
-        await self.chat_log.add(MessageView("user", text, message_id=stored.id))
+        await self.start_reply(MessageView("user", text, message_id=stored.id))
         await self.refresh_sidebar()
-        await self.start_reply()
 
     def engine_messages(self) -> list[dict[str, str]]:
         """The conversation as the engine takes it (empty stopped replies left out)."""
@@ -235,16 +234,21 @@ class ChatScreen(Screen[None]):
                 if m.role != "system" and (m.content or m.role == "user")]
         return out
 
-    async def start_reply(self) -> None:
+    async def start_reply(self, *views_before: MessageView) -> None:
+        """Start the engine first, then mount `views_before` and the reply view while it prefills.
+
+        Token messages queue until this handler returns, so none arrive before the stream exists.
+        """
         assert self.conversation is not None
         sampling = SamplingParams.from_settings(self.edge_app.cfg.sampling)
         job = ReplyJob(next(self._job_ids), self.conversation.id, self.engine_messages(), sampling)
+        self.job = job
+        self._run_reply(job)
         view = MessageView("assistant", footer="generating…")
-        await self.chat_log.add(view)
-        self.job, self._reply_view, self._stream = job, view, view.start_stream()
+        await self.chat_log.add(*views_before, view)
+        self._reply_view, self._stream = view, view.start_stream()
         view.add_class("streaming")
         self.status.state = "generating…"
-        self._run_reply(job)
 
     @work(thread=True, group="reply", exit_on_error=False)
     def _run_reply(self, job: ReplyJob) -> None:

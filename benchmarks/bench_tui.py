@@ -1,0 +1,80 @@
+"""Terminal-app responsiveness, headless (Textual's Pilot); prints JSON.
+
+- start to first paint: from constructing the app to its first screen being up;
+- start to model ready: the model loads in a worker while the screen is already usable;
+- time to first streamed token ON SCREEN after Enter, next to the engine's own TTFT for the same
+  reply: the ratio engine_ttft / screen_ttft says how much the UI adds (1.0 = nothing).
+
+    python benchmarks/bench_tui.py [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+
+from edge_ai.config import Config
+
+
+async def measure(rounds: int) -> dict[str, object]:
+    from tui.app import EdgeAIApp
+
+    cfg = Config().with_values({"model.context": 2048, "sampling.max_tokens": 16, "sampling.temperature": 0.0})
+    start = time.perf_counter()
+    app = EdgeAIApp(cfg)
+    async with app.run_test(size=(120, 40)) as pilot:
+        first_paint = time.perf_counter() - start
+        while not (app.engines.engine is not None and app.engine_state == "ready"):
+            await pilot.pause(0.005)
+        model_ready = time.perf_counter() - start
+        screen = app.chat_screen
+
+        async def first_text_on_screen(before: object) -> float:
+            """Poll (1 ms) until the reply view shows text; runs beside Pilot, which waits for idle."""
+            while not (screen._reply_view is not None and screen._reply_view.text.strip()):
+                if screen.last_done is not before:
+                    return float("nan")
+                await asyncio.sleep(0.001)
+            return time.perf_counter()
+
+        on_screen, engine_ttft = [], []
+        for i in range(rounds):
+            before = screen.last_done
+            screen.prompt.focus()
+            await pilot.press(*f"Question {i}: why is the sky blue?")
+            sent = time.perf_counter()
+            watcher = asyncio.create_task(first_text_on_screen(before))
+            await pilot.press("enter")
+            shown = await watcher
+            while screen.last_done is before or screen.generating:
+                await pilot.pause(0.01)
+            on_screen.append(shown - sent)
+            engine_ttft.append(screen.last_done.metrics.ttft_s)
+    screen_ms = statistics.median(on_screen) * 1000
+    engine_ms = statistics.median(engine_ttft) * 1000
+    return {
+        "first_paint_ms": round(first_paint * 1000, 1),
+        "model_ready_ms": round(model_ready * 1000, 1),
+        "rounds": rounds,
+        "first_token_on_screen_ms_median": round(screen_ms, 1),
+        "engine_ttft_ms_median": round(engine_ms, 1),
+        "ui_overhead_ms": round(screen_ms - engine_ms, 1),
+        "engine_over_screen_ratio": round(engine_ms / screen_ms, 3) if screen_ms else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    os.environ.setdefault("EDGE_AI_HOME", tempfile.mkdtemp(prefix="edge-ai-bench-"))
+    print(json.dumps(asyncio.run(measure(args.rounds)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
