@@ -105,3 +105,15 @@ def test_broken_config_file_is_one_line() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("this is = = not toml")
     assert_one_line_error(edge_ai("config", "show"), "not valid TOML", str(path))
+
+
+def test_doctor_reports_hardware_and_model_fit(registered_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    result = edge_ai("doctor")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for row in ("CPU", "RAM", "llama.cpp", "GPU offload", "display", "audio", "config", "data"):
+        assert row in out
+    assert "gemma3-270m" in out and "ok" in out
+    assert "no display" in out  # a problem, and its fix, is named
