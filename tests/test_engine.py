@@ -7,25 +7,14 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
+from event_stream import run
 
 from edge_ai.errors import EdgeAIError
 from runtime.llm.context import fit_messages
 from runtime.llm.engine import Engine, EngineOptions, _TextStream
-from runtime.llm.events import DoneEvent, SamplingParams, TokenEvent
+from runtime.llm.events import SamplingParams, TokenEvent
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24)
-
-
-def run(events) -> tuple[list[str], DoneEvent]:
-    texts, done = [], None
-    for event in events:
-        if isinstance(event, TokenEvent):
-            assert done is None, "no token may follow the DoneEvent"
-            texts.append(event.text)
-        else:
-            done = event
-    assert done is not None
-    return texts, done
 
 
 def prompt_evals(engine: Engine) -> int:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
+from event_stream import run
 
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import check_gguf
 from runtime.llm.engine import Engine, EngineOptions
-from runtime.llm.events import DoneEvent, SamplingParams, TokenEvent
+from runtime.llm.events import SamplingParams
 from tiny_gguf import write_tiny_llama
 
 OPTIONS = EngineOptions(context=256, threads=1, batch=64)
@@ -43,18 +44,6 @@ def engine_for(tmp_path: Path) -> Iterator:
     yield make
     for engine in engines:
         engine.close()
-
-
-def run(events) -> tuple[list[str], DoneEvent]:
-    texts, done = [], None
-    for event in events:
-        if isinstance(event, TokenEvent):
-            assert done is None, "no token may follow the DoneEvent"
-            texts.append(event.text)
-        else:
-            done = event
-    assert isinstance(done, DoneEvent)
-    return texts, done
 
 
 def test_tiny_model_loads_and_generates_in_plain_llama_cpp(tmp_path: Path) -> None:

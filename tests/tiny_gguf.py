@@ -7,6 +7,9 @@ gibberish, but exercises the whole load -> template -> tokenize -> decode path i
     path = write_tiny_llama(tmp_path / "tiny.gguf", chat_template="...",
                             extra_metadata={"llama.attention.layer_norm_rms_epsilon": float("nan")})
 
+The default widths are tiny; pass `n_embd=256, n_ff=512` for rows that k-quants and i-quants can
+quantize (their blocks hold 256 values; narrower rows fall back to 32-value types).
+
 `extra_metadata` entries are written after (and replace) the defaults. A plain value gets its GGUF
 type from its Python type (str -> STRING, bool -> BOOL, int -> UINT32, float -> FLOAT32, list ->
 ARRAY of the first item's type); pass `(value, gguf.GGUFValueType.X)` to force a type (e.g. a wrong
@@ -77,21 +80,23 @@ def _typed(value: Any) -> tuple[Any, ...]:
 
 
 def write_tiny_llama(path: Path, *, chat_template: str | None = None,
-                     extra_metadata: dict[str, Any] | None = None, seed: int = 0) -> Path:
+                     extra_metadata: dict[str, Any] | None = None, seed: int = 0,
+                     n_embd: int = N_EMBD, n_ff: int = N_FF, n_layer: int = N_LAYER) -> Path:
     """Write the tiny model to `path` and return `path`."""
     arch = "llama"
+    head_dim = n_embd // N_HEAD
     tokens, token_types, merges = vocabulary()
     n_vocab = len(tokens)
     metadata: dict[str, tuple[Any, ...]] = {
         "general.name": ("tiny-llama", T.STRING),
         f"{arch}.context_length": (CONTEXT_LENGTH, T.UINT32),
-        f"{arch}.embedding_length": (N_EMBD, T.UINT32),
-        f"{arch}.block_count": (N_LAYER, T.UINT32),
-        f"{arch}.feed_forward_length": (N_FF, T.UINT32),
+        f"{arch}.embedding_length": (n_embd, T.UINT32),
+        f"{arch}.block_count": (n_layer, T.UINT32),
+        f"{arch}.feed_forward_length": (n_ff, T.UINT32),
         f"{arch}.attention.head_count": (N_HEAD, T.UINT32),
         f"{arch}.attention.head_count_kv": (N_HEAD_KV, T.UINT32),
         f"{arch}.attention.layer_norm_rms_epsilon": (1e-5, T.FLOAT32),
-        f"{arch}.rope.dimension_count": (HEAD_DIM, T.UINT32),
+        f"{arch}.rope.dimension_count": (head_dim, T.UINT32),
         f"{arch}.rope.freq_base": (10000.0, T.FLOAT32),
         f"{arch}.vocab_size": (n_vocab, T.UINT32),
         "general.file_type": (int(gguf.LlamaFileType.ALL_F32), T.UINT32),
@@ -119,21 +124,21 @@ def write_tiny_llama(path: Path, *, chat_template: str | None = None,
         return (rng.standard_normal(shape) * 0.02).astype(np.float32)
 
     def norm() -> np.ndarray:
-        return np.ones(N_EMBD, dtype=np.float32)
+        return np.ones(n_embd, dtype=np.float32)
 
-    writer.add_tensor("token_embd.weight", weight(n_vocab, N_EMBD))
-    for i in range(N_LAYER):
+    writer.add_tensor("token_embd.weight", weight(n_vocab, n_embd))
+    for i in range(n_layer):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", norm())
-        writer.add_tensor(f"blk.{i}.attn_q.weight", weight(N_HEAD * HEAD_DIM, N_EMBD))
-        writer.add_tensor(f"blk.{i}.attn_k.weight", weight(N_HEAD_KV * HEAD_DIM, N_EMBD))
-        writer.add_tensor(f"blk.{i}.attn_v.weight", weight(N_HEAD_KV * HEAD_DIM, N_EMBD))
-        writer.add_tensor(f"blk.{i}.attn_output.weight", weight(N_EMBD, N_HEAD * HEAD_DIM))
+        writer.add_tensor(f"blk.{i}.attn_q.weight", weight(N_HEAD * head_dim, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", weight(N_HEAD_KV * head_dim, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", weight(N_HEAD_KV * head_dim, n_embd))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", weight(n_embd, N_HEAD * head_dim))
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", norm())
-        writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(N_FF, N_EMBD))
-        writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(N_FF, N_EMBD))
-        writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(N_EMBD, N_FF))
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(n_ff, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(n_ff, n_embd))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(n_embd, n_ff))
     writer.add_tensor("output_norm.weight", norm())
-    writer.add_tensor("output.weight", weight(n_vocab, N_EMBD))
+    writer.add_tensor("output.weight", weight(n_vocab, n_embd))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
