@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edge_ai import __version__, config as config_mod, registry
+from edge_ai import __version__, cli_toolchain, config as config_mod, registry
 from edge_ai.errors import EdgeAIError
 from edge_ai.paths import get_paths
 
@@ -25,6 +25,7 @@ config_app = typer.Typer(help="Show and change settings.", no_args_is_help=True)
 models_app = typer.Typer(help="Manage local GGUF models.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
+cli_toolchain.register(app)
 
 err = Console(stderr=True)
 out = Console()

@@ -14,6 +14,16 @@ from pathlib import Path
 from edge_ai.errors import EdgeAIError
 
 
+def _read_umask() -> int:
+    """The process umask (read once at import: setting it is process-wide, so never mid-run)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path in the target's directory; rename it onto `target` if the block succeeds."""
@@ -25,6 +35,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise EdgeAIError(f"cannot write to {target.parent}: {exc.strerror}; choose a writable location") from exc
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
         os.replace(tmp, target)

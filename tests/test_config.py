@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,13 @@ def test_broken_config_file_is_reported_with_its_path() -> None:
     path.write_text("[sampling]\ntemperature = 'warm'\n")
     with pytest.raises(EdgeAIError, match="sampling.temperature' from .*config.toml"):
         config.load()
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path: Path) -> None:
+    from edge_ai.fileio import atomic_write_text
+
+    target = tmp_path / "out.txt"
+    atomic_write_text(target, "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -1,0 +1,221 @@
+"""The model tinkerer's commands: `convert gguf`, `quantize`, `imatrix`, `eval`.
+
+Thin wrappers over `convert/`: parse flags, show progress bars, print a table or JSON. Heavy
+modules (torch, transformers) are imported inside the commands, so `edge-ai ask` never pays for them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from edge_ai.errors import EdgeAIError
+
+err = Console(stderr=True)
+out = Console()
+
+convert_app = typer.Typer(help="Convert Hugging Face checkpoints to local model formats.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", help="CPU threads (0 = physical cores)")]
+CtxOpt = Annotated[int, typer.Option("--ctx", help="tokens per evaluation window / calibration chunk")]
+ChunksOpt = Annotated[Optional[int], typer.Option("--chunks", help="use at most this many windows / chunks")]
+TextOpt = Annotated[Path, typer.Option("--text", help="UTF-8 text file (calibration or evaluation text)")]
+
+
+class _Bar:
+    """A rich progress bar driven by (done, total[, label]) callbacks; shown only while work runs."""
+
+    def __init__(self, label: str) -> None:
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeRemainingColumn(), console=err, transient=True)
+        self._task = self._progress.add_task(label, total=None)
+        self._label = label
+
+    def __enter__(self) -> Callable[..., None]:
+        self._progress.start()
+        return self.update
+
+    def update(self, done: int, total: int, label: str | None = None) -> None:
+        self._progress.update(self._task, completed=done, total=total,
+                              description=f"{self._label}: {label}" if label else self._label)
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.expanduser().read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EdgeAIError(f"no such text file: {path}") from None
+    except UnicodeDecodeError:
+        raise EdgeAIError(f"{path} is not UTF-8 text; convert it first (e.g. iconv -t utf-8)") from None
+    except OSError as exc:
+        raise EdgeAIError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+@convert_app.command("gguf")
+def convert_gguf(
+    src: Annotated[Path, typer.Argument(help="Hugging Face model directory (config.json, safetensors, tokenizer)")],
+    dst: Annotated[Path, typer.Argument(help="output .gguf file")],
+    outtype: Annotated[str, typer.Option("--outtype", help="f32, f16, bf16 or q8_0")] = "f16",
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle",
+                                               help="load .bin/.pt checkpoints (weights_only); they can run code")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert a Hugging Face checkpoint to GGUF (streamed shard by shard, written atomically)."""
+    from convert.gguf import convert_checkpoint
+
+    with _Bar("converting") as bar:
+        report = convert_checkpoint(src, dst, outtype=outtype, allow_pickle=allow_pickle, progress=bar)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        out.print(f"wrote {dst} ({report.architecture}, {report.tensor_count} tensors, "
+                  f"{report.parameter_count / 1e6:.1f}M parameters, {report.output_bytes / 2**20:.1f} MiB, "
+                  f"{report.outtype}, pre-tokenizer {report.pre_tokenizer}) in {report.seconds:.1f} s",
+                  highlight=False)
+
+
+def quantize_cmd(
+    src: Annotated[Path, typer.Argument(help="input GGUF (F32/F16/BF16, or quantized with requantize)")],
+    dst: Annotated[Optional[Path], typer.Argument(help="output GGUF (default: input name with the type)")] = None,
+    qtype: Annotated[Optional[str], typer.Option("--type", "-q", help="quantization type, e.g. Q4_K_M")] = None,
+    imatrix: Annotated[Optional[Path], typer.Option("--imatrix", help="importance matrix (edge-ai imatrix)")] = None,
+    tensor_type: Annotated[Optional[list[str]], typer.Option(
+        "--tensor-type", help="per-tensor override PATTERN=TYPE (regex on tensor names; repeatable)")] = None,
+    output_type: Annotated[Optional[str], typer.Option("--output-type", help="type for output.weight")] = None,
+    embedding_type: Annotated[Optional[str], typer.Option("--embedding-type", help="type for token_embd")] = None,
+    pure: Annotated[bool, typer.Option("--pure", help="every tensor in the main type (no k-quant mixes)")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only print the size it would have")] = False,
+    sweep_types: Annotated[Optional[str], typer.Option(
+        "--sweep", help="comma-separated types to try and compare (needs --text)")] = None,
+    text: Annotated[Optional[Path], typer.Option("--text", help="evaluation text for --sweep")] = None,
+    max_size: Annotated[Optional[str], typer.Option("--max-size", help="size budget for --sweep, e.g. 300MB")] = None,
+    max_kld: Annotated[Optional[float], typer.Option("--max-kld", help="KL-divergence budget for --sweep")] = None,
+    ctx: CtxOpt = 512, chunks: ChunksOpt = None, threads: ThreadsOpt = 0,
+    list_types: Annotated[bool, typer.Option("--list-types", help="list every quantization type")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Quantize a GGUF with llama.cpp (all types, per-tensor overrides, importance matrix), or sweep types."""
+    from convert import quantize as q
+
+    if list_types:
+        if as_json:
+            _print_json([{"type": t.name, "bpw": t.bpw, "needs_imatrix": t.needs_imatrix,
+                          "description": t.description} for t in q.quant_types()])
+        else:
+            out.print(q.types_table())
+        return
+    if sweep_types:
+        _sweep(src, dst, sweep_types, text, max_size, max_kld, ctx, chunks, threads, imatrix, as_json)
+        return
+    if qtype is None:
+        raise EdgeAIError("say which type with --type (e.g. --type Q4_K_M); `--list-types` shows them all")
+    overrides = [q.parse_tensor_type(spec) for spec in tensor_type or []]
+    target = dst or q.default_output_path(src, qtype)
+    with _Bar("quantizing") as bar:
+        report = q.quantize(src, target, qtype, imatrix=imatrix, tensor_types=overrides, output_type=output_type,
+                            embedding_type=embedding_type, pure=pure, threads=threads, dry_run=dry_run,
+                            progress=bar)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    verb = "would be" if dry_run else f"wrote {target}:"
+    out.print(f"{verb} {report.output_bytes / 2**20:.1f} MiB ({report.output_bpw:.2f} bpw, from "
+              f"{report.input_bytes / 2**20:.1f} MiB) in {report.seconds:.1f} s; tensor types: "
+              f"{report.tensor_type_counts}", highlight=False)
+    for warning in report.warnings:
+        err.print(f"warning: {warning}", markup=False)
+
+
+def _sweep(src: Path, dst: Optional[Path], types: str, text: Optional[Path], max_size: Optional[str],
+           max_kld: Optional[float], ctx: int, chunks: Optional[int], threads: int, imatrix: Optional[Path],
+           as_json: bool) -> None:
+    from convert import evaluate as ev
+
+    if text is None:
+        raise EdgeAIError("--sweep needs evaluation text: pass --text FILE")
+    budget = ev.parse_size(max_size) if max_size else None
+    with tempfile.TemporaryDirectory(prefix="edge-ai-sweep-", dir=(dst or src).expanduser().parent) as workdir:
+        with _Bar("sweeping") as bar:
+            rows = ev.sweep(src, [t for t in types.split(",") if t.strip()], _read_text(text),
+                            workdir=Path(workdir), max_size=budget, max_kld=max_kld, ctx=ctx, max_chunks=chunks,
+                            threads=threads, imatrix=imatrix, progress=bar)
+        picked = ev.pick(rows, budget, max_kld) if (budget or max_kld is not None) else None
+        if picked is not None and dst is not None:
+            shutil.move(picked.path, dst)
+    if as_json:
+        _print_json({"rows": [r.to_dict() for r in rows], "picked": picked.type if picked else None,
+                     "output": str(dst) if picked and dst else None})
+        return
+    out.print(ev.format_table(rows, picked))
+    if picked is not None:
+        where = f", written to {dst}" if dst else " (pass an output path to keep it)"
+        out.print(f"picked {picked.type}{where}", highlight=False)
+
+
+def imatrix_cmd(
+    model: Annotated[Path, typer.Argument(help="GGUF model (ideally F16/BF16)")],
+    text: TextOpt,
+    output: Annotated[Path, typer.Option("--output", "-o", help="importance matrix file to write")],
+    ctx: CtxOpt = 512, chunks: ChunksOpt = None, threads: ThreadsOpt = 0, as_json: JsonOpt = False,
+) -> None:
+    """Compute an importance matrix (and MoE expert usage) from calibration text, like llama-imatrix."""
+    from convert.imatrix import compute_imatrix
+
+    with _Bar("calibrating") as bar:
+        report = compute_imatrix(model, _read_text(text), output, ctx=ctx, threads=threads, max_chunks=chunks,
+                                 progress=bar, dataset=str(text))
+    if as_json:
+        _print_json({"output": str(report.output), "chunks": report.chunks, "tokens": report.tokens,
+                     "tensors": report.tensors, "seconds": report.seconds,
+                     "expert_counts": {str(k): v.tolist() for k, v in report.expert_counts.items()}})
+        return
+    out.print(f"wrote {report.output}: {report.tensors} tensors from {report.chunks} chunks of {report.chunk_size} "
+              f"tokens in {report.seconds:.1f} s", highlight=False)
+    for layer, counts in report.expert_counts.items():
+        out.print(f"  layer {layer} expert usage: {counts.tolist()}", highlight=False)
+
+
+def eval_cmd(
+    model: Annotated[Path, typer.Argument(help="GGUF model to evaluate")],
+    text: TextOpt,
+    ref: Annotated[Optional[Path], typer.Option("--ref", help="reference GGUF for KL divergence / top-1")] = None,
+    ctx: CtxOpt = 512, chunks: ChunksOpt = None, threads: ThreadsOpt = 0, as_json: JsonOpt = False,
+) -> None:
+    """Perplexity (llama-perplexity's method), KL divergence and top-1 agreement vs a reference, size, speed."""
+    from convert.evaluate import evaluate
+
+    with _Bar("evaluating") as bar:
+        report = evaluate(model, _read_text(text), reference=ref, ctx=ctx, threads=threads, max_chunks=chunks,
+                          progress=bar)
+    data = report.to_dict()
+    if as_json:
+        _print_json(data)
+        return
+    for key, value in data.items():
+        if value is not None:
+            out.print(f"{key:>16}: {value:.4g}" if isinstance(value, float) else f"{key:>16}: {value}",
+                      highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the toolchain commands to the main `edge-ai` app."""
+    app.add_typer(convert_app, name="convert")
+    app.command("quantize")(quantize_cmd)
+    app.command("imatrix")(imatrix_cmd)
+    app.command("eval")(eval_cmd)

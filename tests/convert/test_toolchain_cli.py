@@ -1,0 +1,84 @@
+"""The toolchain commands as a user runs them: quantize, imatrix, eval, sweep (tiny real model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny_gguf import write_tiny_llama
+
+from edge_ai.gguf_file import read_gguf
+
+TEXT = ("Offline assistants keep data on the device. The model reads the text, predicts the next token, "
+        "and the quantizer decides how many bits each weight keeps. ") * 12
+
+
+def edge_ai(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge_ai", *args], capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL, env=os.environ.copy())
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    return write_tiny_llama(tmp_path / "tiny-f32.gguf", n_embd=256, n_ff=512)
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "calib.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def test_quantize_dry_run_then_real_with_override(tiny: Path, tmp_path: Path) -> None:
+    dry = json.loads(edge_ai("quantize", str(tiny), "--type", "Q8_0", "--tensor-type", "ffn_down=F16",
+                             "--dry-run", "--json").stdout)
+    out = tmp_path / "tiny-q8.gguf"
+    result = edge_ai("quantize", str(tiny), str(out), "-q", "Q8_0", "--tensor-type", r"ffn_down=F16", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["output_bytes"] == out.stat().st_size
+    assert abs(dry["output_bytes"] - out.stat().st_size) <= 1024  # the estimate misses only header bytes
+    types = {t.name: t.ggml_type for t in read_gguf(out).tensors}
+    assert types["blk.0.ffn_down.weight"] == "F16" and types["blk.0.attn_q.weight"] == "Q8_0"
+
+
+def test_imatrix_then_eval(tiny: Path, text_file: Path, tmp_path: Path) -> None:
+    imatrix = tmp_path / "tiny.imatrix.gguf"
+    made = edge_ai("imatrix", str(tiny), "--text", str(text_file), "-o", str(imatrix), "--ctx", "64", "--json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["tensors"] > 0 and imatrix.exists()
+    quant = tmp_path / "tiny-iq.gguf"
+    assert edge_ai("quantize", str(tiny), str(quant), "-q", "IQ4_XS", "--imatrix", str(imatrix)).returncode == 0
+    result = edge_ai("eval", str(quant), "--ref", str(tiny), "--text", str(text_file), "--ctx", "64", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ppl"] > 1 and report["kld_mean"] >= 0 and 0 <= report["top1"] <= 100
+
+
+def test_sweep_picks_under_a_budget_and_writes_it(tiny: Path, text_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "picked.gguf"
+    result = edge_ai("quantize", str(tiny), str(out), "--sweep", "Q4_0,Q8_0", "--text", str(text_file),
+                     "--ctx", "64", "--max-kld", "10", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    by_type = {row["type"]: row for row in data["rows"]}
+    assert by_type["Q8_0"]["kld_mean"] < by_type["Q4_0"]["kld_mean"]
+    assert data["picked"] == "Q8_0" and out.exists() and data["output"] == str(out)
+
+
+def test_bad_toolchain_input_is_one_line(tiny: Path, tmp_path: Path) -> None:
+    for args, needle in [
+        (("quantize", str(tiny), "--type", "Q9"), "unknown quantization type 'Q9'"),
+        (("quantize", str(tiny)), "--type"),
+        (("eval", str(tiny), "--text", str(tmp_path / "none.txt")), "no such text file"),
+        (("quantize", str(tmp_path / "missing.gguf"), "-q", "Q8_0"), "missing.gguf"),
+    ]:
+        result = edge_ai(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and needle in lines[0], (args, result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edge-home", "tiny-f32.gguf"]  # nothing half-written
