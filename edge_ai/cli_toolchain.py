@@ -70,7 +70,7 @@ def _print_json(data: Any) -> None:
 @convert_app.command("gguf")
 def convert_gguf(
     src: Annotated[Path, typer.Argument(help="Hugging Face model directory (config.json, safetensors, tokenizer)")],
-    dst: Annotated[Path, typer.Argument(help="output .gguf file")],
+    dst: Annotated[Path, typer.Argument(help="output .gguf file, or a folder (then <name>-<outtype>.gguf)")],
     outtype: Annotated[str, typer.Option("--outtype", help="f32, f16, bf16 or q8_0")] = "f16",
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle",
                                                help="load .bin/.pt checkpoints (weights_only); they can run code")] = False,
@@ -83,11 +83,13 @@ def convert_gguf(
         report = convert_checkpoint(src, dst, outtype=outtype, allow_pickle=allow_pickle, progress=bar)
     if as_json:
         _print_json(report.to_dict())
-    else:
-        out.print(f"wrote {dst} ({report.architecture}, {report.tensor_count} tensors, "
-                  f"{report.parameter_count / 1e6:.1f}M parameters, {report.output_bytes / 2**20:.1f} MiB, "
-                  f"{report.outtype}, pre-tokenizer {report.pre_tokenizer}) in {report.seconds:.1f} s",
-                  highlight=False)
+        return
+    out.print(f"wrote {report.output} ({report.architecture}, {report.tensor_count} tensors, "
+              f"{report.parameter_count / 1e6:.1f}M parameters, {report.output_size / 2**20:.1f} MiB {report.outtype}, "
+              f"{report.tokenizer} tokenizer, pre-tokenizer {report.pre_tokenizer}) in {report.seconds:.1f} s",
+              highlight=False)
+    for warning in report.warnings:
+        err.print(f"warning: {warning}", markup=False)
 
 
 def quantize_cmd(

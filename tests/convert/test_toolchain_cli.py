@@ -82,3 +82,19 @@ def test_bad_toolchain_input_is_one_line(tiny: Path, tmp_path: Path) -> None:
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and needle in lines[0], (args, result.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edge-home", "tiny-f32.gguf"]  # nothing half-written
+
+
+@pytest.mark.slow
+def test_convert_gguf_then_chat_with_it(checkpoint_copy, tmp_path: Path) -> None:
+    src = checkpoint_copy("qwen2")
+    out = tmp_path / "qwen2-tiny.gguf"
+    result = edge_ai("convert", "gguf", str(src), str(out), "--outtype", "f16", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["architecture"] == "qwen2" and report["outtype"] == "f16" and out.exists()
+    chat = edge_ai("ask", "-m", str(out), "-n", "4", "-t", "0", "hello")
+    assert chat.returncode == 0, chat.stderr
+    (src / "config.json").unlink()
+    broken = edge_ai("convert", "gguf", str(src), str(tmp_path / "x.gguf"))
+    assert broken.returncode == 1 and "config.json" in broken.stderr and len(broken.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.gguf").exists()

@@ -1,0 +1,183 @@
+"""HF safetensors -> GGUF conversion: throughput and peak memory; prints JSON.
+
+Writes a random ~500 MB Llama-shaped checkpoint (float16 safetensors in 2+ shards, a small locally
+trained tokenizer padded to a 32k vocabulary) into a temp dir, then converts it in a child process
+and reads the child's own peak RSS (VmHWM in /proc/self/status; getrusage's ru_maxrss would also
+count the parent's pages the child held between fork and exec). A first child that only imports
+the converter gives the fixed cost of Python + numpy + gguf.
+
+Target: peak RSS < 1.5 x the largest shard (the converter streams one tensor at a time, so memory
+follows the largest tensor, not the model). Assert-free: see `meets_target`.
+
+    python benchmarks/bench_convert.py [--size-mb 500] [--shards 2] [--outtype f16] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TARGET_RATIO = 1.5
+HIDDEN, FF, HEADS, KV_HEADS, VOCAB = 1024, 2816, 16, 4, 32000
+
+
+def llama_tensors(n_layer: int) -> list[tuple[str, tuple[int, ...]]]:
+    kv = HIDDEN // HEADS * KV_HEADS
+    names = [("model.embed_tokens.weight", (VOCAB, HIDDEN))]
+    for i in range(n_layer):
+        p = f"model.layers.{i}."
+        names += [(p + "input_layernorm.weight", (HIDDEN,)),
+                  (p + "self_attn.q_proj.weight", (HIDDEN, HIDDEN)),
+                  (p + "self_attn.k_proj.weight", (kv, HIDDEN)),
+                  (p + "self_attn.v_proj.weight", (kv, HIDDEN)),
+                  (p + "self_attn.o_proj.weight", (HIDDEN, HIDDEN)),
+                  (p + "post_attention_layernorm.weight", (HIDDEN,)),
+                  (p + "mlp.gate_proj.weight", (FF, HIDDEN)),
+                  (p + "mlp.up_proj.weight", (FF, HIDDEN)),
+                  (p + "mlp.down_proj.weight", (HIDDEN, FF))]
+    return names + [("model.norm.weight", (HIDDEN,)), ("lm_head.weight", (VOCAB, HIDDEN))]
+
+
+def write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...]]], rng: np.random.Generator) -> None:
+    """Stream random float16 tensors into one safetensors file (one tensor in memory at a time)."""
+    header, offset = {}, 0
+    for name, shape in tensors:
+        nbytes = int(np.prod(shape)) * 2
+        header[name] = {"dtype": "F16", "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for _, shape in tensors:
+            scale = 1.0 if len(shape) == 1 else shape[-1] ** -0.5
+            f.write((rng.standard_normal(shape, dtype=np.float32) * scale).astype(np.float16).tobytes())
+
+
+def make_checkpoint(root: Path, size_mb: float, n_shards: int) -> dict:
+    per_layer = 2 * HIDDEN * HIDDEN + 2 * HIDDEN * HIDDEN // HEADS * KV_HEADS + 3 * HIDDEN * FF + 2 * HIDDEN
+    n_layer = max(1, round((size_mb * 1e6 / 2 - 2 * VOCAB * HIDDEN) / per_layer))
+    tensors = llama_tensors(n_layer)
+    total = sum(int(np.prod(s)) * 2 for _, s in tensors)
+    shards: list[list[tuple[str, tuple[int, ...]]]] = [[]]
+    budget, filled = total / n_shards, 0
+    for tensor in tensors:
+        size = int(np.prod(tensor[1])) * 2
+        if filled + size > budget * 1.02 and shards[-1] and len(shards) < n_shards:
+            shards.append([])
+            filled = 0
+        shards[-1].append(tensor)
+        filled += size
+    rng = np.random.default_rng(0)
+    weight_map = {}
+    for i, group in enumerate(shards):
+        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        write_safetensors(root / name, group, rng)
+        weight_map.update({t: name for t, _ in group})
+    (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                    "weight_map": weight_map}))
+    (root / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
+        "intermediate_size": FF, "num_hidden_layers": n_layer, "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS, "vocab_size": VOCAB, "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False,
+        "bos_token_id": 0, "eos_token_id": 1, "torch_dtype": "float16"}))
+    write_tokenizer(root)
+    files = sorted(root.glob("model-*.safetensors"))
+    return {"n_layer": n_layer, "parameters": total // 2, "model_bytes": sum(f.stat().st_size for f in files),
+            "shards": len(files), "largest_shard_bytes": max(f.stat().st_size for f in files)}
+
+
+def write_tokenizer(root: Path) -> None:
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from convert.gguf.pretokenizer import LLAMA3_REGEX
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    text = ["The quick brown fox jumps over the lazy dog 0123456789."] * 50
+    tok.train_from_iterator(text, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<s>", "</s>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(root / "tokenizer.json"))
+    (root / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>",
+                                                            "add_bos_token": True}))
+
+
+CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from convert.gguf import convert_checkpoint
+result = {}
+if sys.argv[1] == "convert":
+    t = time.perf_counter()
+    report = convert_checkpoint(Path(sys.argv[2]), Path(sys.argv[3]), outtype=sys.argv[4])
+    result = {"seconds": time.perf_counter() - t, "output_size": report.output_size, "tensors": report.tensor_count}
+try:  # this process's own high-water mark (ru_maxrss would also count the parent's pages before exec)
+    status = open("/proc/self/status").read()
+    result["peak_rss"] = int(status.split("VmHWM:")[1].split()[0]) * 1024
+except (OSError, IndexError):
+    result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps(result))
+"""
+
+
+def run_child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, *args], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=float, default=500)
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16", "q8_0"])
+    parser.add_argument("--keep", type=Path, help="build the checkpoint here and keep it")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-convert-") as tmp:
+        root = args.keep or Path(tmp) / "model"
+        root.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        info = make_checkpoint(root, args.size_mb, args.shards)
+        build_seconds = time.perf_counter() - started
+
+        baseline_rss = run_child("import-only")["peak_rss"]  # Python + numpy + gguf + the converter
+        result = run_child("convert", str(root), str(Path(tmp) / "out.gguf"), args.outtype)
+        peak_rss = result["peak_rss"]
+
+    mb = 1e6
+    print(json.dumps({
+        "outtype": args.outtype,
+        "n_layer": info["n_layer"],
+        "parameters": info["parameters"],
+        "shards": info["shards"],
+        "model_mb": round(info["model_bytes"] / mb, 1),
+        "largest_shard_mb": round(info["largest_shard_bytes"] / mb, 1),
+        "largest_tensor_mb": round(VOCAB * HIDDEN * 2 / mb, 1),
+        "output_mb": round(result["output_size"] / mb, 1),
+        "checkpoint_build_seconds": round(build_seconds, 2),
+        "convert_seconds": round(result["seconds"], 2),
+        "throughput_mb_s": round(info["model_bytes"] / mb / result["seconds"], 1),
+        "baseline_rss_mb": round(baseline_rss / mb, 1),
+        "peak_rss_mb": round(peak_rss / mb, 1),
+        "peak_rss_over_model": round(peak_rss / info["model_bytes"], 3),
+        "peak_rss_over_largest_shard": round(peak_rss / info["largest_shard_bytes"], 3),
+        "target_ratio": TARGET_RATIO,
+        "meets_target": peak_rss / info["largest_shard_bytes"] < TARGET_RATIO,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
