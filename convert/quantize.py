@@ -26,7 +26,6 @@ import ctypes
 import logging
 import math
 import re
-import shutil
 import threading
 import time
 from collections import Counter
@@ -40,7 +39,7 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from convert.imatrix_file import Imatrix, read_imatrix
 from edge_ai.errors import EdgeAIError
-from edge_ai.fileio import atomic_path
+from edge_ai.fileio import atomic_path, check_free_space
 from edge_ai.gguf_file import GGUFInfo, check_gguf, read_gguf
 from edge_ai.hardware import default_threads
 
@@ -286,7 +285,7 @@ def quantize(src: Path, dst: Path, qtype: str, *, imatrix: Path | str | Imatrix 
                 f"{src.name} is already quantized ({already[0].name} is {already[0].source_type}); "
                 "allow requantizing (quality suffers) or start from the F16/BF16/F32 GGUF"
             )
-    _check_disk_space(dst, plan.estimated_bytes)
+    check_free_space(dst, plan.estimated_bytes)
     with atomic_path(dst) as tmp:
         job.run(tmp, progress=progress)
         out = read_gguf(tmp)  # llama.cpp wrote a complete, parseable file
@@ -603,16 +602,3 @@ def _align(n: int, alignment: int) -> int:
     return -(-n // alignment) * alignment
 
 
-def _check_disk_space(dst: Path, needed: int) -> None:
-    folder = dst.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        return
-    if needed > free:
-        raise EdgeAIError(
-            f"{dst.name} needs about {needed / MIB:.0f} MiB but {folder} has only {free / MIB:.0f} MiB free; "
-            "free some space or write elsewhere"
-        )

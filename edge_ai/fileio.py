@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,3 +53,20 @@ def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def check_free_space(target: str | os.PathLike[str], needed: int) -> None:
+    """Refuse up front when the disk that will hold `target` has less than `needed` bytes free,
+    rather than failing after minutes of work."""
+    target = Path(target)
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # the write itself will report the problem
+    if needed > free:
+        mib = 1024 * 1024
+        raise EdgeAIError(f"{target.name} needs about {needed / mib:.0f} MiB but {folder} has only "
+                          f"{free / mib:.0f} MiB free; free some space or write elsewhere")

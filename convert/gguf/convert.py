@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -44,7 +43,7 @@ from convert.gguf.tensors import (
 )
 from convert.gguf.vocab import Vocabulary, load_vocabulary
 from edge_ai.errors import EdgeAIError
-from edge_ai.fileio import atomic_path
+from edge_ai.fileio import atomic_path, check_free_space
 from edge_ai.gguf_file import check_gguf
 
 Progress = Callable[[int, int], None]
@@ -150,7 +149,7 @@ def convert_checkpoint(src: Path, out: Path, *, outtype: str = "f16", allow_pick
     target = _output_path(src, Path(out).expanduser(), outtype)
     total = sum(p.nbytes for p in plan)
     with atomic_path(target) as tmp:
-        _check_free_space(tmp, total)
+        check_free_space(target, total + _HEADER_ALLOWANCE)
         _write_gguf(tmp, arch, config, plan, vocab, name, outtype, progress, total)
         check_gguf(tmp)
         size = tmp.stat().st_size
@@ -274,23 +273,6 @@ def _output_path(src: Path, out: Path, outtype: str) -> Path:
     if out.is_dir():
         return out / f"{src.resolve().name}-{outtype}.gguf"
     return out
-
-
-def _check_free_space(target: Path, needed: int) -> None:
-    probe = target.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        free = shutil.disk_usage(probe).free
-    except OSError:
-        return  # the write itself will report the problem
-    if free < needed + _HEADER_ALLOWANCE:
-        raise EdgeAIError(f"not enough free space in {probe}: the GGUF needs about {_mb(needed)}, "
-                          f"{_mb(free)} is free; free some space or choose another location")
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e3:,.1f} kB"
 
 
 def _write_gguf(path: Path, arch: Architecture, config: ModelConfig, plan: list[PlannedTensor],
