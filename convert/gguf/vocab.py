@@ -192,7 +192,10 @@ def _sentencepiece(src: Path, tj: dict[str, Any] | None, tokenizer_config: dict[
             tokens[token_id] = content
             scores[token_id] = _PAD_SCORE
             types[token_id] = int(TokenType.CONTROL if special or _looks_special(content) else TokenType.USER_DEFINED)
-        elif special and tokens[token_id] == content and types[token_id] == TokenType.NORMAL:
+        elif special and tokens[token_id] == content and types[token_id] in (TokenType.NORMAL,
+                                                                              TokenType.USER_DEFINED):
+            # tokenizer_config says special (Gemma's <start_of_turn> is USER_DEFINED in the SPM model):
+            # CONTROL, as llama.cpp's converter does, so chat markers never print or match user text
             types[token_id] = int(TokenType.CONTROL)
 
     vocab = Vocabulary(model="llama", pre="default", tokens=tokens, types=types, scores=scores,
