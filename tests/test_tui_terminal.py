@@ -1,0 +1,63 @@
+"""The real `edge-ai` binary in a real terminal (tmux), driven as a person would: type, read, quit."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+SESSION = f"edge-ai-test-{os.getpid()}"
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+
+
+def screen() -> str:
+    return tmux("capture-pane", "-p", "-t", SESSION)
+
+
+def wait_until(condition: Callable[[str], bool], what: str, seconds: float = 90) -> str:
+    """Poll the visible screen until `condition` holds (a bound for hangs, not a timing assert)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        text = screen()
+        if condition(text):
+            return text
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; screen:\n{screen()}")
+
+
+@pytest.fixture
+def app_in_tmux(registered_model: Path, edge_home: Path) -> Iterator[None]:
+    env = f"EDGE_AI_HOME={shlex.quote(str(edge_home))} EDGE_AI_MODEL_THREADS=1 EDGE_AI_SAMPLING_MAX_TOKENS=12"
+    command = f"{env} {shlex.quote(sys.executable)} -m edge_ai"
+    tmux("new-session", "-d", "-x", "120", "-y", "36", "-s", SESSION, command)
+    try:
+        yield
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+
+
+def test_chat_in_a_real_terminal(app_in_tmux: None, edge_home: Path) -> None:
+    wait_until(lambda s: "model: gemma3-270m" in s and "ready" in s, "the model to load")
+    tmux("send-keys", "-t", SESSION, "-l", "Hello from tmux")
+    tmux("send-keys", "-t", SESSION, "Enter")
+    text = wait_until(lambda s: "tok/s" in s and "ready" in s.splitlines()[-2], "the reply to finish")
+    assert "Hello from tmux" in text and "TTFT" in text
+    tmux("send-keys", "-t", SESSION, "C-q")
+    wait_until(lambda s: "model: gemma3-270m" not in s, "the app to quit", seconds=30)
+    from edge_ai.history import HistoryStore
+    from edge_ai.paths import get_paths
+
+    with HistoryStore(get_paths().history_db) as store:
+        (conversation,) = store.list_conversations()
+        roles = [m.role for m in store.messages(conversation.id)]
+    assert roles == ["user", "assistant"]
