@@ -29,7 +29,7 @@ from gguf.constants import TENSOR_NAMES
 from gguf.constants import GGMLQuantizationType as Q
 
 from convert.gguf.checkpoint import Checkpoint, open_checkpoint
-from convert.gguf.hparams import ModelConfig
+from convert.gguf.hparams import ModelConfig, with_transformers_defaults
 from convert.gguf.registry import Architecture, find_architecture
 from convert.gguf.tensors import (
     DEFAULT_SHAPES,
@@ -129,7 +129,7 @@ def convert_checkpoint(src: Path, out: Path, *, outtype: str = "f16", allow_pick
     src = Path(src).expanduser()
     checkpoint = open_checkpoint(src, allow_pickle=allow_pickle)
     arch, hf_name = find_architecture(checkpoint.config)
-    config = ModelConfig(checkpoint.config)
+    config = ModelConfig(with_transformers_defaults(checkpoint.config))
 
     warnings: list[str] = []
     for check in arch.checks:

@@ -25,6 +25,43 @@ STR = GGUFValueType.STRING
 BOOL = GGUFValueType.BOOL
 
 
+def with_transformers_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """config.json completed with the defaults of its transformers config class.
+
+    Official configs leave out every field whose value is the class default (Gemma 3's multimodal
+    configs omit head counts, rms_norm_eps, rope_theta... from `text_config`); reading the file
+    alone would refuse them or, worse, guess a different rope_theta. Keys in the file always win.
+    A model_type transformers does not know is returned unchanged.
+    """
+    try:
+        from transformers import CONFIG_MAPPING
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return raw
+    model_type = raw.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        return raw
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        full = CONFIG_MAPPING[model_type].from_dict(raw).to_dict()
+    except Exception:  # transformers' validators raise many types (e.g. huggingface_hub's)
+        return raw  # the checks on the file's own values then report what is wrong
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return _fill_missing(raw, full)
+
+
+def _fill_missing(raw: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(raw)
+    for key, value in full.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(merged[key], dict) and isinstance(value, dict):
+            merged[key] = _fill_missing(merged[key], value)
+    return merged
+
+
 class ModelConfig:
     """config.json plus derived sizes; missing required values raise a one-line EdgeAIError."""
 

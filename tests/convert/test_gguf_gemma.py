@@ -278,3 +278,29 @@ def test_refusal_leaves_nothing(gemma, tmp_path: Path) -> None:
     with pytest.raises(EdgeAIError, match="attn_logit_softcapping"):
         convert_checkpoint(src, out / "m.gguf")
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_sparse_official_style_config_gets_transformers_defaults(gemma, tmp_path: Path) -> None:
+    """Official Gemma 3 configs omit every text_config field equal to the class default; dropping such
+    fields must not change the GGUF (llama.cpp's converter hard-codes these defaults instead)."""
+    from transformers import Gemma3TextConfig
+
+    c = gemma("gemma3_mm")
+    sparse = tmp_path / "sparse"
+    shutil.copytree(c.checkpoint.path, sparse)
+    config = json.loads((sparse / "config.json").read_text())
+    defaults = Gemma3TextConfig().to_dict()
+    dropped = [k for k, v in list(config["text_config"].items())
+               if k not in ("model_type", "layer_types") and defaults.get(k, object()) == v]
+    for key in dropped:
+        del config["text_config"][key]
+    assert "rms_norm_eps" in dropped and len(dropped) >= 5
+    (sparse / "config.json").write_text(json.dumps(config))
+    report = convert_checkpoint(sparse, tmp_path / "sparse.gguf", outtype="f32")
+
+    def fields(path: Path) -> dict[str, Any]:
+        reader = gguf.GGUFReader(path)
+        return {k: _value(reader, k) for k in reader.fields if not k.startswith(("tokenizer.", "general.name"))}
+
+    assert fields(report.output) == fields(c.gguf)
