@@ -40,7 +40,7 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from convert.imatrix_file import Imatrix, read_imatrix
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_path, check_free_space
-from edge_ai.gguf_file import GGUFInfo, check_gguf, read_gguf
+from edge_ai.gguf_file import GGUFInfo, check_gguf, read_gguf, tensor_nbytes
 from edge_ai.hardware import default_threads
 
 log = logging.getLogger(__name__)
@@ -261,6 +261,10 @@ def quantize(src: Path, dst: Path, qtype: str, *, imatrix: Path | str | Imatrix 
     out_type = resolve_tensor_type(output_type, "output type") if output_type else None
     emb_type = resolve_tensor_type(embedding_type, "embedding type") if embedding_type else None
     info = check_gguf(src)
+    shards = int(info.metadata.get("split.count", 1) or 1)
+    if shards > 1:  # this shard's tensor list alone would mis-plan imatrix use, overrides and sizes
+        raise EdgeAIError(f"{src.name} is one of {shards} shards of a split model; merge them first "
+                          "(llama.cpp's `llama-gguf-split --merge`) and quantize the merged file")
     _check_overrides(info, overrides)
     matrix = _load_imatrix(imatrix)
     imatrix_values = _imatrix_values(matrix, info) if matrix else {}
@@ -399,7 +403,7 @@ class _Job:
         total = self.info.data_offset
         for t in self.info.tensors:
             new_type = capture.target_types.get(t.name, t.ggml_type)
-            nbytes = _tensor_bytes(t.shape, new_type) if new_type != t.ggml_type else t.nbytes
+            nbytes = tensor_nbytes(t.shape, new_type) if new_type != t.ggml_type else t.nbytes
             tensors.append(TensorResult(t.name, t.shape, t.ggml_type, new_type, nbytes))
             total += _align(nbytes, self.info.alignment)
         return _Plan(tuple(tensors), total, capture.needs_imatrix, capture.fallbacks, tuple(capture.warnings),
@@ -591,11 +595,6 @@ def _imatrix_values(matrix: Imatrix, info: GGUFInfo) -> dict[str, Any]:
             f"{where} has no entry for any tensor of {info.path.name}; it was computed for another model"
         )
     return values
-
-
-def _tensor_bytes(shape: tuple[int, ...], type_name: str) -> int:
-    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
-    return math.prod(shape) * size // block
 
 
 def _align(n: int, alignment: int) -> int:

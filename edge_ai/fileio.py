@@ -1,6 +1,7 @@
 """Atomic file output: write to a temp file beside the target, then rename into place.
 
-A crash or a full disk mid-write never leaves a half-written file under the final name.
+A crash or a full disk mid-write never leaves a half-written file under the final name, and the
+data is on disk (fsynced) before the rename, so a power cut cannot leave an empty file there either.
 """
 
 from __future__ import annotations
@@ -39,20 +40,28 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, target)
+        _fsync(target.parent)
     except OSError as exc:
         raise EdgeAIError(f"cannot write {target}: {exc.strerror}; free some space or choose another location") from exc
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:
-    """Write `text` to `target` atomically (fsynced before the rename)."""
+    """Write `text` to `target` atomically."""
     with atomic_path(target) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp.write_text(text, encoding="utf-8")
 
 
 def check_free_space(target: str | os.PathLike[str], needed: int) -> None:

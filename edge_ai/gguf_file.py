@@ -377,6 +377,12 @@ def _check_alignment(cur: _Cursor, metadata: dict[str, Any], types: dict[str, st
     return value
 
 
+def tensor_nbytes(shape: tuple[int, ...], ggml_type: str) -> int:
+    """Bytes a tensor of `shape` takes stored as ggml type `ggml_type` (e.g. "Q4_K")."""
+    block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType[ggml_type]]
+    return math.prod(shape) * type_size // block_size
+
+
 def _read_tensor_info(cur: _Cursor, index: int) -> tuple[str, tuple[int, ...], str, int, int]:
     """One tensor entry: (name, shape, type name, offset relative to the data section, byte size)."""
     name = cur.text(f"the name of tensor #{index}")
@@ -389,13 +395,13 @@ def _read_tensor_info(cur: _Cursor, index: int) -> tuple[str, tuple[int, ...], s
     type_id = cur.unpack(_U32, f"the type of tensor {name!r}")
     try:
         ggml_type = GGMLQuantizationType(type_id)
-        block_size, type_size = GGML_QUANT_SIZES[ggml_type]
+        nbytes = tensor_nbytes(shape, ggml_type.name)
     except (ValueError, KeyError):
         raise cur.error(
             f"tensor {name!r} has unknown ggml type id {type_id}; the file is corrupt or needs a newer edge-ai"
         ) from None
     relative = cur.unpack(_U64, f"the data offset of tensor {name!r}")
-    return name, shape, ggml_type.name, relative, math.prod(shape) * type_size // block_size
+    return name, shape, ggml_type.name, relative, nbytes
 
 
 # --- diagnosis -----------------------------------------------------------------------------------

@@ -8,7 +8,12 @@ See registry.py for how an architecture module is written, and archs/ for the fa
 
 from convert.gguf import archs as _archs  # noqa: F401  (registers every family)
 from convert.gguf.convert import ConversionReport, convert_checkpoint, plan_tensors
-from convert.gguf.registry import Architecture, find_architecture, register, supported_architectures
+from convert.gguf.registry import (
+    Architecture,
+    find_architecture,
+    register,
+    supported_architectures,
+)
 from convert.gguf.tensors import OUTTYPES
 
 SUPPORTED_ARCHITECTURES: tuple[str, ...] = supported_architectures()

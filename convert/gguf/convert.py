@@ -33,18 +33,19 @@ from convert.gguf.hparams import ModelConfig, with_transformers_defaults
 from convert.gguf.registry import Architecture, find_architecture
 from convert.gguf.tensors import (
     DEFAULT_SHAPES,
+    F16_MAX,
     OUTTYPES,
+    F16Overflow,
     Transform,
     VirtualTensor,
     encode,
     is_layout_only,
     storage_type,
-    stored_nbytes,
 )
 from convert.gguf.vocab import Vocabulary, load_vocabulary
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_path, check_free_space
-from edge_ai.gguf_file import check_gguf
+from edge_ai.gguf_file import check_gguf, tensor_nbytes
 
 Progress = Callable[[int, int], None]
 _HEADER_ALLOWANCE = 64 * 1024 * 1024  # room for metadata (vocabulary) in the free-space check
@@ -88,7 +89,7 @@ class PlannedTensor:
 
     @property
     def nbytes(self) -> int:
-        return stored_nbytes(self.shape, self.qtype)
+        return tensor_nbytes(self.shape, self.qtype.name)
 
     @property
     def n_elements(self) -> int:
@@ -111,7 +112,11 @@ class PlannedTensor:
             origin = self.source.name if self.source is not None else self.name
             raise EdgeAIError(f"tensor {origin} came out with shape {list(data.shape)} instead of "
                               f"{list(self.shape)}; the checkpoint is corrupt")
-        return encode(data, dtype, self.qtype)
+        try:
+            return encode(data, dtype, self.qtype)
+        except F16Overflow as exc:
+            raise EdgeAIError(f"tensor {self.name} has values up to {exc.max_abs:.3g}, beyond float16's range "
+                              f"(±{F16_MAX:.0f}); convert with --outtype bf16 or f32") from None
 
 
 def convert_checkpoint(src: Path, out: Path, *, outtype: str = "f16", allow_pickle: bool = False,

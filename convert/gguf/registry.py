@@ -29,8 +29,20 @@ from typing import Any
 from gguf.constants import MODEL_ARCH, MODEL_ARCH_NAMES
 from gguf.constants import MODEL_TENSOR as T
 
-from convert.gguf.hparams import DECODER_HPARAMS, ROPE_SCALING_HPARAMS, HParam, ModelConfig
-from convert.gguf.tensors import DENSE_BLOCK, KEEP_F32, ExtraTensors, Regroup, ShapeRule, Transform
+from convert.gguf.hparams import (
+    DECODER_HPARAMS,
+    ROPE_SCALING_HPARAMS,
+    HParam,
+    ModelConfig,
+)
+from convert.gguf.tensors import (
+    DENSE_BLOCK,
+    KEEP_F32,
+    ExtraTensors,
+    Regroup,
+    ShapeRule,
+    Transform,
+)
 from edge_ai.errors import EdgeAIError
 
 Check = Callable[[ModelConfig], Iterable[str]]

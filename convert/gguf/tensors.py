@@ -278,13 +278,19 @@ def storage_type(name: str, kind: T | None, shape: tuple[int, ...], outtype: str
     return wanted
 
 
-def stored_nbytes(shape: tuple[int, ...], qtype: Q) -> int:
-    block, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
-    return math.prod(shape) // block * block_bytes
-
-
 _STORED_AS = {("F32", Q.F32), ("F16", Q.F16), ("BF16", Q.BF16)}
 _CHUNK_ELEMENTS = 1 << 22  # convert 4M values at a time: temporaries stay ~16 MB whatever the tensor
+
+
+F16_MAX = float(np.finfo(np.float16).max)
+
+
+class F16Overflow(ValueError):
+    """Values beyond float16's range (they would silently become inf)."""
+
+    def __init__(self, max_abs: float) -> None:
+        super().__init__(max_abs)
+        self.max_abs = max_abs
 
 
 def encode(raw: np.ndarray, dtype: str, qtype: Q) -> np.ndarray:
@@ -302,6 +308,10 @@ def encode(raw: np.ndarray, dtype: str, qtype: Q) -> np.ndarray:
     step = max(1, _CHUNK_ELEMENTS // max(n_cols, 1))
     for start in range(0, n_rows, step):
         block = to_float32(rows[start:start + step], dtype)
+        if qtype == Q.F16:
+            peak = float(np.abs(block).max(initial=0.0))
+            if peak > F16_MAX:
+                raise F16Overflow(peak)
         if qtype in (Q.F32, Q.F16):
             out[start:start + step] = block
         else:

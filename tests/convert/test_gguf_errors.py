@@ -206,3 +206,17 @@ def test_duplicate_tensor_across_shards(checkpoint_copy, tmp_path: Path) -> None
     _rewrite_shard(src / shards[0], lambda t: t.update({"model.norm.weight": np.ones(64, np.float32)})
                    if "model.norm.weight" not in t else None)
     _fails(src, tmp_path / "out", r"tensor model\.norm\.weight appears in both")
+
+
+def test_values_beyond_f16_are_refused_for_f16_but_fine_in_bf16(checkpoint_copy, tmp_path: Path) -> None:
+    src = checkpoint_copy()
+    name = "model.layers.0.mlp.down_proj.weight"
+
+    def spike(tensors: dict) -> None:
+        weight = tensors[name].copy()
+        weight[0, 0] = 1e5  # fits bf16 and f32, overflows f16 (max 65504) to inf
+        tensors[name] = weight
+    _rewrite_shard(_shard_with(src, name), spike)
+    _fails(src, tmp_path / "f16", r"tensor blk\.0\.ffn_down\.weight has values up to 1e\+05, beyond float16")
+    report = convert_checkpoint(src, tmp_path / "ok" / "model.gguf", outtype="bf16")
+    assert report.output.exists()

@@ -242,3 +242,11 @@ def test_type_table_and_names() -> None:
     assert types_table().row_count == len(QUANT_TYPES)
     assert default_output_path(Path("/m/gemma-3-270m-q4_k_m.gguf"), "q8_0") == Path("/m/gemma-3-270m-Q8_0.gguf")
     assert default_output_path(Path("model-f16.gguf"), "Q4_K") == Path("model-Q4_K_M.gguf")
+
+
+def test_split_model_shard_is_refused(tmp_path: Path) -> None:
+    shard = write_tiny_llama(tmp_path / "model-00001-of-00002.gguf", n_embd=256, n_ff=512,
+                             extra_metadata={"split.count": 2, "split.no": 0})
+    with pytest.raises(EdgeAIError, match="one of 2 shards of a split model; merge them first"):
+        quantize(shard, tmp_path / "out.gguf", "Q8_0")
+    assert not (tmp_path / "out.gguf").exists()

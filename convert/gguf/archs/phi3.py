@@ -14,7 +14,14 @@ import numpy as np
 from gguf.constants import MODEL_ARCH, Keys
 from gguf.constants import MODEL_TENSOR as T
 
-from convert.gguf.hparams import DECODER_HPARAMS, F32, U32, HParam, ModelConfig, sliding_window_hparam
+from convert.gguf.hparams import (
+    DECODER_HPARAMS,
+    F32,
+    U32,
+    HParam,
+    ModelConfig,
+    sliding_window_hparam,
+)
 from convert.gguf.registry import Architecture, register
 from edge_ai.errors import EdgeAIError
 
