@@ -172,3 +172,47 @@ def test_truncated_model_is_refused(tmp_path: Path, model_path: Path) -> None:
 def test_missing_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(EdgeAIError, match="no such model file"):
         Engine(tmp_path / "absent.gguf")
+
+
+def test_pieces_longer_than_32_bytes_are_not_dropped(engine: Engine) -> None:
+    vocab = engine._llm._model
+    long_token = next(t for t in range(1000, engine._llm.n_vocab())
+                      if len(text := vocab.token_get_text(t).encode()) > 40 and b"<" not in text)
+    expected = vocab.token_get_text(long_token).replace("\u2581", " ").encode()
+    assert vocab.detokenize([long_token]) != expected  # llama-cpp-python's 32-byte buffer loses it
+    assert engine._token_bytes(long_token) == expected
+
+
+def test_overflow_fit_needs_few_encodes_and_matches_the_linear_cut(engine: Engine) -> None:
+    msgs = [{"role": "system", "content": "sys"}]
+    for i in range(150):
+        msgs += [{"role": "user", "content": f"question {i} " * 5}, {"role": "assistant", "content": f"answer {i}"}]
+    calls = []
+
+    def counting_encode(m):
+        calls.append(len(m))
+        return engine.encode(m)
+
+    budget = 600
+    fitted = fit_messages(msgs, counting_encode, budget)
+    assert len(calls) <= 12  # bisection over 150 user turns, not one encode per dropped message
+    linear = next(i for i in range(1, len(msgs)) if msgs[i]["role"] == "user"
+                  and len(engine.encode(msgs[:1] + msgs[i:])) <= budget)
+    assert fitted.messages == msgs[:1] + msgs[linear:] and fitted.dropped == linear - 1
+    assert len(fitted.tokens) <= budget
+
+
+def test_a_stop_token_set_before_the_reply_starts_is_honoured(engine: Engine) -> None:
+    stop = threading.Event()
+    stop.set()
+    texts, done = run(engine.chat([{"role": "user", "content": "Hi"}], GREEDY, stop=stop))
+    assert done.reason == "cancelled" and texts == []
+    _, after = run(engine.chat([{"role": "user", "content": "Hi"}], GREEDY))
+    assert after.reason in ("stop", "length")
+
+
+def test_nothing_follows_a_stop_string_not_even_a_broken_character() -> None:
+    stream = _TextStream(["END"])
+    assert stream.feed(b"abc EN") == ("abc ", False)
+    assert stream.feed(b"D\xe2") == ("", True)
+    assert stream.finish() == "" and stream.text == "abc "

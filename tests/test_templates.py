@@ -59,3 +59,8 @@ def test_hostile_templates_are_refused(source: str, why: str) -> None:
 def test_invalid_template_names_the_line() -> None:
     with pytest.raises(EdgeAIError, match="invalid.*line 1"):
         ChatTemplate("{% for m in messages %}", bos_token="", eos_token="", origin="bad.gguf")
+
+
+def test_giant_strings_are_refused_not_a_crash() -> None:
+    with pytest.raises(EdgeAIError, match="giant string"):
+        render("{{ '' | center(10**13) }}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import ctypes
 import io
 import logging
 import random
@@ -74,9 +75,16 @@ class Engine:
         llama_log.install()
         self._llm = self._load(options)
         self._n_swa = llama_cpp.llama_model_n_swa(self._llm.model)
-        self.template, self._turn_marker_ids = self._choose_template()
+        self._recurrent = bool(llama_cpp.llama_model_is_recurrent(self._llm.model)
+                               or llama_cpp.llama_model_is_hybrid(self._llm.model))
+        try:
+            self.template, self._turn_marker_ids = self._choose_template()
+        except BaseException:
+            self._llm.close()
+            raise
         self._lock = threading.Lock()
         self._cancel = threading.Event()
+        self._stop: threading.Event | None = None
 
     def _load(self, options: EngineOptions) -> llama_cpp.Llama:
         # verbose=True because verbose=False redirects the process's stdout/stderr file
@@ -118,6 +126,17 @@ class Engine:
                 markers.add(ids[0])
         return template, frozenset(markers)
 
+    def _token_bytes(self, token: int) -> bytes:
+        """The token's text bytes. llama-cpp-python's detokenize uses a 32-byte buffer and silently
+        drops longer pieces (Gemma has hundreds, e.g. whole Bengali words), so size it ourselves."""
+        size = 64
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(self._llm._model.vocab, token, buffer, size, 0, False)
+            if n >= 0:
+                return buffer.raw[:n]
+            size = -n
+
     def _piece(self, token: int) -> str:
         if token < 0:
             return ""
@@ -142,20 +161,33 @@ class Engine:
         """Stop the current reply after the token (or prefill chunk) in progress."""
         self._cancel.set()
 
-    def chat(self, messages: Sequence[Message], sampling: SamplingParams = SamplingParams()) -> Iterator[Event]:
-        """Stream a reply to `messages` (OpenAI-style role/content dicts)."""
+    def _begin(self, stop: threading.Event | None) -> None:
+        self._cancel.clear()
+        self._stop = stop
+
+    def _cancelled(self) -> bool:
+        return self._cancel.is_set() or (self._stop is not None and self._stop.is_set())
+
+    def chat(self, messages: Sequence[Message], sampling: SamplingParams = SamplingParams(), *,
+             stop: threading.Event | None = None) -> Iterator[Event]:
+        """Stream a reply to `messages` (OpenAI-style role/content dicts).
+
+        `stop` is the caller's own cancel token: set before the engine is free, it still counts
+        (a shared flag would be cleared when the reply starts).
+        """
         with self._lock:
             start = time.perf_counter()
-            self._cancel.clear()
+            self._begin(stop)
             reserve = min(sampling.max_tokens, self.n_ctx // 4)
             prompt = fit_messages(messages, self.encode, self.n_ctx - reserve)
             yield from self._generate(prompt.tokens, sampling, start, prompt.dropped)
 
-    def complete(self, prompt: str, sampling: SamplingParams = SamplingParams()) -> Iterator[Event]:
-        """Stream a plain continuation of `prompt` (no chat template)."""
+    def complete(self, prompt: str, sampling: SamplingParams = SamplingParams(), *,
+                 stop: threading.Event | None = None) -> Iterator[Event]:
+        """Stream a plain continuation of `prompt` (no chat template); `stop` as in `chat`."""
         with self._lock:
             start = time.perf_counter()
-            self._cancel.clear()
+            self._begin(stop)
             tokens = self.tokenize(prompt, special=False, add_bos=self._llm._model.add_bos_token())
             if not tokens:
                 raise EdgeAIError("the prompt is empty; give some text to continue")
@@ -171,13 +203,17 @@ class Engine:
 
         At least one token is always re-evaluated so fresh logits exist. With a sliding-window
         cache (swa_full off) positions older than the window may have been pruned; if a rewind
-        would need them, nothing is reused (llama.cpp's server applies the same rule).
+        would need them, nothing is reused (llama.cpp's server applies the same rule). Recurrent
+        and hybrid models (Mamba-style state) can only be extended, never rewound.
         """
         limit = min(self._llm.n_tokens, len(tokens) - 1)
         if limit <= 0:
             return 0
         differ = np.nonzero(self._llm.input_ids[:limit] != np.asarray(tokens[:limit]))[0]
         n_keep = int(differ[0]) if differ.size else limit
+        if self._recurrent and n_keep < self._llm.n_tokens:
+            self._llm.reset()  # a recurrent state holds every token seen; it cannot drop a suffix
+            return 0
         if n_keep > 0 and self._n_swa > 0:
             memory = llama_cpp.llama_get_memory(self._llm.ctx)
             pos_min = llama_cpp.llama_memory_seq_pos_min(memory, 0)
@@ -191,7 +227,7 @@ class Engine:
         llm.n_tokens = n_keep  # eval() drops every cached position from here on
         chunk = min(PREFILL_CHUNK, llm.n_batch)
         for pos in range(n_keep, len(tokens), chunk):
-            if self._cancel.is_set():
+            if self._cancelled():
                 return False
             llm.eval(tokens[pos:pos + chunk])
         return True
@@ -217,7 +253,7 @@ class Engine:
                     if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or token in self._turn_marker_ids:
                         reason = "stop"
                         break
-                    text, stopped = stream.feed(llm._model.detokenize([token]))
+                    text, stopped = stream.feed(self._token_bytes(token))
                     if text:
                         yield TokenEvent(text)
                     if stopped:
@@ -225,7 +261,7 @@ class Engine:
                         break
                     if len(stamps) >= sampling.max_tokens or llm.n_tokens + 1 >= self.n_ctx:
                         break
-                    if self._cancel.is_set():
+                    if self._cancelled():
                         reason = "cancelled"
                         break
             finally:
@@ -283,13 +319,14 @@ class _TextStream:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stop = [s for s in stop if s]
         self._pending = ""
+        self._stopped = False
         self.text = ""
 
     def feed(self, data: bytes) -> tuple[str, bool]:
         """Return (text safe to show now, whether a stop string was reached)."""
         self._pending += self._decoder.decode(data)
         hits = [i for i in (self._pending.find(s) for s in self._stop) if i >= 0]
-        stopped = bool(hits)
+        stopped = self._stopped = bool(hits)
         if stopped:
             out, self._pending = self._pending[:min(hits)], ""
         else:
@@ -301,7 +338,10 @@ class _TextStream:
         return out, stopped
 
     def finish(self) -> str:
-        """Text still held back when the reply ends (a partial stop string, an incomplete character)."""
+        """Text still held back when the reply ends (a partial stop string, an incomplete character);
+        nothing after a stop string."""
+        if self._stopped:
+            return ""
         out = self._pending + self._decoder.decode(b"", final=True)
         self._pending = ""
         self.text += out

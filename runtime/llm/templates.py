@@ -190,6 +190,8 @@ class ChatTemplate:
             ) from None
         except RecursionError:
             raise UnsafeTemplateError(f"the chat template of {self.origin} recursed without end; refused") from None
+        except (MemoryError, OverflowError):
+            raise UnsafeTemplateError(f"the chat template of {self.origin} tried to build a giant string; refused") from None
         except TemplateError as exc:
             raise EdgeAIError(f"the chat template of {self.origin} failed: {exc}") from None
         except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError) as exc:
