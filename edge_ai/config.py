@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
 import tomli_w
+import tomllib
 
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_write_text
@@ -215,12 +215,17 @@ def load(overrides: dict[str, Any] | None = None) -> Config:
 
 def set_value(key: str, raw: str) -> Any:
     """Validate and store one setting in the config file (atomically); return the stored value."""
-    value = coerce(key, raw, "the command line")
+    return set_values({key: raw})[key]
+
+
+def set_values(raw_values: dict[str, str]) -> dict[str, Any]:
+    """Validate every value first, then store them all in one atomic write of the config file."""
+    stored = {key: coerce(key, raw, "the command line") for key, raw in raw_values.items()}
     values = read_file_values()
-    values[key] = value
+    values.update(stored)
     tree: dict[str, dict[str, Any]] = {}
     for dotted, v in values.items():
         section, name = dotted.split(".", 1)
         tree.setdefault(section, {})[name] = v
     atomic_write_text(get_paths().config_file, tomli_w.dumps(tree))
-    return value
+    return stored

@@ -78,3 +78,13 @@ def test_atomic_outputs_get_normal_permissions(tmp_path: Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_set_values_is_all_or_nothing() -> None:
+    with pytest.raises(EdgeAIError, match="sampling.top_p"):
+        config.set_values({"sampling.temperature": "0.1", "sampling.top_p": "7"})
+    assert not get_paths().config_file.exists()
+    assert config.set_values({"sampling.temperature": "0.1", "sampling.top_k": "5"}) == {
+        "sampling.temperature": 0.1, "sampling.top_k": 5}
+    cfg = config.load()
+    assert cfg.sampling.temperature == 0.1 and cfg.sampling.top_k == 5
