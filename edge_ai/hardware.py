@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 from dataclasses import dataclass
 
 import psutil
@@ -26,17 +25,22 @@ def default_threads() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
-def cpu_flags() -> set[str]:
-    """CPU feature flags from /proc/cpuinfo (x86 'flags', ARM 'Features'); empty elsewhere."""
+def _cpuinfo_field(*keys: str) -> str | None:
+    """The first /proc/cpuinfo value under one of `keys` (None off Linux or when absent)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
+                if key.strip() in keys:
+                    return value.strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """CPU feature flags (x86 'flags', ARM 'Features'); empty where /proc/cpuinfo has none."""
+    return set((_cpuinfo_field("flags", "Features") or "").split())
 
 
 def kv_cache_bytes(info: GGUFInfo, n_ctx: int) -> int:
@@ -100,14 +104,7 @@ SIMD_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def _audio_summary() -> str:
@@ -144,7 +141,3 @@ def probe() -> HardwareReport:
         display=display,
         audio=_audio_summary(),
     )
-
-
-def tool_available(name: str) -> bool:
-    return shutil.which(name) is not None

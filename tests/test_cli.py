@@ -117,3 +117,22 @@ def test_doctor_reports_hardware_and_model_fit(registered_model: Path, monkeypat
         assert row in out
     assert "gemma3-270m" in out and "ok" in out
     assert "no display" in out  # a problem, and its fix, is named
+
+
+def test_user_text_with_markup_like_brackets_prints_verbatim() -> None:
+    prompt = "Use [/INST] and [b]bold[/b]"
+    result = edge_ai("config", "set", "chat.system_prompt", prompt)
+    assert result.returncode == 0 and prompt in result.stdout, result.stderr
+    shown = edge_ai("config", "show")
+    assert shown.returncode == 0 and "[/INST]" in shown.stdout and "[b]bold" in shown.stdout
+
+
+def test_a_registered_model_whose_file_is_gone_is_reported(model_path: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "gone.gguf"
+    copy.symlink_to(model_path)
+    assert edge_ai("models", "add", str(copy), "--name", "gone").returncode == 0
+    copy.unlink()
+    assert "file missing" in edge_ai("models", "list").stdout
+    doctor = edge_ai("doctor")
+    assert doctor.returncode == 1 and "file missing" in doctor.stdout
+    assert_one_line_error(edge_ai("ask", "-m", "gone", "hi"), "no longer exists")
