@@ -39,6 +39,7 @@ import llama_cpp
 import numpy as np
 import psutil
 
+from convert.chunks import MIN_CTX, bos_to_insert, decode, first_token_bos
 from convert.quantize import (
     MIB,
     QuantizeReport,
@@ -152,8 +153,8 @@ def evaluate(model: Path, text: str, *, reference: Path | None = None, ctx: int 
     """
     started = time.perf_counter()
     model = Path(model).expanduser()
-    if ctx < 8:
-        raise EdgeAIError(f"context {ctx} is too small to score anything; use at least 64 tokens")
+    if ctx < MIN_CTX:
+        raise EdgeAIError(f"context {ctx} is too small; use at least {MIN_CTX} tokens (llama-perplexity uses 512)")
     if stride is not None and not 1 <= stride < ctx:
         raise EdgeAIError(f"stride {stride} must be between 1 and ctx - 1 ({ctx - 1})")
     if max_chunks is not None and max_chunks < 1:
@@ -174,9 +175,7 @@ def evaluate(model: Path, text: str, *, reference: Path | None = None, ctx: int 
         windows = _windows(len(tokens), ctx, stride, max_chunks)
         stats = _Stats()
         for done, (start, first) in enumerate(windows, 1):
-            window = list(tokens[start:start + ctx])
-            if scorer.add_bos:
-                window[0] = scorer.bos
+            window = first_token_bos(tokens[start:start + ctx], scorer.bos)
             targets = np.asarray(window[first + 1:], dtype=np.int64)
             logits = scorer.logits(window, first)
             ref_logits = ref.logits(window, first) if ref is not None else None
@@ -254,9 +253,7 @@ class _Scorer:
         self.info, self.llm, self.n_batch = info, llm, n_batch
         self.name = info.path.name
         self.n_vocab = llm.n_vocab()
-        vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
-        self.bos = llm.token_bos()
+        self.bos = bos_to_insert(llama_cpp.llama_model_get_vocab(llm.model))  # None: the model adds no BOS
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
 
     @classmethod
@@ -282,23 +279,16 @@ class _Scorer:
             llm.close()
 
     def tokenize(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=self.add_bos, special=False)
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=self.bos is not None, special=False)
 
     def _decode(self, tokens: Sequence[int], start_pos: int, first_output: int) -> None:
         """Decode `tokens` at positions start_pos..; outputs (logits) for indexes >= first_output."""
-        ctx, batch = self.llm.ctx, self.batch
-        for offset in range(0, len(tokens), self.n_batch):
-            part = tokens[offset:offset + self.n_batch]
-            batch.n_tokens = len(part)
-            for i, token in enumerate(part):
-                batch.token[i] = token
-                batch.pos[i] = start_pos + offset + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = 1 if offset + i >= first_output else 0
-            status = llama_cpp.llama_decode(ctx, batch)
-            if status != 0:
-                raise EdgeAIError(f"llama.cpp failed to evaluate {self.name} (decode returned {status}); see the log")
+        decode(self.llm.ctx, self.batch, self.n_batch, tokens, self._check, start_pos=start_pos,
+               first_output=first_output)
+
+    def _check(self, status: int) -> None:
+        if status != 0:
+            raise EdgeAIError(f"llama.cpp failed to evaluate {self.name} (decode returned {status}); see the log")
 
     def logits(self, window: Sequence[int], first: int) -> np.ndarray:
         """(len(window) - 1 - first, n_vocab) float32 logits predicting window[first+1:].
@@ -400,15 +390,15 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def sweep(src: Path, types: Sequence[str], text: str, *, workdir: Path, reference: Path | None = None,
-          max_size: int | None = None, max_kld: float | None = None, ctx: int = 512, stride: int | None = None,
+          max_size: int | None = None, ctx: int = 512, stride: int | None = None,
           max_chunks: int | None = None, threads: int = 0, imatrix: Path | None = None,
           allow_requantize: bool = True, progress: Callable[[int, int, str], None] | None = None) -> list[SweepRow]:
     """Quantize `src` to each type in `workdir` and evaluate it against `reference` (default: `src`).
 
     Returns the reference row first, then one row per type. Types whose planned size exceeds
     `max_size` (bytes), or that need an importance matrix when none is given, are not built
-    (their row says why). `max_kld` is only used by `pick`; it is accepted here so a sweep and
-    its pick can share arguments. progress(done, total, label) reports each step.
+    (their row says why); a KL-divergence budget is applied afterwards by `pick`.
+    progress(done, total, label) reports each step.
     """
     src = Path(src).expanduser()
     workdir = Path(workdir).expanduser()

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from convert import ggml_tensor as gt
+from convert.chunks import MIN_CTX, bos_to_insert, decode, first_token_bos
 from convert.imatrix_file import EXPERT_COUNTS_KEY, ImatrixEntry, write_imatrix
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_path
@@ -48,7 +49,6 @@ from edge_ai.gguf_file import check_gguf
 from edge_ai.hardware import check_fits_in_ram, default_threads
 
 DEFAULT_CTX = 512
-MIN_CTX = 16
 _OUTPUT_BUDGET_BYTES = 128 << 20  # f32 logits of one decode call; Gemma's 262k vocab -> 128 tokens
 _STOP_NODE = "result_norm"  # the final norm: everything after it is the vocabulary projection
 _LAYER = re.compile(r"^blk\.(\d+)\.")
@@ -131,16 +131,26 @@ class _Collector:
     def _collect_dense(self, t: gt.GGMLTensor) -> None:
         src0 = gt.tensor_at(t.src[0])
         name = _weight_name(src0.name)
-        x = gt.to_numpy(t.src[1])  # (ne3, ne2, ne1 = rows, ne0 = n_per_row)
-        s0_ne2, s0_ne3 = src0.ne[2], src0.ne[3]
-        n_mat, n_per_row = s0_ne2 * s0_ne3, x.shape[3]
-        sums, counts = self._entry(name, n_mat, n_per_row)
+        self.add_dense(name, gt.to_numpy(t.src[1]), src0.ne[2], src0.ne[3])
+
+    def add_dense(self, name: str, x: np.ndarray, ne02: int, ne03: int) -> None:
+        """Add src1 `x` (numpy order: ne13, ne12, ne11 = rows, ne10 = n_per_row) of a MUL_MAT whose
+        weight has ne02 x ne03 matrices. ggml broadcasts each weight matrix over ne12 / ne02
+        consecutive src1 matrices (and ne13 / ne03 along dim 3): src1 matrix (i2, i3) multiplies
+        weight matrix (i2 // (ne12 // ne02), i3 // (ne13 // ne03)), as in ggml_compute_forward_mul_mat
+        and llama-imatrix."""
+        ne13, ne12, n_rows, n_per_row = x.shape
+        if ne12 % ne02 or ne13 % ne03:
+            raise RuntimeError(f"MUL_MAT of {name}: src1 {ne12}x{ne13} matrices do not broadcast over "
+                               f"the weight's {ne02}x{ne03}")
+        r2, r3 = ne12 // ne02, ne13 // ne03
+        sums, counts = self._entry(name, ne02 * ne03, n_per_row)
         squares = np.einsum("abrj,abrj->abj", x, x, dtype=np.float64)  # sum over rows
-        for i3 in range(x.shape[0]):
-            for i2 in range(x.shape[1]):
-                mat = (i3 % s0_ne3) * s0_ne2 + (i2 % s0_ne2)
+        for i3 in range(ne13):
+            for i2 in range(ne12):
+                mat = (i3 // r3) * ne02 + i2 // r2
                 sums[mat] += squares[i3, i2]
-                counts[mat] += x.shape[2]
+                counts[mat] += n_rows
 
     def _collect_experts(self, t: gt.GGMLTensor) -> None:
         src0, src1, ids_t = gt.tensor_at(t.src[0]), gt.tensor_at(t.src[1]), gt.tensor_at(t.src[2])
@@ -266,6 +276,7 @@ class _Session:
             raise EdgeAIError(f"llama.cpp could not load {model}; see the log for details, "
                               "or check the file with `edge-ai models info`")
         self.vocab = llama.llama_model_get_vocab(self.model)
+        self.bos = bos_to_insert(self.vocab)
         cparams = llama.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = cparams.n_ubatch = n_batch
@@ -299,28 +310,18 @@ class _Session:
 
     def run_chunk(self, tokens: Sequence[int]) -> None:
         llama = self.llama
-        tokens = list(tokens)
-        if llama.llama_vocab_get_add_bos(self.vocab):
-            tokens[0] = llama.llama_vocab_bos(self.vocab)
         llama.llama_memory_clear(llama.llama_get_memory(self.ctx), True)
-        batch = self.batch
-        for begin in range(0, len(tokens), self.n_batch):
-            piece = tokens[begin:begin + self.n_batch]
-            batch.n_tokens = len(piece)
-            for k, token in enumerate(piece):
-                batch.token[k] = token
-                batch.pos[k] = begin + k
-                batch.n_seq_id[k] = 1
-                batch.seq_id[k][0] = 0
-                batch.logits[k] = True  # all outputs, so the last layer is not pruned to one row
-            rc = llama.llama_decode(self.ctx, batch)
-            if self.collector.error is not None:
-                error, self.collector.error = self.collector.error, None
-                if isinstance(error, EdgeAIError) or not isinstance(error, Exception):
-                    raise error  # KeyboardInterrupt & co. unchanged
-                raise EdgeAIError(f"reading activations failed: {error}") from error
-            if rc != 0:
-                raise EdgeAIError(f"llama.cpp failed to evaluate a chunk (llama_decode returned {rc}); see the log")
+        # all outputs (first_output=0), so the last layer is not pruned to one row
+        decode(self.ctx, self.batch, self.n_batch, first_token_bos(tokens, self.bos), self._check)
+
+    def _check(self, rc: int) -> None:
+        if self.collector.error is not None:
+            error, self.collector.error = self.collector.error, None
+            if isinstance(error, EdgeAIError) or not isinstance(error, Exception):
+                raise error  # KeyboardInterrupt & co. unchanged
+            raise EdgeAIError(f"reading activations failed: {error}") from error
+        if rc != 0:
+            raise EdgeAIError(f"llama.cpp failed to evaluate a chunk (llama_decode returned {rc}); see the log")
 
 
 __all__ = ["EXPERT_COUNTS_KEY", "ImatrixReport", "compute_imatrix"]

@@ -17,7 +17,7 @@ count and dataset name) is read too.
     entries = {"blk.0.attn_q.weight": ImatrixEntry(in_sum2, counts), ...}
     write_imatrix(path, entries, datasets=["wiki.txt"], chunk_count=100, chunk_size=512)
     im = read_imatrix(path)
-    im.importance()["blk.0.attn_q.weight"]  # mean squared activation per column, what llama.cpp wants
+    im.entries["blk.0.attn_q.weight"].mean()  # mean squared activation per column, what llama.cpp wants
 """
 
 from __future__ import annotations
@@ -104,10 +104,6 @@ class Imatrix:
     chunk_size: int = 0
     path: Path | None = None
     legacy: bool = False
-
-    def importance(self) -> dict[str, np.ndarray]:
-        """{tensor name -> flat float32 mean squared activations, n_mat * n_per_row values}."""
-        return {name: entry.mean().reshape(-1) for name, entry in self.entries.items()}
 
 
 # --- writing -------------------------------------------------------------------------------------

@@ -42,9 +42,10 @@ from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_path, check_free_space
 from edge_ai.gguf_file import GGUFInfo, check_gguf, read_gguf, tensor_nbytes
 from edge_ai.hardware import default_threads
+from runtime.llm.llama_log import GGML_LOG_LEVEL_CONT, GGML_LOG_LEVELS
+from runtime.llm.llama_log import logger as llama_log
 
 log = logging.getLogger(__name__)
-llama_log = logging.getLogger("llama.cpp")
 
 Progress = Callable[[int, int], None]
 MIB = 1024 * 1024
@@ -442,8 +443,6 @@ class _Job:
 
 # --- llama.cpp's log -----------------------------------------------------------------------------
 
-_LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
-_CONT = 5  # GGML_LOG_LEVEL_CONT: continues the previous message
 _TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
 _DRY_TARGET = re.compile(r"->\s*[\d.]+\s*MiB\s*\((\w+)\)")
 _CONVERTING = re.compile(r"converting to (\w+)")
@@ -476,8 +475,8 @@ class _LogCapture:
 
     def _on_log(self, level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
         try:
-            if level != _CONT:
-                self._level = _LEVELS.get(level, logging.INFO)
+            if level != GGML_LOG_LEVEL_CONT:
+                self._level = GGML_LOG_LEVELS.get(level, logging.INFO)
             self._feed(text.decode("utf-8", errors="replace"))
         except BaseException as exc:  # noqa: BLE001 - an exception must never unwind into C
             if self.callback_error is None:

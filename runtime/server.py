@@ -7,7 +7,9 @@ Any OpenAI client (the official SDKs, LangChain, editors' assistants) can point 
 The engine is blocking and runs one reply at a time, so each reply runs in a worker thread that
 hands its events to the event loop; the loop never blocks. A bounded number of requests may wait
 their turn and the rest get 429 at once, so a burst of clients never turns into hung connections.
-A client that goes away stops its reply within a token, freeing the engine for the next one.
+A client that goes away stops its reply within a token, freeing the engine for the next one, or,
+while it still waits, gives its place in the queue back at once. Shutting down (Ctrl-C) stops
+every reply first, so open streams end cleanly instead of being cut after a grace period.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from runtime.llm.engine import Engine
 from runtime.llm.events import DoneEvent, Event, SamplingParams, TokenEvent
 
 T = TypeVar("T")
+Produce = Callable[[threading.Event], Iterator[Event]]
+"""Starts one reply on the engine, given the reply's own stop token."""
 
 RETRY_AFTER_SECONDS = 1
 SHUTDOWN_GRACE_SECONDS = 5
@@ -118,9 +122,11 @@ class APIError(Exception):
         self.status, self.message, self.type, self.code = status, message, type_, code
         self.headers = dict(headers or {})
 
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
+
     def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
 async def _api_error(_: Request, exc: Exception) -> Response:
@@ -159,15 +165,14 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 class Generation:
     """One reply: the blocking engine generator runs in a worker thread, its events reach the loop.
 
-    `stop()` may come at any time from the loop: a queued reply is skipped, a running one is
-    cancelled. The engine is only cancelled while this reply holds it (the state is kept on the
-    loop, and the next reply starts only after the loop saw this one end), so a late stop never
-    hits someone else's reply.
+    `stop()` may come at any time from the loop: a queued reply gives its queue slot back at once
+    and is skipped when its turn comes, a running one is cancelled through its own stop token, so
+    a stop never reaches someone else's reply and one that comes before the engine starts is kept.
     """
 
-    def __init__(self, engine: Engine, produce: Callable[[], Iterator[Event]]) -> None:
-        self._engine = engine
+    def __init__(self, produce: Produce, release: Callable[[Generation], None]) -> None:
         self._produce = produce
+        self._release = release
         self._events: asyncio.Queue[Event | Exception] = asyncio.Queue()
         self._stop = threading.Event()
         self.state: Literal["queued", "running", "done"] = "queued"
@@ -178,27 +183,21 @@ class Generation:
 
     def stop(self) -> None:
         self._stop.set()
-        if self.state == "running":
-            self._engine.cancel()
+        if self.state == "queued":
+            self._release(self)  # nobody waits for it any more: its place in the queue is free
 
     def pump(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Worker thread: run the engine, post each event (or its error) to the loop.
-
-        The stop flag is re-checked after every event because the engine clears a cancel that
-        arrives before it has started the reply.
-        """
+        """Worker thread: run the engine, post each event (or its error) to the loop."""
         try:
-            for event in self._produce():
+            for event in self._produce(self._stop):
                 loop.call_soon_threadsafe(self._events.put_nowait, event)
-                if self._stop.is_set():
-                    self._engine.cancel()
         except Exception as exc:  # handed to the request handler, which answers or re-raises it
             loop.call_soon_threadsafe(self._events.put_nowait, exc)
 
-    def end(self) -> None:
+    def end(self, error: Exception) -> None:
         """Wake a reader still waiting although no more events will come (skipped or aborted reply)."""
         self.state = "done"
-        self._events.put_nowait(EdgeAIError("the reply was stopped before it finished"))
+        self._events.put_nowait(error)
 
     async def next(self) -> Event:
         item = await self._events.get()
@@ -214,28 +213,46 @@ class Generation:
         return event
 
 
+def _shutting_down() -> APIError:
+    return APIError(503, "the server is shutting down; retry against another instance or later",
+                    "server_error", "server_shutting_down", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 class Runner:
-    """Runs replies on the engine one at a time; `queue_size` more may wait, the rest are refused."""
+    """Runs replies on the engine one at a time; `queue_size` more may wait, the rest are refused.
+
+    A reply holds its slot while it waits or runs; one whose client left while it waited gives
+    the slot back at once, so abandoned requests never turn later ones away.
+    """
 
     def __init__(self, engine: Engine, queue_size: int) -> None:
         self._engine = engine
         self._capacity = 1 + queue_size
-        self._admitted = 0
+        self._admitted: set[Generation] = set()  # waiting or running
         self._turn = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
 
-    def submit(self, produce: Callable[[], Iterator[Event]]) -> Generation:
-        """Queue a reply, or raise a 429 at once when the queue is full."""
-        if self._admitted >= self._capacity:
+    def submit(self, produce: Produce) -> Generation:
+        """Queue a reply, or raise a 429 at once when the queue is full (503 once shutting down)."""
+        if self._closing:
+            raise _shutting_down()
+        if len(self._admitted) >= self._capacity:
             raise APIError(429, f"the server is busy: {self._engine.name} is answering another request and "
                                 f"{self._capacity - 1} more are waiting; retry shortly",
                            "rate_limit_error", "rate_limit_exceeded", {"Retry-After": str(RETRY_AFTER_SECONDS)})
-        self._admitted += 1
-        generation = Generation(self._engine, produce)
+        generation = Generation(produce, self._admitted.discard)
+        self._admitted.add(generation)
         task = asyncio.create_task(self._run(generation))
         self._tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._tasks.discard)
         return generation
+
+    def stop_all(self) -> None:
+        """Shutdown: refuse new replies, skip the waiting ones and cancel the running one."""
+        self._closing = True
+        for generation in list(self._admitted):
+            generation.stop()
 
     async def _run(self, generation: Generation) -> None:
         """Owns the slot until the worker thread is done, whatever the request handler does meanwhile."""
@@ -245,8 +262,9 @@ class Runner:
                     generation.state = "running"
                     await asyncio.to_thread(generation.pump, asyncio.get_running_loop())
         finally:
-            self._admitted -= 1
-            generation.end()
+            self._admitted.discard(generation)
+            generation.end(_shutting_down() if self._closing
+                           else EdgeAIError("the reply was stopped before it finished"))
 
 
 # ----------------------------------------------------------------------------- response shapes
@@ -321,7 +339,7 @@ class TextShape(ReplyShape):
 
 
 def _finish_reason(done: DoneEvent) -> str:
-    """OpenAI knows only stop/length; a cancelled reply only reaches a client that has already left."""
+    """OpenAI knows only stop/length (a cancelled reply never gets here: see `_sse_events`)."""
     return "length" if done.reason == "length" else "stop"
 
 
@@ -342,6 +360,9 @@ async def _sse_events(shape: ReplyShape, first: Event, generation: Generation,
     while isinstance(event, TokenEvent):
         yield _sse(shape.chunk(event.text))
         event = await generation.next()
+    if event.reason == "cancelled":  # the server is shutting down: say so rather than pass it off as whole
+        yield _sse(_shutting_down().body())  # OpenAI clients raise an APIError on such a chunk
+        return
     yield _sse(shape.chunk(None, _finish_reason(event)))
     if include_usage:
         yield _sse(shape.usage_chunk(event))
@@ -419,6 +440,20 @@ class Server:
         return {"id": self.engine.name, "object": "model", "created": self.started,
                 "owned_by": "edge-ai"}
 
+    def app(self) -> FastAPI:
+        """The FastAPI app serving these endpoints."""
+        app = FastAPI(title="edge-ai", summary="OpenAI-compatible API of an offline on-device model",
+                      dependencies=[Depends(self.authorize)])
+        app.get("/v1/models")(self.list_models)
+        app.get("/v1/models/{model}")(self.get_model)
+        app.post("/v1/chat/completions")(self.chat_completions)
+        app.post("/v1/completions")(self.completions)
+        app.add_exception_handler(APIError, _api_error)
+        app.add_exception_handler(EdgeAIError, _engine_error)
+        app.add_exception_handler(RequestValidationError, _validation_error)
+        app.add_exception_handler(HTTPException, _http_error)
+        return app
+
     async def list_models(self) -> dict[str, Any]:
         return {"object": "list", "data": [self._model_card()]}
 
@@ -429,13 +464,13 @@ class Server:
     async def chat_completions(self, body: ChatRequest, request: Request) -> Response:
         self._check_model(body.model)
         messages, sampling = [m.for_engine() for m in body.messages], body.sampling(self.cfg)
-        generation = self.runner.submit(lambda: self.engine.chat(messages, sampling))
+        generation = self.runner.submit(lambda stop: self.engine.chat(messages, sampling, stop=stop))
         return await self._answer(request, generation, ChatShape(self.engine.name), body)
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
         self._check_model(body.model)
         prompt, sampling = body.prompt, body.sampling(self.cfg)
-        generation = self.runner.submit(lambda: self.engine.complete(prompt, sampling))
+        generation = self.runner.submit(lambda stop: self.engine.complete(prompt, sampling, stop=stop))
         return await self._answer(request, generation, TextShape(self.engine.name), body)
 
     async def _answer(self, request: Request, generation: Generation, shape: ReplyShape,
@@ -445,27 +480,20 @@ class Server:
             done = await _unless_client_leaves(request, generation, generation.collect())
             if done is None:
                 return Response(status_code=CLIENT_GONE)
+            if done.reason == "cancelled":  # only a shutdown stops a reply whose client still waits
+                raise _shutting_down()
             return JSONResponse(shape.whole(done))
         first = await _unless_client_leaves(request, generation, generation.next())
         if first is None:
             return Response(status_code=CLIENT_GONE)
+        if isinstance(first, DoneEvent) and first.reason == "cancelled":
+            raise _shutting_down()
         return ReplyStream(_sse_events(shape, first, generation, body.include_usage), generation)
 
 
 def create_app(cfg: Config, engine: Engine) -> FastAPI:
     """The OpenAI-compatible API for `engine`, with `cfg.server` auth and queue limits."""
-    server = Server(cfg, engine)
-    app = FastAPI(title="edge-ai", summary="OpenAI-compatible API of an offline on-device model",
-                  dependencies=[Depends(server.authorize)])
-    app.get("/v1/models")(server.list_models)
-    app.get("/v1/models/{model}")(server.get_model)
-    app.post("/v1/chat/completions")(server.chat_completions)
-    app.post("/v1/completions")(server.completions)
-    app.add_exception_handler(APIError, _api_error)
-    app.add_exception_handler(EdgeAIError, _engine_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    return app
+    return Server(cfg, engine).app()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -490,12 +518,31 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, but a shutdown first stops the replies: the running one ends within a token (its
+    stream closes with an OpenAI error chunk, a whole reply gets a 503), the waiting ones get 503,
+    so connections close at once instead of being cut after the grace period."""
+
+    def __init__(self, config: uvicorn.Config, server: Server) -> None:
+        super().__init__(config)
+        self._server = server
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._server.runner.stop_all()
+        await super().shutdown(sockets)
+
+
 def serve(cfg: Config, engine: Engine, log: Console) -> None:
-    """Serve `engine` on cfg.server.host:port until interrupted (Ctrl-C stops within a few seconds)."""
+    """Serve `engine` on cfg.server.host:port until interrupted.
+
+    Ctrl-C (SIGINT) or SIGTERM stops the replies in progress and returns within a token or so;
+    uvicorn then re-raises the signal, so `edge-ai serve` ends like `ask` on Ctrl-C (exit code 130).
+    """
     host, port = cfg.server.host, cfg.server.port
     sock = bind(host, port)
-    config = uvicorn.Config(create_app(cfg, engine), host=host, port=port, log_level="warning",
+    server = Server(cfg, engine)
+    config = uvicorn.Config(server.app(), host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
     url_host = f"[{host}]" if ":" in host else host
     log.print(f"serving {engine.name} on http://{url_host}:{port}/v1", markup=False, highlight=False, soft_wrap=True)
-    uvicorn.Server(config).run(sockets=[sock])
+    _Uvicorn(config, server).run(sockets=[sock])

@@ -143,6 +143,14 @@ async def test_escape_stops_a_long_reply_and_chat_goes_on(registered_model: Path
         await pilot.press("enter")
         await wait_for(pilot, lambda: screen._reply_view is not None and len(screen._reply_view.text) > 10,
                        "the first tokens")
+
+        # The reply is in the history while it is still being written (a crash would keep it).
+        def partial() -> list:
+            return [m for m in stored_messages(screen.conversation.id) if m.role == "assistant" and m.content]
+
+        await wait_for(pilot, partial, "the partial reply in the history")
+        part = partial()[0]
+        assert part.metrics is None  # only the final save carries metrics: this row was written mid-reply
         await pilot.press("escape")
         await wait_for(pilot, lambda: screen.last_done is not None and not screen.generating, "the stop")
         done = screen.last_done
@@ -152,7 +160,9 @@ async def test_escape_stops_a_long_reply_and_chat_goes_on(registered_model: Path
         assert reply_view.text == done.text and reply_view.has_class("stopped")
         assert "stopped" in reply_view.footer
         stored = stored_messages(screen.conversation.id)
+        assert [m.role for m in stored] == ["user", "assistant"] and stored[-1].id == part.id
         assert stored[-1].content == done.text and stored[-1].metrics["finish_reason"] == "cancelled"
+        assert done.text.startswith(part.content)
 
         app.cfg = app.cfg.with_values({"sampling.max_tokens": 12})
         second = await send(pilot, "Thanks!")
@@ -259,7 +269,7 @@ async def test_search_rename_export_delete(registered_model: Path, tmp_path: Pat
             assert store.get_conversation(cooking.id).title == "Italian food"
 
         # Export to Markdown (Ctrl+S) and to JSON (command palette).
-        md_path, json_path = tmp_path / "out" / "chat.md", tmp_path / "chat.json"
+        md_path, json_path = tmp_path / "out" / "chat.md", tmp_path / "italian-food.json"
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), "the export dialog")
         assert app.screen.query_one("Input").value == "italian-food.md"
@@ -277,13 +287,16 @@ async def test_search_rename_export_delete(registered_model: Path, tmp_path: Pat
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, PromptScreen), "the JSON export dialog")
         assert app.screen.query_one("Input").value == "italian-food.json"
-        app.screen.query_one("Input").value = str(json_path)
+        app.screen.query_one("Input").value = str(tmp_path)  # a directory: the file is named for the chat
         await pilot.press("enter")
         await wait_for(pilot, json_path.exists, "the JSON file")
         document = json.loads(json_path.read_text())
         assert document["conversation"]["title"] == "Italian food"
         assert [m["content"] for m in document["messages"]] == ["a pasta recipe please", "Boil **water**."]
         assert document["messages"][1]["metrics"] == {"finish_reason": "stop"}
+        assert not (tmp_path / "italian-food.md").exists()
+        assert screen.export(str(tmp_path / "out")) == tmp_path / "out" / "italian-food.md"
+        assert (tmp_path / "out" / "italian-food.md").read_text().startswith("# Italian food")
 
         # Delete (F8, confirmed): gone from the store, the sidebar and the screen.
         await pilot.press("f8")
@@ -295,12 +308,20 @@ async def test_search_rename_export_delete(registered_model: Path, tmp_path: Pat
             assert [c.id for c in store.list_conversations()] == [paris.id]
 
 
-async def test_settings_validate_and_save(registered_model: Path) -> None:
+async def test_settings_validate_and_save(registered_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from textual.widgets import Input
     from tui.screens.settings import SettingsScreen, field_id
 
     from edge_ai import config as config_mod
 
+    writes: list[Path] = []
+    real_write = config_mod.atomic_write_text
+
+    def counted_write(path: Path, text: str) -> None:
+        writes.append(path)
+        real_write(path, text)
+
+    monkeypatch.setattr(config_mod, "atomic_write_text", counted_write)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f3")
@@ -323,6 +344,7 @@ async def test_settings_validate_and_save(registered_model: Path) -> None:
         assert app.cfg.sampling.temperature == 0.3 and app.cfg.sampling.top_k == 20
         stored = config_mod.load()
         assert stored.sampling.temperature == 0.3 and stored.sampling.top_k == 20
+        assert writes == [get_paths().config_file]  # both changes in one atomic write
 
 
 async def test_help_theme_and_engine_errors(registered_model: Path) -> None:
@@ -379,3 +401,39 @@ async def test_model_that_cannot_load_is_reported(edge_home: Path) -> None:
         await wait_for(pilot, lambda: screen.chat_log.query("ErrorView") and not screen.generating, "the error")
         assert "unknown model 'no-such-model'" in screen.chat_log.query_one("ErrorView").text
         assert [v.role for v in screen.chat_log.views()] == ["user"]  # the message itself is kept
+
+
+async def test_model_picker_marks_a_user_model_whose_file_is_gone(edge_home: Path, model_path: Path,
+                                                                  tmp_path: Path) -> None:
+    from edge_ai import registry
+    from textual.widgets import OptionList
+    from tui.screens.model_picker import ModelPickerScreen
+
+    link = tmp_path / "gone.gguf"
+    link.symlink_to(model_path)
+    registry.add(link, name="gone")
+    link.unlink()  # the file the user registered was deleted since
+    app = make_app(make_cfg(**{"model.name": "gone"}))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.chat_screen
+        await wait_for(pilot, lambda: "no model" in screen.status.state, "the load failure")
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen), "the model picker")
+        picker = app.screen
+        options = picker.query_one(OptionList)
+        prompts = {options.get_option_at_index(i).id: (str(options.get_option_at_index(i).prompt),
+                                                       options.get_option_at_index(i).disabled)
+                   for i in range(options.option_count)}
+        gone_text, gone_disabled = prompts["gone"]
+        assert f"file missing: {link}" in gone_text and "assembled" not in gone_text and gone_disabled
+        package_text, package_disabled = prompts["gemma3-270m"]  # not assembled yet in this home
+        assert "assembled on first use" in package_text and not package_disabled
+        assert "edge-ai models rm" in str(picker.query_one("#models-note").render())
+        # Selecting the missing model does nothing; the picker stays open.
+        options.highlighted = [e.name for e in picker.entries].index("gone")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is picker
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen, "the picker to close")
+    assert "no longer exists" in str(app.engines.error)

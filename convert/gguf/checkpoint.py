@@ -4,7 +4,8 @@
 headers are a few KB of JSON), so the converter can plan the whole output from names, shapes and
 dtypes before a single weight is read. Each `SourceTensor.load_raw()` then reads just that tensor's
 bytes with a plain `read` (no mmap, so nothing stays resident) into numpy in its stored type;
-`load()` widens it to float32.
+`to_float32()` widens it when arithmetic needs float32. `load_slice()` reads only a range along one
+axis (a part of a fused tensor), so cutting a tensor in parts never holds or reads it whole.
 
 Safetensors are parsed here directly (8-byte header length, JSON header, raw little-endian data):
 no torch needed, and bf16 is widened to float32 with a shift. PyTorch pickle checkpoints
@@ -52,6 +53,8 @@ class SourceTensor:
     shard_index: int  # position of its file in the shard order
     order: int  # position inside the whole checkpoint (shard order, then file order)
     _loader: Callable[[], np.ndarray] = field(repr=False, compare=False)  # returns the raw storage
+    # (axis, start, length) -> that range of the raw storage, reading only it; None: cut from load_raw()
+    _slice_loader: Callable[[int, int, int], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_elements(self) -> int:
@@ -61,9 +64,11 @@ class SourceTensor:
         """The tensor as stored (float32, float16, or uint16 bit patterns for BF16), a fresh array."""
         return self._loader()
 
-    def load(self) -> np.ndarray:
-        """The tensor as a float32 array of `shape` (a fresh array the caller may modify)."""
-        return to_float32(self._loader(), self.dtype)
+    def load_slice(self, axis: int, start: int, length: int) -> np.ndarray:
+        """Indexes start..start+length-1 along `axis`, as stored (like load_raw), a fresh contiguous array."""
+        if self._slice_loader is not None:
+            return self._slice_loader(axis, start, length)
+        return np.ascontiguousarray(np.take(self._loader(), range(start, start + length), axis=axis))
 
 
 def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
@@ -86,10 +91,6 @@ class Checkpoint:
     @property
     def source_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.files)
-
-    @property
-    def largest_file_bytes(self) -> int:
-        return max((f.stat().st_size for f in self.files), default=0)
 
 
 def open_checkpoint(src: Path, *, allow_pickle: bool = False) -> Checkpoint:
@@ -201,7 +202,8 @@ def _index_safetensors(files: list[Path]) -> dict[str, SourceTensor]:
             tensors[name] = SourceTensor(
                 name=name, shape=shape, dtype="F32" if dtype == "F64" else dtype, file=path,
                 shard_index=shard_index, order=len(tensors),
-                _loader=_safetensors_loader(path, name, dtype, shape, begin, end))
+                _loader=_safetensors_loader(path, name, dtype, shape, begin, end),
+                _slice_loader=_safetensors_slice_loader(path, name, dtype, shape, begin))
     return tensors
 
 
@@ -269,6 +271,29 @@ def _safetensors_loader(path: Path, name: str, dtype: str, shape: tuple[int, ...
     return load
 
 
+def _safetensors_slice_loader(path: Path, name: str, dtype: str, shape: tuple[int, ...],
+                              begin: int) -> Callable[[int, int, int], np.ndarray]:
+    np_dtype, itemsize = _ST_DTYPES[dtype]
+
+    def load_slice(axis: int, start: int, length: int) -> np.ndarray:
+        # C order: the range is one contiguous run of length x inner values per outer index
+        outer, inner = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
+        out = np.empty((outer, length * inner), dtype=np_dtype)
+        stride, skip = shape[axis] * inner * itemsize, start * inner * itemsize
+        try:
+            with open(path, "rb") as f:
+                for i in range(outer if out.size else 0):
+                    f.seek(begin + i * stride + skip)
+                    if f.readinto(out[i]) != out[i].nbytes:
+                        raise EdgeAIError(f"{path} ends inside tensor {name}; re-download it")
+        except OSError as exc:
+            raise EdgeAIError(f"cannot read tensor {name} from {path}: {exc.strerror}") from exc
+        out = out.reshape(*shape[:axis], length, *shape[axis + 1:])
+        return out.astype(np.float32) if dtype == "F64" else out
+
+    return load_slice
+
+
 # ---------------------------------------------------------------- pickle (opt-in)
 
 def _index_pickles(files: list[Path]) -> dict[str, SourceTensor]:
@@ -300,7 +325,8 @@ def _index_pickles(files: list[Path]) -> dict[str, SourceTensor]:
             dtype = {torch.float16: "F16", torch.bfloat16: "BF16"}.get(value.dtype, "F32")
             tensors[name] = SourceTensor(
                 name=name, shape=tuple(value.shape), dtype=dtype, file=path, shard_index=shard_index,
-                order=len(tensors), _loader=lambda value=value: _torch_raw(value))
+                order=len(tensors), _loader=lambda value=value: _torch_raw(value),
+                _slice_loader=lambda axis, start, length, value=value: _torch_raw(value.narrow(axis, start, length)))
     return tensors
 
 

@@ -9,7 +9,11 @@ shared tables below and append their own rows.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,31 +29,42 @@ STR = GGUFValueType.STRING
 BOOL = GGUFValueType.BOOL
 
 
+_COMPLETE_CONFIG = """
+import json, sys
+from transformers import CONFIG_MAPPING
+from transformers.utils import logging
+logging.set_verbosity_error()
+raw = json.load(sys.stdin)
+json.dump(CONFIG_MAPPING[raw["model_type"]].from_dict(raw).to_dict(), sys.stdout, default=str)
+"""
+
+
 def with_transformers_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     """config.json completed with the defaults of its transformers config class.
 
     Official configs leave out every field whose value is the class default (Gemma 3's multimodal
     configs omit head counts, rms_norm_eps, rope_theta... from `text_config`); reading the file
     alone would refuse them or, worse, guess a different rope_theta. Keys in the file always win.
-    A model_type transformers does not know is returned unchanged.
+    A model_type transformers does not know (or a config it rejects) is returned unchanged, and
+    the checks on the file's own values report what is wrong. Runs in a short-lived child:
+    importing transformers' config classes pulls in torch (~200 MB) that the streaming converter
+    otherwise never needs, and the memory bound is the converter's promise.
     """
-    try:
-        from transformers import CONFIG_MAPPING
-        from transformers.utils import logging as hf_logging
-    except ImportError:
+    if not isinstance(raw.get("model_type"), str):
         return raw
-    model_type = raw.get("model_type")
-    if model_type not in CONFIG_MAPPING:
-        return raw
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    full = _transformers_config(json.dumps(raw, sort_keys=True))
+    return _fill_missing(raw, json.loads(full)) if full else raw
+
+
+@functools.lru_cache(maxsize=32)
+def _transformers_config(raw_json: str) -> str | None:
+    """The child's answer for one config.json text (cached: converting again costs no ~3 s start)."""
     try:
-        full = CONFIG_MAPPING[model_type].from_dict(raw).to_dict()
-    except Exception:  # transformers' validators raise many types (e.g. huggingface_hub's)
-        return raw  # the checks on the file's own values then report what is wrong
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    return _fill_missing(raw, full)
+        child = subprocess.run([sys.executable, "-c", _COMPLETE_CONFIG], input=raw_json,
+                               capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return child.stdout if child.returncode == 0 else None
 
 
 def _fill_missing(raw: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:

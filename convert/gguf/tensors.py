@@ -30,6 +30,7 @@ from convert.gguf.hparams import ModelConfig
 from edge_ai.errors import EdgeAIError
 
 Loader = Callable[[], tuple[np.ndarray, str]]
+SliceLoader = Callable[[int, int, int], tuple[np.ndarray, str]]  # (axis, start, length) -> like Loader
 
 
 @dataclass(frozen=True)
@@ -38,16 +39,19 @@ class VirtualTensor:
 
     `load()` returns the data in its stored type with that type's name ("F32", "F16", or "BF16" as
     uint16 bit patterns; see SourceTensor.load_raw), so bf16 checkpoints are never widened unless a
-    transform needs arithmetic; `build()` returns float32."""
+    transform needs arithmetic; `build()` returns float32. `load_slice`, when set, returns a range
+    along one axis the same way, reading only that range."""
 
     name: str
     shape: tuple[int, ...]
     sources: tuple[SourceTensor, ...]
     load: Loader
+    load_slice: SliceLoader | None = None
 
     @classmethod
     def of(cls, source: SourceTensor) -> VirtualTensor:
-        return cls(source.name, source.shape, (source,), lambda: (source.load_raw(), source.dtype))
+        return cls(source.name, source.shape, (source,), lambda: (source.load_raw(), source.dtype),
+                   lambda axis, start, length: (source.load_slice(axis, start, length), source.dtype))
 
     def build(self) -> np.ndarray:
         """The data as a fresh float32 array."""
@@ -179,7 +183,11 @@ def split_tensor(suffix: str, parts: Sequence[str], axis: int) -> Regroup:
 
 
 def _slicer(tensor: VirtualTensor, axis: int, start: int, length: int) -> Loader:
+    """One part of `tensor`. A checkpoint tensor is read a part at a time (each byte once, the fused
+    tensor never whole in memory); a built one (e.g. stacked experts) is built whole and cut."""
     def load() -> tuple[np.ndarray, str]:
+        if tensor.load_slice is not None:
+            return tensor.load_slice(axis, start, length)
         raw, dtype = tensor.load()
         return np.ascontiguousarray(np.take(raw, range(start, start + length), axis=axis)), dtype
     return load

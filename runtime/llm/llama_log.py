@@ -14,6 +14,8 @@ import llama_cpp
 logger = logging.getLogger("llama.cpp")
 # enum ggml_log_level: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5 (continues the previous line)
 _LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+GGML_LOG_LEVELS = _LEVELS  # public: ggml log level -> logging level, for other llama.cpp log callbacks
+GGML_LOG_LEVEL_CONT = 5  # a message that continues the previous one (keeps its level)
 _last_level = logging.INFO
 
 

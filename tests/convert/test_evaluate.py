@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from convert.chunks import MIN_CTX
 from convert.evaluate import SweepRow, evaluate, format_table, parse_size, pick, sweep
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import read_gguf
@@ -134,6 +135,10 @@ def test_text_too_short_or_bad_options(tmp_path: Path) -> None:
         evaluate(tiny, TEXT, ctx=128, stride=128)
     with pytest.raises(EdgeAIError, match="empty"):
         evaluate(tiny, "  \n", ctx=128)
+    with pytest.raises(EdgeAIError, match=f"context {MIN_CTX - 1} is too small; use at least {MIN_CTX} tokens"):
+        evaluate(tiny, TEXT, ctx=MIN_CTX - 1)
+    smallest = evaluate(tiny, TEXT, ctx=MIN_CTX, max_chunks=1, speed=False)  # what the message allows works
+    assert smallest.n_scored == MIN_CTX - 1 - MIN_CTX // 2 and math.isfinite(smallest.ppl)
 
 
 def test_evaluate_tiny_model_against_itself(tmp_path: Path) -> None:

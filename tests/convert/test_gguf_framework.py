@@ -135,6 +135,46 @@ def test_split_tensor_cuts_fused_parts() -> None:
     assert np.array_equal(out["m.experts.up_proj.weight"].build(), fused[:, 4:])
 
 
+def test_split_tensor_reads_each_part_from_the_file(tmp_path: Path) -> None:
+    """Parts of a fused checkpoint tensor are read straight from their byte ranges (safetensors and
+    pickle), never through the whole tensor, and come out exactly like numpy slices of it."""
+    import torch
+    from safetensors.torch import save_file
+
+    from convert.gguf.checkpoint import open_checkpoint
+
+    rng = np.random.default_rng(0)
+    fused = torch.from_numpy(rng.standard_normal((3, 8, 5)).astype(np.float32)).to(torch.bfloat16)
+    half = torch.from_numpy(rng.standard_normal((4, 6)).astype(np.float16))
+    want_fused = fused.view(torch.int16).numpy().view(np.uint16)
+    for fmt in ("safetensors", "pickle"):
+        root = tmp_path / fmt
+        root.mkdir()
+        (root / "config.json").write_text("{}")
+        state = {"m.experts.gate_up_proj": fused, "m.other": half}
+        if fmt == "safetensors":
+            save_file(state, str(root / "model.safetensors"))
+        else:
+            torch.save(state, root / "pytorch_model.bin")
+        checkpoint = open_checkpoint(root, allow_pickle=True)
+        assert checkpoint.format == fmt
+        source = checkpoint.tensors["m.experts.gate_up_proj"]
+        for axis in range(3):
+            for start, length in ((0, 1), (1, fused.shape[axis] - 1), (fused.shape[axis], 0)):
+                part = source.load_slice(axis, start, length)
+                want = np.take(want_fused, range(start, start + length), axis=axis)
+                assert part.dtype == np.uint16 and part.flags.c_contiguous and np.array_equal(part, want)
+        other = checkpoint.tensors["m.other"].load_slice(1, 2, 3)
+        assert other.dtype == np.float16 and np.array_equal(other, half.numpy()[:, 2:5])
+
+        tensors = {name: VirtualTensor.of(t) for name, t in checkpoint.tensors.items()}
+        out = split_tensor("experts.gate_up_proj", ("experts.gate_proj.weight", "experts.up_proj.weight"),
+                           axis=1)(tensors, ModelConfig({}))
+        gate, dtype = out["m.experts.gate_proj.weight"].load()
+        assert dtype == "BF16" and np.array_equal(gate, want_fused[:, :4])
+        assert np.array_equal(out["m.experts.up_proj.weight"].build(), fused.float().numpy()[:, 4:])
+
+
 def test_transformers_4_style_config_converts_the_same(checkpoint_copy, tmp_path: Path) -> None:
     src = checkpoint_copy("llama")
     new = convert_checkpoint(src, tmp_path / "v5.gguf", outtype="f32")

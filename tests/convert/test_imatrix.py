@@ -88,6 +88,29 @@ def test_layout_of_ggml_tensor_matches_this_build() -> None:
     assert ggml_tensor.lib().ggml_op_name(ggml_tensor.op_id("MUL_MAT_ID")) == b"MUL_MAT_ID"
 
 
+def test_broadcast_weight_matrices_follow_ggml() -> None:
+    """A 3-D/4-D MUL_MAT weight with fewer matrices than its input is broadcast the way ggml does it:
+    input matrix (i2, i3) meets weight matrix (i2 // (ne12 // ne02), i3 // (ne13 // ne03)), so each
+    weight matrix collects a block of consecutive input matrices (not every ne02-th one)."""
+    from convert.imatrix import _Collector
+
+    ne02, ne03, ne12, ne13, rows, n_per_row = 2, 2, 6, 4, 5, 3
+    x = np.random.default_rng(0).standard_normal((ne13, ne12, rows, n_per_row)).astype(np.float32)
+    collector = _Collector()
+    collector.add_dense("blk.0.w", x, ne02, ne03)
+    collector.add_dense("blk.0.w", x, ne02, ne03)  # a second call adds to the same entry
+    expected = np.zeros((ne03, ne02, n_per_row))
+    for i3 in range(ne13):
+        for i2 in range(ne12):  # ggml_compute_forward_mul_mat: i02 = i12 / r2, i03 = i13 / r3
+            expected[i3 // (ne13 // ne03), i2 // (ne12 // ne02)] += 2 * np.sum(x[i3, i2].astype(np.float64) ** 2, 0)
+    entry = collector.entries()["blk.0.w"]
+    np.testing.assert_allclose(entry.in_sum2, expected.reshape(ne02 * ne03, n_per_row), rtol=1e-6)
+    n_inputs = (ne12 // ne02) * (ne13 // ne03)  # input matrices per weight matrix
+    assert entry.counts.tolist() == [2 * n_inputs * rows] * (ne02 * ne03)
+    with pytest.raises(RuntimeError, match="do not broadcast"):
+        collector.add_dense("blk.1.w", x, 4, 1)
+
+
 def test_dense_model_has_an_entry_per_matmul_weight(gemma_imatrix, model_path: Path) -> None:
     report, out, calls = gemma_imatrix
     tokens = CTX * CHUNKS

@@ -203,10 +203,9 @@ def test_imatrix_file_round_trip(tmp_path: Path, tiny: Path) -> None:
     back = read_imatrix(path)
     assert (back.datasets, back.chunk_count, back.chunk_size) == (["a.txt", "b.txt"], 7, 512)
     assert np.array_equal(back.entries["blk.0.ffn_up_exps.weight"].in_sum2, sums)
-    importance = back.importance()
-    assert importance["blk.0.attn_q.weight"].tolist() == [2.0] * 8
-    # an expert that saw no token gets 1s, like llama-quantize
-    assert importance["blk.0.ffn_up_exps.weight"].tolist() == [v / 4 for v in range(8)] + [1.0] * 8
+    # mean() is what quantize hands llama.cpp (flattened); an expert that saw no token gets 1s, like llama-quantize
+    assert back.entries["blk.0.attn_q.weight"].mean().tolist() == [[2.0] * 8]
+    assert back.entries["blk.0.ffn_up_exps.weight"].mean().tolist() == [[v / 4 for v in range(8)], [1.0] * 8]
 
     with pytest.raises(EdgeAIError, match="not an importance matrix"):
         read_imatrix(tiny)
@@ -227,7 +226,7 @@ def test_legacy_imatrix_is_read(tmp_path: Path) -> None:
     path.write_bytes(data)
     back = read_imatrix(path)
     assert back.legacy and back.datasets == ["wiki"] and back.chunk_count == 9
-    assert back.importance()["blk.0.attn_q.weight"].tolist() == [0.5, 1.0, 1.5, 2.0]
+    assert back.entries["blk.0.attn_q.weight"].mean().tolist() == [[0.5, 1.0, 1.5, 2.0]]
 
 
 def test_type_table_and_names() -> None:

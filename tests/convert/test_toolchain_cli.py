@@ -71,6 +71,40 @@ def test_sweep_picks_under_a_budget_and_writes_it(tiny: Path, text_file: Path, t
     assert data["picked"] == "Q8_0" and out.exists() and data["output"] == str(out)
 
 
+def test_sweep_with_nothing_in_budget_prints_the_table_then_one_error(tiny: Path, text_file: Path,
+                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "picked.gguf"
+    result = edge_ai("quantize", str(tiny), str(out), "--sweep", "Q4_0,Q8_0", "--text", str(text_file),
+                     "--ctx", "64", "--max-kld", "0")
+    assert result.returncode == 1
+    assert "quantization sweep" in result.stdout  # the measurements are shown although nothing fits
+    assert all(row in result.stdout for row in ("F32", "Q4_0", "Q8_0")), result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no quantization fits KLD <= 0" in lines[0], result.stderr
+    assert not out.exists() and not list(tmp_path.glob("edge-ai-sweep-*"))
+
+
+def test_sweep_file_errors_are_one_line(tiny: Path, text_file: Path, tmp_path: Path) -> None:
+    from convert.quantize import default_output_path
+
+    missing = edge_ai("quantize", str(tiny), str(tmp_path / "no-such-dir" / "out.gguf"), "--sweep", "Q8_0",
+                      "--text", str(text_file), "--ctx", "64")
+    lines = missing.stderr.strip().splitlines()
+    assert missing.returncode == 1 and len(lines) == 1, missing.stderr
+    assert "cannot create the sweep's working folder" in lines[0] and "no-such-dir" in lines[0]
+
+    taken = tmp_path / "taken"  # the picked file is moved into this folder, where its name is taken
+    taken.mkdir()
+    blocker = taken / default_output_path(tiny, "Q8_0").name
+    blocker.write_text("keep me")
+    result = edge_ai("quantize", str(tiny), str(taken), "--sweep", "Q8_0", "--text", str(text_file),
+                     "--ctx", "64", "--chunks", "1", "--max-kld", "10")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "cannot write the picked Q8_0" in lines[0] and "quantization sweep" in result.stdout
+    assert blocker.read_text() == "keep me" and not list(tmp_path.glob("edge-ai-sweep-*"))
+
+
 def test_bad_toolchain_input_is_one_line(tiny: Path, tmp_path: Path) -> None:
     for args, needle in [
         (("quantize", str(tiny), "--type", "Q9"), "unknown quantization type 'Q9'"),

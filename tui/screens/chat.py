@@ -1,9 +1,11 @@
 """The chat screen: conversation sidebar, message list, input, status bar.
 
-Replies run in a thread worker (`_run_reply`) that holds the engine through `EngineSlot.use()`,
-posts each token up as a `ReplyToken`, and saves the finished (or stopped) reply with its
-metrics before posting `ReplyDone`. The screen streams tokens into the reply's Markdown widget
-through a `MarkdownStream`, so each token appends instead of re-rendering the message.
+Replies run in a thread worker (`_run_reply`) that holds the engine through `EngineSlot.use()`
+and posts each token up as a `ReplyToken`. It stores the reply as it grows (inserted with the
+first token, rewritten every `SAVE_INTERVAL_S`), so a crash mid-reply keeps what was written, and
+stores the final text with its metrics before posting `ReplyDone`. The screen streams tokens
+into the reply's Markdown widget through a `MarkdownStream`, so each token appends instead of
+re-rendering the message.
 Every reply belongs to a `ReplyJob`; messages of a job the screen has let go of (new chat,
 other conversation) are ignored, while the worker still saves that reply where it belongs.
 """
@@ -14,6 +16,7 @@ import itertools
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +31,8 @@ from textual.widgets.markdown import MarkdownStream
 
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_write_text
-from edge_ai.history import Conversation, Message as StoredMessage
+from edge_ai.history import Conversation, HistoryStore
+from edge_ai.history import Message as StoredMessage
 from runtime.llm.events import DoneEvent, SamplingParams, TokenEvent
 from tui import keys
 from tui.screens.dialogs import ConfirmScreen, PromptScreen
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TITLE_LENGTH = 48
+SAVE_INTERVAL_S = 0.5  # how often a growing reply is rewritten in the history
 
 
 def title_from(text: str) -> str:
@@ -68,6 +73,48 @@ class ReplyJob:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
+class SavedReply:
+    """A reply's row in the history, kept up to date from the worker thread (the store is thread-safe).
+
+    The row is inserted with the first text and rewritten at most every `SAVE_INTERVAL_S`, so a
+    crash loses at most that much of a reply; `finish` stores the final text with the metrics.
+    """
+
+    def __init__(self, history: HistoryStore, conversation_id: int) -> None:
+        self._history = history
+        self._conversation_id = conversation_id
+        self._stored: StoredMessage | None = None
+        self._text = ""
+        self._saved_at = 0.0
+
+    def grow(self, text: str) -> None:
+        self._text += text
+        if self._stored is None or time.monotonic() - self._saved_at >= SAVE_INTERVAL_S:
+            self._save(self._text)
+
+    def _save(self, text: str, metrics: dict[str, Any] | None = None) -> StoredMessage:
+        if self._stored is None:
+            self._stored = self._history.add_message(self._conversation_id, "assistant", text, metrics)
+        elif text != self._stored.content or metrics is not None:
+            self._stored = self._history.update_message(self._stored.id, text, metrics)
+        self._saved_at = time.monotonic()
+        return self._stored
+
+    def finish(self, text: str, metrics: dict[str, Any]) -> StoredMessage:
+        """The reply ended: store its final text with its metrics."""
+        return self._save(text, metrics)
+
+    def keep(self) -> StoredMessage | None:
+        """The reply failed: store what was written so far, if anything and if the store still takes it."""
+        if not self._text:
+            return self._stored
+        try:
+            return self._save(self._text)
+        except EdgeAIError as exc:
+            log.warning("could not keep the text of a failed reply: %s", exc)
+            return self._stored
+
+
 class ReplyToken(Message):
     def __init__(self, job_id: int, text: str) -> None:
         super().__init__()
@@ -83,9 +130,11 @@ class ReplyDone(Message):
 
 
 class ReplyFailed(Message):
-    def __init__(self, job_id: int, error: str) -> None:
+    """The reply failed; what it had written so far is kept as `stored` (None if nothing)."""
+
+    def __init__(self, job_id: int, error: str, stored: StoredMessage | None = None) -> None:
         super().__init__()
-        self.job_id, self.error = job_id, error
+        self.job_id, self.error, self.stored = job_id, error, stored
 
 
 class ChatScreen(Screen[None]):
@@ -153,9 +202,6 @@ class ChatScreen(Screen[None]):
         status.model, status.context_used, status.context_size = name, context_used, context_size
         status.state = state if self.job is None else "generating…"
 
-    def show_state(self, state: str) -> None:
-        self.status.state = state
-
     # -- sidebar -------------------------------------------------------------------------------
 
     async def refresh_sidebar(self) -> None:
@@ -204,8 +250,7 @@ class ChatScreen(Screen[None]):
     # -- sending and streaming -----------------------------------------------------------------
 
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
-        if self.generating:
-            self.notify("A reply is still being written; press Esc to stop it first.", severity="warning")
+        if self._busy():
             return
         text = event.text.strip()
         history = self.edge_app.history
@@ -252,16 +297,16 @@ class ChatScreen(Screen[None]):
 
     @work(thread=True, group="reply", exit_on_error=False)
     def _run_reply(self, job: ReplyJob) -> None:
-        """Worker thread: generate, post tokens, save the reply (partial if stopped) with metrics."""
+        """Worker thread: generate, post tokens, save the reply as it grows, then with its metrics."""
         app = self.edge_app
+        saved = SavedReply(app.history, job.conversation_id)
         try:
             with app.engines.use() as engine:
                 done: DoneEvent | None = None
                 if not job.stop.is_set():
-                    for event in engine.chat(job.messages, job.sampling):
-                        if job.stop.is_set():
-                            engine.cancel()  # Esc may have come before chat() cleared the flag
+                    for event in engine.chat(job.messages, job.sampling, stop=job.stop):
                         if isinstance(event, TokenEvent):
+                            saved.grow(event.text)
                             self.post_message(ReplyToken(job.id, event.text))
                         else:
                             done = event
@@ -269,13 +314,14 @@ class ChatScreen(Screen[None]):
                 if done is not None:
                     metrics: dict[str, Any] = done.metrics.as_dict()
                     metrics.update(finish_reason=done.reason, model=engine.name)
-                    stored = app.history.add_message(job.conversation_id, "assistant", done.text, metrics)
+                    stored = saved.finish(done.text, metrics)
                 self.post_message(ReplyDone(job.id, done, stored))
         except EdgeAIError as exc:
-            self.post_message(ReplyFailed(job.id, str(exc)))
+            self.post_message(ReplyFailed(job.id, str(exc), saved.keep()))
         except Exception as exc:  # keep the app alive; the traceback goes to the log file
             log.exception("reply failed")
-            self.post_message(ReplyFailed(job.id, f"unexpected {type(exc).__name__}: {exc} (see the log file)"))
+            self.post_message(ReplyFailed(job.id, f"unexpected {type(exc).__name__}: {exc} (see the log file)",
+                                          saved.keep()))
 
     def _is_current(self, job_id: int) -> bool:
         return self.job is not None and self.job.id == job_id
@@ -317,8 +363,11 @@ class ChatScreen(Screen[None]):
             log.warning("a reply the screen no longer shows failed: %s", message.error)
             return
         view = await self._end_stream()
+        if message.stored is not None:
+            self.messages.append(message.stored)
         if view is not None:
-            if view.text:
+            if message.stored is not None or view.text:
+                view.message_id = message.stored.id if message.stored is not None else None
                 view.set_footer("failed")
             else:
                 await view.remove()
@@ -333,7 +382,6 @@ class ChatScreen(Screen[None]):
         """Stop the reply in progress and stop showing it; its worker still saves it."""
         if self.job is not None:
             self.job.stop.set()
-            self.edge_app.engines.cancel()
             await self._end_stream()
             self.status.state = "ready"
 
@@ -357,7 +405,6 @@ class ChatScreen(Screen[None]):
         if self.job is None:
             return
         self.job.stop.set()
-        self.edge_app.engines.cancel()
         self.status.state = "stopping…"
 
     async def action_new_chat(self) -> None:
@@ -477,13 +524,17 @@ class ChatScreen(Screen[None]):
 
         def chosen(path: str | None) -> None:
             if path:
-                self.export(path)
+                self.export(path, suffix)
 
         self.app.push_screen(PromptScreen("Export to (a .json path writes JSON, any other Markdown)",
                                           slugify(conversation.title) + suffix, ok="Export"), chosen)
 
-    def export(self, raw_path: str) -> Path | None:
-        """Write the current conversation to `raw_path` (relative to the current directory)."""
+    def export(self, raw_path: str, suffix: str = ".md") -> Path | None:
+        """Write the current conversation to `raw_path` (relative to the current directory).
+
+        A .json file gets JSON, any other Markdown; a directory gets a file named after the
+        conversation with `suffix` (the format of the export command that asked).
+        """
         conversation = self.conversation
         if conversation is None:
             return None
@@ -491,7 +542,7 @@ class ChatScreen(Screen[None]):
         if not path.is_absolute():
             path = Path.cwd() / path
         if path.is_dir():
-            path = path / (slugify(conversation.title) + ".md")
+            path = path / (slugify(conversation.title) + suffix)
         history = self.edge_app.history
         try:
             is_json = path.suffix.lower() == ".json"

@@ -32,25 +32,44 @@ class ModelPickerScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label("Pick a model  (Enter load, Esc cancel)", classes="dialog-title")
-            options = [Option(Content(self._describe(e)), id=e.name) for e in self.entries]
+            options = [Option(Content(self._describe(e)), id=e.name, disabled=self._missing(e))
+                       for e in self.entries]
             yield OptionList(*options, id="models")
-            note = self.problem or ("" if self.entries else "no models registered; add one with `edge-ai models add PATH`")
-            yield Label(note, id="models-note", markup=False)
+            yield Label(self._note(), id="models-note", markup=False)
+
+    def _note(self) -> str:
+        if self.problem:
+            return self.problem
+        if not self.entries:
+            return "no models registered; add one with `edge-ai models add PATH`"
+        missing = [e.name for e in self.entries if self._missing(e)]
+        if missing:
+            return (f"{', '.join(missing)}: the file is gone; add it again with `edge-ai models add PATH`, "
+                    "or forget it with `edge-ai models rm NAME`")
+        return ""
+
+    @staticmethod
+    def _missing(entry: ModelEntry) -> bool:
+        """A user model whose file is gone cannot be loaded (a package model is assembled on first use)."""
+        return entry.source == "user" and not entry.available
 
     def _describe(self, entry: ModelEntry) -> str:
         mark = "● " if entry.name == self.current else "  "
+        if self._missing(entry):
+            return f"{mark}{entry.name}  [{entry.source}]  file missing: {entry.path}"
         state = "" if entry.available else "  (assembled on first use)"
         return f"{mark}{entry.name}  [{entry.source}]  {entry.path}{state}"
 
     def on_mount(self) -> None:
         option_list = self.query_one("#models", OptionList)
-        names = [e.name for e in self.entries]
+        names = [e.name for e in self.entries if not self._missing(e)]
         if self.current in names:
-            option_list.highlighted = names.index(self.current)
+            option_list.highlighted = [e.name for e in self.entries].index(self.current)
         option_list.focus()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
+        if not event.option.disabled:
+            self.dismiss(event.option.id)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

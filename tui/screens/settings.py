@@ -1,4 +1,4 @@
-"""Settings: system prompt, sampling, context and threads, saved with `edge_ai.config.set_value`.
+"""Settings: system prompt, sampling, context and threads, saved with `edge_ai.config.set_values`.
 
 Every field is validated (`edge_ai.config.coerce`) before anything is written, so a wrong value
 shows the EdgeAIError message and changes nothing.
@@ -88,8 +88,8 @@ class SettingsScreen(ModalScreen[dict[str, Any] | None]):
                 value = config_mod.coerce(key, text.strip() if key != "chat.system_prompt" else text, SOURCE)
                 if value != self.cfg.get(key):
                     changed[key] = value
-            for key, value in changed.items():
-                config_mod.set_value(key, str(value))
+            if changed:  # one atomic write of the config file for all of them
+                config_mod.set_values({key: str(value) for key, value in changed.items()})
         except EdgeAIError as exc:
             self.show_error(str(exc))
             return
