@@ -61,6 +61,27 @@ def converted(tiny_checkpoint: Callable[..., TinyCheckpoint],
         item.llm.close()
 
 
+@pytest.fixture(scope="session")
+def converted_more(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Converted]]:
+    """converted_more(arch) -> like `converted`, for the gemma and MoE checkpoints of tiny_hf_more."""
+    from convert.gguf import convert_checkpoint
+    from tiny_hf_more import build_more
+
+    cache: dict[str, Converted] = {}
+
+    def get(arch: str) -> Converted:
+        if arch not in cache:
+            root = tmp_path_factory.mktemp(arch)
+            checkpoint = build_more(arch, root / arch)
+            report = convert_checkpoint(checkpoint.path, root / f"{arch}-f32.gguf", outtype="f32")
+            cache[arch] = Converted(checkpoint, report.output, report, load_llama(report.output))
+        return cache[arch]
+
+    yield get
+    for item in cache.values():
+        item.llm.close()
+
+
 @pytest.fixture
 def checkpoint_copy(tiny_checkpoint: Callable[..., TinyCheckpoint], tmp_path: Path) -> Callable[..., Path]:
     """checkpoint_copy(arch) -> a private copy of the session checkpoint folder, free to break."""

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gguf
 import numpy as np
 import pytest
-from tiny_hf import TEXTS, llama_logits, load_llama, relative_error
-from tiny_hf_more import SLIDING_WINDOW, build_more
+from tiny_hf import TEXTS, gguf_value, llama_logits, relative_error
+from tiny_hf_more import SLIDING_WINDOW
 
 from convert.gguf import convert_checkpoint
 from convert.gguf.archs.gemma import (
@@ -38,34 +37,9 @@ PROMPT = TEXTS[0] + " " + TEXTS[8] + " " + TEXTS[5]
 GEMMAS = ("gemma2", "gemma3", "gemma3_mm")
 
 
-@dataclass
-class Built:
-    checkpoint: Any
-    gguf: Path
-    report: Any
-    llm: Any
-
-
-@pytest.fixture(scope="module")
-def gemma(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Built]]:
-    cache: dict[str, Built] = {}
-
-    def get(arch: str) -> Built:
-        if arch not in cache:
-            root = tmp_path_factory.mktemp(arch)
-            ckpt = build_more(arch, root / arch)
-            report = convert_checkpoint(ckpt.path, root / f"{arch}-f32.gguf", outtype="f32")
-            cache[arch] = Built(ckpt, report.output, report, load_llama(report.output))
-        return cache[arch]
-
-    yield get
-    for item in cache.values():
-        item.llm.close()
-
-
-def _value(reader: gguf.GGUFReader, key: str) -> Any:
-    field = reader.get_field(key)
-    return None if field is None else field.contents()
+@pytest.fixture
+def gemma(converted_more: Callable[[str], Any]) -> Callable[[str], Any]:
+    return converted_more
 
 
 @pytest.mark.slow
@@ -145,18 +119,18 @@ def test_metadata_and_weights(gemma, arch: str) -> None:
     reader = gguf.GGUFReader(c.gguf)
     config = c.checkpoint.config
     tensors = {t.name: t for t in reader.tensors}
-    assert c.report.architecture == _value(reader, "general.architecture") == arch
-    assert _value(reader, f"{arch}.attention.sliding_window") == SLIDING_WINDOW
+    assert c.report.architecture == gguf_value(reader, "general.architecture") == arch
+    assert gguf_value(reader, f"{arch}.attention.sliding_window") == SLIDING_WINDOW
     pattern = [t == "sliding_attention" for t in config.layer_types]
-    assert _value(reader, f"{arch}.attention.sliding_window_pattern") == pattern
+    assert gguf_value(reader, f"{arch}.attention.sliding_window_pattern") == pattern
     assert "output.weight" not in tensors  # tied: llama.cpp reuses token_embd
     assert tuple(tensors["token_embd.weight"].shape) == (config.hidden_size, config.vocab_size)
-    tokens = _value(reader, "tokenizer.ggml.tokens")
+    tokens = gguf_value(reader, "tokenizer.ggml.tokens")
     assert len(tokens) == config.vocab_size and tokens[:4] == ["<pad>", "<eos>", "<bos>", "<unk>"]
-    assert _value(reader, "tokenizer.ggml.add_bos_token") is True
-    assert _value(reader, "tokenizer.ggml.add_space_prefix") is False
-    assert _value(reader, "tokenizer.ggml.eos_token_id") == 1
-    assert tokens[_value(reader, "tokenizer.ggml.eot_token_id")] == "<end_of_turn>"
+    assert gguf_value(reader, "tokenizer.ggml.add_bos_token") is True
+    assert gguf_value(reader, "tokenizer.ggml.add_space_prefix") is False
+    assert gguf_value(reader, "tokenizer.ggml.eos_token_id") == 1
+    assert tokens[gguf_value(reader, "tokenizer.ggml.eot_token_id")] == "<end_of_turn>"
 
     hf = {}
     for shard in c.checkpoint.path.glob("model*.safetensors"):
@@ -176,15 +150,15 @@ def test_metadata_and_weights(gemma, arch: str) -> None:
         np.testing.assert_allclose(gguf_tensor(gguf_name + ".weight"), hf[f"{prefix}{hf_name}.weight"] + 1, rtol=1e-6)
     factor = np.sqrt(config.head_dim / config.query_pre_attn_scalar)  # folded query scale
     if arch == "gemma2":
-        assert _value(reader, "gemma2.attn_logit_softcapping") == pytest.approx(config.attn_logit_softcapping)
-        assert _value(reader, "gemma2.final_logit_softcapping") == pytest.approx(config.final_logit_softcapping)
+        assert gguf_value(reader, "gemma2.attn_logit_softcapping") == pytest.approx(config.attn_logit_softcapping)
+        assert gguf_value(reader, "gemma2.final_logit_softcapping") == pytest.approx(config.final_logit_softcapping)
         np.testing.assert_allclose(gguf_tensor("blk.0.attn_q.weight"),
                                    hf[f"{prefix}layers.0.self_attn.q_proj.weight"] * factor, rtol=1e-6)
     else:
-        assert _value(reader, "gemma3.rope.freq_base_swa") == 5000.0
-        assert _value(reader, "gemma3.rope.freq_base") == 100000.0
-        assert _value(reader, "gemma3.rope.scaling.type") == "linear"
-        assert _value(reader, "gemma3.attention.key_length") == 32
+        assert gguf_value(reader, "gemma3.rope.freq_base_swa") == 5000.0
+        assert gguf_value(reader, "gemma3.rope.freq_base") == 100000.0
+        assert gguf_value(reader, "gemma3.rope.scaling.type") == "linear"
+        assert gguf_value(reader, "gemma3.attention.key_length") == 32
         assert "gemma3.attn_logit_softcapping" not in reader.fields
         np.testing.assert_allclose(gguf_tensor("blk.0.attn_k_norm.weight"),
                                    hf[f"{prefix}layers.0.self_attn.k_norm.weight"] + 1, rtol=1e-6)
@@ -301,6 +275,6 @@ def test_sparse_official_style_config_gets_transformers_defaults(gemma, tmp_path
 
     def fields(path: Path) -> dict[str, Any]:
         reader = gguf.GGUFReader(path)
-        return {k: _value(reader, k) for k in reader.fields if not k.startswith(("tokenizer.", "general.name"))}
+        return {k: gguf_value(reader, k) for k in reader.fields if not k.startswith(("tokenizer.", "general.name"))}
 
     assert fields(report.output) == fields(c.gguf)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
-from tiny_hf import TEXTS, llama_logits, load_llama, relative_error
-from tiny_hf_more import build_more, save_fused_experts
+from tiny_hf import TEXTS, gguf_value, llama_logits, load_llama, relative_error
+from tiny_hf_more import save_fused_experts
 
 from convert.gguf import convert_checkpoint
 from convert.gguf.archs.moe import MIXTRAL, QWEN2MOE, QWEN3MOE
@@ -32,34 +31,9 @@ MOES = ("qwen2moe", "qwen3moe", "mixtral")
 GGUF_ARCH = {"qwen2moe": "qwen2moe", "qwen3moe": "qwen3moe", "mixtral": "llama"}
 
 
-@dataclass
-class Built:
-    checkpoint: Any
-    gguf: Path
-    report: Any
-    llm: Any
-
-
-@pytest.fixture(scope="module")
-def moe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Built]]:
-    cache: dict[str, Built] = {}
-
-    def get(arch: str) -> Built:
-        if arch not in cache:
-            root = tmp_path_factory.mktemp(arch)
-            ckpt = build_more(arch, root / arch)
-            report = convert_checkpoint(ckpt.path, root / f"{arch}-f32.gguf", outtype="f32")
-            cache[arch] = Built(ckpt, report.output, report, load_llama(report.output))
-        return cache[arch]
-
-    yield get
-    for item in cache.values():
-        item.llm.close()
-
-
-def _value(reader: gguf.GGUFReader, key: str) -> Any:
-    field = reader.get_field(key)
-    return None if field is None else field.contents()
+@pytest.fixture
+def moe(converted_more: Callable[[str], Any]) -> Callable[[str], Any]:
+    return converted_more
 
 
 def _tensors(path: Path) -> dict[str, np.ndarray]:
@@ -97,16 +71,16 @@ def test_metadata_and_stacked_experts(moe, arch: str) -> None:
     c = moe(arch)
     name = GGUF_ARCH[arch]
     reader = gguf.GGUFReader(c.gguf)
-    assert c.report.architecture == _value(reader, "general.architecture") == name
-    assert _value(reader, f"{name}.expert_count") == 4
-    assert _value(reader, f"{name}.expert_used_count") == 2
+    assert c.report.architecture == gguf_value(reader, "general.architecture") == name
+    assert gguf_value(reader, f"{name}.expert_count") == 4
+    assert gguf_value(reader, f"{name}.expert_used_count") == 2
     n_ff_exp = 128 if arch == "mixtral" else 32
     if arch != "mixtral":
-        assert _value(reader, f"{name}.expert_feed_forward_length") == 32
+        assert gguf_value(reader, f"{name}.expert_feed_forward_length") == 32
     if arch == "qwen2moe":
-        assert _value(reader, "qwen2moe.expert_shared_feed_forward_length") == 48
+        assert gguf_value(reader, "qwen2moe.expert_shared_feed_forward_length") == 48
     if arch == "qwen3moe":
-        assert _value(reader, "qwen3moe.attention.key_length") == 32
+        assert gguf_value(reader, "qwen3moe.attention.key_length") == 32
 
     got = _tensors(c.gguf)
     assert got["blk.1.ffn_gate_exps.weight"].shape == (4, n_ff_exp, 64)

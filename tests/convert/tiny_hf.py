@@ -280,3 +280,9 @@ def llama_logits(llm: Any, ids: list[int]) -> np.ndarray:
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:
     """max |got - want| / max |want| over every position and vocabulary entry."""
     return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+
+
+def gguf_value(reader: Any, key: str) -> Any:
+    """A metadata value read back with gguf-py's GGUFReader (None when absent)."""
+    field = reader.get_field(key)
+    return None if field is None else field.contents()
