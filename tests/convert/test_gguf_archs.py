@@ -9,14 +9,13 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
-from tiny_hf import ARCHS, TEXTS, relative_error
+from tiny_hf import ARCHS, F32_TOLERANCE, TEXTS, assert_logits_match, relative_error
 
 from convert.gguf import SUPPORTED_ARCHITECTURES
 from edge_ai.gguf_file import check_gguf
 
 pytestmark = pytest.mark.slow
 
-F32_TOLERANCE = 1e-3
 PROMPT = TEXTS[0] + " " + TEXTS[8] + " " + TEXTS[5]
 
 
@@ -30,15 +29,7 @@ def test_logits_match_transformers(converted, arch: str) -> None:
     c = converted(arch)
     ids = c.checkpoint.encode(PROMPT)
     assert len(ids) > 40
-    want = c.checkpoint.model(ids)
-    from tiny_hf import llama_logits
-
-    got = llama_logits(c.llm, ids)
-    assert got.shape == want.shape
-    err = relative_error(got, want)
-    print(f"{arch}: f32 max relative logit error {err:.2e} over {len(ids)} positions")
-    assert err <= F32_TOLERANCE
-    assert (got.argmax(-1) == want.argmax(-1)).all()
+    assert_logits_match(c, ids, arch)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -19,7 +19,7 @@ from typing import Any
 import gguf
 import numpy as np
 import pytest
-from tiny_hf import TEXTS, gguf_value, llama_logits, relative_error
+from tiny_hf import TEXTS, assert_logits_match, gguf_value, llama_logits
 from tiny_hf_more import SLIDING_WINDOW
 
 from convert.gguf import convert_checkpoint
@@ -32,7 +32,6 @@ from convert.gguf.archs.gemma import (
 from convert.gguf.hparams import ModelConfig
 from edge_ai.errors import EdgeAIError
 
-F32_TOLERANCE = 1e-3
 PROMPT = TEXTS[0] + " " + TEXTS[8] + " " + TEXTS[5]
 GEMMAS = ("gemma2", "gemma3", "gemma3_mm")
 
@@ -48,13 +47,7 @@ def test_logits_match_transformers(gemma, arch: str) -> None:
     c = gemma(arch)
     ids = c.checkpoint.encode(PROMPT)
     assert len(ids) > 4 * SLIDING_WINDOW  # the sliding window really cuts the context
-    want = c.checkpoint.model(ids)
-    got = llama_logits(c.llm, ids)
-    assert got.shape == want.shape  # every embedding row kept (vocab_size > tokenizer size)
-    err = relative_error(got, want)
-    print(f"{arch}: f32 max relative logit error {err:.2e} over {len(ids)} positions")
-    assert err <= F32_TOLERANCE
-    assert (got.argmax(-1) == want.argmax(-1)).all()
+    assert_logits_match(c, ids, arch)
 
 
 @pytest.mark.slow

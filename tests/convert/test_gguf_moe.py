@@ -17,7 +17,14 @@ import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
-from tiny_hf import TEXTS, gguf_value, llama_logits, load_llama, relative_error
+from tiny_hf import (
+    TEXTS,
+    assert_logits_match,
+    gguf_value,
+    llama_logits,
+    load_llama,
+    relative_error,
+)
 from tiny_hf_more import save_fused_experts
 
 from convert.gguf import convert_checkpoint
@@ -25,7 +32,6 @@ from convert.gguf.archs.moe import MIXTRAL, QWEN2MOE, QWEN3MOE
 from convert.gguf.hparams import ModelConfig
 from edge_ai.errors import EdgeAIError
 
-F32_TOLERANCE = 1e-3
 PROMPT = TEXTS[0] + " " + TEXTS[8] + " " + TEXTS[5]
 MOES = ("qwen2moe", "qwen3moe", "mixtral")
 GGUF_ARCH = {"qwen2moe": "qwen2moe", "qwen3moe": "qwen3moe", "mixtral": "llama"}
@@ -46,13 +52,7 @@ def test_logits_match_transformers(moe, arch: str) -> None:
     c = moe(arch)
     ids = c.checkpoint.encode(PROMPT)
     assert len(ids) > 40
-    want = c.checkpoint.model(ids)
-    got = llama_logits(c.llm, ids)
-    assert got.shape == want.shape
-    err = relative_error(got, want)
-    print(f"{arch}: f32 max relative logit error {err:.2e} over {len(ids)} positions")
-    assert err <= F32_TOLERANCE
-    assert (got.argmax(-1) == want.argmax(-1)).all()
+    assert_logits_match(c, ids, arch)
 
 
 @pytest.mark.slow

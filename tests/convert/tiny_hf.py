@@ -286,3 +286,19 @@ def gguf_value(reader: Any, key: str) -> Any:
     """A metadata value read back with gguf-py's GGUFReader (None when absent)."""
     field = reader.get_field(key)
     return None if field is None else field.contents()
+
+
+F32_TOLERANCE = 1e-3  # max |llama.cpp - transformers| / max |transformers| for an f32 GGUF
+
+
+def assert_logits_match(converted: Any, ids: list[int], label: str) -> float:
+    """llama.cpp's logits at every position equal transformers' within F32_TOLERANCE, same argmax;
+    returns the relative error reached."""
+    want = converted.checkpoint.model(ids)
+    got = llama_logits(converted.llm, ids)
+    assert got.shape == want.shape
+    err = relative_error(got, want)
+    print(f"{label}: f32 max relative logit error {err:.2e} over {len(ids)} positions")
+    assert err <= F32_TOLERANCE
+    assert (got.argmax(-1) == want.argmax(-1)).all()
+    return err
