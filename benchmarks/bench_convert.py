@@ -138,12 +138,12 @@ if sys.argv[1] == "prepare":  # convert_checkpoint up to the first weight read
     from gguf.constants import MODEL_TENSOR
     from convert.gguf import find_architecture, plan_tensors
     from convert.gguf.checkpoint import open_checkpoint
-    from convert.gguf.hparams import ModelConfig, with_transformers_defaults
+    from convert.gguf.hparams import complete_config
     from convert.gguf.vocab import load_vocabulary
     src = Path(sys.argv[2])
     checkpoint = open_checkpoint(src)
     arch, _ = find_architecture(checkpoint.config)
-    config = ModelConfig(with_transformers_defaults(checkpoint.config))
+    config = complete_config(checkpoint.config)
     plan = plan_tensors(checkpoint, arch, config, sys.argv[3])
     load_vocabulary(src, config, next(p.shape[0] for p in plan if p.kind == MODEL_TENSOR.TOKEN_EMBD))
 if sys.argv[1] == "convert":

@@ -29,7 +29,7 @@ from gguf.constants import TENSOR_NAMES
 from gguf.constants import GGMLQuantizationType as Q
 
 from convert.gguf.checkpoint import Checkpoint, open_checkpoint
-from convert.gguf.hparams import ModelConfig, with_transformers_defaults
+from convert.gguf.hparams import ModelConfig, complete_config
 from convert.gguf.registry import Architecture, find_architecture
 from convert.gguf.tensors import (
     DEFAULT_SHAPES,
@@ -134,12 +134,8 @@ def convert_checkpoint(src: Path, out: Path, *, outtype: str = "f16", allow_pick
     src = Path(src).expanduser()
     checkpoint = open_checkpoint(src, allow_pickle=allow_pickle)
     arch, hf_name = find_architecture(checkpoint.config)
-    config = ModelConfig(with_transformers_defaults(checkpoint.config))
-
-    warnings: list[str] = []
-    for check in arch.checks:
-        warnings.extend(check(config))
-    plan = plan_tensors(checkpoint, arch, config, outtype)
+    config = complete_config(checkpoint.config)
+    warnings, plan, metadata = _prepare(checkpoint, arch, config, outtype)
     fallback = [p.name for p in plan if outtype == "q8_0" and p.qtype == Q.F16]
     if fallback:
         warnings.append(f"{len(fallback)} tensor(s) have rows that are not a multiple of 32 and stay F16 "
@@ -155,7 +151,7 @@ def convert_checkpoint(src: Path, out: Path, *, outtype: str = "f16", allow_pick
     total = sum(p.nbytes for p in plan)
     with atomic_path(target) as tmp:
         check_free_space(target, total + _HEADER_ALLOWANCE)
-        _write_gguf(tmp, arch, config, plan, vocab, name, outtype, progress, total)
+        _write_gguf(tmp, arch, config, plan, metadata, vocab, name, outtype, progress, total)
         check_gguf(tmp)
         size = tmp.stat().st_size
     return ConversionReport(
@@ -166,6 +162,35 @@ def convert_checkpoint(src: Path, out: Path, *, outtype: str = "f16", allow_pick
 
 
 # ---------------------------------------------------------------- planning
+
+Metadata = list[tuple[str, Any, gguf.GGUFValueType]]
+
+
+def _prepare(checkpoint: Checkpoint, arch: Architecture, config: ModelConfig,
+             outtype: str) -> tuple[list[str], list[PlannedTensor], Metadata]:
+    """Run the architecture's checks, plan the tensors and compute the metadata: everything that
+    reads config.json, so a value it omits (and transformers could not supply) is refused before
+    any weight is read. A refusal that follows such an omission reports the omission, its cause."""
+    try:
+        warnings = [warning for check in arch.checks for warning in check(config)]
+        plan = plan_tensors(checkpoint, arch, config, outtype)
+        metadata = _metadata(arch, config)
+    except EdgeAIError:
+        config.check_defaults_known()
+        raise
+    config.check_defaults_known()
+    return warnings, plan, metadata
+
+
+def _metadata(arch: Architecture, config: ModelConfig) -> Metadata:
+    """The architecture's GGUF key/value rows for this config (rows whose value is None are left out)."""
+    rows = []
+    for hparam in arch.hparams:
+        value = hparam.value(config)
+        if value is not None:
+            rows.append((hparam.key.format(arch=arch.name), value, hparam.type))
+    return rows
+
 
 def plan_tensors(checkpoint: Checkpoint, arch: Architecture, config: ModelConfig,
                  outtype: str) -> list[PlannedTensor]:
@@ -280,17 +305,15 @@ def _output_path(src: Path, out: Path, outtype: str) -> Path:
     return out
 
 
-def _write_gguf(path: Path, arch: Architecture, config: ModelConfig, plan: list[PlannedTensor],
+def _write_gguf(path: Path, arch: Architecture, config: ModelConfig, plan: list[PlannedTensor], metadata: Metadata,
                 vocab: Vocabulary, name: str | None, outtype: str, progress: Progress | None, total: int) -> None:
     writer = gguf.GGUFWriter(path, arch.name)
     try:
         writer.add_type(gguf.GGUFType.MODEL)
         if name:
             writer.add_name(name)
-        for hparam in arch.hparams:
-            value = hparam.value(config)
-            if value is not None:
-                writer.add_key_value(hparam.key.format(arch=arch.name), value, hparam.type)
+        for key, value, value_type in metadata:
+            writer.add_key_value(key, value, value_type)
         writer.add_file_type(OUTTYPES[outtype][0])
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         vocab.write(writer)

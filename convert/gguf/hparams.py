@@ -29,42 +29,84 @@ STR = GGUFValueType.STRING
 BOOL = GGUFValueType.BOOL
 
 
-_COMPLETE_CONFIG = """
+# Exit codes of the child below, so the parent can say what is wrong and how to fix it.
+_NO_TRANSFORMERS, _UNKNOWN_MODEL_TYPE = 3, 4
+
+_COMPLETE_CONFIG = f"""
 import json, sys
-from transformers import CONFIG_MAPPING
-from transformers.utils import logging
+try:
+    import transformers
+    from transformers import CONFIG_MAPPING
+    from transformers.utils import logging
+except ImportError:
+    sys.exit({_NO_TRANSFORMERS})
 logging.set_verbosity_error()
 raw = json.load(sys.stdin)
+if raw["model_type"] not in CONFIG_MAPPING:
+    print(transformers.__version__)
+    sys.exit({_UNKNOWN_MODEL_TYPE})
 json.dump(CONFIG_MAPPING[raw["model_type"]].from_dict(raw).to_dict(), sys.stdout, default=str)
 """
+_COMPLETION_TIMEOUT = 300  # seconds; importing transformers takes ~3 s
 
 
-def with_transformers_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DefaultsUnknown:
+    """Why transformers' class defaults for config.json could not be read, and how to get them."""
+
+    reason: str  # e.g. "transformers is not installed"
+    fix: str  # e.g. "install the convert extra (pip install 'edge-ai[convert]')"
+
+
+def complete_config(raw: dict[str, Any]) -> ModelConfig:
     """config.json completed with the defaults of its transformers config class.
 
     Official configs leave out every field whose value is the class default (Gemma 3's multimodal
     configs omit head counts, rms_norm_eps, rope_theta... from `text_config`); reading the file
     alone would refuse them or, worse, guess a different rope_theta. Keys in the file always win.
-    A model_type transformers does not know (or a config it rejects) is returned unchanged, and
-    the checks on the file's own values report what is wrong. Runs in a short-lived child:
-    importing transformers' config classes pulls in torch (~200 MB) that the streaming converter
-    otherwise never needs, and the memory bound is the converter's promise.
+    When the defaults cannot be read (no transformers, a model_type it does not know, a config it
+    rejects), the file is used as is and the ModelConfig remembers why: a value the conversion
+    then needs but the file omits is refused rather than guessed (see ModelConfig.defaulted).
+    Runs in a short-lived child: importing transformers' config classes pulls in torch (~200 MB)
+    that the streaming converter otherwise never needs, and the memory bound is the converter's promise.
     """
-    if not isinstance(raw.get("model_type"), str):
-        return raw
-    full = _transformers_config(json.dumps(raw, sort_keys=True))
-    return _fill_missing(raw, json.loads(full)) if full else raw
+    model_type = raw.get("model_type")
+    if not isinstance(model_type, str):
+        return ModelConfig(raw, DefaultsUnknown("config.json names no model_type", "add model_type to config.json"))
+    full, unknown = _transformers_config(json.dumps(raw, sort_keys=True))
+    if full is None:
+        return ModelConfig(raw, unknown)
+    return ModelConfig(_fill_missing(raw, json.loads(full)))
 
 
 @functools.lru_cache(maxsize=32)
-def _transformers_config(raw_json: str) -> str | None:
-    """The child's answer for one config.json text (cached: converting again costs no ~3 s start)."""
+def _transformers_config(raw_json: str) -> tuple[str | None, DefaultsUnknown | None]:
+    """The child's answer for one config.json text (cached: converting again costs no ~3 s start):
+    the completed config as JSON, or why there is none."""
     try:
         child = subprocess.run([sys.executable, "-c", _COMPLETE_CONFIG], input=raw_json,
-                               capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return child.stdout if child.returncode == 0 else None
+                               capture_output=True, text=True, timeout=_COMPLETION_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return None, DefaultsUnknown(f"reading transformers' defaults took over {_COMPLETION_TIMEOUT} s",
+                                     "retry when the machine is less busy")
+    except OSError as exc:
+        return None, DefaultsUnknown(f"transformers could not be started ({exc.strerror or exc})",
+                                     "check the Python installation")
+    if child.returncode == 0:
+        return child.stdout, None
+    return None, _child_failure(child, json.loads(raw_json)["model_type"])
+
+
+def _child_failure(child: subprocess.CompletedProcess[str], model_type: str) -> DefaultsUnknown:
+    if child.returncode == _NO_TRANSFORMERS:
+        return DefaultsUnknown("transformers is not installed",
+                               "install the convert extra (pip install 'edge-ai[convert]')")
+    if child.returncode == _UNKNOWN_MODEL_TYPE:
+        return DefaultsUnknown(f"transformers {child.stdout.strip()} does not know model_type {model_type!r}",
+                               f"install a transformers version that knows {model_type!r}")
+    lines = child.stderr.strip().splitlines()
+    return DefaultsUnknown(f"transformers rejected config.json ({lines[-1] if lines else 'no message'})",
+                           "fix config.json")
 
 
 def _fill_missing(raw: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
@@ -78,12 +120,18 @@ def _fill_missing(raw: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
 
 
 class ModelConfig:
-    """config.json plus derived sizes; missing required values raise a one-line EdgeAIError."""
+    """config.json plus derived sizes; missing required values raise a one-line EdgeAIError.
 
-    def __init__(self, raw: dict[str, Any]):
+    `defaults_unknown` is set when transformers' class defaults could not be filled in: then
+    every value the file omits but the conversion needs is recorded (`defaulted`, `require`),
+    and `check_defaults_known` refuses the conversion naming them all."""
+
+    def __init__(self, raw: dict[str, Any], defaults_unknown: DefaultsUnknown | None = None):
         self.raw = raw
         text = raw.get("text_config")
         self.values: dict[str, Any] = {**raw, **text} if isinstance(text, dict) else dict(raw)
+        self.defaults_unknown = defaults_unknown
+        self.omitted: list[str] = []  # needed keys the file lacks, while defaults_unknown
 
     def get(self, *keys: str, default: Any = None) -> Any:
         """The value of the first key present (and not null), else `default`."""
@@ -93,11 +141,37 @@ class ModelConfig:
                 return value
         return default
 
+    def defaulted(self, *keys: str, default: Any = None) -> Any:
+        """Like `get`, for a value whose absence means "the model class's default", which differs
+        between families (rope_theta: 10000 for Llama, 1e6 for Gemma 3) and which `default` can only
+        guess. If the file omits every key while transformers' defaults are unknown, the keys are
+        recorded so the conversion is refused instead of written with a guess."""
+        if self.defaults_unknown is not None and not any(key in self.values for key in keys):
+            self._omit(" / ".join(keys))
+        return self.get(*keys, default=default)
+
     def require(self, *keys: str) -> Any:
         value = self.get(*keys)
         if value is None:
+            if self.defaults_unknown is not None and not any(key in self.values for key in keys):
+                self._omit(" / ".join(keys))
+                self.check_defaults_known()
             raise EdgeAIError(f"config.json has no {' / '.join(keys)}; re-download the model's config.json")
         return value
+
+    def _omit(self, name: str) -> None:
+        if name not in self.omitted:
+            self.omitted.append(name)
+
+    def check_defaults_known(self) -> None:
+        """Refuse (one line: the keys, why their defaults are unknown, the fix) if the conversion
+        needed values that config.json omits and transformers could not supply."""
+        if not self.omitted or self.defaults_unknown is None:
+            return
+        keys = ", ".join(self.omitted)
+        them = "it" if len(self.omitted) == 1 else "them"
+        raise EdgeAIError(f"config.json omits {keys}, and the model's defaults cannot be read "
+                          f"({self.defaults_unknown.reason}); {self.defaults_unknown.fix}, or add {them} to config.json")
 
     def positive_int(self, *keys: str) -> int:
         value = self.require(*keys)
@@ -165,7 +239,8 @@ class ModelConfig:
         if isinstance(params.get("full_attention"), dict):  # per-layer-type parameters (gemma3)
             params = params["full_attention"]
         params = dict(params)
-        params.setdefault("rope_theta", self.get("rope_theta", default=10000.0))
+        if params.get("rope_theta") is None:
+            params["rope_theta"] = self.defaulted("rope_theta", default=10000.0)
         rope_type = params.get("rope_type", params.get("type")) or "default"
         params["rope_type"] = str(rope_type).lower()
         return params

@@ -220,3 +220,46 @@ def test_values_beyond_f16_are_refused_for_f16_but_fine_in_bf16(checkpoint_copy,
     _fails(src, tmp_path / "f16", r"tensor blk\.0\.ffn_down\.weight has values up to 1e\+05, beyond float16")
     report = convert_checkpoint(src, tmp_path / "ok" / "model.gguf", outtype="bf16")
     assert report.output.exists()
+
+
+def _rope_theta(path: Path, arch: str) -> float:
+    return float(gguf.GGUFReader(path).get_field(f"{arch}.rope.freq_base").contents())
+
+
+def test_value_omitted_without_transformers_defaults_is_refused(checkpoint_copy, tmp_path: Path) -> None:
+    """A model_type this transformers does not know: its class defaults cannot be read, so a value the
+    conversion needs and config.json omits (rope_theta) is refused instead of guessed (as 10000)."""
+    src = checkpoint_copy()
+    config = json.loads((src / "config.json").read_text())
+    config["model_type"] = "qwen2_from_the_future"  # "architectures" still selects qwen2
+    (src / "config.json").write_text(json.dumps(config))
+    complete = convert_checkpoint(src, tmp_path / "complete.gguf", outtype="f32")  # nothing needed is omitted
+    assert _rope_theta(complete.output, "qwen2") == 1e6
+
+    config.pop("rope_theta", None)
+    config.pop("rope_parameters", None)
+    config.pop("rope_scaling", None)
+    (src / "config.json").write_text(json.dumps(config))
+    message = _fails(src, tmp_path / "out", r"config\.json omits rope_theta, and the model's defaults cannot be "
+                                            r"read \(transformers \S+ does not know model_type 'qwen2_from_the_future'\)")
+    assert message.endswith("install a transformers version that knows 'qwen2_from_the_future', "
+                            "or add it to config.json")
+
+    config["model_type"] = "qwen2"  # a known model_type: transformers supplies Qwen2's default
+    (src / "config.json").write_text(json.dumps(config))
+    report = convert_checkpoint(src, tmp_path / "known.gguf", outtype="f32")
+    from transformers import Qwen2Config
+    assert _rope_theta(report.output, "qwen2") == Qwen2Config().rope_parameters["rope_theta"]
+
+
+def test_required_value_omitted_without_transformers_defaults_names_every_key(checkpoint_copy,
+                                                                              tmp_path: Path) -> None:
+    src = checkpoint_copy()
+    config = json.loads((src / "config.json").read_text())
+    for key in ("rope_theta", "rope_parameters", "rope_scaling", "rms_norm_eps"):
+        config.pop(key, None)
+    del config["model_type"]
+    (src / "config.json").write_text(json.dumps(config))
+    _fails(src, tmp_path / "out", r"config\.json omits rope_theta, rms_norm_eps / layer_norm_epsilon, and the model's "
+                                  r"defaults cannot be read \(config\.json names no model_type\); add model_type to "
+                                  r"config\.json, or add them to config\.json$")

@@ -29,7 +29,7 @@ from convert.gguf.archs.gemma import (
     layer_types,
     query_scale,
 )
-from convert.gguf.hparams import ModelConfig
+from convert.gguf.hparams import DefaultsUnknown, ModelConfig
 from edge_ai.errors import EdgeAIError
 
 PROMPT = TEXTS[0] + " " + TEXTS[8] + " " + TEXTS[5]
@@ -231,6 +231,31 @@ def test_refusals_and_warnings() -> None:
     warnings = gemma2_checks(ModelConfig({"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
                                           "sliding_window": 8}))
     assert any("attn_logit_softcapping" in w for w in warnings) and any("final_logit" in w for w in warnings)
+
+
+def test_gemma_class_defaults_are_not_guessed_when_unknown() -> None:
+    """Without transformers' Gemma defaults, an omitted rope_theta (Gemma 3: 1e6), sliding_window (4096),
+    query_pre_attn_scalar (256) or Gemma 2 soft-cap (50 / 30) would silently change the model: each is
+    named in the refusal."""
+    unknown = DefaultsUnknown("transformers is not installed", "install the convert extra")
+    sparse = {"num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4, "head_dim": 16}
+    config = ModelConfig(sparse, unknown)
+    with pytest.raises(EdgeAIError, match="no sliding_window"):
+        gemma3_checks(config)
+    assert config.omitted == ["query_pre_attn_scalar", "rope_theta", "sliding_window"]
+    with pytest.raises(EdgeAIError, match=r"^config\.json omits query_pre_attn_scalar, rope_theta, sliding_window, "
+                                          r"and the model's "
+                                          r"defaults cannot be read \(transformers is not installed\); install the "
+                                          r"convert extra, or add them to config\.json$"):
+        config.check_defaults_known()
+
+    given = {**sparse, "sliding_window": 8, "query_pre_attn_scalar": 16, "rope_theta": 1e6}
+    gemma2 = ModelConfig(given, unknown)
+    gemma2_checks(gemma2)
+    assert gemma2.omitted == ["attn_logit_softcapping", "final_logit_softcapping"]
+    complete = ModelConfig(given, unknown)
+    assert gemma3_checks(complete) == [] and complete.omitted == []
+    complete.check_defaults_known()  # nothing needed was omitted: the conversion goes ahead
 
 
 @pytest.mark.slow

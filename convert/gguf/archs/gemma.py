@@ -90,7 +90,7 @@ def swa_rope_base(config: ModelConfig) -> float:
 def query_scale(big_layers: int) -> Callable[[ModelConfig], float]:
     """The factor that turns llama.cpp's query scale into Hugging Face's query_pre_attn_scalar**-0.5."""
     def factor(config: ModelConfig) -> float:
-        scalar = config.get("query_pre_attn_scalar")
+        scalar = config.defaulted("query_pre_attn_scalar")
         if scalar is None:
             return 1.0
         if isinstance(scalar, bool) or not isinstance(scalar, (int, float)) or not scalar > 0:
@@ -114,8 +114,9 @@ def scaled(factor: Callable[[ModelConfig], float], offset: float = 0.0) -> Trans
 
 # ---------------------------------------------------------------- checks
 
-def _common_checks(config: ModelConfig, period: int, name: str) -> list[str]:
+def _common_checks(config: ModelConfig, period: int, big_layers: int, name: str) -> list[str]:
     warnings = []
+    query_scale(big_layers)(config)  # validated now, not when the tensor is written
     if config.get("attention_bias") is True:
         raise EdgeAIError(f"config.json attention_bias=true: llama.cpp's {name} has no attention biases")
     if config.get("use_bidirectional_attention") is True:
@@ -137,21 +138,21 @@ def _common_checks(config: ModelConfig, period: int, name: str) -> list[str]:
 
 
 def gemma2_checks(config: ModelConfig) -> list[str]:
-    warnings = _common_checks(config, 2, "gemma2")
+    warnings = _common_checks(config, 2, GEMMA2_27B_LAYERS, "gemma2")
     for key, default in (("attn_logit_softcapping", 50.0), ("final_logit_softcapping", 30.0)):
-        if config.get(key) is None:
+        if config.defaulted(key) is None:
             warnings.append(f"config.json has no {key}: llama.cpp soft-caps at {default} anyway, "
                             "so outputs differ where values exceed it")
-    if config.get("sliding_window") is None:
+    if config.defaulted("sliding_window") is None:
         warnings.append("config.json has no sliding_window: llama.cpp uses 4096 on every other layer")
     return warnings
 
 
 def gemma3_checks(config: ModelConfig) -> list[str]:
-    warnings = _common_checks(config, 6, "gemma3")
+    warnings = _common_checks(config, 6, GEMMA3_27B_LAYERS, "gemma3")
     if config.get("attn_logit_softcapping") is not None:
         raise EdgeAIError("config.json sets attn_logit_softcapping, which llama.cpp's gemma3 does not apply")
-    if config.get("sliding_window") is None:
+    if config.defaulted("sliding_window") is None:
         raise EdgeAIError("config.json has no sliding_window, which llama.cpp's gemma3 requires")
     if _swa_rope(config).get("rope_type", "default") != "default":
         warnings.append("RoPE scaling on the sliding-window layers is ignored by llama.cpp")
