@@ -455,11 +455,18 @@ def _skip_reason(plan: QuantizeReport, max_size: int | None, have_imatrix: bool)
 
 
 def pick(rows: Sequence[SweepRow], max_size: int | None = None, max_kld: float | None = None) -> SweepRow:
-    """The evaluated quantization with the lowest mean KLD within the budgets (smaller file on ties)."""
+    """The evaluated quantization that best spends the budgets.
+
+    A size budget alone says "this much space, as faithful as possible": the lowest mean KLD that
+    fits. A KLD budget alone says "this faithful is enough, save the space": the smallest file
+    within it. Both (or neither): the lowest KLD among the types meeting every budget given.
+    Ties go to the other measure (smaller file, then lower KLD)."""
     candidates = [r for r in rows if not r.reference and r.skipped is None and r.kld_mean is not None]
     fits = [r for r in candidates
             if (max_size is None or r.size_bytes <= max_size) and (max_kld is None or r.kld_mean <= max_kld)]
     if fits:
+        if max_kld is not None and max_size is None:
+            return min(fits, key=lambda r: (r.size_bytes, r.kld_mean))
         return min(fits, key=lambda r: (r.kld_mean, r.size_bytes))
     budget = " and ".join(
         part for part in (f"size <= {max_size / MIB:.1f} MiB" if max_size is not None else "",

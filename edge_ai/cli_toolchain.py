@@ -80,8 +80,12 @@ def quantize_cmd(
     sweep_types: Annotated[Optional[str], typer.Option(
         "--sweep", help="comma-separated types to try and compare (needs --text)")] = None,
     text: Annotated[Optional[Path], typer.Option("--text", help="evaluation text for --sweep")] = None,
-    max_size: Annotated[Optional[str], typer.Option("--max-size", help="size budget for --sweep, e.g. 300MB")] = None,
-    max_kld: Annotated[Optional[float], typer.Option("--max-kld", help="KL-divergence budget for --sweep")] = None,
+    max_size: Annotated[Optional[str], typer.Option(
+        "--max-size", help="size budget for --sweep, e.g. 300MB: keep the most faithful (lowest KLD) type that "
+                           "fits")] = None,
+    max_kld: Annotated[Optional[float], typer.Option(
+        "--max-kld", help="mean KL-divergence budget for --sweep: keep the smallest type within it (with "
+                          "--max-size: the most faithful type within both)")] = None,
     ctx: CtxOpt = 512, chunks: ChunksOpt = None, threads: ThreadsOpt = 0,
     list_types: Annotated[bool, typer.Option("--list-types", help="list every quantization type")] = False,
     as_json: JsonOpt = False,

@@ -85,7 +85,10 @@ def test_pick_within_budgets(rows: list[SweepRow]) -> None:
     _, q4, q8 = rows
     assert pick(rows) is q8  # the most faithful
     assert pick(rows, max_size=q8.size_bytes - 1) is q4
+    assert pick(rows, max_size=q8.size_bytes) is q8  # both fit: the most faithful
     assert pick(rows, max_kld=q4.kld_mean / 2) is q8
+    assert pick(rows, max_kld=q4.kld_mean * 2) is q4  # both faithful enough: the smaller file
+    assert pick(rows, max_size=q8.size_bytes, max_kld=q4.kld_mean * 2) is q8
     with pytest.raises(EdgeAIError, match="no quantization fits size <= .* and KLD <= .*smallest is Q4_0"):
         pick(rows, max_size=q4.size_bytes - 1, max_kld=q8.kld_mean / 2)
 
@@ -146,6 +149,29 @@ def test_evaluate_tiny_model_against_itself(tmp_path: Path) -> None:
     report = evaluate(tiny, TEXT, reference=tiny, ctx=128, max_chunks=2, speed=False)
     assert report.kld_mean == pytest.approx(0, abs=1e-6) and report.top1 == 100.0
     assert report.ppl == pytest.approx(report.reference_ppl)
+
+
+def _row(qtype: str, mib: float, kld: float, **extra) -> SweepRow:
+    return SweepRow(qtype, Path(f"{qtype}.gguf"), size_bytes=int(mib * 2**20), bpw=0.0, kld_mean=kld, **extra)
+
+
+def test_pick_spends_each_budget_its_own_way() -> None:
+    """--max-size: most faithful that fits; --max-kld: smallest within it; both: most faithful within both."""
+    ref = _row("F16", 500, 0.0, reference=True)
+    q2, q4, q5, q8 = _row("Q2_K", 100, 0.30), _row("Q4_K_M", 160, 0.05), _row("Q5_K_M", 180, 0.02), \
+        _row("Q8_0", 260, 0.001)
+    skipped = _row("IQ1_S", 60, 0.0, skipped="needs an importance matrix")
+    rows = [ref, q2, q4, q5, q8, skipped]
+    assert pick(rows, max_size=200 * 2**20) is q5
+    assert pick(rows, max_kld=0.1) is q4
+    assert pick(rows, max_kld=1.0) is q2
+    assert pick(rows, max_size=200 * 2**20, max_kld=0.1) is q5
+    assert pick(rows, max_size=170 * 2**20, max_kld=0.1) is q4
+    assert pick(rows) is q8
+    tie = _row("Q4_K_S", 160, 0.04)
+    assert pick([*rows, tie], max_kld=0.1) is tie  # same size: the lower KLD
+    with pytest.raises(EdgeAIError, match=r"no quantization fits size <= 50\.0 MiB: the smallest is Q2_K"):
+        pick(rows, max_size=50 * 2**20)
 
 
 def test_parse_size() -> None:

@@ -67,8 +67,16 @@ def test_sweep_picks_under_a_budget_and_writes_it(tiny: Path, text_file: Path, t
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     by_type = {row["type"]: row for row in data["rows"]}
-    assert by_type["Q8_0"]["kld_mean"] < by_type["Q4_0"]["kld_mean"]
-    assert data["picked"] == "Q8_0" and out.exists() and data["output"] == str(out)
+    assert by_type["Q8_0"]["kld_mean"] < by_type["Q4_0"]["kld_mean"] < 10
+    # both are within the KLD budget: the smaller file
+    assert data["picked"] == "Q4_0" and out.exists() and data["output"] == str(out)
+    assert read_gguf(out).file_type_name == "Q4_0"
+
+    sized = edge_ai("quantize", str(tiny), str(out), "--sweep", "Q4_0,Q8_0", "--text", str(text_file),
+                    "--ctx", "64", "--chunks", "1", "--max-size", str(by_type["Q8_0"]["size_bytes"]), "--json")
+    assert sized.returncode == 0, sized.stderr
+    assert json.loads(sized.stdout)["picked"] == "Q8_0"  # both fit the size budget: the most faithful
+    assert read_gguf(out).file_type_name == "Q8_0"
 
 
 def test_sweep_with_nothing_in_budget_prints_the_table_then_one_error(tiny: Path, text_file: Path,
