@@ -6,7 +6,7 @@ Two vocabulary kinds, chosen from the files present:
 - SentencePiece (`tokenizer.model`) -> llama.cpp "llama": pieces, scores, types and the
   normalizer flags.
 Both get: padding to the model's vocabulary size with UNUSED `[PAD{id}]` tokens, added tokens
-(special ones as CONTROL, others USER_DEFINED), BOS/EOS/UNK/PAD/SEP/EOT ids, add-BOS/EOS flags
+(special ones as CONTROL, others USER_DEFINED; SentencePiece ones beyond the embedding left out), BOS/EOS/UNK/PAD/SEP/EOT ids, add-BOS/EOS flags
 (tokenizer_config.json first, then tokenizer.json's post-processor) and the chat template
 (tokenizer_config.json, chat_template.jinja or chat_template.json).
 """
@@ -184,10 +184,11 @@ def _sentencepiece(src: Path, tj: dict[str, Any] | None, tokenizer_config: dict[
     scores = list(spm.scores) + [_PAD_SCORE] * (n_vocab - len(spm.pieces))
     types = list(spm.types) + [int(TokenType.UNUSED)] * (n_vocab - len(spm.pieces))
 
+    beyond: list[str] = []
     for token_id, content, special in _added_tokens(src, tj, tokenizer_config):
         if token_id >= n_vocab:
-            raise EdgeAIError(f"added token {content!r} has id {token_id} but the model's embedding has only "
-                              f"{n_vocab} rows; the tokenizer does not belong to this model")
+            beyond.append(f"{content!r} ({token_id})")
+            continue
         if token_id >= len(spm.pieces):
             tokens[token_id] = content
             scores[token_id] = _PAD_SCORE
@@ -201,6 +202,11 @@ def _sentencepiece(src: Path, tj: dict[str, Any] | None, tokenizer_config: dict[
     vocab = Vocabulary(model="llama", pre="default", tokens=tokens, types=types, scores=scores,
                        add_space_prefix=spm.add_dummy_prefix,
                        remove_extra_whitespaces=spm.remove_extra_whitespaces)
+    if beyond:
+        # Gemma 3 1B / 270M: the family's tokenizer adds <image_soft_token> (262144) to 262144 rows.
+        # The model has no embedding for it, so (as llama.cpp's converter does) it is left out.
+        vocab.warnings.append(f"added token(s) {', '.join(beyond)} left out: beyond the model's {n_vocab} "
+                              "embedding rows, so the model cannot use them")
     if spm.precompiled_charsmap and spm.normalizer_name not in ("", "identity"):
         vocab.warnings.append(f"tokenizer.model normalizes text ({spm.normalizer_name}), which llama.cpp does not; "
                               "text that is not already normalized may tokenize differently")

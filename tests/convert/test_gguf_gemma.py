@@ -117,6 +117,7 @@ def test_metadata_and_weights(gemma, arch: str) -> None:
     pattern = [t == "sliding_attention" for t in config.layer_types]
     assert gguf_value(reader, f"{arch}.attention.sliding_window_pattern") == pattern
     assert "output.weight" not in tensors  # tied: llama.cpp reuses token_embd
+    # every config.json vocab_size row, the vocabulary padded to it: what llama.cpp's converter writes
     assert tuple(tensors["token_embd.weight"].shape) == (config.hidden_size, config.vocab_size)
     tokens = gguf_value(reader, "tokenizer.ggml.tokens")
     assert len(tokens) == config.vocab_size and tokens[:4] == ["<pad>", "<eos>", "<bos>", "<unk>"]
@@ -158,6 +159,29 @@ def test_metadata_and_weights(gemma, arch: str) -> None:
         np.testing.assert_allclose(gguf_tensor("blk.0.attn_q_norm.weight"),
                                    (hf[f"{prefix}layers.0.self_attn.q_norm.weight"] + 1) * factor, rtol=1e-6)
         np.testing.assert_array_equal(gguf_tensor("blk.0.attn_q.weight"), hf[f"{prefix}layers.0.self_attn.q_proj.weight"])
+
+
+@pytest.mark.slow
+def test_added_token_beyond_the_embedding_is_left_out(gemma, tmp_path: Path) -> None:
+    """Gemma 3 1B / 270M: the family tokenizer adds <image_soft_token> at id 262144 to an embedding of
+    262144 rows. Like llama.cpp, the token is left out (with a warning) and nothing else changes."""
+    c = gemma("gemma3")
+    src = tmp_path / "src"
+    shutil.copytree(c.checkpoint.path, src)
+    n_vocab = c.checkpoint.config.vocab_size
+    (src / "added_tokens.json").write_text(json.dumps({"<image_soft_token>": n_vocab}))
+    tokenizer_config = json.loads((src / "tokenizer_config.json").read_text())
+    tokenizer_config["added_tokens_decoder"][str(n_vocab)] = {"content": "<image_soft_token>", "special": True}
+    (src / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    report = convert_checkpoint(src, tmp_path / "m.gguf", outtype="f32")
+    assert any(w.startswith(f"added token(s) '<image_soft_token>' ({n_vocab}) left out: beyond the model's "
+                            f"{n_vocab} embedding rows") for w in report.warnings), report.warnings
+    got, want = gguf.GGUFReader(report.output), gguf.GGUFReader(c.gguf)
+    assert gguf_value(got, "tokenizer.ggml.tokens") == gguf_value(want, "tokenizer.ggml.tokens")
+    assert gguf_value(got, "tokenizer.ggml.token_type") == gguf_value(want, "tokenizer.ggml.token_type")
+    for a, b in zip(got.tensors, want.tensors):
+        assert a.name == b.name
+        np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data), err_msg=a.name)
 
 
 @pytest.mark.slow

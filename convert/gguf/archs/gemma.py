@@ -14,7 +14,11 @@
 - Gemma 2 soft-caps attention scores and final logits (`attn_logit_softcapping`,
   `final_logit_softcapping`); Gemma 3 only optionally the final logits.
 - The embedding keeps every row of config.json vocab_size (the GGUF vocabulary is padded with
-  unused tokens), so logits have the same size as transformers'.
+  unused tokens), so logits have the same size as transformers'. llama.cpp's converter does the
+  same: it pads its token list to the (transformers-completed) vocab_size and cuts token_embd to
+  that list, so Gemma 3 4B+ get 262208 rows, 1B / 270M 262144. Cutting to the tokenizer's 262144
+  pieces instead would make `eval --ref` refuse llama.cpp-converted references as another vocabulary.
+  The family's <image_soft_token> (id 262144) has no row in the 1B / 270M: it is left out with a warning.
 - `Gemma3ForConditionalGeneration`: only the text model is converted (vision tower and projector
   are dropped, with a warning); images need llama.cpp's separate mmproj file.
 """
