@@ -37,8 +37,10 @@ def wait_until(condition: Callable[[str], bool], what: str, seconds: float = 90)
 
 @pytest.fixture
 def app_in_tmux(registered_model: Path, edge_home: Path) -> Iterator[None]:
-    env = f"EDGE_AI_HOME={shlex.quote(str(edge_home))} EDGE_AI_MODEL_THREADS=1 EDGE_AI_SAMPLING_MAX_TOKENS=12"
-    command = f"{env} {shlex.quote(sys.executable)} -m edge_ai"
+    # A stale COLUMNS/LINES export (CI runners set 80x24) must not shrink the app below the pane's 120x36.
+    env = (f"EDGE_AI_HOME={shlex.quote(str(edge_home))} EDGE_AI_MODEL_THREADS=1 EDGE_AI_SAMPLING_MAX_TOKENS=12"
+           " COLUMNS=80 LINES=24")
+    command = f"env {env} {shlex.quote(sys.executable)} -m edge_ai"
     tmux("new-session", "-d", "-x", "120", "-y", "36", "-s", SESSION, command)
     try:
         yield
@@ -52,6 +54,8 @@ def test_chat_in_a_real_terminal(app_in_tmux: None, edge_home: Path) -> None:
     tmux("send-keys", "-t", SESSION, "Enter")
     text = wait_until(lambda s: "tok/s" in s and "ready" in s.splitlines()[-2], "the reply to finish")
     assert "Hello from tmux" in text and "TTFT" in text
+    status = text.splitlines()[-2]
+    assert "RSS" in status and len(text.splitlines()) == 36, "the app is not using the whole 120x36 pane"
     tmux("send-keys", "-t", SESSION, "C-q")
     wait_until(lambda s: "model: gemma3-270m" not in s, "the app to quit", seconds=30)
     from edge_ai.history import HistoryStore

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
@@ -187,5 +188,12 @@ class EdgeAIApp(App[None]):
 
 
 def run_app(cfg: Config) -> None:
-    """Start the terminal assistant (blocks until the user quits)."""
+    """Start the terminal assistant (blocks until the user quits).
+
+    COLUMNS/LINES are dropped first: Textual sizes itself with shutil.get_terminal_size, which
+    prefers those variables over the terminal itself, so a stale export (CI runners set 80x24)
+    would draw an 80-column app in a wide terminal and ignore every resize.
+    """
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
     EdgeAIApp(cfg).run()

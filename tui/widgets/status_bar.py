@@ -11,6 +11,9 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.0f} MiB"
 
 
+_SEPARATOR = "  │  "
+
+
 class StatusBar(Static):
     """Set its attributes; it redraws itself. Memory is sampled every two seconds."""
 
@@ -34,15 +37,23 @@ class StatusBar(Static):
             pass
 
     def render(self) -> str:
-        parts = [f"model: {self.model or '-'}"]
+        """Fit the line to the bar: drop memory, then TTFT, then context use, never model or state."""
+        model = f"model: {self.model or '-'}"
+        optional: list[tuple[int, str]] = []  # (drop order: lower goes first, text)
         if self.context_size:
-            parts.append(f"ctx {self.context_used}/{self.context_size}")
+            optional.append((2, f"ctx {self.context_used}/{self.context_size}"))
         if self.ttft_s is not None:
-            parts.append(f"TTFT {self.ttft_s:.2f} s")
+            optional.append((1, f"TTFT {self.ttft_s:.2f} s"))
         if self.tok_s is not None:
-            parts.append(f"{self.tok_s:.1f} tok/s")
+            optional.append((3, f"{self.tok_s:.1f} tok/s"))
         if self.rss:
-            parts.append(f"RSS {_mib(self.rss)}")
-        if self.state:
-            parts.append(self.state)
-        return "  │  ".join(parts)
+            optional.append((0, f"RSS {_mib(self.rss)}"))
+        width = self.content_size.width or 10_000
+        while True:
+            parts = [model, *(text for _, text in optional)]
+            if self.state:
+                parts.append(self.state)
+            line = _SEPARATOR.join(parts)
+            if len(line) <= width or not optional:
+                return line
+            optional.remove(min(optional))
