@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import tomli_w
-import tomllib
 
+from edge_ai import toml as tomllib
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_write_text
 from edge_ai.paths import get_paths

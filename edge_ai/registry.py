@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Literal
 
 import tomli_w
 
+from edge_ai import toml as tomllib
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_path, atomic_write_text
 from edge_ai.gguf_file import check_gguf
@@ -68,7 +68,16 @@ def _read_user_models() -> dict[str, Path]:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise EdgeAIError(f"model list {path} is unreadable ({exc}); fix or delete it") from None
-    return {name: Path(entry["path"]) for name, entry in data.get("models", {}).items()}
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        models, bad = {}, ["[models]"]
+    else:
+        bad = [name for name, entry in models.items()
+               if not isinstance(entry, dict) or not isinstance(entry.get("path"), str)]
+    if bad:
+        raise EdgeAIError(f"model list {path} has malformed entries ({', '.join(bad)}): each needs "
+                          f'[models.NAME] path = "/file.gguf"; fix or delete the file')
+    return {name: Path(entry["path"]) for name, entry in models.items()}
 
 
 def _write_user_models(models: dict[str, Path]) -> None:
@@ -147,8 +156,12 @@ def _assemble(model: PackagedModel, progress: Progress | None) -> Path:
     return target
 
 
-def add(path: str | Path, name: str | None = None) -> ModelEntry:
-    """Register a GGUF file under a name after checking it is a loadable model."""
+def add(path: str | Path, name: str | None = None, replace: bool = False) -> ModelEntry:
+    """Register a GGUF file under a name after checking it is a loadable model.
+
+    A name already taken by another file is refused unless `replace`: silently re-pointing a name
+    the user's scripts rely on would be a surprise.
+    """
     file = Path(path).expanduser().absolute()
     check_gguf(file)
     name = name or file.stem
@@ -157,6 +170,9 @@ def add(path: str | Path, name: str | None = None) -> ModelEntry:
     if name in PACKAGED_MODELS:
         raise EdgeAIError(f"'{name}' is a built-in model name; choose another with --name")
     models = _read_user_models()
+    if not replace and name in models and models[name] != file:
+        raise EdgeAIError(f"model '{name}' is already registered for {models[name]}; "
+                          "pass --replace to point it at this file, or choose another --name")
     models[name] = file
     _write_user_models(models)
     return ModelEntry(name, "user", file, True)
