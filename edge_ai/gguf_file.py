@@ -146,6 +146,14 @@ class GGUFInfo:
         return value if isinstance(value, str) else None
 
     @property
+    def chat_templates(self) -> dict[str, str]:
+        """Every template in the file, the default and the named ones (`tokenizer.chat_template.tool_use`...)
+        by metadata key: llama-cpp-python compiles them all when it loads the file."""
+        prefix = Keys.Tokenizer.CHAT_TEMPLATE
+        return {key: value for key, value in self.metadata.items()
+                if (key == prefix or key.startswith(prefix + ".")) and isinstance(value, str)}
+
+    @property
     def alignment(self) -> int:
         return self.metadata.get(Keys.General.ALIGNMENT, GGUF_DEFAULT_ALIGNMENT)
 

@@ -122,6 +122,15 @@ def test_template_syntax_error_is_a_clear_one_line_error(tmp_path: Path) -> None
     assert "broken.gguf" in message and "chat template" in message and "invalid" in message, message
 
 
+def test_a_broken_named_template_is_named_too(tmp_path: Path) -> None:
+    """llama-cpp-python compiles every `tokenizer.chat_template.NAME` at load; a broken one must
+    not surface as a bare "could not load"."""
+    path = write_tiny_llama(tmp_path / "named.gguf", chat_template=MARKED_TEMPLATE,
+                            extra_metadata={"tokenizer.chat_template.tool_use": "{% if tools %}"})
+    with pytest.raises(EdgeAIError, match=r"named.gguf \(tokenizer.chat_template.tool_use\) is invalid"):
+        load(path)
+
+
 def test_hf_template_features_tojson_and_generation_tag(engine_for) -> None:
     template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
                 "{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] }}{% endgeneration %}"

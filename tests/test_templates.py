@@ -49,6 +49,13 @@ def test_hf_style_template_with_raise_exception_and_loop_controls() -> None:
     ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "runaway"),
     ("{% for i in 'x' * 3000000 %}{% for j in 'x' * 3000000 %}{% endfor %}{% endfor %}", "runaway"),
     ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "recursed"),
+    ("{{ messages.__class__ }}", "unsafe.*__class__"),
+    ("{% if messages.__class__ %}x{% endif %}", "unsafe.*__class__"),
+    ("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "unsafe.*too large"),
+    ("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "unsafe.*too large"),
+    ("{{ range(10**8) | list | length }}", "unsafe.*too large"),
+    ("{{ 'x'.ljust(10**9) }}", "unsafe.*too large"),
+    ("{{ '' | center(10**9) }}", "unsafe.*too large"),
 ])
 def test_hostile_templates_are_refused(source: str, why: str) -> None:
     with pytest.raises(EdgeAIError, match=why) as info:
@@ -62,5 +69,14 @@ def test_invalid_template_names_the_line() -> None:
 
 
 def test_giant_strings_are_refused_not_a_crash() -> None:
-    with pytest.raises(EdgeAIError, match="giant string"):
+    with pytest.raises(EdgeAIError, match="too large"):
         render("{{ '' | center(10**13) }}")
+
+
+def test_bounds_leave_ordinary_template_code_alone() -> None:
+    source = ("{% set ns = namespace(text='') %}{% for m in messages %}"
+              "{% set ns.text = ns.text ~ m['role'] ~ ':' ~ m['content'] ~ ';' %}{% endfor %}"
+              "{{ ns.text + '|' + (messages | map(attribute='content') | join(',')) | upper }}"
+              "{{ '-' * 3 }}{{ messages | length }}{{ messages[0] | tojson }}")
+    assert render(source) == ('system:Be brief.;user:Hi;assistant:Hello!;user:Bye;|BE BRIEF.,HI,HELLO!,BYE'
+                              '---4{"role": "system", "content": "Be brief."}')

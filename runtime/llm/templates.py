@@ -8,6 +8,7 @@ the app. Files without a template get a built-in format chosen by architecture.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import jinja2
 import jinja2.ext
 import jinja2.nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -99,20 +101,64 @@ def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
+def _check_size(value: Any) -> None:
+    """Refuse an integer or a sized value (string, list, range...) larger than any prompt could need.
+
+    Checked on the arguments and results of every call, filter, `+`, `*` and `~` in a template, so
+    a hostile template cannot ask for gigabytes in one step before the deadline is next checked.
+    """
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and abs(value) > MAX_OUTPUT_CHARS:
+        raise SecurityError(f"a value of {value} is too large")
+    if isinstance(value, (str, list, tuple, dict, range)) and len(value) > MAX_OUTPUT_CHARS:
+        unit = "characters" if isinstance(value, str) else "items"
+        raise SecurityError(f"a {type(value).__name__} of {len(value)} {unit} is too large")
+
+
+def _bounded_filter(function: Any) -> Any:
+    """Wrap a Jinja filter with the size checks (keeps Jinja's pass_context/... markers)."""
+
+    @functools.wraps(function)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        for value in (*args, *kwargs.values()):
+            _check_size(value)
+        result = function(*args, **kwargs)
+        _check_size(result)
+        return result
+
+    return bounded
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """Compiles `a ~ b` to a size-checked join instead of Jinja's unchecked `str_join`."""
+
+    def visit_Concat(self, node: jinja2.nodes.Concat, frame: Frame) -> None:
+        self.write("environment.bounded_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
 class _BoundedSandbox(ImmutableSandboxedEnvironment):
-    """A sandbox that also stops runaway loops and giant strings.
+    """A sandbox that also stops runaway loops and giant strings, and refuses unsafe attributes.
 
     While a template renders, a line tracer on the compiled template's frames checks a deadline
-    (that catches any loop, even one that calls nothing), and `*` / `**` are intercepted so
-    `'x' * 10**10` cannot exhaust memory before the deadline is seen.
+    (that catches any loop, even one that calls nothing); `+`, `*`, `**`, `~`, calls and filters
+    check sizes so `'x' * 10**10` or a doubling loop cannot exhaust memory before the deadline is
+    seen. Jinja's sandbox answers a forbidden attribute with an undefined value that prints as
+    nothing; here it is an error, so a probing template is refused rather than half-rendered.
     """
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"+", "*", "**"})
+    code_generator_class = _BoundedCodeGenerator
 
     def __init__(self) -> None:
         super().__init__(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols, _GenerationTag])
         self.deadline = float("inf")
         self.filters["tojson"] = _tojson
+        self.filters = {name: _bounded_filter(function) for name, function in self.filters.items()}
         self.globals.pop("lipsum", None)
         self.globals["raise_exception"] = _raise_exception
         self.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -131,6 +177,15 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         self.check_deadline()
         return self._trace_lines
 
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        raise SecurityError(f"access to attribute {attribute!r} of a {type(obj).__name__!r} object")
+
+    def bounded_concat(self, parts: Sequence[Any]) -> str:
+        texts = [str(part) for part in parts]
+        if sum(map(len, texts)) > MAX_OUTPUT_CHARS:
+            raise SecurityError("concatenation too large")
+        return "".join(texts)
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
             raise SecurityError("exponent too large")
@@ -138,7 +193,16 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_OUTPUT_CHARS:
                     raise SecurityError("repetition too large")
-        return super().call_binop(context, operator, left, right)
+        result = super().call_binop(context, operator, left, right)
+        _check_size(result)
+        return result
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's signature
+        for value in (*args, *kwargs.values()):
+            _check_size(value)
+        result = super().call(__context, __obj, *args, **kwargs)
+        _check_size(result)
+        return result
 
 
 def _raise_exception(message: str) -> None:
