@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 from pathlib import Path
 
@@ -41,6 +42,29 @@ def test_greedy_is_deterministic_and_seed_repeats(engine: Engine) -> None:
     seeded = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=1234, max_tokens=24)
     first = run(engine.chat(msgs, seeded))[1].text
     assert run(engine.chat(msgs, seeded))[1].text == first
+
+
+@pytest.mark.parametrize("narrowing", [{"top_k": 1}, {"top_p": 1e-6, "top_k": 0}, {"min_p": 1.0, "top_k": 0}])
+def test_top_k_top_p_min_p_reach_the_sampler(engine: Engine, narrowing: dict) -> None:
+    """Each filter, narrowed to one token, turns hot sampling with different seeds into greedy."""
+    msgs = [{"role": "user", "content": "Write a short poem about the sea."}]
+    greedy = run(engine.chat(msgs, SamplingParams(temperature=0, max_tokens=16)))[1].text
+    base = {"temperature": 2.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "max_tokens": 16}
+    hot = {run(engine.chat(msgs, SamplingParams(**base, seed=seed)))[1].text for seed in (1, 2, 3)}
+    assert greedy not in hot or len(hot) > 1, "hot sampling looked greedy: the test would prove nothing"
+    narrowed = {run(engine.chat(msgs, SamplingParams(**{**base, **narrowing}, seed=seed)))[1].text for seed in (1, 2, 3)}
+    assert narrowed == {greedy}
+
+
+def test_repeat_penalty_reaches_the_sampler(engine: Engine) -> None:
+    msgs = [{"role": "user", "content": "Repeat the word 'cat' twenty times: cat cat cat cat"}]
+    plain = run(engine.chat(msgs, SamplingParams(temperature=0, repeat_penalty=1.0, max_tokens=24)))[1].text
+    penalised = run(engine.chat(msgs, SamplingParams(temperature=0, repeat_penalty=3.0, max_tokens=24)))[1].text
+    def most_repeated(text: str) -> int:
+        return max(collections.Counter(text.lower().split()).values())
+
+    assert penalised != plain
+    assert most_repeated(penalised) < most_repeated(plain)
 
 
 def test_cancel_from_another_thread_then_next_turn_works(engine: Engine) -> None:
@@ -130,6 +154,20 @@ def test_stop_strings_cut_the_reply(engine: Engine) -> None:
     stop = free.text[2:4]
     texts, done = run(engine.chat(msgs, SamplingParams(temperature=0, max_tokens=40, stop=(stop,))))
     assert done.reason == "stop" and stop not in done.text and done.text == free.text[:free.text.find(stop)]
+
+
+def test_a_token_that_completes_a_stop_string_is_counted(engine: Engine) -> None:
+    """The token that finishes a stop string was generated (llama.cpp counts it too); only an
+    end-of-turn token is left out of generated_tokens."""
+    msgs = [{"role": "user", "content": "Write a sentence about the sea."}]
+    free_texts, free = run(engine.chat(msgs, SamplingParams(temperature=0, max_tokens=12)))
+    assert free.reason == "length" and free.metrics.generated_tokens == len(free_texts) == 12  # one piece a token
+    prefixes = ["".join(free_texts[:i]) for i in range(len(free_texts) + 1)]
+    k = next(i for i in range(2, len(free_texts))
+             if free_texts[i].strip() and (prefixes[i] + free_texts[i]).find(free_texts[i]) == len(prefixes[i]))
+    _, done = run(engine.chat(msgs, SamplingParams(temperature=0, max_tokens=12, stop=(free_texts[k],))))
+    assert done.reason == "stop" and done.text == prefixes[k]
+    assert done.metrics.generated_tokens == k + 1
 
 
 def test_completion_continues_raw_text(engine: Engine) -> None:

@@ -70,8 +70,9 @@ class Engine:
         self.n_ctx = min(options.context, trained)
         self.threads = options.threads or default_threads()
         check_fits_in_ram(self.info, self.n_ctx, options.batch)
-        if self.info.chat_template:  # compile it first: llama-cpp-python's own error would not name it
-            ChatTemplate(self.info.chat_template, bos_token="", eos_token="", origin=self.path.name)
+        for key, source in self.info.chat_templates.items():  # llama-cpp-python's own error would not name it
+            origin = self.path.name if key == "tokenizer.chat_template" else f"{self.path.name} ({key})"
+            ChatTemplate(source, bos_token="", eos_token="", origin=origin)
         llama_log.install()
         self._llm = self._load(options)
         self._n_swa = llama_cpp.llama_model_n_swa(self._llm.model)
@@ -239,6 +240,7 @@ class Engine:
         stream = _TextStream(sampling.stop)
         stamps: list[float] = []
         reason: FinishReason = "cancelled"
+        ended_on_eog = False  # the end-of-turn token is sampled but is not part of the reply
         if self._prefill(tokens, n_keep):
             prefill_end = time.perf_counter()
             llm.set_seed(sampling.seed if sampling.seed >= 0 else random.getrandbits(31))
@@ -251,7 +253,7 @@ class Engine:
                 for token in generator:
                     stamps.append(time.perf_counter())
                     if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or token in self._turn_marker_ids:
-                        reason = "stop"
+                        reason, ended_on_eog = "stop", True
                         break
                     text, stopped = stream.feed(self._token_bytes(token))
                     if text:
@@ -272,11 +274,11 @@ class Engine:
         if tail:
             yield TokenEvent(tail)
         yield DoneEvent(reason, stream.text, self._metrics(tokens, n_keep, start, prefill_start, prefill_end,
-                                                           stamps, reason, dropped))
+                                                           stamps, ended_on_eog, dropped))
 
     def _metrics(self, tokens: Sequence[int], n_keep: int, start: float, prefill_start: float,
-                 prefill_end: float, stamps: list[float], reason: FinishReason, dropped: int) -> Metrics:
-        generated = len(stamps) - (1 if reason == "stop" and stamps else 0)
+                 prefill_end: float, stamps: list[float], ended_on_eog: bool, dropped: int) -> Metrics:
+        generated = len(stamps) - (1 if ended_on_eog else 0)
         gaps = np.diff(stamps) * 1000 if len(stamps) > 1 else np.zeros(0)
         prefill_tokens = len(tokens) - n_keep
         prefill_time = prefill_end - prefill_start
