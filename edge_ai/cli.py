@@ -76,20 +76,27 @@ def open_engine(cfg: config_mod.Config):  # -> runtime.llm.engine.Engine (import
 
 @app.callback(invoke_without_command=True)
 def main_callback(ctx: typer.Context,
-                  version: Annotated[bool, typer.Option("--version", help="print the version")] = False) -> None:
+                  version: Annotated[bool, typer.Option("--version", help="print the version")] = False,
+                  model: ModelOpt = None, system: SystemOpt = None, temperature: TempOpt = None,
+                  context: ContextOpt = None, threads: ThreadsOpt = None) -> None:
     """Start the terminal assistant (or answer stdin when it is not a terminal)."""
     _setup_logging()
     if version:
         out.print(f"edge-ai {__version__}")
         raise typer.Exit()
+    flags = {"model.name": model, "chat.system_prompt": system, "sampling.temperature": temperature,
+             "model.context": context, "model.threads": threads}
     if ctx.invoked_subcommand is not None:
+        if any(v is not None for v in flags.values()):
+            raise EdgeAIError(f"options before '{ctx.invoked_subcommand}' are for the chat app; "
+                              f"put them after the command (edge-ai {ctx.invoked_subcommand} --help lists its own)")
         return
     if not sys.stdin.isatty() or not sys.stdout.isatty():
-        ask(question=None)
+        ask(question=None, model=model, system=system, temperature=temperature, context=context, threads=threads)
         return
     from tui.app import run_app
 
-    run_app(load_config())
+    run_app(load_config(**flags))
 
 
 @app.command()
@@ -150,7 +157,7 @@ def serve(
     cfg = load_config(**{"server.host": host, "server.port": port, "server.api_key": api_key,
                          "model.name": model, "model.context": context, "model.threads": threads,
                          "server.queue_size": queue_size})
-    run_server(cfg, open_engine(cfg), log=err)
+    run_server(cfg, lambda: open_engine(cfg), log=err)
 
 
 @app.command()
@@ -215,9 +222,11 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 
 
 @models_app.command("add")
-def models_add(path: str, name: Annotated[Optional[str], typer.Option("--name")] = None) -> None:
+def models_add(path: str, name: Annotated[Optional[str], typer.Option("--name")] = None,
+               replace: Annotated[bool, typer.Option("--replace", help="re-point a name already in use")] = False,
+               ) -> None:
     """Register a .gguf file under a name (checked first)."""
-    entry = registry.add(path, name)
+    entry = registry.add(path, name, replace=replace)
     out.print(f"added '{entry.name}' -> {entry.path}")
 
 

@@ -532,14 +532,21 @@ class _Uvicorn(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(cfg: Config, engine: Engine, log: Console) -> None:
-    """Serve `engine` on cfg.server.host:port until interrupted.
+def serve(cfg: Config, load_engine: Callable[[], Engine], log: Console) -> None:
+    """Serve the engine `load_engine` opens on cfg.server.host:port until interrupted.
 
-    Ctrl-C (SIGINT) or SIGTERM stops the replies in progress and returns within a token or so;
-    uvicorn then re-raises the signal, so `edge-ai serve` ends like `ask` on Ctrl-C (exit code 130).
+    The port is bound before the model loads, so a busy port is reported at once rather than
+    after seconds of loading. Ctrl-C (SIGINT) or SIGTERM stops the replies in progress and returns
+    within a token or so; uvicorn then re-raises the signal, so `edge-ai serve` ends like `ask` on
+    Ctrl-C (exit code 130).
     """
     host, port = cfg.server.host, cfg.server.port
     sock = bind(host, port)
+    try:
+        engine = load_engine()
+    except BaseException:
+        sock.close()
+        raise
     server = Server(cfg, engine)
     config = uvicorn.Config(server.app(), host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)

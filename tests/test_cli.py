@@ -46,6 +46,15 @@ def test_without_a_terminal_edge_ai_answers_stdin(registered_model: Path) -> Non
 
 
 @pytest.mark.slow
+def test_chat_app_flags_pick_the_model_and_settings(registered_model: Path, model_path: Path) -> None:
+    """`edge-ai -m FILE -c N` (the chat app's own flags) also drive the no-terminal answer."""
+    result = edge_ai("-m", str(model_path), "-c", "512", "--threads", "1", "-t", "0", stdin="Say hi.")
+    assert result.returncode == 0 and result.stdout.strip() and result.stderr == ""
+    assert_one_line_error(edge_ai("-m", "no-such-model", stdin="Say hi."), "no-such-model")
+    assert_one_line_error(edge_ai("-m", "x", "ask", "hi"), "put them after the command", "edge-ai ask --help")
+
+
+@pytest.mark.slow
 def test_ctrl_c_stops_the_reply_cleanly(registered_model: Path) -> None:
     proc = subprocess.Popen([*EDGE_AI, "ask", "Write a long story.", "-n", "2000", "--temperature", "1",
                              "--min-p", "0"],
@@ -113,10 +122,23 @@ def test_doctor_reports_hardware_and_model_fit(registered_model: Path, monkeypat
     result = edge_ai("doctor")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for row in ("CPU", "RAM", "llama.cpp", "GPU offload", "display", "audio", "config", "data"):
+    for row in ("CPU", "RAM", "llama.cpp", "GPU offload", "display", "audio", "config", "data", "cache"):
         assert row in out
+    assert "model cache" in out and "(1 file, 0.2" in out  # the assembled default model, ~0.24 GiB
     assert "gemma3-270m" in out and "ok" in out
     assert "no display" in out  # a problem, and its fix, is named
+
+
+def test_doctor_lists_a_broken_config_as_a_problem_and_goes_on(registered_model: Path) -> None:
+    from edge_ai.paths import get_paths
+
+    config_file = get_paths().config_file
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text("[model]\ncontext = 'big'\n")
+    result = edge_ai("doctor")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "CPU" in result.stdout and "gemma3-270m" in result.stdout  # the rest of the report is there
+    assert "config:" in result.stdout and "model.context" in result.stdout
 
 
 def test_user_text_with_markup_like_brackets_prints_verbatim() -> None:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -292,4 +293,19 @@ def test_serve_refuses_a_busy_port(engine: Any) -> None:
         cfg = Config().with_values({"server.port": port})
         expected = f"port {port} on 127.0.0.1 is already in use; pass --port or stop the other server"
         with pytest.raises(EdgeAIError, match=expected):
-            serve(cfg, engine, log=Console(file=io.StringIO()))
+            serve(cfg, lambda: pytest.fail("the model loaded although the port is busy"),
+                  log=Console(file=io.StringIO()))
+
+
+def test_edge_ai_serve_on_a_busy_port_says_so_before_loading(edge_home: Path) -> None:
+    """The real command: one error line and exit 1, even with a model name that cannot resolve
+    (the port is checked before any model is looked at)."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "edge_ai", "serve", "--port", str(port), "-m", "no-such-model"],
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: port {port} on 127.0.0.1 is already in use; pass --port or stop the other server"]
