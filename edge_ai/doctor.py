@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -27,10 +29,28 @@ def _problems(report: HardwareReport) -> list[str]:
     return problems
 
 
+def _models_dir_summary(models_dir: Path) -> str:
+    """Where assembled models live and how much room they take (the model cache)."""
+    files = [f for f in models_dir.glob("*.gguf") if f.is_file()] if models_dir.is_dir() else []
+    size = sum(f.stat().st_size for f in files)
+    return f"{models_dir} ({len(files)} file{'s' if len(files) != 1 else ''}, {size / GIB:.2f} GiB)"
+
+
 def run_doctor(console: Console) -> int:
-    """Print the report; return 1 if any registered model cannot be used, else 0."""
+    """Print the report; return 1 if the config is broken or a registered model cannot be used, else 0.
+
+    A broken config is reported as a problem (with the defaults used for the rest of the report)
+    rather than ending the report half-way: doctor is what a user runs when something is wrong.
+    """
     report = probe()
     paths = get_paths()
+    problems = _problems(report)
+    try:
+        cfg = config_mod.load()
+        config_broken = False
+    except EdgeAIError as exc:
+        problems.append(f"config: {exc}")
+        cfg, config_broken = config_mod.Config(), True
     table = Table("check", "result", box=None, show_header=False)
     table.add_row("CPU", f"{report.cpu_model} ({report.physical_cores} cores, {report.logical_cores} threads)")
     table.add_row("SIMD", ", ".join(report.simd) or "none detected")
@@ -41,12 +61,13 @@ def run_doctor(console: Console) -> int:
     table.add_row("audio", report.audio)
     table.add_row("config", str(paths.config_file))
     table.add_row("data", str(paths.data_dir))
+    table.add_row("model cache", _models_dir_summary(paths.models_dir))
+    table.add_row("cache", str(paths.cache_dir))
     table.add_row("log", str(paths.log_file))
     console.print(table)
 
-    problems = _problems(report)
     model_failed = False
-    context = config_mod.load().model.context
+    context, batch = cfg.model.context, cfg.model.batch
     models = Table("model", "size", f"RAM at context {context}", "status", box=None)
     for entry in registry.list_models():
         if not entry.available:
@@ -62,7 +83,7 @@ def run_doctor(console: Console) -> int:
             models.add_row(entry.name, "", "", f"broken: {exc}")
             model_failed = True
             continue
-        need = model_memory_bytes(info, min(context, info.context_length or context))
+        need = model_memory_bytes(info, min(context, info.context_length or context), batch)
         issues = diagnose(info)
         fits = need <= report.ram_available
         status = "ok" if fits and not issues else ("; ".join(issues) if issues else "does not fit in free RAM")
@@ -75,4 +96,4 @@ def run_doctor(console: Console) -> int:
         console.print(Text("! ", style="yellow") + Text(problem))
     if not problems and not model_failed:
         console.print(Text("all good", style="green"))
-    return 1 if model_failed else 0
+    return 1 if model_failed or config_broken else 0

@@ -56,6 +56,28 @@ def test_registry_errors(tmp_path: Path, model_path: Path) -> None:
         registry.resolve("moved")
 
 
+def test_a_taken_name_is_not_silently_repointed(tmp_path: Path, model_path: Path) -> None:
+    first, second = tmp_path / "first.gguf", tmp_path / "second.gguf"
+    first.symlink_to(model_path)
+    second.symlink_to(model_path)
+    registry.add(first, name="mine")
+    registry.add(first, name="mine")  # the same file again is fine
+    with pytest.raises(EdgeAIError, match="already registered for .*first.gguf.*--replace"):
+        registry.add(second, name="mine")
+    assert registry.resolve("mine") == first.absolute()
+    registry.add(second, name="mine", replace=True)
+    assert registry.resolve("mine") == second.absolute()
+
+
+@pytest.mark.parametrize("text", ['[models]\nx = "a.gguf"\n', '[models.x]\nfile = "a.gguf"\n', 'models = 3\n'])
+def test_a_malformed_model_list_is_one_clear_error(text: str) -> None:
+    models_file = get_paths().models_file
+    models_file.parent.mkdir(parents=True, exist_ok=True)
+    models_file.write_text(text)
+    with pytest.raises(EdgeAIError, match="malformed entries.*fix or delete"):
+        registry.list_models()
+
+
 def test_model_too_big_for_ram_is_refused_with_the_numbers(model_path: Path) -> None:
     info = read_gguf(model_path)
     assert kv_cache_bytes(info, 4096) == 18 * 4096 * 1 * (256 + 256) * 2  # layers x ctx x kv heads x dims x f16
