@@ -133,6 +133,20 @@ async def test_chat_streams_reply_then_retry_and_edit(registered_model: Path) ->
         assert stored_messages(conversation.id) == []
         assert screen.chat_log.views() == []
 
+        # Send it again, then Ctrl+N: an empty new chat; the old one stays in the sidebar.
+        screen.prompt.clear()
+        await send(pilot, "Hello again")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: screen.conversation is None and screen.chat_log.views() == [], "a new chat")
+        assert [i.title for i in screen.sidebar.items()] == ["Hello there"]
+        assert [m.role for m in stored_messages(conversation.id)] == ["user", "assistant"]
+
+        # Ctrl+B hides the sidebar (the input keeps the focus) and shows it again.
+        await pilot.press("ctrl+b")
+        assert not screen.sidebar.display and app.focused is screen.prompt
+        await pilot.press("ctrl+b")
+        assert screen.sidebar.display
+
 
 async def test_escape_stops_a_long_reply_and_chat_goes_on(registered_model: Path) -> None:
     app = make_app(make_cfg(**{"sampling.max_tokens": 800, "sampling.temperature": 0.0}))
@@ -168,6 +182,19 @@ async def test_escape_stops_a_long_reply_and_chat_goes_on(registered_model: Path
         second = await send(pilot, "Thanks!")
         assert second is not done and second.reason in ("stop", "length")
         assert [m.role for m in stored_messages(screen.conversation.id)] == ["user", "assistant"] * 2
+
+
+async def test_status_bar_keeps_the_state_on_a_narrow_terminal(registered_model: Path) -> None:
+    app = make_app(make_cfg(**{"sampling.max_tokens": 4}))
+    async with app.run_test(size=(64, 24)) as pilot:
+        await wait_ready(pilot)
+        await send(pilot, "Hi")
+        status = app.chat_screen.status
+        await wait_for(pilot, lambda: status.state == "ready" and status.rss > 0, "the idle status")
+        line = str(status.render())
+        assert line.startswith("model: gemma3-270m") and line.endswith("ready")
+        assert len(line) <= status.content_size.width
+        assert "tok/s" in line and "RSS" not in line  # memory is dropped first, speed kept
 
 
 async def test_history_restored_after_restart(registered_model: Path) -> None:
@@ -339,12 +366,21 @@ async def test_settings_validate_and_save(registered_model: Path, monkeypatch: p
 
         temperature.value = "0.3"
         settings.query_one(f"#{field_id('sampling.top_k')}", Input).value = "20"
+        settings.query_one(f"#{field_id('sampling.seed')}", Input).value = "42"
+        settings.query_one(f"#{field_id('sampling.stop')}", Input).value = "User:,###"
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: app.screen is app.chat_screen, "the settings screen to close")
         assert app.cfg.sampling.temperature == 0.3 and app.cfg.sampling.top_k == 20
+        assert app.cfg.sampling.seed == 42 and app.cfg.sampling.stop == ["User:", "###"]
         stored = config_mod.load()
         assert stored.sampling.temperature == 0.3 and stored.sampling.top_k == 20
-        assert writes == [get_paths().config_file]  # both changes in one atomic write
+        assert stored.sampling.seed == 42 and stored.sampling.stop == ["User:", "###"]
+        assert writes == [get_paths().config_file]  # all changes in one atomic write
+
+        await pilot.press("f3")  # reopened, the stop strings read back as typed
+        await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen), "the settings screen again")
+        assert app.screen.query_one(f"#{field_id('sampling.stop')}", Input).value == "User:,###"
+        await pilot.press("escape")
 
 
 async def test_help_theme_and_engine_errors(registered_model: Path) -> None:

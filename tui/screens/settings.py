@@ -22,7 +22,7 @@ from edge_ai.errors import EdgeAIError
 FIELDS: tuple[str, ...] = (
     "chat.system_prompt",
     "sampling.temperature", "sampling.top_p", "sampling.top_k", "sampling.min_p",
-    "sampling.repeat_penalty", "sampling.max_tokens",
+    "sampling.repeat_penalty", "sampling.seed", "sampling.max_tokens", "sampling.stop",
     "model.context", "model.threads",
 )
 SOURCE = "the settings screen"
@@ -30,6 +30,11 @@ SOURCE = "the settings screen"
 
 def field_id(key: str) -> str:
     return "setting-" + key.replace(".", "-")
+
+
+def as_text(value: Any) -> str:
+    """A setting as the user types it: lists (stop strings) comma-separated, as `config set` takes them."""
+    return ",".join(value) if isinstance(value, list) else str(value)
 
 
 class SettingsScreen(ModalScreen[dict[str, Any] | None]):
@@ -53,7 +58,7 @@ class SettingsScreen(ModalScreen[dict[str, Any] | None]):
                     if key == "chat.system_prompt":
                         yield TextArea(value, id=field_id(key), soft_wrap=True, compact=True, classes="setting-text")
                     else:
-                        yield Input(str(value), id=field_id(key), compact=True, classes="setting-input")
+                        yield Input(as_text(value), id=field_id(key), compact=True, classes="setting-input")
             yield Static("", id="settings-error", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", variant="primary", id="save")
@@ -89,7 +94,7 @@ class SettingsScreen(ModalScreen[dict[str, Any] | None]):
                 if value != self.cfg.get(key):
                     changed[key] = value
             if changed:  # one atomic write of the config file for all of them
-                config_mod.set_values({key: str(value) for key, value in changed.items()})
+                config_mod.set_values({key: as_text(value) for key, value in changed.items()})
         except EdgeAIError as exc:
             self.show_error(str(exc))
             return
