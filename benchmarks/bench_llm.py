@@ -4,7 +4,7 @@ Both sides load the same GGUF with the same context, batch and threads, get the 
 tokens (a distinct prompt per round so neither reuses a cached prefix) and decode greedily.
 Rounds alternate engine / raw so machine noise hits both alike. The ratios use each side's best
 round (like timeit: on a shared machine, interference only ever adds time); medians are printed too.
-Target: engine decode tok/s and TTFT within 3 % of raw (ratios >= 0.97).
+Target: engine decode tok/s and TTFT within 3 % of raw (ratios >= 0.97); exits 1 when missed.
 
     python benchmarks/bench_llm.py [--model PATH] [--rounds 15] [--tokens 64]
 """
@@ -95,14 +95,16 @@ def main() -> None:
     ours, theirs = summary("engine"), summary("raw")
     ttft_ratio = theirs["ttft_ms_best"] / ours["ttft_ms_best"]
     decode_ratio = ours["decode_tok_s_best"] / theirs["decode_tok_s_best"]
+    meets_target = ttft_ratio >= TARGET_RATIO and decode_ratio >= TARGET_RATIO
     print(json.dumps({
         "model": args.model, "rounds": args.rounds, "max_tokens": args.tokens, "threads": engine.threads,
         "engine": ours, "raw_llama_cpp": theirs,
         "ttft_ratio_raw_over_engine": round(ttft_ratio, 3),
         "decode_ratio_engine_over_raw": round(decode_ratio, 3),
         "target_ratio": TARGET_RATIO,
-        "meets_target": ttft_ratio >= TARGET_RATIO and decode_ratio >= TARGET_RATIO,
+        "meets_target": meets_target,
     }, indent=2))
+    raise SystemExit(0 if meets_target else 1)
 
 
 if __name__ == "__main__":
