@@ -21,7 +21,8 @@ def tmux(*args: str) -> str:
 
 
 def screen() -> str:
-    return tmux("capture-pane", "-p", "-t", SESSION)
+    """The visible pane; -J joins lines the terminal wrapped, so one printed line reads as one."""
+    return tmux("capture-pane", "-p", "-J", "-t", SESSION)
 
 
 def wait_until(condition: Callable[[str], bool], what: str, seconds: float = 90) -> str:
@@ -65,3 +66,21 @@ def test_chat_in_a_real_terminal(app_in_tmux: None, edge_home: Path) -> None:
         (conversation,) = store.list_conversations()
         roles = [m.role for m in store.messages(conversation.id)]
     assert roles == ["user", "assistant"]
+
+
+def test_an_unwritable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
+    """As root, permissions do not stop writes, so a file stands where the data directory must go."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    status_file = tmp_path / "status"
+    command = (f"EDGE_AI_HOME={shlex.quote(str(blocker / 'home'))} {shlex.quote(sys.executable)} -m edge_ai;"
+               f" echo $? > {shlex.quote(str(status_file))}; sleep 60")
+    tmux("new-session", "-d", "-x", "120", "-y", "36", "-s", SESSION, command)
+    try:
+        text = wait_until(lambda s: status_file.exists() and status_file.read_text().strip() != "", "the app to exit")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+    assert status_file.read_text().strip() == "1"
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot create"), text
+    assert "Traceback" not in text
