@@ -8,7 +8,7 @@ Two vocabulary kinds, chosen from the files present:
 Both get: padding to the model's vocabulary size with UNUSED `[PAD{id}]` tokens, added tokens
 (special ones as CONTROL, others USER_DEFINED; SentencePiece ones beyond the embedding left out), BOS/EOS/UNK/PAD/SEP/EOT ids, add-BOS/EOS flags
 (tokenizer_config.json first, then tokenizer.json's post-processor) and the chat template
-(tokenizer_config.json, chat_template.jinja or chat_template.json).
+(chat_template.jinja, else tokenizer_config.json, else chat_template.json).
 """
 
 from __future__ import annotations
@@ -278,6 +278,8 @@ def _special_tokens(vocab: Vocabulary, src: Path, tj: dict[str, Any] | None,
     add_bos, add_eos = _post_processor_flags(tj, vocab)
     if vocab.model == "llama":  # SentencePiece tokenizers add BOS unless told otherwise
         add_bos = True if add_bos is None else add_bos
+    # tokenizer_config.json's flags win, as in llama.cpp's converter and transformers 4's Llama/Gemma
+    # tokenizers (which rebuild the post-processor from them; transformers 5 reads only tokenizer.json)
     for kind in ("bos", "eos"):
         flag = tokenizer_config.get(f"add_{kind}_token")
         if isinstance(flag, bool):
@@ -326,12 +328,17 @@ def _post_processor_flags(tj: dict[str, Any] | None, vocab: Vocabulary) -> tuple
 
 
 def _chat_template(src: Path, tokenizer_config: dict[str, Any]) -> str | list[dict[str, str]] | None:
-    template = tokenizer_config.get("chat_template")
-    if template is None and (src / "chat_template.jinja").is_file():
+    """The chat template transformers would use: chat_template.jinja wins over tokenizer_config.json
+    (a model updated with a new .jinja often keeps the stale copy in its config), then the
+    processors' legacy chat_template.json."""
+    template = None
+    if (src / "chat_template.jinja").is_file():
         try:
             template = (src / "chat_template.jinja").read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise EdgeAIError(f"cannot read {src / 'chat_template.jinja'}: {exc}; re-download it") from exc
+    if template is None:
+        template = tokenizer_config.get("chat_template")
     if template is None:
         data = _optional_json(src / "chat_template.json", "chat template")
         if isinstance(data, dict):

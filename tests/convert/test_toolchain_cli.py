@@ -126,6 +126,19 @@ def test_bad_toolchain_input_is_one_line(tiny: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edge-home", "tiny-f32.gguf"]  # nothing half-written
 
 
+def test_eval_of_a_truncated_gguf_is_one_line(tiny: Path, text_file: Path, tmp_path: Path) -> None:
+    data = tiny.read_bytes()
+    for size, needle in ((len(data) // 2, " is truncated: tensor 'blk."), (64, ": header says 21 tensors, which "
+                                                                             "cannot fit in a 64-byte file")):
+        cut = tmp_path / f"cut-{size}.gguf"
+        cut.write_bytes(data[:size])
+        for args in (("eval", str(cut)), ("eval", str(tiny), "--ref", str(cut))):
+            result = edge_ai(*args, "--text", str(text_file), "--ctx", "64")
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 1 and len(lines) == 1, (args, result.stderr)
+            assert f"{cut.name}{needle}" in lines[0] and lines[0].endswith("re-download or re-convert it"), lines[0]
+
+
 @pytest.mark.slow
 def test_convert_gguf_then_chat_with_it(checkpoint_copy, tmp_path: Path) -> None:
     src = checkpoint_copy("qwen2")
@@ -140,3 +153,82 @@ def test_convert_gguf_then_chat_with_it(checkpoint_copy, tmp_path: Path) -> None
     broken = edge_ai("convert", "gguf", str(src), str(tmp_path / "x.gguf"))
     assert broken.returncode == 1 and "config.json" in broken.stderr and len(broken.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.gguf").exists()
+
+
+class _OpensAFile:
+    """Unpickling this creates a file: what a malicious checkpoint would do (with worse commands)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+@pytest.mark.slow
+def test_convert_allow_pickle_flag(checkpoint_copy, tmp_path: Path) -> None:
+    """`--allow-pickle`: a .bin checkpoint is refused without it, converts to the same GGUF as the
+    safetensors with it, and even then a pickle that runs code is refused (weights_only=True)."""
+    import gguf
+    import numpy as np
+    import torch
+    from safetensors.numpy import load_file
+
+    from convert.gguf import convert_checkpoint
+
+    src = checkpoint_copy("qwen2")
+    reference = convert_checkpoint(src, tmp_path / "ref.gguf", outtype="f32")
+    state = {}
+    for shard in sorted(src.glob("model-*.safetensors")):
+        state.update({k: torch.from_numpy(v) for k, v in load_file(shard).items()})
+        shard.unlink()
+    (src / "model.safetensors.index.json").unlink()
+    torch.save(state, src / "pytorch_model.bin")
+    out = tmp_path / "out" / "m.gguf"
+
+    refused = edge_ai("convert", "gguf", str(src), str(out))
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 1 and len(lines) == 1 and "--allow-pickle" in lines[0], refused.stderr
+    assert not out.exists()
+
+    allowed = edge_ai("convert", "gguf", str(src), str(out), "--outtype", "f32", "--allow-pickle", "--json")
+    assert allowed.returncode == 0, allowed.stderr
+    assert json.loads(allowed.stdout)["output"] == str(out)
+    got = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(out).tensors}
+    want = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(reference.output).tensors}
+    assert got.keys() == want.keys() and all(np.array_equal(got[n], want[n]) for n in want)
+
+    marker = tmp_path / "code-ran"
+    torch.save({**state, "model.norm.weight": _OpensAFile(marker)}, src / "pytorch_model.bin")
+    evil = edge_ai("convert", "gguf", str(src), str(tmp_path / "evil.gguf"), "--allow-pickle")
+    lines = evil.stderr.strip().splitlines()
+    assert evil.returncode == 1 and len(lines) == 1, evil.stderr
+    assert "cannot load pytorch_model.bin with torch.load(weights_only=True)" in lines[0]
+    assert not marker.exists() and not (tmp_path / "evil.gguf").exists()
+
+
+@pytest.mark.slow
+def test_computed_imatrix_drives_an_iq2_xs_quantization(text_file: Path, tmp_path: Path) -> None:
+    """A tiny HF checkpoint (256 wide, so i-quant blocks fit) converted, calibrated with `edge-ai
+    imatrix`, then quantized to IQ2_XS, which llama.cpp refuses to make without an importance matrix."""
+    from tiny_hf import assert_runs_like, build_checkpoint
+
+    checkpoint = build_checkpoint("llama", tmp_path / "hf", hidden_size=256, intermediate_size=512)
+    f16 = tmp_path / "tiny-f16.gguf"
+    assert edge_ai("convert", "gguf", str(checkpoint.path), str(f16)).returncode == 0
+    imatrix = tmp_path / "tiny.imatrix.gguf"
+    calibrated = edge_ai("imatrix", str(f16), "--text", str(text_file), "-o", str(imatrix), "--ctx", "64", "--json")
+    assert calibrated.returncode == 0, calibrated.stderr
+    calibration = json.loads(calibrated.stdout)
+    assert calibration["tensors"] == 2 * 7  # q, k, v, o, gate, up, down in each of 2 blocks
+
+    out = tmp_path / "tiny-IQ2_XS.gguf"
+    refused = edge_ai("quantize", str(f16), str(out), "-q", "IQ2_XS")
+    assert refused.returncode == 1 and "needs an importance matrix" in refused.stderr and not out.exists()
+    made = edge_ai("quantize", str(f16), str(out), "-q", "IQ2_XS", "--imatrix", str(imatrix), "--json")
+    assert made.returncode == 0, made.stderr
+    info = read_gguf(out)
+    assert info.tensor_type_counts()["IQ2_XS"] >= 10
+    assert info.metadata["quantize.imatrix.file"] == imatrix.name
+    assert info.metadata["quantize.imatrix.chunks_count"] == calibration["chunks"] > 0
+    assert_runs_like(out, f16, min_correlation=0.5)  # measured 0.84

@@ -302,3 +302,31 @@ def assert_logits_match(converted: Any, ids: list[int], label: str) -> float:
     assert err <= F32_TOLERANCE
     assert (got.argmax(-1) == want.argmax(-1)).all()
     return err
+
+
+def _prompt_and_generation(path: Path, prompt: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """A GGUF's logits at every prompt position, and at 3 greedily generated tokens after it."""
+    llm = load_llama(path, n_ctx=64)
+    try:
+        ids = llm.tokenize(prompt)
+        llm.eval(ids)
+        for _ in range(3):
+            llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+        scores = np.array(llm.scores[: llm.n_tokens], dtype=np.float32)
+        return scores[: len(ids)], scores[len(ids):]
+    finally:
+        llm.close()
+
+
+def assert_runs_like(quantized: Path, source: Path, min_correlation: float,
+                     prompt: bytes = b"The capital of France is Paris, and the capital of Italy is Rome.") -> float:
+    """A quantized GGUF loads in llama.cpp, generates with finite logits, and its logits on `prompt`
+    follow the source model's: correlation over every position and vocabulary entry at least
+    `min_correlation` (a mangled tensor gives ~0). Returns the correlation."""
+    got, generated = _prompt_and_generation(quantized, prompt)
+    want, _ = _prompt_and_generation(source, prompt)
+    assert np.isfinite(got).all() and np.isfinite(generated).all()
+    correlation = float(np.corrcoef(got.ravel(), want.ravel())[0, 1])
+    print(f"{quantized.name}: logits correlation with {source.name} {correlation:.3f}")
+    assert correlation >= min_correlation
+    return correlation
