@@ -134,6 +134,9 @@ def _sweep(src: Path, dst: Optional[Path], types: str, text: Optional[Path], max
     if text is None:
         raise EdgeAIError("--sweep needs evaluation text: pass --text FILE")
     budget = ev.parse_size(max_size) if max_size else None
+    if dst is not None and budget is None and max_kld is None:
+        raise EdgeAIError(f"--sweep writes {dst} only with a budget to pick the type by: add --max-size and/or "
+                          "--max-kld, or leave out the output path to only compare the types")
     sample = _read_text(text)
     dst = dst.expanduser() if dst is not None else None
     parent = (dst or src.expanduser()).parent

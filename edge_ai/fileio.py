@@ -7,6 +7,7 @@ data is on disk (fsynced) before the rename, so a power cut cannot leave an empt
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -44,9 +45,28 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, target)
         _fsync(target.parent)
     except OSError as exc:
-        raise EdgeAIError(f"cannot write {target}: {exc.strerror}; free some space or choose another location") from exc
+        hint = _write_failure_hint(exc, (tmp, target, target.parent))
+        if hint is None:
+            raise  # e.g. reading an input inside the block failed: that error, with its own message
+        raise EdgeAIError(f"cannot write {target}: {exc.strerror}; {hint}") from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _write_failure_hint(exc: OSError, outputs: tuple[Path, ...]) -> str | None:
+    """What to do about an error writing the output, or None when `exc` is not one (another errno,
+    or a file other than the output: a write() error names no file, an open() error does)."""
+    if exc.filename is not None and Path(exc.filename) not in outputs:
+        return None
+    if exc.errno in _FULL:
+        return "free some space or choose another location"
+    if exc.errno in _NOT_WRITABLE:
+        return "choose a writable location"
+    return None
 
 
 def _fsync(path: Path) -> None:

@@ -179,11 +179,16 @@ def _files_named_by(src: Path, index: Path, weight_map: dict[str, str]) -> list[
 
 
 def _check_weight_map(src: Path, weight_map: dict[str, str], tensors: dict[str, SourceTensor]) -> None:
+    """The index and the shards agree tensor by tensor: a shard that lost a tensor or an index
+    from another revision would otherwise convert a model other than the one transformers loads."""
     for name, file in weight_map.items():
         tensor = tensors.get(name)
         if tensor is None:
             raise EdgeAIError(f"tensor {name} listed in the shard index is not in {file}; "
                               "re-download that shard")
+        if tensor.file != src / file:
+            raise EdgeAIError(f"tensor {name} is in {tensor.file.name} but the shard index says {file}; "
+                              "the index and the shards are from different downloads, re-download the model")
     extra = sorted(set(tensors) - set(weight_map))
     if extra:
         raise EdgeAIError(f"tensor {extra[0]} in {tensors[extra[0]].file.name} is missing from the shard index; "

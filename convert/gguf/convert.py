@@ -40,6 +40,7 @@ from convert.gguf.tensors import (
     VirtualTensor,
     encode,
     is_layout_only,
+    source_dtype,
     storage_type,
 )
 from convert.gguf.vocab import Vocabulary, load_vocabulary
@@ -86,6 +87,7 @@ class PlannedTensor:
     source: VirtualTensor | None  # None for tensors computed from config (`data`)
     data: np.ndarray | None = None
     transform: Transform | None = None
+    fallback: bool = False  # 16-bit because Q8_0 (the outtype) cannot hold rows of this length
 
     @property
     def nbytes(self) -> int:
@@ -115,7 +117,9 @@ class PlannedTensor:
         try:
             return encode(data, dtype, self.qtype)
         except F16Overflow as exc:
-            raise EdgeAIError(f"tensor {self.name} has values up to {exc.max_abs:.3g}, beyond float16's range "
+            why = (f" stays F16 in a q8_0 conversion (its rows of {self.shape[-1]} values do not divide into "
+                   "Q8_0's 32-value blocks) but" if self.fallback else "")
+            raise EdgeAIError(f"tensor {self.name}{why} has values up to {exc.max_abs:.3g}, beyond float16's range "
                               f"(±{F16_MAX:.0f}); convert with --outtype bf16 or f32") from None
 
 
@@ -136,10 +140,10 @@ def convert_checkpoint(src: Path, out: Path, *, outtype: str = "f16", allow_pick
     arch, hf_name = find_architecture(checkpoint.config)
     config = complete_config(checkpoint.config)
     warnings, plan, metadata = _prepare(checkpoint, arch, config, outtype)
-    fallback = [p.name for p in plan if outtype == "q8_0" and p.qtype == Q.F16]
+    fallback = [p for p in plan if p.fallback]
     if fallback:
-        warnings.append(f"{len(fallback)} tensor(s) have rows that are not a multiple of 32 and stay F16 "
-                        f"(e.g. {fallback[0]})")
+        warnings.append(f"{len(fallback)} tensor(s) have rows that are not a multiple of 32 and stay 16-bit "
+                        f"(e.g. {fallback[0].name} as {fallback[0].qtype.name})")
     n_vocab = next(p.shape[0] for p in plan if p.kind == T.TOKEN_EMBD)
     vocab = load_vocabulary(src, config, n_vocab)
     if arch.vocab_hook is not None:
@@ -218,10 +222,10 @@ def plan_tensors(checkpoint: Checkpoint, arch: Architecture, config: ModelConfig
             raise EdgeAIError(f"tensors {origin[gguf_name]} and {name} both map to {gguf_name}; "
                               "remove the duplicate from the checkpoint")
         _check_shape(name, tensor, kind, gguf_name, arch, config)
+        qtype = storage_type(gguf_name, kind, tensor.shape, outtype, arch.keep_f32, source_dtype(tensor))
         planned[gguf_name] = PlannedTensor(
-            name=gguf_name, kind=kind, shape=tensor.shape, source=tensor,
-            qtype=storage_type(gguf_name, kind, tensor.shape, outtype, arch.keep_f32),
-            transform=arch.transforms.get(kind))
+            name=gguf_name, kind=kind, shape=tensor.shape, source=tensor, qtype=qtype,
+            transform=arch.transforms.get(kind), fallback=outtype == "q8_0" and qtype in (Q.F16, Q.BF16))
         origin[gguf_name] = name
 
     _check_complete(planned, arch, config, name_map, list(checkpoint.tensors))

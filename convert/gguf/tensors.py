@@ -275,15 +275,22 @@ OUTTYPES: Mapping[str, tuple[gguf.LlamaFileType, Q]] = {
 
 
 def storage_type(name: str, kind: T | None, shape: tuple[int, ...], outtype: str,
-                 keep_f32: frozenset[T]) -> Q:
+                 keep_f32: frozenset[T], source_dtype: str = "F32") -> Q:
     """The GGML type a tensor is written as: norms, biases, 1-D and `keep_f32` tensors stay F32;
-    Q8_0 needs rows that divide into 32-element blocks, else the tensor falls back to F16."""
+    Q8_0 needs rows that divide into 32-element blocks, else the tensor falls back to 16 bits:
+    BF16 when it is stored as BF16 (exact, and BF16 values may not fit F16), F16 otherwise (as
+    llama.cpp's converter)."""
     wanted = OUTTYPES[outtype][1]
     if wanted == Q.F32 or len(shape) <= 1 or not name.endswith(".weight") or kind in keep_f32:
         return Q.F32
     if wanted == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0]:
-        return Q.F16
+        return Q.BF16 if source_dtype == "BF16" else Q.F16
     return wanted
+
+
+def source_dtype(tensor: VirtualTensor) -> str:
+    """The storage type of a planned tensor's data: its sources' common type, else F32."""
+    return _common_dtype(tensor.sources)
 
 
 _STORED_AS = {("F32", Q.F32), ("F16", Q.F16), ("BF16", Q.BF16)}

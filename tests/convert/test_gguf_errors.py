@@ -263,3 +263,41 @@ def test_required_value_omitted_without_transformers_defaults_names_every_key(ch
     _fails(src, tmp_path / "out", r"config\.json omits rope_theta, rms_norm_eps / layer_norm_epsilon, and the model's "
                                   r"defaults cannot be read \(config\.json names no model_type\); add model_type to "
                                   r"config\.json, or add them to config\.json$")
+
+
+def test_index_disagreeing_with_the_shards_names_both_files(checkpoint_copy, tmp_path: Path) -> None:
+    src = checkpoint_copy()
+    index_path = src / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    a, b = "model.norm.weight", "model.embed_tokens.weight"
+    assert index["weight_map"][a] != index["weight_map"][b]
+    index["weight_map"][a], index["weight_map"][b] = index["weight_map"][b], index["weight_map"][a]
+    index_path.write_text(json.dumps(index))
+    _fails(src, tmp_path / "out", rf"tensor {b} is in {index['weight_map'][a]} but the shard index says "
+                                  rf"{index['weight_map'][b]}; the index and the shards are from different downloads")
+
+
+def test_write_errors_name_the_output_and_other_errors_keep_their_own(tmp_path: Path) -> None:
+    """atomic_path turns only write-side failures into "cannot write <output>"; a failure to read an
+    input inside the block is that error, not advice to free disk space."""
+    target = tmp_path / "out.bin"
+    missing = tmp_path / "missing-input"
+    with pytest.raises(FileNotFoundError) as info:
+        with fileio.atomic_path(target) as tmp:
+            tmp.write_bytes(missing.read_bytes())
+    assert info.value.filename == str(missing)
+    unreadable = tmp_path / "input"
+    with pytest.raises(PermissionError):  # EACCES on an input (root ignores file modes, so raised as read() would)
+        with fileio.atomic_path(target):
+            raise PermissionError(errno.EACCES, "Permission denied", str(unreadable))
+    with pytest.raises(EdgeAIError, match=r"^cannot write .*out\.bin: No space left on device; free some space "
+                                          r"or choose another location$"):
+        with fileio.atomic_path(target) as tmp:
+            with open(tmp, "wb") as f, open("/dev/full", "wb") as full:
+                f.write(b"x")
+                full.write(b"x" * 1024)
+                full.flush()
+    with pytest.raises(EdgeAIError, match=r"^cannot write .*out\.bin: Read-only file system; choose a writable location$"):
+        with fileio.atomic_path(target) as tmp:
+            raise OSError(errno.EROFS, "Read-only file system", str(tmp))
+    assert list(tmp_path.iterdir()) == []

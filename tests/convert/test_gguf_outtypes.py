@@ -66,6 +66,53 @@ def test_q8_0_keeps_rows_not_divisible_by_32_in_f16(tmp_path: Path) -> None:
         llm.close()
 
 
+def _spike_ffn_down(src: Path) -> None:
+    """Put a value beyond float16's range (fine in bf16 and f32) into blk.0's ffn_down, in place."""
+    import json
+
+    from safetensors.torch import load_file as load_torch
+    from safetensors.torch import save_file as save_torch
+
+    name = "model.layers.0.mlp.down_proj.weight"
+    shard = src / json.loads((src / "model.safetensors.index.json").read_text())["weight_map"][name]
+    tensors = load_torch(shard)
+    tensors[name][0, 0] = 1e5
+    save_torch(tensors, shard, metadata={"format": "pt"})
+
+
+def test_q8_0_fallback_of_a_bf16_checkpoint_stays_bf16_and_exact(tmp_path: Path) -> None:
+    """Rows Q8_0 cannot hold fall back to BF16 when that is how they are stored: exact, and values beyond
+    float16's range (which F16 would turn into inf) convert."""
+    from safetensors import safe_open
+
+    ckpt = build_checkpoint("qwen2", tmp_path / "odd", intermediate_size=48, dtype="bfloat16")
+    _spike_ffn_down(ckpt.path)
+    report = convert_checkpoint(ckpt.path, tmp_path / "odd.gguf", outtype="q8_0")
+    tensors = {t.name: t for t in gguf.GGUFReader(report.output).tensors}
+    assert tensors["blk.0.ffn_down.weight"].tensor_type == Q.BF16 and tensors["blk.0.ffn_up.weight"].tensor_type == Q.Q8_0
+    assert any("stay 16-bit (e.g. blk.0.ffn_down.weight as BF16)" in w for w in report.warnings), report.warnings
+    name = "model.layers.0.mlp.down_proj.weight"
+    for shard in ckpt.path.glob("model-*.safetensors"):
+        with safe_open(shard, "pt") as f:
+            if name in f.keys():
+                want = f.get_tensor(name).view(torch.int16).numpy().view(np.uint16)
+    got = np.asarray(tensors["blk.0.ffn_down.weight"].data).view(np.uint16).reshape(want.shape)
+    assert np.array_equal(got, want)
+
+
+def test_q8_0_fallback_overflow_says_why_it_is_f16(tmp_path: Path) -> None:
+    ckpt = build_checkpoint("qwen2", tmp_path / "odd", intermediate_size=48)  # float32: falls back to F16
+    _spike_ffn_down(ckpt.path)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(EdgeAIError) as info:
+        convert_checkpoint(ckpt.path, out / "odd.gguf", outtype="q8_0")
+    assert str(info.value) == ("tensor blk.0.ffn_down.weight stays F16 in a q8_0 conversion (its rows of 48 values "
+                               "do not divide into Q8_0's 32-value blocks) but has values up to 1e+05, beyond "
+                               "float16's range (±65504); convert with --outtype bf16 or f32")
+    assert list(out.iterdir()) == []
+
+
 def test_bf16_checkpoint_converts_exactly(tmp_path: Path) -> None:
     ckpt = build_checkpoint("llama", tmp_path / "bf16", dtype="bfloat16", seed=3)
     report = convert_checkpoint(ckpt.path, tmp_path / "bf16.gguf", outtype="f32")

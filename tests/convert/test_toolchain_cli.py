@@ -96,7 +96,7 @@ def test_sweep_file_errors_are_one_line(tiny: Path, text_file: Path, tmp_path: P
     from convert.quantize import default_output_path
 
     missing = edge_ai("quantize", str(tiny), str(tmp_path / "no-such-dir" / "out.gguf"), "--sweep", "Q8_0",
-                      "--text", str(text_file), "--ctx", "64")
+                      "--text", str(text_file), "--ctx", "64", "--max-kld", "10")
     lines = missing.stderr.strip().splitlines()
     assert missing.returncode == 1 and len(lines) == 1, missing.stderr
     assert "cannot create the sweep's working folder" in lines[0] and "no-such-dir" in lines[0]
@@ -111,6 +111,22 @@ def test_sweep_file_errors_are_one_line(tiny: Path, text_file: Path, tmp_path: P
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert "cannot write the picked Q8_0" in lines[0] and "quantization sweep" in result.stdout
     assert blocker.read_text() == "keep me" and not list(tmp_path.glob("edge-ai-sweep-*"))
+
+
+def test_sweep_with_an_output_path_but_no_budget_is_refused(tiny: Path, text_file: Path, tmp_path: Path) -> None:
+    """Without --max-size / --max-kld nothing is picked, so an output path would be silently ignored."""
+    out = tmp_path / "picked.gguf"
+    result = edge_ai("quantize", str(tiny), str(out), "--sweep", "Q4_0,Q8_0", "--text", str(text_file))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert f"--sweep writes {out} only with a budget" in lines[0] and "--max-kld" in lines[0]
+    assert result.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["calib.txt", "edge-home",
+                                                                                  "tiny-f32.gguf"]
+    compared = edge_ai("quantize", str(tiny), "--sweep", "Q8_0", "--text", str(text_file), "--ctx", "64",
+                       "--chunks", "1", "--json")  # no output path: compare only
+    assert compared.returncode == 0, compared.stderr
+    data = json.loads(compared.stdout)
+    assert data["picked"] is None and data["output"] is None and [r["type"] for r in data["rows"]] == ["F32", "Q8_0"]
 
 
 def test_bad_toolchain_input_is_one_line(tiny: Path, tmp_path: Path) -> None:
