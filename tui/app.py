@@ -77,7 +77,9 @@ class EdgeAIApp(App[None]):
             self.theme = self.cfg.tui.theme
         except InvalidThemeError:
             self.notify(f"unknown theme '{self.cfg.tui.theme}' in tui.theme; using {self.theme}", severity="warning")
-        self.load_model(self.cfg.model)
+        # After the first paint: importing llama.cpp in the worker competes for the GIL and, on
+        # 2 cores, held the first frame back by ~0.2 s; the model is ready no later for it.
+        self.call_after_refresh(self.load_model, self.cfg.model)
 
     def on_unmount(self) -> None:
         self.engines.close()  # waits for a reply in progress to stop and be saved
