@@ -56,6 +56,10 @@ def test_hf_style_template_with_raise_exception_and_loop_controls() -> None:
     ("{{ range(10**8) | list | length }}", "unsafe.*too large"),
     ("{{ 'x'.ljust(10**9) }}", "unsafe.*too large"),
     ("{{ '' | center(10**9) }}", "unsafe.*too large"),
+    ("{{ '%1000000000d' % 1 }}", "unsafe.*format width"),
+    ("{{ '%.1000000000f' % 1.5 }}", "unsafe.*format width"),
+    ("{{ '{:>1000000000}'.format(1) }}", "unsafe.*format width"),
+    ("{{ '%1000000000s' | format('x') }}", "unsafe.*format width"),
 ])
 def test_hostile_templates_are_refused(source: str, why: str) -> None:
     with pytest.raises(EdgeAIError, match=why) as info:
@@ -77,6 +81,7 @@ def test_bounds_leave_ordinary_template_code_alone() -> None:
     source = ("{% set ns = namespace(text='') %}{% for m in messages %}"
               "{% set ns.text = ns.text ~ m['role'] ~ ':' ~ m['content'] ~ ';' %}{% endfor %}"
               "{{ ns.text + '|' + (messages | map(attribute='content') | join(',')) | upper }}"
-              "{{ '-' * 3 }}{{ messages | length }}{{ messages[0] | tojson }}")
+              "{{ '-' * 3 }}{{ messages | length }}{{ messages[0] | tojson }}"
+              "{{ ' %5.1f%%' % 12.345 }}{{ ' {:>4}'.format(7) }}{{ ' %s-%d' | format('a', 2) }}")
     assert render(source) == ('system:Be brief.;user:Hi;assistant:Hello!;user:Bye;|BE BRIEF.,HI,HELLO!,BYE'
-                              '---4{"role": "system", "content": "Be brief."}')
+                              '---4{"role": "system", "content": "Be brief."}  12.3%    7 a-2')

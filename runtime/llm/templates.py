@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -116,13 +117,37 @@ def _check_size(value: Any) -> None:
         raise SecurityError(f"a {type(value).__name__} of {len(value)} {unit} is too large")
 
 
-def _bounded_filter(function: Any) -> Any:
+_PERCENT_FIELD = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d*))?")
+_BRACE_SPEC = re.compile(r"\{[^{}]*?:([^{}]*)\}")
+
+
+def _check_format_widths(text: Any) -> None:
+    """Refuse a format string whose field widths or precisions ask for a giant result:
+    `'%1000000000d' % 1` or `'{:>1000000000}'.format(1)` allocate before any size check could see it."""
+    if not isinstance(text, str) or ("%" not in text and "{" not in text):
+        return
+    numbers = [n for field in _PERCENT_FIELD.findall(text) for n in field if n]
+    numbers += [n for spec in _BRACE_SPEC.findall(text) for n in re.findall(r"\d+", spec)]
+    if any(int(n) > MAX_OUTPUT_CHARS for n in numbers):
+        raise SecurityError("a format width is too large")
+
+
+def _format_string_of(function: Any) -> str | None:
+    """The string behind `'...'.format` / `.format_map` (Jinja may hand over its own wrapper of it)."""
+    method = getattr(function, "__wrapped__", function)
+    owner = getattr(method, "__self__", None)
+    return owner if isinstance(owner, str) and getattr(method, "__name__", "") in ("format", "format_map") else None
+
+
+def _bounded_filter(function: Any, name: str) -> Any:
     """Wrap a Jinja filter with the size checks (keeps Jinja's pass_context/... markers)."""
 
     @functools.wraps(function)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         for value in (*args, *kwargs.values()):
             _check_size(value)
+        if name == "format" and args:
+            _check_format_widths(args[0])
         result = function(*args, **kwargs)
         _check_size(result)
         return result
@@ -145,20 +170,20 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
     """A sandbox that also stops runaway loops and giant strings, and refuses unsafe attributes.
 
     While a template renders, a line tracer on the compiled template's frames checks a deadline
-    (that catches any loop, even one that calls nothing); `+`, `*`, `**`, `~`, calls and filters
-    check sizes so `'x' * 10**10` or a doubling loop cannot exhaust memory before the deadline is
+    (that catches any loop, even one that calls nothing); `+`, `*`, `**`, `%`, `~`, calls, filters
+    and format widths check sizes so `'x' * 10**10` or a doubling loop cannot exhaust memory before the deadline is
     seen. Jinja's sandbox answers a forbidden attribute with an undefined value that prints as
     nothing; here it is an error, so a probing template is refused rather than half-rendered.
     """
 
-    intercepted_binops = frozenset({"+", "*", "**"})
+    intercepted_binops = frozenset({"+", "*", "**", "%"})
     code_generator_class = _BoundedCodeGenerator
 
     def __init__(self) -> None:
         super().__init__(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols, _GenerationTag])
         self.deadline = float("inf")
         self.filters["tojson"] = _tojson
-        self.filters = {name: _bounded_filter(function) for name, function in self.filters.items()}
+        self.filters = {name: _bounded_filter(function, name) for name, function in self.filters.items()}
         self.globals.pop("lipsum", None)
         self.globals["raise_exception"] = _raise_exception
         self.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -193,6 +218,10 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_OUTPUT_CHARS:
                     raise SecurityError("repetition too large")
+        if operator == "%":
+            _check_format_widths(left)
+            for value in right if isinstance(right, tuple) else (right,):
+                _check_size(value)
         result = super().call_binop(context, operator, left, right)
         _check_size(result)
         return result
@@ -200,6 +229,7 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's signature
         for value in (*args, *kwargs.values()):
             _check_size(value)
+        _check_format_widths(_format_string_of(__obj))
         result = super().call(__context, __obj, *args, **kwargs)
         _check_size(result)
         return result
