@@ -13,6 +13,7 @@ Both get: padding to the model's vocabulary size with UNUSED `[PAD{id}]` tokens,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,11 @@ def load_vocabulary(src: Path, config: ModelConfig, n_vocab: int) -> Vocabulary:
         raise EdgeAIError(f"{src / 'tokenizer.json'} is not a JSON object; re-download it")
     bpe_model = (tokenizer_json or {}).get("model") or {}
 
-    if bpe_model.get("type") == "BPE" and not bpe_model.get("byte_fallback", False):
+    has_spm = (src / "tokenizer.model").is_file()
+    if bpe_model.get("type") == "BPE" and not bpe_model.get("byte_fallback", False) \
+            and (_is_byte_level(tokenizer_json) or not has_spm):
         vocab = _byte_level_bpe(src, tokenizer_json, n_vocab)
-    elif (src / "tokenizer.model").is_file():
+    elif has_spm:
         vocab = _sentencepiece(src, tokenizer_json, tokenizer_config, n_vocab)
     elif tokenizer_json is not None:
         kind = bpe_model.get("type", "unknown")
@@ -97,6 +100,22 @@ def load_vocabulary(src: Path, config: ModelConfig, n_vocab: int) -> Vocabulary:
     _special_tokens(vocab, src, tokenizer_json, tokenizer_config, config)
     vocab.chat_template = _chat_template(src, tokenizer_config)
     return vocab
+
+
+def _is_byte_level(tokenizer_json: Any) -> bool:
+    """GPT-2-style BPE: a ByteLevel step in the pre-tokenizer or decoder. A BPE tokenizer.json
+    without one (Metaspace, as some SentencePiece exports are) is converted from tokenizer.model."""
+    def types(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            if isinstance(node.get("type"), str):
+                yield node["type"]
+            for child in node.values():
+                yield from types(child)
+        elif isinstance(node, list):
+            for child in node:
+                yield from types(child)
+
+    return any(kind == "ByteLevel" for part in ("pre_tokenizer", "decoder") for kind in types(tokenizer_json.get(part)))
 
 
 def _optional_json(path: Path, what: str) -> Any:

@@ -18,6 +18,7 @@ from tiny_hf import BPE_SPECIALS, CHAT_TEMPLATES, train_bpe_tokenizer, train_spm
 from convert.gguf import convert_checkpoint
 from convert.gguf.hparams import ModelConfig
 from convert.gguf.vocab import Vocabulary, load_vocabulary
+from edge_ai.errors import EdgeAIError
 
 N_VOCAB = 1024  # room for the ~700 BPE / ~600 SentencePiece tokens
 
@@ -114,3 +115,21 @@ def test_template_and_add_bos_reach_llama_cpp(checkpoint_copy, tmp_path: Path) -
         assert llm.tokenize(b"hello", add_bos=True)[0] == bos
     finally:
         llm.close()
+
+
+def test_a_metaspace_bpe_tokenizer_json_falls_back_to_tokenizer_model(tmp_path: Path) -> None:
+    """Some SentencePiece exports write a BPE tokenizer.json without byte fallback and without
+    ByteLevel (Metaspace): not GPT-2 style, so the tokenizer.model beside it is what converts."""
+    src = tmp_path / "tok"
+    train_spm_tokenizer(src)
+    want = _vocab(src)
+    (src / "tokenizer.json").write_text(json.dumps({
+        "model": {"type": "BPE", "byte_fallback": False, "vocab": {"▁a": 0, "b": 1}, "merges": []},
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first"},
+        "decoder": {"type": "Sequence", "decoders": [{"type": "Replace"}, {"type": "Fuse"}]},
+    }))
+    got = _vocab(src)
+    assert got.model == "llama" and got.tokens == want.tokens and got.types == want.types
+    (src / "tokenizer.model").unlink()
+    with pytest.raises(EdgeAIError, match="unknown BPE pre-tokenizer"):
+        _vocab(src)  # without tokenizer.model it is not mistaken for a usable byte-level BPE
