@@ -21,7 +21,6 @@ import tomli_w
 from edge_ai import toml as tomllib
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_path, atomic_write_text
-from edge_ai.gguf_file import check_gguf
 from edge_ai.paths import get_paths
 
 Progress = Callable[[int, int], None]
@@ -162,6 +161,8 @@ def add(path: str | Path, name: str | None = None, replace: bool = False) -> Mod
     A name already taken by another file is refused unless `replace`: silently re-pointing a name
     the user's scripts rely on would be a surprise.
     """
+    from edge_ai.gguf_file import check_gguf  # here, not at the top: gguf + numpy cost ~0.2 s of app start-up
+
     file = Path(path).expanduser().absolute()
     check_gguf(file)
     name = name or file.stem
