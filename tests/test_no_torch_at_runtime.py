@@ -1,4 +1,4 @@
-"""The runtime must start and chat without torch (it lives in the `convert` extra only)."""
+"""The runtime must start and chat without torch (it lives in the `convert` extra only), and start light."""
 
 from __future__ import annotations
 
@@ -29,3 +29,20 @@ def test_cli_tui_server_and_a_chat_never_import_torch(model_path: Path) -> None:
                             timeout=300, env=os.environ.copy())
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"heavy modules imported at run time: {result.stdout}"
+
+
+FIRST_FRAME = """
+import sys
+from edge_ai import cli
+from tui import app
+print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in ("llama_cpp", "gguf", "numpy", "torch"))))
+"""
+
+
+def test_what_the_app_imports_before_its_first_frame_is_light() -> None:
+    """llama.cpp, gguf and numpy (~0.8 s together on 2 cores) load in the model worker, after the
+    first frame; importing them at the top of a module on the start-up path would delay it."""
+    result = subprocess.run([sys.executable, "-c", FIRST_FRAME], capture_output=True, text=True, timeout=120,
+                            env=os.environ.copy())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"imported before the first frame: {result.stdout}"
