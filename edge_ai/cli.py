@@ -284,9 +284,23 @@ def _human_count(n: int) -> str:
 
 
 def main() -> None:
-    """Console-script entry point: click handles usage errors; an EdgeAIError becomes one line and exit 1."""
+    """Console-script entry point. An EdgeAIError becomes one `error:` line and exit 1; a usage
+    error (unknown option, a value of the wrong type) one `error:` line naming the command's
+    --help and exit 2, instead of click's usage block."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except EdgeAIError as exc:
         err.print(f"error: {exc}", soft_wrap=True)
         sys.exit(1)
+    except Exception as exc:
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):  # click's ClickException
+            raise
+        message = exc.format_message()
+        if "\n" in message:  # a group called bare: its help is the message
+            exc.show()
+        else:
+            context = getattr(exc, "ctx", None)
+            hint = f"; see '{context.command_path} --help'" if context is not None else ""
+            err.print(f"error: {message.rstrip('.')}{hint}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -66,6 +66,20 @@ def test_ctrl_c_stops_the_reply_cleanly(registered_model: Path) -> None:
     assert proc.returncode == 130 and "[stopped]" in stderr and "Traceback" not in stderr
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["ask", "-c", "abc", "hi"], "'--context'"),
+    (["ask", "--bogus"], "No such option: --bogus"),
+    (["nosuch"], "No such command 'nosuch'"),
+    (["models", "rm"], "Missing argument"),
+])
+def test_usage_errors_are_one_line_naming_the_help(args: list[str], needle: str) -> None:
+    result = edge_ai(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
+    assert lines[0].endswith(" --help'")
+
+
 def test_config_commands() -> None:
     path = edge_ai("config", "path").stdout.strip()
     assert path.endswith("config.toml")
