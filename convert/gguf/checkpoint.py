@@ -93,8 +93,9 @@ class Checkpoint:
         return sum(f.stat().st_size for f in self.files)
 
 
-def open_checkpoint(src: Path, *, allow_pickle: bool = False) -> Checkpoint:
-    """Read config.json and every shard header of `src`; raise EdgeAIError naming the bad file."""
+def read_model_config(src: Path) -> dict[str, Any]:
+    """config.json of the model folder `src` (read alone first: an unsupported architecture is
+    named before any weight file is looked at); raise EdgeAIError naming the bad file."""
     src = Path(src)
     if not src.is_dir():
         raise EdgeAIError(f"{src} is not a folder; point to a Hugging Face model folder "
@@ -103,7 +104,13 @@ def open_checkpoint(src: Path, *, allow_pickle: bool = False) -> Checkpoint:
                        missing_hint="point to a Hugging Face model folder that has config.json")
     if not isinstance(config, dict):
         raise EdgeAIError(f"{src / 'config.json'} is not a JSON object; re-download the model")
+    return config
 
+
+def open_checkpoint(src: Path, *, allow_pickle: bool = False) -> Checkpoint:
+    """Read config.json and every shard header of `src`; raise EdgeAIError naming the bad file."""
+    src = Path(src)
+    config = read_model_config(src)
     files, weight_map = _safetensors_files(src)
     if files:
         tensors = _index_safetensors(files)

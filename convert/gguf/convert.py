@@ -28,7 +28,7 @@ from gguf.constants import MODEL_TENSOR as T
 from gguf.constants import TENSOR_NAMES
 from gguf.constants import GGMLQuantizationType as Q
 
-from convert.gguf.checkpoint import Checkpoint, open_checkpoint
+from convert.gguf.checkpoint import Checkpoint, open_checkpoint, read_model_config
 from convert.gguf.hparams import ModelConfig, complete_config
 from convert.gguf.registry import Architecture, find_architecture
 from convert.gguf.tensors import (
@@ -136,8 +136,8 @@ def convert_checkpoint(src: Path, out: Path, *, outtype: str = "f16", allow_pick
     if outtype not in OUTTYPES:
         raise EdgeAIError(f"unknown outtype {outtype!r}; choose one of {', '.join(OUTTYPES)}")
     src = Path(src).expanduser()
+    arch, hf_name = find_architecture(read_model_config(src))
     checkpoint = open_checkpoint(src, allow_pickle=allow_pickle)
-    arch, hf_name = find_architecture(checkpoint.config)
     config = complete_config(checkpoint.config)
     warnings, plan, metadata = _prepare(checkpoint, arch, config, outtype)
     fallback = [p for p in plan if p.fallback]

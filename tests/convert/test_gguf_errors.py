@@ -59,6 +59,18 @@ def test_unknown_architecture_lists_supported(checkpoint_copy, tmp_path: Path) -
         assert name in message
 
 
+def test_unknown_architecture_is_named_before_its_weights_are_read(tmp_path: Path) -> None:
+    """A BERT folder (integer position_ids among its weights, which no supported model has) is an
+    unsupported architecture, not a complaint about one of its tensors."""
+    import numpy as np
+
+    src = tmp_path / "bert"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
+    save_file({"embeddings.position_ids": np.arange(8, dtype=np.int64)[None]}, src / "model.safetensors")
+    _fails(src, tmp_path / "out", r"unsupported architecture BertModel \(model_type 'bert'\); supported: ")
+
+
 def test_model_type_is_the_fallback(checkpoint_copy, tmp_path: Path) -> None:
     src = checkpoint_copy()
     config = json.loads((src / "config.json").read_text())
