@@ -219,6 +219,8 @@ def compute_imatrix(model: Path, text: str, out: Path, *, ctx: int = DEFAULT_CTX
                           "tokens; use a smaller --ctx")
     if max_chunks is not None and max_chunks < 1:
         raise EdgeAIError(f"max chunks must be at least 1, not {max_chunks}")
+    if not text.strip():
+        raise EdgeAIError(f"the {dataset} is empty; give a text file with at least {ctx * 3 // 4} words")
     if out.is_dir():
         raise EdgeAIError(f"{out} is a directory; give the imatrix file name, e.g. {out / 'imatrix.gguf'}")
     with contextlib.suppress(OSError):

@@ -281,7 +281,7 @@ def quantize(src: Path, dst: Path, qtype: str, *, imatrix: Path | str | Imatrix 
     if plan.needs_imatrix and not imatrix_values:
         raise EdgeAIError(
             f"{qt.name} quantization of {src.name} needs an importance matrix (without one the "
-            "low-bit tensors come out as garbage); pass an imatrix file (make one with `edge-ai imatrix`)"
+            "low-bit tensors come out as garbage); pass --imatrix FILE (make one with `edge-ai imatrix`)"
         )
     if not allow_requantize:
         already = [t for t in plan.tensors if t.source_type not in _UNQUANTIZED and t.type != t.source_type]
@@ -428,7 +428,7 @@ class _Job:
             tensor = f" for {capture.offending_tensor}" if capture.offending_tensor else ""
             return EdgeAIError(
                 f"{self.qt.name} quantization of {name} needs an importance matrix{tensor}; "
-                "pass an imatrix file (make one with `edge-ai imatrix`)"
+                "pass --imatrix FILE (make one with `edge-ai imatrix`)"
             )
         if "requantizing from type" in reason:
             return EdgeAIError(

@@ -333,6 +333,13 @@ def test_text_shorter_than_one_chunk(tiny_model: Path, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [tiny_model]
 
 
+@pytest.mark.parametrize("text", ["", "  \n\t "])
+def test_empty_text_is_named_as_empty(tiny_model: Path, tmp_path: Path, text: str) -> None:
+    with pytest.raises(EdgeAIError, match=r"the calibration text is empty; give a text file with at least 192 words"):
+        compute_imatrix(tiny_model, text, tmp_path / "out.gguf", ctx=256)
+    assert list(tmp_path.iterdir()) == [tiny_model]
+
+
 def test_not_a_gguf_and_truncated(model_path: Path, tmp_path: Path) -> None:
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"this is not a model" * 100)
