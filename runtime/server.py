@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from typing import Any, Literal, TypeVar
 
 import uvicorn
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -442,17 +442,22 @@ class Server:
 
     def app(self) -> FastAPI:
         """The FastAPI app serving these endpoints."""
-        app = FastAPI(title="edge-ai", summary="OpenAI-compatible API of an offline on-device model",
-                      dependencies=[Depends(self.authorize)])
-        app.get("/v1/models")(self.list_models)
-        app.get("/v1/models/{model}")(self.get_model)
-        app.post("/v1/chat/completions")(self.chat_completions)
-        app.post("/v1/completions")(self.completions)
+        app = FastAPI(title="edge-ai", summary="OpenAI-compatible API of an offline on-device model")
+        api = APIRouter(dependencies=[Depends(self.authorize)])
+        api.get("/v1/models")(self.list_models)
+        api.get("/v1/models/{model}")(self.get_model)
+        api.post("/v1/chat/completions")(self.chat_completions)
+        api.post("/v1/completions")(self.completions)
+        app.include_router(api)
+        app.get("/health")(self.health)  # no key: for supervisors and load balancers, as llama.cpp's server
         app.add_exception_handler(APIError, _api_error)
         app.add_exception_handler(EdgeAIError, _engine_error)
         app.add_exception_handler(RequestValidationError, _validation_error)
         app.add_exception_handler(HTTPException, _http_error)
         return app
+
+    async def health(self) -> dict[str, Any]:
+        return {"status": "ok", "model": self.engine.name}
 
     async def list_models(self) -> dict[str, Any]:
         return {"object": "list", "data": [self._model_card()]}

@@ -142,6 +142,10 @@ def test_api_key_is_required_when_set(engine: Any) -> None:
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=url, api_key="wrong", max_retries=0, timeout=10).models.list()
         assert [m.id for m in openai.OpenAI(base_url=url, api_key="s3cret", timeout=10).models.list()] == [MODEL]
+        for path in ("/chat/completions", "/completions"):
+            assert httpx.post(f"{url}{path}", json={"prompt": "x", "messages": []}).status_code == 401
+        health = httpx.get(url.removesuffix("/v1") + "/health")  # supervisors need no key
+        assert health.status_code == 200 and health.json() == {"status": "ok", "model": MODEL}
 
 
 def test_burst_gets_answers_or_clean_429s(client: openai.OpenAI) -> None:
