@@ -151,8 +151,21 @@ def evaluate(model: Path, text: str, *, reference: Path | None = None, ctx: int 
 
     progress(done_chunks, total_chunks) is called after every window.
     """
+    return evaluate_many([model], text, reference=reference, ctx=ctx, stride=stride, threads=threads,
+                         max_chunks=max_chunks, speed=speed, decode_tokens=decode_tokens, progress=progress)[0]
+
+
+def evaluate_many(models: Sequence[Path], text: str, *, reference: Path | None = None, ctx: int = 512,
+                  stride: int | None = None, threads: int = 0, max_chunks: int | None = None, speed: bool = True,
+                  decode_tokens: int = DECODE_TOKENS,
+                  progress: Callable[[int, int], None] | None = None) -> list[EvalReport]:
+    """`evaluate` for several models at once, all loaded side by side: each window is decoded by
+    the reference once for all of them, instead of once per model (in a sweep the reference is
+    usually the largest model, so this roughly halves the work). `seconds` is the whole run's."""
     started = time.perf_counter()
-    model = Path(model).expanduser()
+    models = [Path(m).expanduser() for m in models]
+    if not models:
+        raise EdgeAIError("no model to evaluate")
     if ctx < MIN_CTX:
         raise EdgeAIError(f"context {ctx} is too small; use at least {MIN_CTX} tokens (llama-perplexity uses 512)")
     if stride is not None and not 1 <= stride < ctx:
@@ -162,38 +175,45 @@ def evaluate(model: Path, text: str, *, reference: Path | None = None, ctx: int 
     if not text.strip():
         raise EdgeAIError("the evaluation text is empty; pass a text file with a few thousand words")
     threads = threads or default_threads()
-    infos = [check_gguf(model)] + ([check_gguf(Path(reference).expanduser())] if reference is not None else [])
+    infos = [check_gguf(m) for m in models]
+    ref_info = check_gguf(Path(reference).expanduser()) if reference is not None else None
     n_ctx = ctx + (decode_tokens if speed else 0)
-    _check_memory(infos, n_ctx, min(ctx, 512))
+    _check_memory([*infos, *([ref_info] if ref_info else [])], n_ctx, min(ctx, 512))
 
     with contextlib.ExitStack() as stack:
-        scorer = stack.enter_context(_Scorer.open(infos[0], n_ctx, ctx, threads))
-        ref = stack.enter_context(_Scorer.open(infos[1], n_ctx, ctx, threads)) if reference is not None else None
-        tokens = scorer.tokenize(text)
+        scorers = [stack.enter_context(_Scorer.open(info, n_ctx, ctx, threads)) for info in infos]
+        ref = stack.enter_context(_Scorer.open(ref_info, n_ctx, ctx, threads)) if ref_info else None
+        tokens = scorers[0].tokenize(text)
+        for other in scorers[1:]:
+            _check_same_vocabulary(scorers[0], other, tokens, text, is_reference=False)
         if ref is not None:
-            _check_same_vocabulary(scorer, ref, tokens, text)
+            _check_same_vocabulary(scorers[0], ref, tokens, text, is_reference=True)
         windows = _windows(len(tokens), ctx, stride, max_chunks)
-        stats = _Stats()
+        stats = [_Stats() for _ in scorers]
         for done, (start, first) in enumerate(windows, 1):
-            window = first_token_bos(tokens[start:start + ctx], scorer.bos)
+            window = first_token_bos(tokens[start:start + ctx], scorers[0].bos)
             targets = np.asarray(window[first + 1:], dtype=np.int64)
-            logits = scorer.logits(window, first)
             ref_logits = ref.logits(window, first) if ref is not None else None
-            stats.add(logits, ref_logits, targets)
+            for scorer, stat in zip(scorers, stats):
+                stat.add(scorer.logits(window, first), ref_logits, targets)
             if progress is not None:
                 progress(done, len(windows))
-        prefill_tps = decode_tps = None
-        if speed:
-            prefill_tps, decode_tps = scorer.speed(list(tokens[:ctx]), decode_tokens)
+        speeds = [scorer.speed(list(tokens[:ctx]), decode_tokens) if speed else (None, None) for scorer in scorers]
 
-    info = infos[0]
+    seconds = time.perf_counter() - started
+    return [_report(model, info, stat, reference, ctx, stride, len(windows), seconds, prefill_tps, decode_tps)
+            for model, info, stat, (prefill_tps, decode_tps) in zip(models, infos, stats, speeds)]
+
+
+def _report(model: Path, info: GGUFInfo, stats: _Stats, reference: Path | None, ctx: int, stride: int | None,
+            n_chunks: int, seconds: float, prefill_tps: float | None, decode_tps: float | None) -> EvalReport:
     ppl, ppl_err = stats.ppl(stats.nll)
     ref_ppl, ref_ppl_err = stats.ppl(stats.ref_nll) if reference is not None else (None, None)
     kld = stats.kld_summary() if reference is not None else {}
     return EvalReport(
         model=model, reference=Path(reference) if reference is not None else None, ctx=ctx, stride=stride,
-        n_chunks=len(windows), n_scored=stats.count, ppl=ppl, ppl_err=ppl_err, file_bytes=info.file_size,
-        n_params=info.parameter_count, bpw=info.bits_per_weight, seconds=time.perf_counter() - started,
+        n_chunks=n_chunks, n_scored=stats.count, ppl=ppl, ppl_err=ppl_err, file_bytes=info.file_size,
+        n_params=info.parameter_count, bpw=info.bits_per_weight, seconds=seconds,
         reference_ppl=ref_ppl, reference_ppl_err=ref_ppl_err, prefill_tps=prefill_tps, decode_tps=decode_tps,
         **kld,
     )
@@ -224,17 +244,17 @@ def _check_memory(infos: list[GGUFInfo], n_ctx: int, n_batch: int) -> None:
         )
 
 
-def _check_same_vocabulary(model: _Scorer, ref: _Scorer, tokens: Sequence[int], text: str) -> None:
-    if model.n_vocab != ref.n_vocab:
-        raise EdgeAIError(
-            f"{model.name} ({model.n_vocab} tokens) and the reference {ref.name} ({ref.n_vocab} tokens) have "
-            "different vocabularies; KL divergence needs a reference with the same tokenizer"
-        )
-    if list(ref.tokenize(text)) != list(tokens):
-        raise EdgeAIError(
-            f"{model.name} and the reference {ref.name} tokenize the text differently; KL divergence needs a "
-            "reference with the same tokenizer"
-        )
+def _check_same_vocabulary(model: _Scorer, other: _Scorer, tokens: Sequence[int], text: str, *,
+                           is_reference: bool) -> None:
+    """Positions are only comparable between models that cut the text into the same tokens."""
+    role = f"the reference {other.name}" if is_reference else other.name
+    why = ("KL divergence needs a reference with the same tokenizer" if is_reference
+           else "models evaluated together need the same tokenizer; evaluate them one at a time")
+    if model.n_vocab != other.n_vocab:
+        raise EdgeAIError(f"{model.name} ({model.n_vocab} tokens) and {role} ({other.n_vocab} tokens) have "
+                          f"different vocabularies; {why}")
+    if list(other.tokenize(text)) != list(tokens):
+        raise EdgeAIError(f"{model.name} and {role} tokenize the text differently; {why}")
 
 
 class _LogWriter(io.TextIOBase):
@@ -397,7 +417,9 @@ def sweep(src: Path, types: Sequence[str], text: str, *, workdir: Path, referenc
 
     Returns the reference row first, then one row per type. Types whose planned size exceeds
     `max_size` (bytes), or that need an importance matrix when none is given, are not built
-    (their row says why); a KL-divergence budget is applied afterwards by `pick`.
+    (their row says why); a KL-divergence budget is applied afterwards by `pick`. The built types
+    are evaluated together, as many at a time as fit in free RAM beside the reference, so the
+    reference decodes the text once per group rather than once per type.
     progress(done, total, label) reports each step.
     """
     src = Path(src).expanduser()
@@ -407,10 +429,10 @@ def sweep(src: Path, types: Sequence[str], text: str, *, workdir: Path, referenc
     if not resolved:
         raise EdgeAIError("no quantization types to sweep; name at least one, e.g. Q4_K_M")
     ref_info = check_gguf(reference)
-    rows: list[SweepRow] = []
-    ref_ppl: float | None = None
-    ref_ppl_err: float | None = None
-    total = len(resolved)
+    rows: dict[str, SweepRow] = {}
+    built: dict[str, QuantizeReport] = {}
+    paths: dict[str, Path] = {}
+    total = len(resolved) + 1  # every type's quantization, then the evaluation
     for index, qt in enumerate(resolved):
         dst = workdir / default_output_path(src, qt.name).name
         if progress is not None:
@@ -419,23 +441,30 @@ def sweep(src: Path, types: Sequence[str], text: str, *, workdir: Path, referenc
                         dry_run=True)
         skip = _skip_reason(plan, max_size, imatrix is not None)
         if skip:
-            rows.append(SweepRow(qt.name, dst, plan.output_bytes, plan.output_bpw, skipped=skip))
+            rows[qt.name] = SweepRow(qt.name, dst, plan.output_bytes, plan.output_bpw, skipped=skip)
             continue
         if progress is not None:
             progress(index, total, f"{qt.name}: quantizing")
-        built = quantize(src, dst, qt.name, imatrix=imatrix, allow_requantize=allow_requantize, threads=threads)
+        built[qt.name] = quantize(src, dst, qt.name, imatrix=imatrix, allow_requantize=allow_requantize,
+                                  threads=threads)
+        paths[qt.name] = dst
+    ref_ppl: float | None = None
+    ref_ppl_err: float | None = None
+    n_ctx = ctx + DECODE_TOKENS
+    for group in _groups_that_fit(list(built), paths, ref_info, n_ctx, ctx):
         if progress is not None:
-            progress(index, total, f"{qt.name}: evaluating")
-        report = evaluate(dst, text, reference=reference, ctx=ctx, stride=stride, threads=threads,
-                          max_chunks=max_chunks)
-        if ref_ppl is None:
+            progress(len(resolved), total, f"evaluating {', '.join(group)}")
+        reports = evaluate_many([paths[name] for name in group], text, reference=reference, ctx=ctx,
+                                stride=stride, threads=threads, max_chunks=max_chunks)
+        for name, report in zip(group, reports):
             ref_ppl, ref_ppl_err = report.reference_ppl, report.reference_ppl_err
-        rows.append(SweepRow(
-            type=qt.name, path=dst, size_bytes=built.output_bytes, bpw=built.output_bpw, ppl=report.ppl,
-            ppl_err=report.ppl_err, delta_ppl=report.delta_ppl, kld_mean=report.kld_mean, kld_p99=report.kld_p99,
-            kld_max=report.kld_max, top1=report.top1, prefill_tps=report.prefill_tps,
-            decode_tps=report.decode_tps, quantize_seconds=built.seconds,
-        ))
+            b = built[name]
+            rows[name] = SweepRow(
+                type=name, path=paths[name], size_bytes=b.output_bytes, bpw=b.output_bpw, ppl=report.ppl,
+                ppl_err=report.ppl_err, delta_ppl=report.delta_ppl, kld_mean=report.kld_mean,
+                kld_p99=report.kld_p99, kld_max=report.kld_max, top1=report.top1, prefill_tps=report.prefill_tps,
+                decode_tps=report.decode_tps, quantize_seconds=b.seconds,
+            )
     if progress is not None:
         progress(total, total, "done")
     ref_row = SweepRow(
@@ -443,7 +472,25 @@ def sweep(src: Path, types: Sequence[str], text: str, *, workdir: Path, referenc
         ppl=ref_ppl, ppl_err=ref_ppl_err, delta_ppl=0.0 if ref_ppl is not None else None,
         kld_mean=0.0 if ref_ppl is not None else None, top1=100.0 if ref_ppl is not None else None, reference=True,
     )
-    return [ref_row, *rows]
+    return [ref_row, *(rows[qt.name] for qt in resolved)]
+
+
+def _groups_that_fit(names: list[str], paths: dict[str, Path], ref_info: GGUFInfo, n_ctx: int,
+                     ctx: int) -> list[list[str]]:
+    """Split `names` into consecutive groups that, with the reference, fit in free RAM together
+    (a group of one always: evaluate_many then reports what does not fit)."""
+    budget = psutil.virtual_memory().available - model_memory_bytes(ref_info, n_ctx, min(ctx, 512))
+    groups: list[list[str]] = []
+    used = 0
+    for name in names:
+        need = model_memory_bytes(check_gguf(paths[name]), n_ctx, min(ctx, 512))
+        if groups and used + need <= budget:
+            groups[-1].append(name)
+            used += need
+        else:
+            groups.append([name])
+            used = need
+    return groups
 
 
 def _skip_reason(plan: QuantizeReport, max_size: int | None, have_imatrix: bool) -> str | None:

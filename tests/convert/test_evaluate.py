@@ -59,7 +59,8 @@ def rows(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Swe
     steps: list[tuple[int, int, str]] = []
     result = sweep(model_path, ["Q4_0", "Q8_0"], TEXT, workdir=tmp_path_factory.mktemp("sweep"), ctx=CTX,
                    max_chunks=CHUNKS, threads=2, progress=lambda d, t, label: steps.append((d, t, label)))
-    assert steps[0] == (0, 2, "Q4_0: planning") and steps[-1] == (2, 2, "done")
+    assert steps[0] == (0, 3, "Q4_0: planning") and steps[-1] == (3, 3, "done")
+    assert (2, 3, "evaluating Q4_0, Q8_0") in steps  # both fit beside the reference: one pass over the text
     return result
 
 
@@ -78,6 +79,32 @@ def test_sweep_scores_requantized_models_against_the_original(rows: list[SweepRo
     assert q8.kld_mean < q4.kld_mean and q8.top1 > q4.top1
     assert q4.size_bytes < q8.size_bytes and q4.bpw < q8.bpw
     assert abs(q8.delta_ppl) < abs(q4.delta_ppl)
+
+
+@pytest.mark.slow
+def test_models_evaluated_together_match_alone_and_share_one_reference_pass(
+        rows: list[SweepRow], model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convert import evaluate as ev
+
+    _, q4, q8 = rows
+    decoded: list[str] = []
+    real_logits = ev._Scorer.logits
+
+    def counted(self, window, first):
+        decoded.append(self.name)
+        return real_logits(self, window, first)
+
+    monkeypatch.setattr(ev._Scorer, "logits", counted)
+    alone = evaluate(q4.path, TEXT, reference=model_path, ctx=CTX, max_chunks=CHUNKS, threads=2, speed=False)
+    assert decoded.count(model_path.name) == CHUNKS
+    decoded.clear()
+    together = ev.evaluate_many([q4.path, q8.path], TEXT, reference=model_path, ctx=CTX, max_chunks=CHUNKS,
+                                threads=2, speed=False)
+    assert decoded.count(model_path.name) == CHUNKS  # not 2 x CHUNKS
+    assert decoded.count(q4.path.name) == decoded.count(q8.path.name) == CHUNKS
+    assert together[0].kld_mean == pytest.approx(alone.kld_mean, rel=1e-6)
+    assert together[0].ppl == pytest.approx(alone.ppl, rel=1e-6) and together[0].top1 == alone.top1
+    assert together[1].kld_mean == pytest.approx(q8.kld_mean, rel=1e-6)
 
 
 @pytest.mark.slow
