@@ -105,8 +105,9 @@ def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
 def _check_size(value: Any) -> None:
     """Refuse an integer or a sized value (string, list, range...) larger than any prompt could need.
 
-    Checked on the arguments and results of every call, filter, `+`, `*` and `~` in a template, so
-    a hostile template cannot ask for gigabytes in one step before the deadline is next checked.
+    Checked on the arguments and results of every call, filter, `+`, `*`, `%` and `~` in a
+    template, so a hostile template cannot ask for gigabytes in one step before the deadline is
+    next checked.
     """
     if isinstance(value, bool):
         return
@@ -171,8 +172,8 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
 
     While a template renders, a line tracer on the compiled template's frames checks a deadline
     (that catches any loop, even one that calls nothing); `+`, `*`, `**`, `%`, `~`, calls, filters
-    and format widths check sizes so `'x' * 10**10` or a doubling loop cannot exhaust memory before the deadline is
-    seen. Jinja's sandbox answers a forbidden attribute with an undefined value that prints as
+    and format widths check sizes, so `'x' * 10**10` or a doubling loop cannot exhaust memory
+    before the deadline is seen. Jinja's sandbox answers a forbidden attribute with an undefined value that prints as
     nothing; here it is an error, so a probing template is refused rather than half-rendered.
     """
 
