@@ -58,15 +58,15 @@ _NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 def _write_failure_hint(exc: OSError, outputs: tuple[Path, ...]) -> str | None:
-    """What to do about an error writing the output, or None when `exc` is not one (another errno,
-    or a file other than the output: a write() error names no file, an open() error does)."""
+    """What to do about an error writing the output, or None when `exc` is about another file (an
+    input read inside the block: a write() error names no file, an open() error does)."""
     if exc.filename is not None and Path(exc.filename) not in outputs:
         return None
     if exc.errno in _FULL:
         return "free some space or choose another location"
     if exc.errno in _NOT_WRITABLE:
         return "choose a writable location"
-    return None
+    return "check the disk, then try again or choose another location"  # EIO and the like
 
 
 def _fsync(path: Path) -> None:

@@ -312,4 +312,7 @@ def test_write_errors_name_the_output_and_other_errors_keep_their_own(tmp_path: 
     with pytest.raises(EdgeAIError, match=r"^cannot write .*out\.bin: Read-only file system; choose a writable location$"):
         with fileio.atomic_path(target) as tmp:
             raise OSError(errno.EROFS, "Read-only file system", str(tmp))
+    with pytest.raises(EdgeAIError, match=r"^cannot write .*out\.bin: Input/output error; check the disk"):
+        with fileio.atomic_path(target):
+            raise OSError(errno.EIO, "Input/output error")  # a failing disk under write(): still one line
     assert list(tmp_path.iterdir()) == []
