@@ -16,7 +16,8 @@ KL(reference || model) of the two next-token distributions and whether both rank
 first (llama.cpp's "Same top p"). Both models evaluate the same window side by side, and only that
 window's logits are ever held (llama.cpp's own output buffers, read in place, turned into
 log-probabilities in blocks of rows), never the whole text's: memory stays at about
-2 x ctx/2 x vocabulary x 4 bytes however long the text is.
+2 x ctx/2 x vocabulary x 4 bytes however long the text is (N + 1 buffers when `evaluate_many`
+scores N models against one reference, each reference block worked out once for all of them).
 
 Speed is a separate short run after scoring: a `ctx`-token prefill that only computes the last
 logits (tok/s like llama-bench pp) and a greedy decode of `decode_tokens` tokens (like tg).
@@ -194,8 +195,7 @@ def evaluate_many(models: Sequence[Path], text: str, *, reference: Path | None =
             window = first_token_bos(tokens[start:start + ctx], scorers[0].bos)
             targets = np.asarray(window[first + 1:], dtype=np.int64)
             ref_logits = ref.logits(window, first) if ref is not None else None
-            for scorer, stat in zip(scorers, stats):
-                stat.add(scorer.logits(window, first), ref_logits, targets)
+            _add_window(stats, [scorer.logits(window, first) for scorer in scorers], ref_logits, targets)
             if progress is not None:
                 progress(done, len(windows))
         speeds = [scorer.speed(list(tokens[:ctx]), decode_tokens) if speed else (None, None) for scorer in scorers]
@@ -337,6 +337,32 @@ class _Scorer:
         return len(prompt) / (t1 - t0), n_decode / (t2 - t1) if n_decode else float("nan")
 
 
+@dataclass
+class _ReferenceBlock:
+    """A block of the reference's rows, worked out once and shared by every model scored against it."""
+
+    log_probs: np.ndarray
+    probs: np.ndarray
+    nll: np.ndarray
+    top1: np.ndarray
+
+    @classmethod
+    def of(cls, logits: np.ndarray, targets: np.ndarray) -> _ReferenceBlock:
+        log_probs = _log_softmax(logits)
+        return cls(log_probs, np.exp(log_probs), -log_probs[np.arange(len(targets)), targets].astype(np.float64),
+                   log_probs.argmax(axis=1))
+
+
+def _add_window(stats: Sequence[_Stats], logits: Sequence[np.ndarray], ref_logits: np.ndarray | None,
+                targets: np.ndarray) -> None:
+    """Score one window for every model, in blocks of rows (each block of the reference once)."""
+    for lo in range(0, len(targets), ROW_BLOCK):
+        hi = min(lo + ROW_BLOCK, len(targets))
+        ref = _ReferenceBlock.of(ref_logits[lo:hi], targets[lo:hi]) if ref_logits is not None else None
+        for stat, model_logits in zip(stats, logits):
+            stat.add_block(model_logits[lo:hi], ref, targets[lo:hi])
+
+
 class _Stats:
     """Per-position results of every window: NLL, reference NLL, KLD, same top-1."""
 
@@ -346,21 +372,16 @@ class _Stats:
         self._kld: list[np.ndarray] = []
         self._same: list[np.ndarray] = []
 
-    def add(self, logits: np.ndarray, ref_logits: np.ndarray | None, targets: np.ndarray) -> None:
-        for lo in range(0, len(targets), ROW_BLOCK):
-            hi = min(lo + ROW_BLOCK, len(targets))
-            rows = np.arange(hi - lo)
-            lp = _log_softmax(logits[lo:hi])
-            self._nll.append(-lp[rows, targets[lo:hi]].astype(np.float64))
-            if ref_logits is None:
-                continue
-            ref_lp = _log_softmax(ref_logits[lo:hi])
-            self._ref_nll.append(-ref_lp[rows, targets[lo:hi]].astype(np.float64))
-            self._same.append(ref_lp.argmax(axis=1) == lp.argmax(axis=1))
-            # KL(ref || model) = sum p_ref * (log p_ref - log p_model), accumulated in float64
-            np.subtract(ref_lp, lp, out=lp)
-            np.exp(ref_lp, out=ref_lp)
-            self._kld.append(np.einsum("ij,ij->i", ref_lp, lp, dtype=np.float64))
+    def add_block(self, logits: np.ndarray, ref: _ReferenceBlock | None, targets: np.ndarray) -> None:
+        lp = _log_softmax(logits)
+        self._nll.append(-lp[np.arange(len(targets)), targets].astype(np.float64))
+        if ref is None:
+            return
+        self._ref_nll.append(ref.nll)
+        self._same.append(ref.top1 == lp.argmax(axis=1))
+        # KL(ref || model) = sum p_ref * (log p_ref - log p_model), accumulated in float64
+        np.subtract(ref.log_probs, lp, out=lp)
+        self._kld.append(np.einsum("ij,ij->i", ref.probs, lp, dtype=np.float64))
 
     @property
     def count(self) -> int:
