@@ -179,7 +179,7 @@ def evaluate_many(models: Sequence[Path], text: str, *, reference: Path | None =
     infos = [check_gguf(m) for m in models]
     ref_info = check_gguf(Path(reference).expanduser()) if reference is not None else None
     n_ctx = ctx + (decode_tokens if speed else 0)
-    _check_memory([*infos, *([ref_info] if ref_info else [])], n_ctx, min(ctx, 512))
+    _check_memory([*infos, *([ref_info] if ref_info else [])], n_ctx, ctx)
 
     with contextlib.ExitStack() as stack:
         scorers = [stack.enter_context(_Scorer.open(info, n_ctx, ctx, threads)) for info in infos]
@@ -233,8 +233,13 @@ def _windows(n_tokens: int, ctx: int, stride: int | None, max_chunks: int | None
     return windows[:max_chunks] if max_chunks else windows
 
 
-def _check_memory(infos: list[GGUFInfo], n_ctx: int, n_batch: int) -> None:
-    need = sum(model_memory_bytes(info, n_ctx, n_batch) for info in infos)
+def _scorer_memory(info: GGUFInfo, n_ctx: int, ctx: int) -> int:
+    """RAM one loaded _Scorer needs: its compute buffer follows n_ubatch = min(ctx, 512)."""
+    return model_memory_bytes(info, n_ctx, min(ctx, 512))
+
+
+def _check_memory(infos: list[GGUFInfo], n_ctx: int, ctx: int) -> None:
+    need = sum(_scorer_memory(info, n_ctx, ctx) for info in infos)
     available = psutil.virtual_memory().available
     if need > available:
         names = " and ".join(info.path.name for info in infos)
@@ -471,7 +476,7 @@ def sweep(src: Path, types: Sequence[str], text: str, *, workdir: Path, referenc
         paths[qt.name] = dst
     ref_ppl: float | None = None
     ref_ppl_err: float | None = None
-    n_ctx = ctx + DECODE_TOKENS
+    n_ctx = ctx + DECODE_TOKENS  # what evaluate_many allocates with its default speed run
     for group in _groups_that_fit(list(built), paths, ref_info, n_ctx, ctx):
         if progress is not None:
             progress(len(resolved), total, f"evaluating {', '.join(group)}")
@@ -500,11 +505,11 @@ def _groups_that_fit(names: list[str], paths: dict[str, Path], ref_info: GGUFInf
                      ctx: int) -> list[list[str]]:
     """Split `names` into consecutive groups that, with the reference, fit in free RAM together
     (a group of one always: evaluate_many then reports what does not fit)."""
-    budget = psutil.virtual_memory().available - model_memory_bytes(ref_info, n_ctx, min(ctx, 512))
+    budget = psutil.virtual_memory().available - _scorer_memory(ref_info, n_ctx, ctx)
     groups: list[list[str]] = []
     used = 0
     for name in names:
-        need = model_memory_bytes(check_gguf(paths[name]), n_ctx, min(ctx, 512))
+        need = _scorer_memory(check_gguf(paths[name]), n_ctx, ctx)
         if groups and used + need <= budget:
             groups[-1].append(name)
             used += need

@@ -1,13 +1,15 @@
 """Tokenizer files -> GGUF tokenizer metadata.
 
 Two vocabulary kinds, chosen from the files present:
-- byte-level BPE (`tokenizer.json` with a BPE model without byte fallback) -> llama.cpp "gpt2":
+- byte-level BPE (`tokenizer.json`: a BPE model without byte fallback, with ByteLevel steps; a
+  Metaspace one converts from the `tokenizer.model` beside it) -> llama.cpp "gpt2":
   tokens, merges, token types and the pre-tokenizer (see pretokenizer.py);
 - SentencePiece (`tokenizer.model`) -> llama.cpp "llama": pieces, scores, types and the
   normalizer flags.
 Both get: padding to the model's vocabulary size with UNUSED `[PAD{id}]` tokens, added tokens
-(special ones as CONTROL, others USER_DEFINED; SentencePiece ones beyond the embedding left out), BOS/EOS/UNK/PAD/SEP/EOT ids, add-BOS/EOS flags
-(tokenizer_config.json first, then tokenizer.json's post-processor) and the chat template
+(special ones as CONTROL, others USER_DEFINED; SentencePiece ones beyond the embedding left
+out), BOS/EOS/UNK/PAD/SEP/EOT ids, add-BOS/EOS flags (tokenizer_config.json first, then
+tokenizer.json's post-processor) and the chat template
 (chat_template.jinja, else tokenizer_config.json, else chat_template.json).
 """
 
@@ -115,7 +117,8 @@ def _is_byte_level(tokenizer_json: Any) -> bool:
             for child in node:
                 yield from types(child)
 
-    return any(kind == "ByteLevel" for part in ("pre_tokenizer", "decoder") for kind in types(tokenizer_json.get(part)))
+    steps = (kind for part in ("pre_tokenizer", "decoder") for kind in types(tokenizer_json.get(part)))
+    return "ByteLevel" in steps
 
 
 def _optional_json(path: Path, what: str) -> Any:
