@@ -8,6 +8,6 @@ source scripts/lib.sh
 
 install_system_packages python3-venv python3-dev build-essential cmake
 make_venv
-pip_install -e '.[models]'
+install_project models
 [ -n "${EDGE_AI_SETUP_ONLY:-}" ] && exit 0
 exec .venv/bin/edge-ai "$@"

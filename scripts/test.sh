@@ -7,5 +7,5 @@ source scripts/lib.sh
 
 install_system_packages python3-venv python3-dev build-essential cmake tmux
 make_venv
-pip_install -e '.[models,dev,convert]'
+install_project models,dev,convert
 exec .venv/bin/python -m pytest "$@"
