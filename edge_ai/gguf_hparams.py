@@ -188,7 +188,7 @@ RULES: tuple[Rule, ...] = (
     Range(Keys.ConvNext.BLOCK_COUNT, 0, Ref(Keys.LLM.BLOCK_COUNT), archs=_WAVTOKENIZER),
     Range(_EXPERTS, 0, MAX_EXPERTS),
     Range(Keys.LLM.EXPERT_USED_COUNT, 0, 0, per_layer=True, when=_DENSE),
-    Range(Keys.LLM.EXPERT_USED_COUNT, 1, Ref(_EXPERTS), per_layer=True, when=_MOE),
+    Range(Keys.LLM.EXPERT_USED_COUNT, 1, Ref(_EXPERTS), required=True, per_layer=True, when=_MOE),
     Range(_GROUPS, 0, 0, when=_DENSE),
     Range(_GROUPS, 0, Ref(_EXPERTS, -1), when=_MOE),
     Divides(_GROUPS, _EXPERTS, when=_GROUPED),

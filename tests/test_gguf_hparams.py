@@ -34,6 +34,7 @@ REFUSED: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
                                      ("llama.expert_used_count is 5", "valid range 1..4")),
     "no expert used in a MoE": ({"llama.expert_count": 4, "llama.expert_used_count": 0},
                                 ("llama.expert_used_count is 0", "valid range 1..4")),
+    "experts but no used count": ({"llama.expert_count": 1}, ("missing llama.expert_used_count",)),
     "one layer uses too many experts": ({"llama.expert_count": 4, "llama.expert_used_count": [2, 6]},
                                         ("llama.expert_used_count is 6", "valid range 1..4")),
     "expert groups on a dense model": ({"llama.expert_group_count": 2},
