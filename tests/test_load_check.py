@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from gguf.constants import Keys
 
 from edge_ai import gguf_hparams, registry
 from edge_ai.errors import EdgeAIError
@@ -50,7 +52,7 @@ def test_a_native_abort_is_one_line_quoting_the_assertion(tmp_path: Path, case: 
 def test_the_engine_survives_an_abort_no_rule_catches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the nextn rule taken out of the table (a check llama.cpp has and we lack), the engine
     still reports the abort in one line and this process carries on and loads a good model."""
-    rules = tuple(r for r in gguf_hparams.RULES if r.key != gguf_hparams.Keys.LLM.NEXTN_PREDICT_LAYERS)
+    rules = tuple(r for r in gguf_hparams.RULES if r.key != Keys.LLM.NEXTN_PREDICT_LAYERS)
     monkeypatch.setattr(gguf_hparams, "RULES", rules)
     bad = write_tiny_llama(tmp_path / "model.gguf", extra_metadata={"llama.nextn_predict_layers": N_LAYER + 1})
     with pytest.raises(EdgeAIError, match=CRASH + r"GGML_ASSERT\(hparams\.n_layer_nextn"):
@@ -108,6 +110,17 @@ def test_models_info_on_a_truncated_file_warns_and_fails(tmp_path: Path) -> None
         assert warnings and all(w.startswith("warning: model.gguf") for w in warnings)
         assert "is truncated: tensor" in warnings[0] and "Traceback" not in result.stderr
     assert _edge_ai("models", "info", str(write_tiny_llama(tmp_path / "good.gguf"))).returncode == 0
+
+
+def test_models_info_on_a_tensor_with_absurd_dimensions_warns_and_fails(tmp_path: Path) -> None:
+    path = write_tiny_llama(tmp_path / "model.gguf")
+    data = bytearray(path.read_bytes())
+    name = b"blk.0.attn_q.weight"
+    struct.pack_into("<QQ", data, data.index(name) + len(name) + 4, 2**40, 2**40)  # after name and n_dims
+    path.write_bytes(data)
+    result = _edge_ai("models", "info", str(path))
+    assert result.returncode == 1
+    assert "warning: model.gguf: tensor 'blk.0.attn_q.weight' has absurd dimensions" in result.stderr
 
 
 def test_models_info_on_a_file_cut_inside_its_metadata(tmp_path: Path) -> None:
