@@ -39,6 +39,14 @@ ABORTS = {
 }
 
 
+def write_duplicate_token_model(path: Path) -> Path:
+    """The tiny model with one token twice in its vocabulary: no header check reads the whole token
+    list, and llama.cpp's vocab loader asserts on it (llama-vocab.cpp)."""
+    tokens = vocabulary()[0]
+    tokens[-4] = tokens[-5]
+    return write_tiny_llama(path, extra_metadata={"tokenizer.ggml.tokens": (tokens, T.ARRAY, T.STRING)})
+
+
 @pytest.mark.parametrize("case", ABORTS)
 def test_a_native_abort_is_one_line_quoting_the_assertion(tmp_path: Path, case: str) -> None:
     """load_check loads the file as llama.cpp would, without our validation in front of it."""
@@ -52,13 +60,9 @@ def test_a_native_abort_is_one_line_quoting_the_assertion(tmp_path: Path, case: 
 
 
 def test_the_engine_survives_an_abort_no_rule_catches(tmp_path: Path) -> None:
-    """A vocabulary with one token twice passes every header check (the token list is not read in
-    full), then llama.cpp's vocab loader asserts. The engine reports it in one line, remembers
-    nothing, and this process goes on to load a good model."""
-    tokens = vocabulary()[0]
-    tokens[-4] = tokens[-5]
-    bad = write_tiny_llama(tmp_path / "model.gguf",
-                           extra_metadata={"tokenizer.ggml.tokens": (tokens, T.ARRAY, T.STRING)})
+    """A file that passes every header check and still aborts llama.cpp: the engine reports it in
+    one line, remembers nothing, and this process goes on to load a good model."""
+    bad = write_duplicate_token_model(tmp_path / "model.gguf")
     assert diagnose(read_gguf(bad)) == []
     options = EngineOptions(context=256, threads=1, batch=64)
     assertion = r"llama-vocab\.cpp:\d+: GGML_ASSERT\(id_to_token\.size\(\) == token_to_id\.size\(\)\) failed; "
@@ -66,6 +70,14 @@ def test_the_engine_survives_an_abort_no_rule_catches(tmp_path: Path) -> None:
         Engine(bad, options=options)
     assert not registry.loads_fine(bad)
     Engine(write_tiny_llama(tmp_path / "good.gguf"), options=options).close()
+
+
+def test_edge_ai_ask_reports_the_crash_in_one_line(tmp_path: Path) -> None:
+    bad = write_duplicate_token_model(tmp_path / "model.gguf")
+    result = _edge_ai("ask", "-m", str(bad), "hi")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: llama.cpp crashed loading model.gguf (signal 6): llama-vocab.cpp:")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_a_file_that_loaded_is_not_loaded_twice_until_it_changes(tmp_path: Path) -> None:
