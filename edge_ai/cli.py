@@ -239,7 +239,10 @@ def models_rm(name: str) -> None:
 
 @models_app.command("info")
 def models_info(name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """All GGUF metadata of a model, with a tensor count and type summary."""
+    """All GGUF metadata of a model, with a tensor count and type summary.
+
+    Problems that would stop llama.cpp loading the file are printed last, one `warning:` line each
+    on stderr, and the exit code is 1, so a script checking a download can rely on it."""
     from edge_ai.gguf_file import diagnose, read_gguf
 
     with ProgressBar("assembling model", in_bytes=True) as bar:
@@ -252,14 +255,18 @@ def models_info(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
                "problems": diagnose(info)}
     if as_json:
         print(json.dumps({"summary": summary, "metadata": metadata}, indent=2, default=str))
-        return
-    table = Table("key", "value", box=None)
-    for key, value in metadata.items():
-        text = str(value)
-        table.add_row(key, text if len(text) < 200 else text[:200] + "...")
-    out.print(table)
-    for key, value in summary.items():
-        out.print(f"{key}: {value}")
+    else:
+        table = Table("key", "value", box=None)
+        for key, value in metadata.items():
+            text = str(value)
+            table.add_row(key, text if len(text) < 200 else text[:200] + "...")
+        out.print(table)
+        for key, value in summary.items():
+            out.print(f"{key}: {value}")
+    for problem in summary["problems"]:
+        err.print(f"warning: {problem}", soft_wrap=True)
+    if summary["problems"]:
+        raise typer.Exit(1)
 
 
 def _unavailable(row: dict[str, Any]) -> str:

@@ -20,7 +20,6 @@ import os
 import stat
 import struct
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from gguf.constants import (
 )
 
 from edge_ai.errors import EdgeAIError
+from edge_ai.gguf_hparams import RECONVERT, UINT32, array_length, hyperparameter_problems, type_problem
 
 MAX_ARRAY_ITEMS = 64
 """Arrays longer than this (token lists, scores, merges) are kept as an `ArraySummary`."""
@@ -46,8 +46,7 @@ _MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, smallest value
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, dimension count, type, offset
 _MAX_TENSOR_DIMS = 4  # GGML_MAX_DIMS
 _MAX_TENSOR_NAME = 63  # GGML_MAX_NAME - 1 (room for the NUL)
-_MAX_LAYERS = 512  # LLAMA_MAX_LAYERS: a larger block_count trips a GGML_ASSERT
-_MAX_WIDTH = 1_000_000  # sanity bound for widths and head counts
+_MAX_ELEMENTS = 2**63 - 1  # ggml counts a tensor's values in an int64
 _KNOWN_ARCHITECTURES = frozenset(MODEL_ARCH_NAMES.values())
 _NO_VOCAB_TOKENIZERS = ("none", "no_vocab")
 _SPECIAL_TOKEN_KEYS = (
@@ -60,8 +59,6 @@ _SPECIAL_TOKEN_KEYS = (
     Keys.Tokenizer.PAD_ID,
     Keys.Tokenizer.MASK_ID,
 )
-_UINT32 = "UINT32"
-_PER_LAYER_TYPES = (_UINT32, "ARRAY[UINT32]", "ARRAY[INT32]")
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -80,7 +77,6 @@ _SCALAR_FORMATS: dict[GGUFValueType, struct.Struct] = {
 }
 
 _REPAIR = "re-download or re-convert it"
-_RECONVERT = "re-convert the model with a current llama.cpp"
 
 
 @dataclass(frozen=True)
@@ -273,7 +269,7 @@ class _Cursor:
             return self.buf[start : start + n].decode("utf-8")
         except UnicodeDecodeError:
             # llama-cpp-python decodes metadata strictly, so invalid UTF-8 would crash it later.
-            raise self.error(f"{what} is not valid UTF-8 text; {_RECONVERT}") from None
+            raise self.error(f"{what} is not valid UTF-8 text; {RECONVERT}") from None
 
     def skip_strings(self, count: int, what: str) -> None:
         """Step over `count` strings reading only their lengths (fast even for 262k tokens)."""
@@ -311,7 +307,7 @@ def _check_version(cur: _Cursor, version: int) -> int:
     if version in _SUPPORTED_VERSIONS:
         return version
     if version == 1:
-        raise cur.error(f"GGUF version 1 is no longer supported by llama.cpp; {_RECONVERT}")
+        raise cur.error(f"GGUF version 1 is no longer supported by llama.cpp; {RECONVERT}")
     if version and version & 0xFFFF == 0:  # 3 read with the wrong byte order is 0x03000000
         raise EdgeAIError(
             f"{cur.name} is a big-endian GGUF file, which is not supported; use the little-endian version of the model"
@@ -321,7 +317,8 @@ def _check_version(cur: _Cursor, version: int) -> int:
 
 def _check_count(cur: _Cursor, count: int, min_bytes: int, what: str) -> int:
     if count * min_bytes > cur.remaining:
-        raise cur.error(f"header says {count} {what}, which cannot fit in a {_size_text(cur.size)} file; {_REPAIR}")
+        raise EdgeAIError(f"{cur.name} is truncated or corrupt: the header says {count} {what}, which cannot fit "
+                          f"in a {_size_text(cur.size)} file; {_REPAIR}")
     return count
 
 
@@ -333,7 +330,7 @@ def _read_metadata(cur: _Cursor, count: int) -> tuple[dict[str, Any], dict[str, 
         if not key:
             raise cur.error(f"metadata entry #{index} has an empty name; {_REPAIR}")
         if key in metadata:
-            raise cur.error(f"metadata key {key!r} appears twice, which llama.cpp rejects; {_RECONVERT}")
+            raise cur.error(f"metadata key {key!r} appears twice, which llama.cpp rejects; {RECONVERT}")
         vtype = _value_type(cur, cur.unpack(_U32, f"the type of {key!r}"), key)
         if vtype is GGUFValueType.ARRAY:
             metadata[key], types[key] = _read_array(cur, key)
@@ -358,13 +355,12 @@ def _read_scalar(cur: _Cursor, vtype: GGUFValueType, what: str) -> Any:
 def _read_array(cur: _Cursor, key: str) -> tuple[list[Any] | ArraySummary, str]:
     elem = _value_type(cur, cur.unpack(_U32, f"the element type of {key!r}"), key)
     if elem is GGUFValueType.ARRAY:
-        raise cur.error(f"metadata key {key!r} is an array of arrays, which llama.cpp cannot read; {_RECONVERT}")
+        raise cur.error(f"metadata key {key!r} is an array of arrays, which llama.cpp cannot read; {RECONVERT}")
     length = cur.unpack(_U64, f"the length of {key!r}")
     item_size = 8 if elem is GGUFValueType.STRING else _SCALAR_FORMATS[elem].size  # strings: at least a length
     if length * item_size > cur.remaining:
-        raise cur.error(
-            f"metadata key {key!r} claims {length} items, which cannot fit in the {cur.remaining} bytes left; {_REPAIR}"
-        )
+        raise EdgeAIError(f"{cur.name} is truncated or corrupt: metadata key {key!r} claims {length} items, "
+                          f"which cannot fit in the {cur.remaining} bytes left; {_REPAIR}")
     type_name = f"ARRAY[{elem.name}]"
     if length <= MAX_ARRAY_ITEMS:
         return [_read_scalar(cur, elem, f"item {i} of {key!r}") for i in range(length)], type_name
@@ -380,8 +376,8 @@ def _check_alignment(cur: _Cursor, metadata: dict[str, Any], types: dict[str, st
     if key not in metadata:
         return GGUF_DEFAULT_ALIGNMENT
     value = metadata[key]
-    if types[key] != _UINT32 or value == 0 or value & (value - 1):
-        raise cur.error(f"{key} must be a power of two stored as UINT32, not {value!r} ({types[key]}); {_RECONVERT}")
+    if types[key] != UINT32 or value == 0 or value & (value - 1):
+        raise cur.error(f"{key} must be a power of two stored as UINT32, not {value!r} ({types[key]}); {RECONVERT}")
     return value
 
 
@@ -434,9 +430,9 @@ def _architecture_problems(info: GGUFInfo) -> list[str]:
     name, key = info.path.name, Keys.General.ARCHITECTURE
     arch = info.metadata.get(key)
     if arch is None:
-        return [f"{name} has no {key}, so llama.cpp cannot tell what model it is; {_RECONVERT}"]
+        return [f"{name} has no {key}, so llama.cpp cannot tell what model it is; {RECONVERT}"]
     if info.metadata_types[key] != "STRING":
-        return [_type_problem(info, key, "STRING")]
+        return [type_problem(info, key, "STRING")]
     if arch == "clip":
         return [f"{name} is a multimodal projector (mmproj), not a language model; pass the main model file"]
     if arch not in _KNOWN_ARCHITECTURES:
@@ -444,158 +440,37 @@ def _architecture_problems(info: GGUFInfo) -> list[str]:
             f"{name}: architecture {arch!r} is not supported by this llama.cpp; "
             "use a model with a supported architecture"
         ]
-    return _hyperparameter_problems(info, arch)
-
-
-def _hyperparameter_problems(info: GGUFInfo, arch: str) -> list[str]:
-    block_key = Keys.LLM.BLOCK_COUNT.format(arch=arch)
-    block_problems = _uint_problems(info, block_key, 1, _MAX_LAYERS)
-    problems = [
-        *block_problems,
-        *_uint_problems(info, Keys.LLM.CONTEXT_LENGTH.format(arch=arch), 1, 2**32 - 1),
-        *_uint_problems(info, Keys.LLM.EMBEDDING_LENGTH.format(arch=arch), 1, _MAX_WIDTH),
-    ]
-    for eps_key in (Keys.Attention.LAYERNORM_RMS_EPS, Keys.Attention.LAYERNORM_EPS):
-        problems += _float_problems(info, eps_key.format(arch=arch), "between 0 and 1", lambda v: 0 < v < 1)
-    for base_key in (Keys.Rope.FREQ_BASE, Keys.Rope.FREQ_BASE_SWA):
-        problems += _float_problems(info, base_key.format(arch=arch), "positive", lambda v: v > 0)
-    if block_problems:  # per-layer values cannot be checked without a valid layer count
-        return problems
-    return problems + _per_layer_problems(info, arch, info.metadata[block_key])
-
-
-def _per_layer_problems(info: GGUFInfo, arch: str, n_layer: int) -> list[str]:
-    """Head counts and FFN width: llama.cpp reads each as one uint32 for all layers or one per layer.
-
-    They must be positive when the layers have such blocks; attention-free models (Mamba, RWKV)
-    legitimately store 0.
-    """
-    head_key = Keys.Attention.HEAD_COUNT.format(arch=arch)
-    kv_key = Keys.Attention.HEAD_COUNT_KV.format(arch=arch)
-    ff_key = Keys.LLM.FEED_FORWARD_LENGTH.format(arch=arch)
-    has_attention = _has_layer_tensor(info, "attn_q")  # attn_q, attn_qkv, attn_q_a...
-    problems: list[str] = []
-    if head_key not in info.metadata and has_attention:
-        problems.append(f"{info.path.name} is missing {head_key}; {_RECONVERT}")
-    heads, head_problems = _layer_values(info, head_key, n_layer, int(has_attention))
-    kv_heads, kv_problems = _layer_values(info, kv_key, n_layer, int(has_attention))
-    _, ff_problems = _layer_values(info, ff_key, n_layer, int(_has_layer_tensor(info, "ffn_")))
-    problems += head_problems + kv_problems + ff_problems
-    if heads is not None and kv_heads is not None:
-        problems += _gqa_problems(info, head_key, heads, kv_key, kv_heads)
-    return problems
-
-
-def _layer_values(info: GGUFInfo, key: str, n_layer: int, low: int) -> tuple[list[int] | None, list[str]]:
-    """The per-layer values of `key` (None if absent, broken or too long to inspect) and its problems.
-
-    A scalar must be at least `low`; a per-layer array may hold 0 for layers without that block
-    (hybrid attention/SSM models do this).
-    """
-    if key not in info.metadata:
-        return None, []
-    value, vtype = info.metadata[key], info.metadata_types[key]
-    if vtype not in _PER_LAYER_TYPES:
-        return None, [_type_problem(info, key, "UINT32 or one UINT32 per layer")]
-    if vtype == _UINT32:
-        if not low <= value <= _MAX_WIDTH:
-            return None, [_range_problem(info, key, value, low, _MAX_WIDTH)]
-        return [value] * n_layer, []
-    length = _array_length(value)
-    if length != n_layer:
-        return None, [f"{info.path.name}: {key} has {length} entries but there are {n_layer} layers; {_RECONVERT}"]
-    if isinstance(value, ArraySummary):
-        return None, []
-    bad = [v for v in value if not 0 <= v <= _MAX_WIDTH]
-    if bad:
-        return None, [_range_problem(info, key, bad[0], 0, _MAX_WIDTH)]
-    return value, []
-
-
-def _gqa_problems(info: GGUFInfo, head_key: str, heads: list[int], kv_key: str, kv_heads: list[int]) -> list[str]:
-    """Grouped-query attention needs head_count to be a multiple of head_count_kv in every attention layer."""
-    for layer, (n_head, n_kv) in enumerate(zip(heads, kv_heads)):
-        if n_kv and (n_head == 0 or n_head % n_kv):
-            where = "" if info.metadata_types[kv_key] == _UINT32 else f" (layer {layer})"
-            return [f"{info.path.name}: {kv_key} is {n_kv}{where} but must divide {head_key} {n_head}; {_RECONVERT}"]
-    return []
-
-
-def _has_layer_tensor(info: GGUFInfo, prefix: str) -> bool:
-    """Whether any layer has a tensor whose kind starts with `prefix` (blk.N.<prefix>...)."""
-    return any(_layer_tensor_kind(t.name).startswith(prefix) for t in info.tensors)
-
-
-def _layer_tensor_kind(tensor_name: str) -> str:
-    """'attn_q' for 'blk.3.attn_q.weight'; '' for tensors outside the layers."""
-    parts = tensor_name.split(".")
-    return parts[2] if len(parts) > 2 and parts[0] == "blk" else ""
-
-
-def _uint_problems(info: GGUFInfo, key: str, low: int, high: int) -> list[str]:
-    """Check a required uint32 hyperparameter."""
-    if key not in info.metadata:
-        return [f"{info.path.name} is missing {key}; {_RECONVERT}"]
-    if info.metadata_types[key] != _UINT32:
-        return [_type_problem(info, key, _UINT32)]
-    value = info.metadata[key]
-    return [] if low <= value <= high else [_range_problem(info, key, value, low, high)]
-
-
-def _float_problems(info: GGUFInfo, key: str, wanted: str, valid: Callable[[float], bool]) -> list[str]:
-    """Check an optional float32 hyperparameter: NaN/inf or out-of-range values crash or derail decoding."""
-    if key not in info.metadata:
-        return []
-    if info.metadata_types[key] != "FLOAT32":
-        return [_type_problem(info, key, "FLOAT32")]
-    value = info.metadata[key]
-    if math.isfinite(value) and valid(value):
-        return []
-    return [f"{info.path.name}: {key} is {value} but must be finite and {wanted}; {_RECONVERT}"]
-
-
-def _type_problem(info: GGUFInfo, key: str, wanted: str) -> str:
-    return f"{info.path.name}: {key} is stored as {info.metadata_types[key]} but llama.cpp needs {wanted}; {_RECONVERT}"
-
-
-def _range_problem(info: GGUFInfo, key: str, value: int, low: int, high: int) -> str:
-    return f"{info.path.name}: {key} is {value}, outside the valid range {low}..{high}; {_RECONVERT}"
+    return hyperparameter_problems(info, arch)
 
 
 def _tokenizer_problems(info: GGUFInfo) -> list[str]:
     name, meta = info.path.name, info.metadata
     model_key, tokens_key = Keys.Tokenizer.MODEL, Keys.Tokenizer.LIST
     if model_key not in meta:
-        return [f"{name} has no tokenizer ({model_key}); {_RECONVERT}, with the tokenizer files beside the weights"]
+        return [f"{name} has no tokenizer ({model_key}); {RECONVERT}, with the tokenizer files beside the weights"]
     if info.metadata_types[model_key] != "STRING":
-        return [_type_problem(info, model_key, "STRING")]
+        return [type_problem(info, model_key, "STRING")]
     if meta[model_key] in _NO_VOCAB_TOKENIZERS:
         return []
     if tokens_key not in meta:
-        return [f"{name} has no vocabulary ({tokens_key}); {_RECONVERT}, with the tokenizer files beside the weights"]
+        return [f"{name} has no vocabulary ({tokens_key}); {RECONVERT}, with the tokenizer files beside the weights"]
     if info.metadata_types[tokens_key] != "ARRAY[STRING]":
-        return [_type_problem(info, tokens_key, "ARRAY[STRING]")]
-    n_vocab = _array_length(meta[tokens_key])
+        return [type_problem(info, tokens_key, "ARRAY[STRING]")]
+    n_vocab = array_length(meta[tokens_key])
     if n_vocab == 0:
-        return [f"{name}: the vocabulary ({tokens_key}) is empty; {_RECONVERT}"]
+        return [f"{name}: the vocabulary ({tokens_key}) is empty; {RECONVERT}"]
     problems = []
     for key in (Keys.Tokenizer.SCORES, Keys.Tokenizer.TOKEN_TYPE):
-        if key in meta and _array_length(meta[key]) < n_vocab:
-            problems.append(f"{name}: {key} has {_array_length(meta[key])} entries for {n_vocab} tokens; {_RECONVERT}")
+        if key in meta and array_length(meta[key]) < n_vocab:
+            problems.append(f"{name}: {key} has {array_length(meta[key])} entries for {n_vocab} tokens; {RECONVERT}")
     for key in _SPECIAL_TOKEN_KEYS:
         if key not in meta:
             continue
-        if info.metadata_types[key] != _UINT32:
-            problems.append(_type_problem(info, key, _UINT32))
+        if info.metadata_types[key] != UINT32:
+            problems.append(type_problem(info, key, UINT32))
         elif meta[key] >= n_vocab:
-            problems.append(f"{name}: {key} is {meta[key]} but the vocabulary has only {n_vocab} tokens; {_RECONVERT}")
+            problems.append(f"{name}: {key} is {meta[key]} but the vocabulary has only {n_vocab} tokens; {RECONVERT}")
     return problems
-
-
-def _array_length(value: Any) -> int:
-    if isinstance(value, ArraySummary):
-        return value.length
-    return len(value) if isinstance(value, list) else 0
 
 
 def _tensor_problems(info: GGUFInfo) -> list[str]:
@@ -608,8 +483,8 @@ def _tensor_problems(info: GGUFInfo) -> list[str]:
     split_count = info.metadata.get(Keys.Split.LLM_KV_SPLIT_COUNT)
     is_shard = _is_int(split_count) and split_count > 1
     if "token_embd.weight" not in names and not is_shard:
-        problems.append(f"{name} has no token_embd.weight tensor, so the model is incomplete; {_RECONVERT}")
-    problems += [f"{name}: tensor {n!r} appears {c} times; {_RECONVERT}" for n, c in names.items() if c > 1]
+        problems.append(f"{name} has no token_embd.weight tensor, so the model is incomplete; {RECONVERT}")
+    problems += [f"{name}: tensor {n!r} appears {c} times; {RECONVERT}" for n, c in names.items() if c > 1]
     for tensor in info.tensors:
         problems += _shape_problems(name, tensor)
     return problems + _layout_problems(info)
@@ -618,16 +493,20 @@ def _tensor_problems(info: GGUFInfo) -> list[str]:
 def _shape_problems(name: str, tensor: TensorInfo) -> list[str]:
     problems = []
     if len(tensor.name) > _MAX_TENSOR_NAME:
-        problems.append(f"{name}: tensor name {tensor.name!r} is longer than {_MAX_TENSOR_NAME} bytes; {_RECONVERT}")
+        problems.append(f"{name}: tensor name {tensor.name!r} is longer than {_MAX_TENSOR_NAME} bytes; {RECONVERT}")
+    if math.prod(tensor.shape) > _MAX_ELEMENTS:
+        problems.append(
+            f"{name}: tensor {tensor.name!r} has absurd dimensions {tensor.shape} (more than 2**63 values); {_REPAIR}"
+        )
     if 0 in tensor.shape:
         problems.append(
-            f"{name}: tensor {tensor.name!r} has shape {tensor.shape} with an empty dimension; {_RECONVERT}"
+            f"{name}: tensor {tensor.name!r} has shape {tensor.shape} with an empty dimension; {RECONVERT}"
         )
     block_size = GGML_QUANT_SIZES[GGMLQuantizationType[tensor.ggml_type]][0]
     if tensor.shape and tensor.shape[0] % block_size:
         problems.append(
             f"{name}: tensor {tensor.name!r} has rows of {tensor.shape[0]} values, not a multiple of the "
-            f"{tensor.ggml_type} block size {block_size}; {_RECONVERT}"
+            f"{tensor.ggml_type} block size {block_size}; {RECONVERT}"
         )
     return problems
 
@@ -648,7 +527,7 @@ def _layout_problems(info: GGUFInfo) -> list[str]:
         if relative != expected:
             return [
                 f"{name}: tensor {tensor.name!r} starts at data offset {relative} but llama.cpp expects {expected} "
-                f"(tensors stored in order, {info.alignment}-byte aligned); {_RECONVERT}"
+                f"(tensors stored in order, {info.alignment}-byte aligned); {RECONVERT}"
             ]
         expected += _align(tensor.nbytes, info.alignment)
     return []

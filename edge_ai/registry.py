@@ -4,6 +4,10 @@ Three sources, looked up in this order: a path to a .gguf file, a model the user
 (`edge-ai models add`, stored in models.toml in the data dir), and a model shipped as a Python
 package (assembled from its parts into the data dir on first use, with a progress callback).
 Nothing is ever downloaded.
+
+It also remembers which files have loaded in llama.cpp before (`loads_fine`): a new file is first
+loaded in a child process (runtime/llm/load_check.py), so a native abort cannot take the app down,
+and that cost is paid once per file.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,3 +202,39 @@ def remove(name: str) -> Path | None:
             return target
         raise EdgeAIError(f"model '{name}' is not assembled; nothing to remove")
     raise EdgeAIError(f"unknown model '{name}'; see `edge-ai models list`")
+
+
+def _loads_fine_file() -> Path:
+    return get_paths().data_dir / "loads-fine.json"
+
+
+def _stamp(path: Path) -> list[int]:
+    """What identifies one version of a file: its size and modification time (ns)."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _read_loads_fine() -> dict[str, list[int]]:
+    """The cache, or an empty one when missing or damaged: it is only a cache, the next load rewrites it."""
+    try:
+        data = json.loads(_loads_fine_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def loads_fine(path: str | Path) -> bool:
+    """Whether this file, at its current size and mtime, has loaded in llama.cpp before."""
+    path = Path(path).resolve()
+    try:
+        return _read_loads_fine().get(str(path)) == _stamp(path)
+    except OSError:
+        return False
+
+
+def remember_loads_fine(path: str | Path) -> None:
+    """Record that `path` (as it is now) loaded without crashing; entries for vanished files are dropped."""
+    path = Path(path).resolve()
+    known = {name: stamp for name, stamp in _read_loads_fine().items() if Path(name).exists()}
+    known[str(path)] = _stamp(path)
+    atomic_write_text(_loads_fine_file(), json.dumps(known, indent=1, sort_keys=True))

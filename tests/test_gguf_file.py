@@ -213,10 +213,28 @@ def test_big_endian_is_refused(tmp_path: Path) -> None:
 def test_header_cut_anywhere_gives_edge_ai_error(model: Path) -> None:
     data = model.read_bytes()
     header_end = read_gguf(model).data_offset
-    for cut in range(1, header_end - 32, 5):  # the last bytes before data_offset are padding
+    for cut in range(4, header_end - 32, 5):  # the last bytes before data_offset are padding
         model.write_bytes(data[:cut])
-        with pytest.raises(EdgeAIError, match="truncated|not a GGUF|cannot fit"):
+        with pytest.raises(EdgeAIError, match=r"^model\.gguf is truncated or corrupt: "):
             read_gguf(model)
+
+
+def test_file_cut_inside_a_metadata_array_says_truncated(model: Path) -> None:
+    """The reader sees a long array that the cut file cannot hold: a truncation, said so."""
+    data = model.read_bytes()
+    model.write_bytes(data[: data.index(b"tok50")])
+    with pytest.raises(EdgeAIError, match=r"^model\.gguf is truncated or corrupt: metadata key "
+                                          r"'tokenizer\.ggml\.tokens' claims 100 items"):
+        read_gguf(model)
+
+
+def test_absurd_tensor_dimensions_are_named(model: Path) -> None:
+    data = bytearray(model.read_bytes())
+    name = b"blk.0.attn_q.weight"
+    shape_at = data.index(name) + len(name) + 4  # after the name and the dimension count
+    struct.pack_into("<QQ", data, shape_at, 2**40, 2**40)
+    model.write_bytes(data)
+    assert "tensor 'blk.0.attn_q.weight' has absurd dimensions (1099511627776, 1099511627776)" in problem_of(model)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ gibberish, but exercises the whole load -> template -> tokenize -> decode path i
 The default widths are tiny; pass `n_embd=256, n_ff=512` for rows that k-quants and i-quants can
 quantize (their blocks hold 256 values; narrower rows fall back to 32-value types).
 
+`leave_out` names tensors not to write (a model llama.cpp refuses with only a log line saying why).
+
 `extra_metadata` entries are written after (and replace) the defaults. A plain value gets its GGUF
 type from its Python type (str -> STRING, bool -> BOOL, int -> UINT32, float -> FLOAT32, list ->
 ARRAY of the first item's type); pass `(value, gguf.GGUFValueType.X)` to force a type (e.g. a wrong
@@ -19,6 +21,7 @@ one), or `(value, ARRAY, element_type)` for a typed array.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 import gguf
@@ -81,7 +84,8 @@ def _typed(value: Any) -> tuple[Any, ...]:
 
 def write_tiny_llama(path: Path, *, chat_template: str | None = None,
                      extra_metadata: dict[str, Any] | None = None, seed: int = 0,
-                     n_embd: int = N_EMBD, n_ff: int = N_FF, n_layer: int = N_LAYER) -> Path:
+                     n_embd: int = N_EMBD, n_ff: int = N_FF, n_layer: int = N_LAYER,
+                     leave_out: Collection[str] = ()) -> Path:
     """Write the tiny model to `path` and return `path`."""
     arch = "llama"
     head_dim = n_embd // N_HEAD
@@ -120,25 +124,29 @@ def write_tiny_llama(path: Path, *, chat_template: str | None = None,
     # numpy shape (out, in) is stored as ggml ne (in, out), which is what llama.cpp checks.
     rng = np.random.default_rng(seed)
 
+    def add(name: str, array: np.ndarray) -> None:
+        if name not in leave_out:
+            writer.add_tensor(name, array)
+
     def weight(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.02).astype(np.float32)
 
     def norm() -> np.ndarray:
         return np.ones(n_embd, dtype=np.float32)
 
-    writer.add_tensor("token_embd.weight", weight(n_vocab, n_embd))
+    add("token_embd.weight", weight(n_vocab, n_embd))
     for i in range(n_layer):
-        writer.add_tensor(f"blk.{i}.attn_norm.weight", norm())
-        writer.add_tensor(f"blk.{i}.attn_q.weight", weight(N_HEAD * head_dim, n_embd))
-        writer.add_tensor(f"blk.{i}.attn_k.weight", weight(N_HEAD_KV * head_dim, n_embd))
-        writer.add_tensor(f"blk.{i}.attn_v.weight", weight(N_HEAD_KV * head_dim, n_embd))
-        writer.add_tensor(f"blk.{i}.attn_output.weight", weight(n_embd, N_HEAD * head_dim))
-        writer.add_tensor(f"blk.{i}.ffn_norm.weight", norm())
-        writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(n_ff, n_embd))
-        writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(n_ff, n_embd))
-        writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(n_embd, n_ff))
-    writer.add_tensor("output_norm.weight", norm())
-    writer.add_tensor("output.weight", weight(n_vocab, n_embd))
+        add(f"blk.{i}.attn_norm.weight", norm())
+        add(f"blk.{i}.attn_q.weight", weight(N_HEAD * head_dim, n_embd))
+        add(f"blk.{i}.attn_k.weight", weight(N_HEAD_KV * head_dim, n_embd))
+        add(f"blk.{i}.attn_v.weight", weight(N_HEAD_KV * head_dim, n_embd))
+        add(f"blk.{i}.attn_output.weight", weight(n_embd, N_HEAD * head_dim))
+        add(f"blk.{i}.ffn_norm.weight", norm())
+        add(f"blk.{i}.ffn_gate.weight", weight(n_ff, n_embd))
+        add(f"blk.{i}.ffn_up.weight", weight(n_ff, n_embd))
+        add(f"blk.{i}.ffn_down.weight", weight(n_embd, n_ff))
+    add("output_norm.weight", norm())
+    add("output.weight", weight(n_vocab, n_embd))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -27,7 +27,7 @@ import numpy as np
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import GGUFInfo, check_gguf
 from edge_ai.hardware import check_fits_in_ram, default_threads
-from runtime.llm import llama_log
+from runtime.llm import llama_log, load_check
 from runtime.llm.context import Message, fit_messages
 from runtime.llm.events import DoneEvent, Event, FinishReason, Metrics, SamplingParams, TokenEvent
 from runtime.llm.templates import ChatTemplate, UnsafeTemplateError, builtin_for
@@ -88,20 +88,20 @@ class Engine:
         self._stop: threading.Event | None = None
 
     def _load(self, options: EngineOptions) -> llama_cpp.Llama:
+        params = dict(n_ctx=self.n_ctx, n_batch=options.batch, n_ubatch=options.batch, n_threads=self.threads,
+                      n_threads_batch=self.threads, swa_full=options.swa_full)
+        load_check.ensure_loads(self.path, params)  # a native abort in a child process, not in ours
         # verbose=True because verbose=False redirects the process's stdout/stderr file
         # descriptors while loading, which blanks a running TUI; llama.cpp's own log already goes
         # to our callback, and the Python-side prints go to our log through _LogWriter.
+        mark = llama_log.mark()
         try:
             with contextlib.redirect_stderr(_LogWriter()):
-                llm = llama_cpp.Llama(
-                    model_path=str(self.path), n_ctx=self.n_ctx, n_batch=options.batch,
-                    n_ubatch=options.batch, n_threads=self.threads, n_threads_batch=self.threads,
-                    swa_full=options.swa_full, verbose=True,
-                )
+                llm = llama_cpp.Llama(model_path=str(self.path), **params, verbose=True)
         except Exception as exc:  # llama-cpp-python raises bare ValueError/RuntimeError
+            reason = "; ".join(llama_log.errors_since(mark)) or str(exc)
             raise EdgeAIError(
-                f"llama.cpp could not load {self.path} ({exc}); see the log for details, "
-                "or check the file with `edge-ai models info`"
+                f"llama.cpp could not load {self.path.name}: {reason}; check the file with `edge-ai models info`"
             ) from None
         llm.verbose = False
         return llm

@@ -1,0 +1,96 @@
+"""Load a model file that has never loaded before in a child process first.
+
+`edge_ai.gguf_hparams` refuses every hyperparameter llama.cpp is known to assert on, but llama.cpp
+has more `GGML_ASSERT`s (tensor loading, context creation) than any list can hold, and each one
+aborts the whole process: the TUI or the server with it. So the first load of a file happens in a
+throw-away `python -m runtime.llm.load_check` process with the same parameters; an abort there
+becomes one line, "llama.cpp crashed loading X (signal 6): <the assertion>", and the caller lives
+on. A file that loaded is remembered by path, size and mtime (`edge_ai.registry.loads_fine`), so
+the cost (one extra load, measured in benchmarks/bench_load_check.py) is paid once per file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge_ai import registry
+from edge_ai.errors import EdgeAIError
+from runtime.llm import llama_log
+
+_ERROR_PREFIX = "ERROR "  # how the child marks llama.cpp's error log lines on its stderr
+_ABORT_LINE = re.compile(r"^(?P<file>\S+?):(?P<line>\d+): (?P<message>.+)$")  # ggml_abort: "file:line: text"
+_WHAT_LINE = re.compile(r"^\s*what\(\):\s*(?P<message>.+)$")  # an uncaught C++ exception (std::terminate)
+_CHILD_ENV = {"GGML_NO_BACKTRACE": "1"}  # else ggml_abort forks gdb to print a backtrace: slow, noisy
+
+
+def ensure_loads(path: Path, params: dict[str, Any]) -> None:
+    """Raise a one-line `EdgeAIError` if loading `path` with llama_cpp.Llama(**params) crashes or
+    fails; load it in a child process unless it is known to load fine."""
+    if registry.loads_fine(path):
+        return
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime.llm.load_check", json.dumps({**params, "model_path": str(path)})],
+        stdin=subprocess.DEVNULL, capture_output=True, env={**os.environ, **_CHILD_ENV}, check=False,
+    )
+    if result.returncode == 0:
+        registry.remember_loads_fine(path)
+        return
+    raise EdgeAIError(failure_message(path, result.returncode, result.stderr.decode("utf-8", errors="replace")))
+
+
+def failure_message(path: Path, returncode: int, stderr: str) -> str:
+    """One line for a child load that ended with `returncode` (negative: killed by that signal)."""
+    lines = [line.rstrip() for line in stderr.splitlines() if line.strip()]
+    errors = llama_log.telling([line.removeprefix(_ERROR_PREFIX).strip()
+                                for line in lines if line.startswith(_ERROR_PREFIX)])
+    if returncode < 0:
+        number = -returncode
+        reason = _crash_reason(lines) or "; ".join(errors[-3:]) or _signal_text(number)
+        return (f"llama.cpp crashed loading {path.name} (signal {number}): {reason}; "
+                "the file is malformed or needs a newer llama.cpp, re-convert or re-download it")
+    reason = "; ".join(errors[-3:]) or (lines[-1] if lines else f"exit code {returncode}")
+    return f"llama.cpp could not load {path.name}: {reason}; check the file with `edge-ai models info`"
+
+
+def _crash_reason(lines: list[str]) -> str | None:
+    """The assertion or exception text a native abort printed, with the source path shortened."""
+    for line in reversed(lines):
+        if match := _ABORT_LINE.match(line):
+            return f"{Path(match['file']).name}:{match['line']}: {match['message']}"
+        if match := _WHAT_LINE.match(line):
+            return match["message"]
+    return None
+
+
+def _signal_text(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "no message"
+
+
+def _child(arguments: str) -> int:
+    """Load the model once and exit: 0 when it loaded, 1 when llama-cpp-python refused it."""
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s")
+    import llama_cpp
+
+    llama_log.install()
+    try:
+        # verbose=True: verbose=False redirects stderr while loading, hiding the assertion text.
+        llm = llama_cpp.Llama(**json.loads(arguments), verbose=True)
+    except (ValueError, RuntimeError):  # the reason is already on stderr, from llama.cpp's log
+        return 1
+    llm.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1]))
