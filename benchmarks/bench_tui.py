@@ -5,7 +5,10 @@
 - the same two for the real `edge-ai` process in a real terminal (tmux), imports included: what
   a user waits for after pressing Enter on the command;
 - time to first streamed token ON SCREEN after Enter, next to the engine's own TTFT for the same
-  reply: the ratio engine_ttft / screen_ttft says how much the UI adds (1.0 = nothing).
+  reply: the ratio engine_ttft / screen_ttft says how much the UI adds (1.0 = nothing);
+- decode speed while the app streams a reply in a real terminal (the tok/s its status bar shows)
+  over the engine's alone in this process, same model, threads and prompts, rounds alternated:
+  what drawing the stream costs llama.cpp on a 2-core laptop. Target >= 0.95; exits 1 below.
 
     python benchmarks/bench_tui.py [--rounds 5]
 """
@@ -16,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -102,6 +106,68 @@ def measure_real_terminal(home: str) -> dict[str, float]:
             "terminal_model_ready_ms": round((model_ready - start) * 1000, 1)}
 
 
+DECODE_TARGET = 0.95
+DECODE_TOKENS = 128
+DECODE_SETTINGS = {"EDGE_AI_MODEL_FORMAT": "builtin",  # Gemma turns run to max_tokens: equal lengths
+                   "EDGE_AI_SAMPLING_MAX_TOKENS": str(DECODE_TOKENS), "EDGE_AI_SAMPLING_TEMPERATURE": "0"}
+_TOK_S = re.compile(r"(\d+\.\d) tok/s")
+
+
+def decode_questions(rounds: int) -> list[str]:
+    return [f"Question {i}: tell me about the history of the bicycle." for i in range(rounds)]
+
+
+def measure_decode_in_terminal(home: str, rounds: int) -> dict[str, object]:
+    """Alternate: one reply in the real app (tok/s read from its status bar), one by the engine alone."""
+    from edge_ai import registry
+    from runtime.llm.engine import Engine, EngineOptions
+    from runtime.llm.events import DoneEvent, SamplingParams
+
+    session = f"edge-ai-decode-{os.getpid()}"
+    settings = " ".join(f"{k}={v}" for k, v in DECODE_SETTINGS.items())
+    command = f"EDGE_AI_HOME={shlex.quote(home)} {settings} {shlex.quote(sys.executable)} -m edge_ai"
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    def status_line() -> str:
+        lines = [line for line in screen().splitlines() if "model:" in line]
+        return lines[-1] if lines else ""
+
+    def wait(condition, what: str, timeout: float = 120) -> str:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            line = status_line()
+            if condition(line):
+                return line
+            time.sleep(0.25)  # a slow poll: capturing the pane costs CPU too
+        raise SystemExit(f"timed out waiting for {what} in the real terminal")
+
+    engine = Engine(registry.resolve("gemma3-270m"), options=EngineOptions(chat_format="builtin"))
+    sampling = SamplingParams(temperature=0.0, max_tokens=DECODE_TOKENS)
+    app_rates, engine_rates = [], []
+    subprocess.run(["tmux", "new-session", "-d", "-x", "120", "-y", "40", "-s", session, command], check=True)
+    try:
+        wait(lambda line: line.rstrip().endswith("ready"), "the model")
+        for question in decode_questions(rounds):
+            subprocess.run(["tmux", "send-keys", "-t", session, "C-n"], check=True)
+            subprocess.run(["tmux", "send-keys", "-t", session, "-l", question], check=True)
+            subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
+            wait(lambda line: "generating" in line, "the reply to start")
+            line = wait(lambda line: line.rstrip().endswith("ready") and _TOK_S.search(line), "the reply to end")
+            app_rates.append(float(_TOK_S.search(line).group(1)))
+            done = [e for e in engine.chat([{"role": "user", "content": question}], sampling)
+                    if isinstance(e, DoneEvent)][0]
+            engine_rates.append(done.metrics.decode_tok_s)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        engine.close()
+    ratio = statistics.median(app_rates) / statistics.median(engine_rates)
+    return {"decode_rounds": rounds, "app_tok_s": app_rates, "engine_alone_tok_s": [round(r, 1) for r in engine_rates],
+            "app_over_engine_decode": round(ratio, 3), "decode_target": DECODE_TARGET,
+            "meets_decode_target": ratio >= DECODE_TARGET}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -110,7 +176,9 @@ def main() -> None:
     result = asyncio.run(measure(args.rounds))
     if shutil.which("tmux"):
         result |= measure_real_terminal(os.environ["EDGE_AI_HOME"])
+        result |= measure_decode_in_terminal(os.environ["EDGE_AI_HOME"], args.rounds)
     print(json.dumps(result, indent=2))
+    raise SystemExit(0 if result.get("meets_decode_target", True) else 1)
 
 
 if __name__ == "__main__":

@@ -69,9 +69,14 @@ def open_engine(cfg: config_mod.Config):  # -> runtime.llm.engine.Engine (import
     with ProgressBar("assembling model", in_bytes=True) as bar:
         path = registry.resolve(cfg.model.name, progress=bar)
     options = EngineOptions(context=cfg.model.context, threads=cfg.model.threads, batch=cfg.model.batch,
-                            swa_full=cfg.model.swa_full)
+                            swa_full=cfg.model.swa_full, chat_format=wanted_format(cfg, cfg.model.name))
     name = cfg.model.name if cfg.model.name in registry.known_names() else path.stem
     return Engine(path, name=name, options=options)
+
+
+def wanted_format(cfg: config_mod.Config, name: str) -> str:
+    """The prompt format to ask for: `model.format` when set, else the one stored with the model."""
+    return cfg.model.format if cfg.model.format != "auto" else registry.chat_format(name)
 
 
 @app.callback(invoke_without_command=True)
@@ -110,9 +115,8 @@ def ask(
     """Answer one question, streaming the reply to stdout."""
     from runtime.llm.events import DoneEvent, SamplingParams
 
-    if question is None:
-        question = sys.stdin.read() if not sys.stdin.isatty() else ""
-    if not question.strip():
+    question = _question_with_input(question, _read_stdin())
+    if not question:
         raise EdgeAIError("no question given; pass it as an argument or on stdin")
     cfg = load_config(**{
         "model.name": model, "chat.system_prompt": system, "sampling.temperature": temperature,
@@ -122,7 +126,7 @@ def ask(
     })
     engine = open_engine(cfg)
     messages = [{"role": "system", "content": cfg.chat.system_prompt}] if cfg.chat.system_prompt else []
-    messages.append({"role": "user", "content": question.strip()})
+    messages.append({"role": "user", "content": question})
     done: DoneEvent | None = None
     try:
         for event in engine.chat(messages, SamplingParams.from_settings(cfg.sampling)):
@@ -141,6 +145,21 @@ def ask(
                           "metrics": done.metrics.as_dict()}, indent=2))
     else:
         sys.stdout.write("\n")
+
+
+def _read_stdin() -> str:
+    """What is piped in ("" from a terminal). Bytes that are not UTF-8 are replaced (U+FFFD), as
+    a pasted binary should not end in a traceback; the model sees the readable rest."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return ""
+    return sys.stdin.buffer.read().decode("utf-8", errors="replace")
+
+
+def _question_with_input(question: str | None, piped: str) -> str:
+    """The user message for `ask`: the question, then the piped text under it
+    (`cat notes.txt | edge-ai ask "summarise this"`), or either alone."""
+    parts = [part.strip() for part in (question or "", piped) if part and part.strip()]
+    return "\n\n".join(parts)
 
 
 @app.command()
@@ -193,10 +212,12 @@ def config_set(key: str, value: str) -> None:
 
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List known models: name, architecture, parameters, quantization, size, context, template."""
+    """List known models: name, architecture, parameters, quantization, size, context, format."""
+    from edge_ai.chat_format import choose_format
     from edge_ai.gguf_file import read_gguf
 
     rows = []
+    cfg = load_config()
     for entry in registry.list_models():
         row: dict[str, Any] = {"name": entry.name, "source": entry.source, "path": str(entry.path)}
         if entry.available:
@@ -204,18 +225,21 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
                 info = read_gguf(entry.path)
                 row |= {"arch": info.architecture, "params": info.parameter_count, "quant": info.file_type_name,
                         "size": info.file_size, "context": info.context_length,
-                        "chat_template": info.chat_template is not None}
+                        "chat_template": info.chat_template is not None,
+                        "format": choose_format(info, wanted_format(cfg, entry.name)).label}
             except EdgeAIError as exc:
                 row["error"] = str(exc)
         rows.append(row)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("name", "arch", "params", "quant", "size", "context", "template", "source", box=None)
+    table = Table("name", "arch", "params", "quant", "size", "context", box=None)
+    table.add_column("format", no_wrap=True)
+    table.add_column("source")
     for r in rows:
         if "arch" in r:
             table.add_row(r["name"], r["arch"], _human_count(r["params"]), r["quant"], _human_bytes(r["size"]),
-                          str(r["context"]), "yes" if r["chat_template"] else "built-in", r["source"])
+                          str(r["context"]), r["format"], r["source"])
         else:
             table.add_row(r["name"], "", "", "", "", "", "", r.get("error") or _unavailable(r))
     out.print(table)
@@ -224,10 +248,16 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 @models_app.command("add")
 def models_add(path: str, name: Annotated[Optional[str], typer.Option("--name")] = None,
                replace: Annotated[bool, typer.Option("--replace", help="re-point a name already in use")] = False,
+               chat_format: Annotated[str, typer.Option(
+                   "--format", help="prompt format: " + "|".join(config_mod.FORMAT_CHOICES))] = "auto",
                ) -> None:
     """Register a .gguf file under a name (checked first)."""
-    entry = registry.add(path, name, replace=replace)
-    out.print(f"added '{entry.name}' -> {entry.path}")
+    from edge_ai.chat_format import choose_format
+    from edge_ai.gguf_file import read_gguf
+
+    entry = registry.add(path, name, replace=replace, chat_format=chat_format)
+    choice = choose_format(read_gguf(entry.path), chat_format)
+    out.print(f"added '{entry.name}' -> {entry.path} (format: {choice.label})")
 
 
 @models_app.command("rm")
@@ -239,20 +269,22 @@ def models_rm(name: str) -> None:
 
 @models_app.command("info")
 def models_info(name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """All GGUF metadata of a model, with a tensor count and type summary.
+    """All GGUF metadata of a model, with a tensor count and type summary and its prompt format.
 
     Problems that would stop llama.cpp loading the file are printed last, one `warning:` line each
     on stderr, and the exit code is 1, so a script checking a download can rely on it."""
+    from edge_ai.chat_format import choose_format
     from edge_ai.gguf_file import diagnose, read_gguf
 
     with ProgressBar("assembling model", in_bytes=True) as bar:
         info = read_gguf(registry.resolve(name, progress=bar))
+    choice = choose_format(info, wanted_format(load_config(), name))
     metadata = {k: (repr(v) if not isinstance(v, (str, int, float, bool, list)) else v)
                 for k, v in info.metadata.items()}
     summary = {"path": str(info.path), "file_size": info.file_size, "gguf_version": info.version,
                "tensor_count": len(info.tensors), "parameters": info.parameter_count,
                "bits_per_weight": round(info.bits_per_weight, 3), "tensor_types": info.tensor_type_counts(),
-               "problems": diagnose(info)}
+               "format": choice.label, "format_reason": choice.reason, "problems": diagnose(info)}
     if as_json:
         print(json.dumps({"summary": summary, "metadata": metadata}, indent=2, default=str))
     else:

@@ -21,6 +21,9 @@ from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_write_text
 from edge_ai.paths import get_paths
 
+FORMAT_CHOICES = ("auto", "template", "builtin", "transcript")
+"""Prompt formats a user may ask for (`edge_ai.chat_format`): `auto` decides from the file."""
+
 
 def _setting(default: Any, help: str, lo: float | None = None, hi: float | None = None,
              choices: tuple[str, ...] | None = None) -> Any:
@@ -37,6 +40,9 @@ class ModelSettings:
     threads: int = _setting(0, "CPU threads for generation (0 = physical cores)", 0, 512)
     batch: int = _setting(512, "prompt-processing batch size in tokens", 16, 8192)
     swa_full: bool = _setting(False, "keep a full-size KV cache for sliding-window layers (more memory)")
+    format: str = _setting("auto", "prompt format: auto (decided per model), template (the file's chat template), "
+                           "builtin (the family's turn tokens) or transcript (User:/Assistant: text, for base models)",
+                           choices=FORMAT_CHOICES)
 
 
 @dataclass(frozen=True)

@@ -291,6 +291,13 @@ class HistoryStore:
             conn.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
             return self._get_conversation(conn, conversation_id)
 
+    def set_system_prompt(self, conversation_id: int, system_prompt: str) -> Conversation:
+        """Change the system prompt the conversation's next replies use (its messages stay)."""
+        with self._write() as conn:
+            self._get_conversation(conn, conversation_id)
+            conn.execute("UPDATE conversations SET system_prompt = ? WHERE id = ?", (system_prompt, conversation_id))
+            return self._get_conversation(conn, conversation_id)
+
     def delete(self, conversation_id: int) -> None:
         """Delete a conversation; its messages go with it (ON DELETE CASCADE)."""
         with self._write() as conn:

@@ -25,6 +25,7 @@ from typing import Literal
 import tomli_w
 
 from edge_ai import toml as tomllib
+from edge_ai.config import FORMAT_CHOICES
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_path, atomic_write_text
 from edge_ai.paths import get_paths
@@ -66,6 +67,11 @@ def _is_path_like(name: str) -> bool:
 
 
 def _read_user_models() -> dict[str, Path]:
+    return {name: Path(entry["path"]) for name, entry in _read_user_entries().items()}
+
+
+def _read_user_entries() -> dict[str, dict[str, str]]:
+    """models.toml as name -> {"path": ..., optionally "format": ...}, checked."""
     path = get_paths().models_file
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -78,16 +84,22 @@ def _read_user_models() -> dict[str, Path]:
         models, bad = {}, ["[models]"]
     else:
         bad = [name for name, entry in models.items()
-               if not isinstance(entry, dict) or not isinstance(entry.get("path"), str)]
+               if not isinstance(entry, dict) or not isinstance(entry.get("path"), str)
+               or entry.get("format", "auto") not in FORMAT_CHOICES]
     if bad:
         raise EdgeAIError(f"model list {path} has malformed entries ({', '.join(bad)}): each needs "
-                          f'[models.NAME] path = "/file.gguf"; fix or delete the file')
-    return {name: Path(entry["path"]) for name, entry in models.items()}
+                          f'[models.NAME] path = "/file.gguf" (and optionally format = one of '
+                          f'{", ".join(FORMAT_CHOICES)}); fix or delete the file')
+    return models
 
 
-def _write_user_models(models: dict[str, Path]) -> None:
-    data = {"models": {name: {"path": str(path)} for name, path in sorted(models.items())}}
-    atomic_write_text(get_paths().models_file, tomli_w.dumps(data))
+def _write_user_entries(entries: dict[str, dict[str, str]]) -> None:
+    atomic_write_text(get_paths().models_file, tomli_w.dumps({"models": dict(sorted(entries.items()))}))
+
+
+def chat_format(name: str) -> str:
+    """The prompt format stored for a registered model (`models add --format`), else "auto"."""
+    return _read_user_entries().get(name, {}).get("format", "auto")
 
 
 def _package_installed(model: PackagedModel) -> bool:
@@ -161,27 +173,30 @@ def _assemble(model: PackagedModel, progress: Progress | None) -> Path:
     return target
 
 
-def add(path: str | Path, name: str | None = None, replace: bool = False) -> ModelEntry:
+def add(path: str | Path, name: str | None = None, replace: bool = False, chat_format: str = "auto") -> ModelEntry:
     """Register a GGUF file under a name after checking it is a loadable model.
 
     A name already taken by another file is refused unless `replace`: silently re-pointing a name
-    the user's scripts rely on would be a surprise.
+    the user's scripts rely on would be a surprise. `chat_format` forces how it is prompted
+    (checked against the file now, so a format it cannot use is refused here, not at load).
     """
-    from edge_ai.gguf_file import check_gguf  # here, not at the top: gguf + numpy cost ~0.2 s of app start-up
+    # here, not at the top: gguf + numpy cost ~0.2 s of app start-up
+    from edge_ai.chat_format import choose_format
+    from edge_ai.gguf_file import check_gguf
 
     file = Path(path).expanduser().absolute()
-    check_gguf(file)
+    choose_format(check_gguf(file), chat_format)
     name = name or file.stem
     if _is_path_like(name) or not name.strip():
         raise EdgeAIError(f"'{name}' cannot be a model name (no '/', no .gguf ending); choose another with --name")
     if name in PACKAGED_MODELS:
         raise EdgeAIError(f"'{name}' is a built-in model name; choose another with --name")
-    models = _read_user_models()
-    if not replace and name in models and models[name] != file:
-        raise EdgeAIError(f"model '{name}' is already registered for {models[name]}; "
+    entries = _read_user_entries()
+    if not replace and name in entries and Path(entries[name]["path"]) != file:
+        raise EdgeAIError(f"model '{name}' is already registered for {entries[name]['path']}; "
                           "pass --replace to point it at this file, or choose another --name")
-    models[name] = file
-    _write_user_models(models)
+    entries[name] = {"path": str(file)} | ({"format": chat_format} if chat_format != "auto" else {})
+    _write_user_entries(entries)
     return ModelEntry(name, "user", file, True)
 
 
@@ -190,10 +205,10 @@ def remove(name: str) -> Path | None:
 
     Returns the deleted file, if any.
     """
-    models = _read_user_models()
-    if name in models:
-        del models[name]
-        _write_user_models(models)
+    entries = _read_user_entries()
+    if name in entries:
+        del entries[name]
+        _write_user_entries(entries)
         return None
     if name in PACKAGED_MODELS:
         target = _packaged_path(PACKAGED_MODELS[name])

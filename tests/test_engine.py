@@ -111,8 +111,9 @@ def test_second_turn_reuses_the_kv_cache(engine: Engine) -> None:
     evaluated_by_llama = prompt_evals(engine) - before
     assert second.metrics.cached_tokens >= first.metrics.prompt_tokens
     assert second.metrics.prefill_tokens == second.metrics.prompt_tokens - second.metrics.cached_tokens
-    # llama.cpp evaluated only the new part of the prompt plus the generated tokens
-    assert evaluated_by_llama <= second.metrics.prefill_tokens + second.metrics.generated_tokens + 1
+    # llama.cpp evaluated only the new part of the prompt plus the generated tokens, each once
+    # (the last prompt token is not evaluated twice; the token that ended the reply not at all)
+    assert evaluated_by_llama <= second.metrics.prefill_tokens + second.metrics.generated_tokens
     assert evaluated_by_llama < first.metrics.prompt_tokens + second.metrics.generated_tokens
 
 
@@ -127,7 +128,7 @@ def test_overflow_drops_oldest_turns_but_keeps_system(model_path: Path) -> None:
         _, done = run(small.chat(msgs, SamplingParams(temperature=0, max_tokens=16)))
         assert done.metrics.dropped_messages > 0
         assert done.metrics.prompt_tokens <= small.n_ctx - 16
-        fitted = fit_messages(msgs, small.encode, small.n_ctx - 16)
+        fitted = small.fit(msgs, 16)
         first, second, last = fitted.messages[0], fitted.messages[1], fitted.messages[-1]
         assert first["content"].startswith("SYSTEM-MARKER") and last["content"] == "Final question?"
         assert second["role"] == "user" and fitted.dropped == done.metrics.dropped_messages
@@ -159,13 +160,13 @@ def test_stop_strings_cut_the_reply(engine: Engine) -> None:
 def test_a_token_that_completes_a_stop_string_is_counted(engine: Engine) -> None:
     """The token that finishes a stop string was generated (llama.cpp counts it too); only an
     end-of-turn token is left out of generated_tokens."""
-    msgs = [{"role": "user", "content": "Write a sentence about the sea."}]
-    free_texts, free = run(engine.chat(msgs, SamplingParams(temperature=0, max_tokens=12)))
+    prompt = "The sea is"  # a plain continuation runs to max_tokens (a chat reply may end sooner)
+    free_texts, free = run(engine.complete(prompt, SamplingParams(temperature=0, max_tokens=12)))
     assert free.reason == "length" and free.metrics.generated_tokens == len(free_texts) == 12  # one piece a token
     prefixes = ["".join(free_texts[:i]) for i in range(len(free_texts) + 1)]
     k = next(i for i in range(2, len(free_texts))
              if free_texts[i].strip() and (prefixes[i] + free_texts[i]).find(free_texts[i]) == len(prefixes[i]))
-    _, done = run(engine.chat(msgs, SamplingParams(temperature=0, max_tokens=12, stop=(free_texts[k],))))
+    _, done = run(engine.complete(prompt, SamplingParams(temperature=0, max_tokens=12, stop=(free_texts[k],))))
     assert done.reason == "stop" and done.text == prefixes[k]
     assert done.metrics.generated_tokens == k + 1
 
@@ -254,3 +255,64 @@ def test_nothing_follows_a_stop_string_not_even_a_broken_character() -> None:
     assert stream.feed(b"abc EN") == ("abc ", False)
     assert stream.feed(b"D\xe2") == ("", True)
     assert stream.finish() == "" and stream.text == "abc "
+
+
+def test_old_turns_are_dropped_in_blocks_at_fixed_points() -> None:
+    """Once the context is full the same messages stay dropped turn after turn (the prompt keeps its
+    start, so the cache serves it) until the next block goes."""
+    def encode(messages):
+        return [0] * sum(len(m["content"].split()) + 2 for m in messages)
+
+    def measure(message):
+        return len(message["content"].split())
+
+    msgs = [{"role": "system", "content": "s"}]
+    starts = []
+    for i in range(60):
+        msgs += [{"role": "user", "content": f"question {i} " * 3}, {"role": "assistant", "content": "an answer " * 4}]
+        fitted = fit_messages(msgs[:-1], encode, 200, block=100, measure=measure)
+        assert len(fitted.tokens) <= 200 and fitted.messages[-1] == msgs[-2]
+        starts.append(fitted.dropped)
+    changes = [i for i in range(1, len(starts)) if starts[i] != starts[i - 1]]
+    assert changes and starts[0] == 0
+    assert all(b - a >= 5 for a, b in zip(changes, changes[1:]))  # ~100 tokens of 16-token turns per block
+    assert starts == sorted(starts)  # dropped messages never come back
+
+
+@pytest.mark.slow
+def test_context_shift_keeps_the_turns_after_a_dropped_block(model_path: Path) -> None:
+    """A cache that can shift (here Gemma with a full-size sliding-window cache) moves the kept turns
+    back over the dropped ones: a turn that drops a block prefills about as much as any other turn
+    (its new message), not the whole kept conversation. The kept keys were computed with the dropped
+    turns in view (llama.cpp's context shift has the same approximation), so the next-token
+    distribution is close to a fresh prefill's, not identical: same top token, correlated logits."""
+    import numpy as np
+
+    def last_logits(engine: Engine) -> np.ndarray:
+        """Logits at the last evaluated position: with max_tokens=1, the prompt's last token."""
+        return np.ctypeslib.as_array(engine._llm._ctx.get_logits(), shape=(engine._llm.n_vocab(),)).copy()
+
+    options = EngineOptions(context=1024, swa_full=True)
+    shifting, fresh = Engine(model_path, options=options), Engine(model_path, options=options)
+    try:
+        assert shifting._can_shift
+        sampling = SamplingParams(temperature=0.0, max_tokens=1)  # the cache then holds exactly the prompt
+        msgs: list[dict[str, str]] = []
+        turns, compared = [], 0
+        for i in range(45):  # the context fills at turn ~38
+            msgs.append({"role": "user", "content": f"Tell me one fact about the number {i}."})
+            _, done = run(shifting.chat(msgs, sampling))
+            if turns and done.metrics.dropped_messages > turns[-1].metrics.dropped_messages:
+                assert done.metrics.prefill_tokens <= turns[-1].metrics.prefill_tokens + 8
+                fresh._llm.reset()
+                _, reference = run(fresh.chat(msgs, sampling))
+                assert reference.metrics.cached_tokens == 0
+                shifted, expected = last_logits(shifting), last_logits(fresh)
+                assert shifted.argmax() == expected.argmax() and np.corrcoef(shifted, expected)[0, 1] > 0.95
+                compared += 1
+            turns.append(done)
+            msgs.append({"role": "assistant", "content": f"The number {i} is an integer."})
+        assert compared >= 1
+    finally:
+        shifting.close()
+        fresh.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge_ai.errors import EdgeAIError
-from runtime.llm.templates import CHATML, GEMMA, ChatTemplate, builtin_for
+from runtime.llm.templates import CHATML, GEMMA, TRANSCRIPT, TRANSCRIPT_EXAMPLES, ChatTemplate
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},
@@ -26,11 +26,18 @@ def test_gemma_format_folds_system_into_first_user_turn() -> None:
                     "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n")
 
 
-def test_chatml_format_and_choice_by_architecture() -> None:
+def test_chatml_format() -> None:
     text = render(CHATML.template)
     assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
     assert text.endswith("<|im_start|>assistant\n")
-    assert builtin_for("gemma3") is GEMMA and builtin_for("llama") is CHATML and builtin_for("qwen2") is CHATML
+
+
+def test_transcript_format_for_base_models() -> None:
+    examples = "".join(f"User: {q}\nAssistant: {a}\n\n" for q, a in TRANSCRIPT_EXAMPLES)
+    assert render(TRANSCRIPT.template) == (
+        "Be brief.\n\n" + examples + "User: Hi\nAssistant: Hello!\n\nUser: Bye\nAssistant:")
+    assert render(TRANSCRIPT.template, CONVERSATION[1:2]) == examples + "User: Hi\nAssistant:"
+    assert TRANSCRIPT.stops == ("\nUser:", "\n\n") and TRANSCRIPT.strip_leading
 
 
 def test_hf_style_template_with_raise_exception_and_loop_controls() -> None:

@@ -74,13 +74,13 @@ def stored_messages(conversation_id: int) -> list:
 
 
 async def test_chat_streams_reply_then_retry_and_edit(registered_model: Path) -> None:
-    from tui.screens.chat import ReplyToken
+    from tui.screens.chat import ReplyText
 
-    tokens: list[ReplyToken] = []
+    tokens: list[ReplyText] = []
     app = make_app()
 
     def hook(message: object) -> None:
-        if isinstance(message, ReplyToken):
+        if isinstance(message, ReplyText):
             tokens.append(message)
 
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
@@ -473,3 +473,53 @@ async def test_model_picker_marks_a_user_model_whose_file_is_gone(edge_home: Pat
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.screen is screen, "the picker to close")
     assert "no longer exists" in str(app.engines.error)
+
+
+async def test_system_prompt_context_and_threads_from_settings(registered_model: Path) -> None:
+    """The configured system prompt reaches the reopened conversation; Settings asks before changing
+    one that has turns; context and threads reload the model with the new values."""
+    from textual.widgets import Checkbox, Input, TextArea
+    from tui.screens.settings import SettingsScreen, field_id
+
+    with HistoryStore(get_paths().history_db) as store:
+        old = store.create_conversation("Old chat", system_prompt="Talk like a pirate.")
+        store.add_message(old.id, "user", "Hi")
+        store.add_message(old.id, "assistant", "Arr!")
+    app = make_app(make_cfg(**{"chat.system_prompt": "Answer in French."}))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_ready(pilot)
+        screen = app.chat_screen
+        assert screen.conversation.id == old.id  # reopened, and now with the configured prompt
+        assert screen.engine_messages()[0] == {"role": "system", "content": "Answer in French."}
+
+        async def change_settings(prompt: str, apply: bool | None, **fields: str) -> SettingsScreen:
+            await pilot.press("f3")
+            await wait_for(pilot, lambda: isinstance(app.screen, SettingsScreen), "the settings screen")
+            settings = app.screen
+            settings.query_one(f"#{field_id('chat.system_prompt')}", TextArea).text = prompt
+            boxes = settings.query("#apply-system-prompt")
+            assert bool(boxes) is (apply is not None)  # asked only when the conversation has turns
+            if apply is not None:
+                boxes.first(Checkbox).value = apply
+            for key, value in fields.items():
+                settings.query_one(f"#{field_id(key)}", Input).value = value
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: app.screen is screen, "the settings screen to close")
+            return settings
+
+        await change_settings("Answer in German.", apply=False)
+        assert screen.engine_messages()[0]["content"] == "Answer in French."  # kept, as chosen
+        await change_settings("Answer in Spanish.", apply=True)
+        assert screen.engine_messages()[0]["content"] == "Answer in Spanish."
+        with HistoryStore(get_paths().history_db) as store:
+            assert store.get_conversation(old.id).system_prompt == "Answer in Spanish."
+
+        await pilot.press("ctrl+n")  # a conversation that has not started takes the new prompt
+        await wait_for(pilot, lambda: screen.conversation is None, "a new chat")
+        await change_settings("Answer in Dutch.", apply=None, **{"model.context": "768", "model.threads": "2"})
+        await wait_for(pilot, lambda: app.engines.engine is not None and app.engines.engine.n_ctx == 768
+                       and app.engine_state == "ready", "the model reloaded with the new context")
+        assert app.engines.engine.threads == 2 and screen.status.context_size == 768
+        await send(pilot, "Hi")
+        assert screen.conversation.system_prompt == "Answer in Dutch."
+        assert screen.engine_messages()[0]["content"] == "Answer in Dutch."

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import dataclasses
 import io
 import logging
 import random
@@ -24,19 +25,30 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
+from edge_ai.chat_format import FormatChoice, choose_format
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import GGUFInfo, check_gguf
 from edge_ai.hardware import check_fits_in_ram, default_threads
 from runtime.llm import llama_log, load_check
-from runtime.llm.context import Message, fit_messages
+from runtime.llm.context import FittedPrompt, Message, fit_messages
 from runtime.llm.events import DoneEvent, Event, FinishReason, Metrics, SamplingParams, TokenEvent
-from runtime.llm.templates import ChatTemplate, UnsafeTemplateError, builtin_for
+from runtime.llm.templates import BUILTIN_FORMATS, TRANSCRIPT, BuiltinFormat, ChatTemplate, UnsafeTemplateError
 
 log = logging.getLogger(__name__)
 
 # Prompt tokens evaluated per llama.cpp call during prefill: small enough that a cancel lands
 # within ~0.25 s on a laptop CPU, large enough to keep prefill throughput (measured equal to 512).
 PREFILL_CHUNK = 128
+# When a conversation outgrows the context, old turns are dropped in blocks of this fraction of
+# the context (runtime.llm.context), so the cached prompt prefix survives many turns. A cache that
+# can shift keeps the turns after a dropped block (llama.cpp's context shift), so half is enough;
+# one that cannot (sliding-window layers) prefills what is kept again, so it drops more at once.
+DROP_BLOCK_SHIFT = 0.5
+DROP_BLOCK_NO_SHIFT = 0.75
+# A context shift is looked for by matching this many prompt tokens in the cache, and done only
+# when it saves at least SHIFT_MIN_TOKENS of prefill.
+SHIFT_PROBE = 16
+SHIFT_MIN_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class EngineOptions:
     threads: int = 0
     batch: int = 512
     swa_full: bool = False
+    chat_format: str = "auto"  # see edge_ai.chat_format.FORMAT_CHOICES
 
 
 class _LogWriter(io.TextIOBase):
@@ -69,6 +82,7 @@ class Engine:
         trained = self.info.context_length or options.context
         self.n_ctx = min(options.context, trained)
         self.threads = options.threads or default_threads()
+        self.chat_format: FormatChoice = choose_format(self.info, options.chat_format)
         check_fits_in_ram(self.info, self.n_ctx, options.batch)
         for key, source in self.info.chat_templates.items():  # llama-cpp-python's own error would not name it
             origin = self.path.name if key == "tokenizer.chat_template" else f"{self.path.name} ({key})"
@@ -78,8 +92,11 @@ class Engine:
         self._n_swa = llama_cpp.llama_model_n_swa(self._llm.model)
         self._recurrent = bool(llama_cpp.llama_model_is_recurrent(self._llm.model)
                                or llama_cpp.llama_model_is_hybrid(self._llm.model))
+        self._memory = llama_cpp.llama_get_memory(self._llm.ctx)
+        self._can_shift = bool(llama_cpp.llama_memory_can_shift(self._memory)) and not self._recurrent
         try:
-            self.template, self._turn_marker_ids = self._choose_template()
+            self.template, self._format = self._choose_template()
+            self._turn_marker_ids = self._single_tokens(self._format.turn_markers)
         except BaseException:
             self._llm.close()
             raise
@@ -106,26 +123,28 @@ class Engine:
         llm.verbose = False
         return llm
 
-    def _choose_template(self) -> tuple[ChatTemplate, frozenset[int]]:
-        """The file's chat template if it has one, else the architecture's built-in format.
+    def _choose_template(self) -> tuple[ChatTemplate, BuiltinFormat]:
+        """The template for `self.chat_format`, and the format's stops and turn markers.
 
-        For built-in formats the model may not mark turn ends as end-of-generation, so the
-        format's turn-marker tokens also end a reply.
+        A file's own template comes with no extra stops (it marks turn ends as end-of-generation).
         """
         bos = self._piece(self._llm.token_bos())
         eos = self._piece(self._llm.token_eos())
-        if self.info.chat_template:
+        choice = self.chat_format
+        if choice.kind == "template":
+            assert self.info.chat_template is not None  # choose_format checked it
             template = ChatTemplate(self.info.chat_template, bos_token=bos, eos_token=eos, origin=self.path.name)
             _probe(template)
-            return template, frozenset()
-        fmt = builtin_for(self.info.architecture)
+            return template, BuiltinFormat("template", self.info.chat_template)
+        fmt = BUILTIN_FORMATS[choice.builtin] if choice.kind == "builtin" and choice.builtin else TRANSCRIPT
         template = ChatTemplate(fmt.template, bos_token=bos, eos_token=eos, origin=f"built-in {fmt.name} format")
-        markers = set()
-        for marker in fmt.turn_markers:
-            ids = self._llm.tokenize(marker.encode(), add_bos=False, special=True)
-            if len(ids) == 1:
-                markers.add(ids[0])
-        return template, frozenset(markers)
+        return template, fmt
+
+    def _single_tokens(self, texts: Sequence[str]) -> frozenset[int]:
+        """The ids of `texts` that are one token each: for built-in turn formats the model may not
+        mark a turn's end as end-of-generation, so its turn-marker tokens also end a reply."""
+        ids = (self._llm.tokenize(text.encode(), add_bos=False, special=True) for text in texts)
+        return frozenset(one[0] for one in ids if len(one) == 1)
 
     def _token_bytes(self, token: int) -> bytes:
         """The token's text bytes. llama-cpp-python's detokenize uses a 32-byte buffer and silently
@@ -155,8 +174,26 @@ class Engine:
         return self.template.render(messages, add_generation_prompt=True)
 
     def encode(self, messages: Sequence[Message]) -> list[int]:
-        """Prompt tokens for a conversation (template, then tokenizer with special tokens parsed)."""
-        return self.tokenize(self.render(messages))
+        """Prompt tokens for a conversation (template, then tokenizer with special tokens parsed).
+
+        The BOS token is added when the model wants one and the template did not write it, as
+        llama.cpp's server does; never twice.
+        """
+        tokens = self.tokenize(self.render(messages))
+        bos = self._llm.token_bos()
+        if self._llm._model.add_bos_token() and bos >= 0 and tokens[:1] != [bos]:
+            tokens.insert(0, bos)
+        return tokens
+
+    def fit(self, messages: Sequence[Message], max_tokens: int) -> FittedPrompt:
+        """The prompt for `messages` with room left for a reply of up to `max_tokens` (at most a
+        quarter of the context), old turns dropped in blocks when they do not fit."""
+        reserve = min(max_tokens, self.n_ctx // 4)
+        block = int(self.n_ctx * (DROP_BLOCK_SHIFT if self._can_shift else DROP_BLOCK_NO_SHIFT))
+        return fit_messages(messages, self.encode, self.n_ctx - reserve, block=block, measure=self._message_tokens)
+
+    def _message_tokens(self, message: Message) -> int:
+        return len(self._llm.tokenize(message["content"].encode("utf-8"), add_bos=False, special=False))
 
     def cancel(self) -> None:
         """Stop the current reply after the token (or prefill chunk) in progress."""
@@ -179,9 +216,10 @@ class Engine:
         with self._lock:
             start = time.perf_counter()
             self._begin(stop)
-            reserve = min(sampling.max_tokens, self.n_ctx // 4)
-            prompt = fit_messages(messages, self.encode, self.n_ctx - reserve)
-            yield from self._generate(prompt.tokens, sampling, start, prompt.dropped)
+            prompt = self.fit(messages, sampling.max_tokens)
+            fmt = self._format
+            sampling = dataclasses.replace(sampling, stop=(*sampling.stop, *fmt.stops))
+            yield from self._generate(prompt.tokens, sampling, start, prompt.dropped, strip_leading=fmt.strip_leading)
 
     def complete(self, prompt: str, sampling: SamplingParams = SamplingParams(), *,
                  stop: threading.Event | None = None) -> Iterator[Event]:
@@ -216,28 +254,57 @@ class Engine:
             self._llm.reset()  # a recurrent state holds every token seen; it cannot drop a suffix
             return 0
         if n_keep > 0 and self._n_swa > 0:
-            memory = llama_cpp.llama_get_memory(self._llm.ctx)
-            pos_min = llama_cpp.llama_memory_seq_pos_min(memory, 0)
+            pos_min = llama_cpp.llama_memory_seq_pos_min(self._memory, 0)
             if pos_min > max(0, n_keep - self._n_swa):
                 n_keep = 0
-        return n_keep
+        return self._shift(tokens, n_keep) if self._can_shift else n_keep
+
+    def _shift(self, tokens: Sequence[int], n_keep: int) -> int:
+        """llama.cpp's context shift: when old turns were dropped from the prompt, the cache still
+        holds the turns after them at later positions; remove the dropped ones and move the rest
+        back instead of prefilling it again. Returns how many prompt tokens the cache now serves.
+        """
+        llm = self._llm
+        probe = np.asarray(tokens[n_keep:n_keep + SHIFT_PROBE])
+        cached = llm.input_ids[n_keep + 1:llm.n_tokens]
+        if len(probe) < SHIFT_PROBE or len(cached) < SHIFT_PROBE:
+            return n_keep
+        hits = np.flatnonzero((np.lib.stride_tricks.sliding_window_view(cached, SHIFT_PROBE) == probe).all(axis=1))
+        if not hits.size:
+            return n_keep
+        source = n_keep + 1 + int(hits[0])
+        tail = min(len(tokens) - 1 - n_keep, llm.n_tokens - source)  # the last prompt token is never cached
+        differ = np.flatnonzero(llm.input_ids[source:source + tail] != np.asarray(tokens[n_keep:n_keep + tail]))
+        kept = int(differ[0]) if differ.size else tail
+        if kept < SHIFT_MIN_TOKENS:
+            return n_keep
+        llama_cpp.llama_memory_seq_rm(self._memory, 0, n_keep, source)
+        llama_cpp.llama_memory_seq_add(self._memory, 0, source, -1, n_keep - source)
+        llm.input_ids[n_keep:n_keep + kept] = tokens[n_keep:n_keep + kept]
+        llm.n_tokens = n_keep + kept  # eval() drops the cells past this from the cache
+        return n_keep + kept
 
     def _prefill(self, tokens: Sequence[int], n_keep: int) -> bool:
-        """Evaluate the uncached prompt in small chunks; False if cancelled midway."""
+        """Evaluate the uncached prompt but its last token in small chunks; False if cancelled midway.
+
+        The last token is left to `Llama.generate`, which always evaluates at least one token
+        itself to get fresh logits: prefilling it here too would evaluate it twice per turn.
+        """
         llm = self._llm
         llm.n_tokens = n_keep  # eval() drops every cached position from here on
         chunk = min(PREFILL_CHUNK, llm.n_batch)
-        for pos in range(n_keep, len(tokens), chunk):
+        for pos in range(n_keep, len(tokens) - 1, chunk):
             if self._cancelled():
                 return False
-            llm.eval(tokens[pos:pos + chunk])
+            llm.eval(tokens[pos:min(pos + chunk, len(tokens) - 1)])
         return True
 
-    def _generate(self, tokens: list[int], sampling: SamplingParams, start: float, dropped: int) -> Iterator[Event]:
+    def _generate(self, tokens: list[int], sampling: SamplingParams, start: float, dropped: int, *,
+                  strip_leading: bool = False) -> Iterator[Event]:
         llm = self._llm
         n_keep = self._reusable_prefix(tokens)
         prefill_start = time.perf_counter()
-        stream = _TextStream(sampling.stop)
+        stream = _TextStream(sampling.stop, strip_leading=strip_leading)
         stamps: list[float] = []
         reason: FinishReason = "cancelled"
         ended_on_eog = False  # the end-of-turn token is sampled but is not part of the reply
@@ -317,8 +384,9 @@ def _probe(template: ChatTemplate) -> None:
 class _TextStream:
     """Bytes of tokens in, text out: UTF-8 decoded incrementally, stop strings held back and cut."""
 
-    def __init__(self, stop: Sequence[str]) -> None:
+    def __init__(self, stop: Sequence[str], *, strip_leading: bool = False) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._strip_leading = strip_leading  # until the first visible character
         self._stop = [s for s in stop if s]
         self._pending = ""
         self._stopped = False
@@ -327,6 +395,9 @@ class _TextStream:
     def feed(self, data: bytes) -> tuple[str, bool]:
         """Return (text safe to show now, whether a stop string was reached)."""
         self._pending += self._decoder.decode(data)
+        if self._strip_leading:
+            self._pending = self._pending.lstrip(" \t")
+            self._strip_leading = not self._pending
         hits = [i for i in (self._pending.find(s) for s in self._stop) if i >= 0]
         stopped = self._stopped = bool(hits)
         if stopped:

@@ -3,7 +3,7 @@
 A GGUF's `tokenizer.chat_template` is code from whoever made the file, so it is rendered in a
 Jinja sandbox that (a) refuses access to Python internals and (b) is bounded in time and output
 size: llama-cpp-python's own formatter is sandboxed but unbounded, and a template loop could hang
-the app. Files without a template get a built-in format chosen by architecture.
+the app. Files without a template get a built-in format (`edge_ai.chat_format` decides which).
 """
 
 from __future__ import annotations
@@ -55,23 +55,49 @@ CHATML_TEMPLATE = (
 )
 
 
+# A base model continues text; it has never seen turn tokens. A transcript it can recognise, with
+# two example exchanges that show short answers ending in a blank line, makes it answer the
+# question and stop (`TRANSCRIPT.stops`). The examples stay generic so they bias no topic.
+TRANSCRIPT_EXAMPLES = (
+    ("What is the boiling point of water at sea level?",
+     "Water boils at 100 degrees Celsius (212 degrees Fahrenheit) at sea level."),
+    ("Who wrote the play Romeo and Juliet?", "William Shakespeare wrote Romeo and Juliet."),
+)
+TRANSCRIPT_TEMPLATE = (
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{{ messages[0]['content'] | trim }}\n\n"
+    "{% set messages = messages[1:] %}"
+    "{% endif %}"
+    + "".join(f"User: {q}\nAssistant: {a}\n\n" for q, a in TRANSCRIPT_EXAMPLES)
+    + "{% for m in messages %}"
+    "{% if m['role'] == 'assistant' %}Assistant: {{ m['content'] | trim }}\n\n"
+    "{% else %}User: {{ m['content'] | trim }}\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
 @dataclass(frozen=True)
 class BuiltinFormat:
-    """A fallback chat format and the control tokens that mean 'the model began a new turn'."""
+    """A chat format for files without a template.
+
+    `turn_markers`: control tokens that mean 'the model began a new turn' (end the reply).
+    `stops`: strings that end the reply (the transcript's next turn or paragraph).
+    `strip_leading`: drop the spaces that start the reply (the transcript's "Assistant:" is
+    followed by a space the model writes itself).
+    """
 
     name: str
     template: str
-    turn_markers: tuple[str, ...]
+    turn_markers: tuple[str, ...] = ()
+    stops: tuple[str, ...] = ()
+    strip_leading: bool = False
 
 
 GEMMA = BuiltinFormat("gemma", GEMMA_TEMPLATE, ("<start_of_turn>", "<end_of_turn>"))
 CHATML = BuiltinFormat("chatml", CHATML_TEMPLATE, ("<|im_start|>", "<|im_end|>"))
-BUILTIN_BY_ARCH = {"gemma": GEMMA, "gemma2": GEMMA, "gemma3": GEMMA, "gemma3n": GEMMA}
-
-
-def builtin_for(architecture: str) -> BuiltinFormat:
-    """The built-in format for an architecture: Gemma turns for Gemma models, ChatML otherwise."""
-    return BUILTIN_BY_ARCH.get(architecture, CHATML)
+TRANSCRIPT = BuiltinFormat("transcript", TRANSCRIPT_TEMPLATE, stops=("\nUser:", "\n\n"), strip_leading=True)
+BUILTIN_FORMATS = {f.name: f for f in (GEMMA, CHATML, TRANSCRIPT)}
 
 
 class _TemplateTimeout(Exception):

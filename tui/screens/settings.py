@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static, TextArea
+from textual.widgets import Button, Checkbox, Input, Label, Static, TextArea
 
 from edge_ai import config as config_mod
 from edge_ai.config import Config
@@ -42,10 +42,17 @@ class SettingsScreen(ModalScreen[dict[str, Any] | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "save", "Save")]
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, conversation_has_turns: bool = False) -> None:
         super().__init__(classes="dialog")
         self.cfg = cfg
         self._error = ""
+        self._ask_apply = conversation_has_turns
+
+    @property
+    def apply_to_current(self) -> bool:
+        """Whether a new system prompt should also apply to the open conversation, which has turns
+        (the user's choice; a conversation without turns always takes it)."""
+        return self._ask_apply and self.query_one("#apply-system-prompt", Checkbox).value
 
     def compose(self) -> ComposeResult:
         settings = config_mod.settings()
@@ -57,6 +64,9 @@ class SettingsScreen(ModalScreen[dict[str, Any] | None]):
                     value = self.cfg.get(key)
                     if key == "chat.system_prompt":
                         yield TextArea(value, id=field_id(key), soft_wrap=True, compact=True, classes="setting-text")
+                        if self._ask_apply:
+                            yield Checkbox("also use a changed system prompt in the open conversation",
+                                           value=True, id="apply-system-prompt", compact=True)
                     else:
                         yield Input(as_text(value), id=field_id(key), compact=True, classes="setting-input")
             yield Static("", id="settings-error", markup=False)
