@@ -333,6 +333,16 @@ DECODER_HPARAMS: tuple[HParam, ...] = (
     HParam(Keys.Rope.FREQ_BASE, lambda c: c.rope_theta, F32),
 )
 
+
+def replace_rows(rows: tuple[HParam, ...], *replacements: HParam) -> tuple[HParam, ...]:
+    """`rows` with each row whose key a replacement has swapped for it (in place), the other
+    replacements appended: a family whose attention is not n_head x head_dim (DeepSeek's MLA)
+    reuses the shared tables without writing a key twice."""
+    new = {r.key: r for r in replacements}
+    kept = tuple(new.pop(r.key, r) for r in rows)
+    return kept + tuple(new.values())
+
+
 # Linear and YaRN RoPE scaling are metadata; Llama-3 scaling is a tensor (see archs/llama.py),
 # LongRoPE is tensors + an attention factor (archs/phi3.py).
 ROPE_SCALING_HPARAMS: tuple[HParam, ...] = (
