@@ -110,10 +110,11 @@ class PlannedTensor:
             data, dtype = self.source.build(), "F32"
         if self.transform is not None:
             data = self.transform(data, config)
-        if data.shape != self.shape:
+        stored = self.shape if dtype != "MXFP4" else tuple(gguf.quant_shape_to_byte_shape(self.shape, Q.MXFP4))
+        if data.shape != stored:
             origin = self.source.name if self.source is not None else self.name
             raise EdgeAIError(f"tensor {origin} came out with shape {list(data.shape)} instead of "
-                              f"{list(self.shape)}; the checkpoint is corrupt")
+                              f"{list(stored)}; the checkpoint is corrupt")
         try:
             return encode(data, dtype, self.qtype)
         except F16Overflow as exc:
@@ -216,6 +217,9 @@ def plan_tensors(checkpoint: Checkpoint, arch: Architecture, config: ModelConfig
         if found is None:
             raise _unmapped(name, tensor, arch, n_layer)
         kind, gguf_name = found
+        if source_dtype(tensor) == "U8":
+            raise EdgeAIError(f"tensor {name} in {tensor.where} is stored as raw bytes (a quantized format) that "
+                              f"llama.cpp's {arch.name} converter does not read; use the model's float checkpoint")
         if kind == T.OUTPUT and tied:
             continue  # llama.cpp reuses token_embd when output is absent
         if gguf_name in planned:

@@ -1,8 +1,11 @@
-"""OLMoE, Granite-MoE, SmolLM3, DeepSeek-V2/V3 (MLA), GLM-4.5 MoE and LFM2 against transformers 4.57.
+"""OLMoE, Granite-MoE, SmolLM3, DeepSeek-V2/V3 (MLA), GLM-4.5 MoE, LFM2 and gpt-oss against transformers 4.57.
 
 Tiny random checkpoints from tiny_hf_more (4 experts, 2 used, width 64). Tolerance as for the other
 families: f32 GGUF logits vs transformers float32 logits at every prompt position,
 max|llama - hf| / max|hf| <= 1e-3, same argmax; tokenization identical on every TEXTS entry.
+gpt-oss's MXFP4 experts stay MXFP4 in the GGUF: their values are checked bit-exact against the
+dequantized checkpoint, and the logits within MXFP4_TOLERANCE, because llama.cpp multiplies MXFP4
+weights by activations it first rounds to 8 bits (Q8_0); the dequantized checkpoint meets 1e-3.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from typing import Any
 import gguf
 import numpy as np
 import pytest
-from tiny_hf import TEXTS, assert_logits_match, gguf_value
+from tiny_hf import TEXTS, assert_logits_match, gguf_value, llama_logits, load_llama, relative_error
+from tiny_hf_more import save_dequantized
 
 from convert.gguf import convert_checkpoint
 from convert.gguf.archs.deepseek import DEEPSEEK2
 from convert.gguf.archs.glm import GLM4_MOE
+from convert.gguf.archs.gpt_oss import GPT_OSS
 from convert.gguf.archs.granite import GRANITE_MOE
 from convert.gguf.archs.lfm2 import LFM2
 from convert.gguf.archs.olmoe import OLMOE
@@ -30,6 +35,7 @@ from edge_ai.errors import EdgeAIError
 
 PROMPT = TEXTS[0] + " " + TEXTS[8] + " " + TEXTS[5]
 FAMILIES = ("olmoe", "granitemoe", "smollm3", "deepseek_v2", "deepseek_v3", "glm4moe", "lfm2")
+MXFP4_TOLERANCE = 2e-2  # reached: ~6e-3 (8-bit activations); a mis-packed block gives ~1
 
 
 @pytest.fixture
@@ -60,7 +66,7 @@ def test_logits_match_transformers(family, arch: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", FAMILIES)
+@pytest.mark.parametrize("arch", FAMILIES + ("gpt_oss",))
 def test_tokenizer_matches_reference(family, arch: str) -> None:
     c = family(arch)
     for text in TEXTS:
@@ -183,6 +189,80 @@ def test_lfm2_layer_types_that_do_not_match_the_tensors_are_named(family, tmp_pa
                          layer_types=["conv", "conv", "conv", "full_attention"])  # layer 1 holds attention weights
 
 
+@pytest.mark.slow
+def test_gpt_oss_mxfp4_experts_pass_through_exactly(family, tmp_path: Path) -> None:
+    """Released layout (MXFP4 blocks + scales) -> GGUF MXFP4 (not expanded, even for an f16 outtype)
+    holding exactly the values of the dequantized layout's f32 GGUF, which matches transformers."""
+    c = family("gpt_oss")
+    ids = c.checkpoint.encode(PROMPT)
+    want = c.checkpoint.model(ids)
+    err = relative_error(llama_logits(c.llm, ids), want)
+    print(f"gpt-oss MXFP4: max relative logit error {err:.2e}")
+    assert err <= MXFP4_TOLERANCE
+
+    dequantized = convert_checkpoint(save_dequantized(c.checkpoint, tmp_path / "deq"), tmp_path / "deq.gguf",
+                                     outtype="f32")
+    llm = load_llama(dequantized.output)
+    try:
+        assert_logits_match(type(c)(c.checkpoint, dequantized.output, dequantized, llm), ids, "gpt-oss dequantized")
+    finally:
+        llm.close()
+    f16 = convert_checkpoint(c.checkpoint.path, tmp_path / "f16.gguf", outtype="f16")
+    packed = {t.name: t for t in gguf.GGUFReader(f16.output).tensors}
+    floats = _tensors(dequantized.output)
+    for name in ("blk.1.ffn_gate_exps.weight", "blk.1.ffn_up_exps.weight", "blk.0.ffn_down_exps.weight"):
+        assert packed[name].tensor_type == gguf.GGMLQuantizationType.MXFP4, name
+        np.testing.assert_array_equal(gguf.quants.dequantize(packed[name].data, packed[name].tensor_type),
+                                      floats[name], err_msg=name)
+    assert floats["blk.0.ffn_down_exps.weight"].shape == (4, 64, 96)
+    assert f16.output_size < dequantized.output_size / 1.5
+
+
+@pytest.mark.slow
+def test_gpt_oss_metadata_sinks_and_expert_biases(family) -> None:
+    c = family("gpt_oss")
+    reader = gguf.GGUFReader(c.gguf)
+    assert gguf_value(reader, "general.architecture") == "gpt-oss"
+    assert gguf_value(reader, "gpt-oss.attention.sliding_window") == 8
+    assert list(gguf_value(reader, "gpt-oss.attention.sliding_window_pattern")) == [True, False]
+    assert gguf_value(reader, "gpt-oss.expert_feed_forward_length") == 96
+    got, hf = _tensors(c.gguf), _hf_tensors(c.checkpoint.path)
+    np.testing.assert_array_equal(got["blk.0.attn_sinks.weight"], hf["model.layers.0.self_attn.sinks"])
+    bias = hf["model.layers.1.mlp.experts.gate_up_proj_bias"]  # gate and up interleaved
+    np.testing.assert_array_equal(got["blk.1.ffn_gate_exps.bias"], bias[:, 0::2])
+    np.testing.assert_array_equal(got["blk.1.ffn_up_exps.bias"], bias[:, 1::2])
+    np.testing.assert_array_equal(got["blk.1.ffn_gate_inp.bias"], hf["model.layers.1.mlp.router.bias"])
+
+
+def _rewrite_shard(src: Path, edit: Callable[[dict[str, np.ndarray]], None]) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(src / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("edit", "pattern"), [
+    (lambda t: t.pop("model.layers.1.mlp.experts.down_proj_scales"),
+     r"tensor model\.layers\.1\.mlp\.experts\.down_proj_scales is missing \(found "
+     r"model\.layers\.1\.mlp\.experts\.down_proj_blocks"),
+    (lambda t: t.update({"model.layers.0.mlp.experts.gate_up_proj_scales":
+                         t["model.layers.0.mlp.experts.gate_up_proj_scales"][:, :, :1].copy()}),
+     r"tensor model\.layers\.0\.mlp\.experts\.gate_up_proj_scales has shape \[4, 192, 1\] but "
+     r"model\.layers\.0\.mlp\.experts\.gate_up_proj_blocks has \[4, 192, 2, 16\]"),
+], ids=["missing-scales", "mismatched-scales"])
+def test_gpt_oss_bad_mxfp4_is_named_and_nothing_written(family, tmp_path: Path, edit: Any, pattern: str) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(family("gpt_oss").checkpoint.path, src)
+    _rewrite_shard(src, edit)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(EdgeAIError, match=pattern):
+        convert_checkpoint(src, out / "m.gguf")
+    assert list(out.iterdir()) == []
+
+
 # ---------------------------------------------------------------- refusals (config rules, no model needed)
 
 BASE = {"num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 4}
@@ -218,6 +298,10 @@ def _warnings(arch: Any, **extra: Any) -> list[str]:
     (LFM2, {"layer_types": ["conv", "full_attention"]}, "must list 4 entries"),
     (LFM2, {"layer_types": ["conv", "mamba", "conv", "conv"]}, "'mamba'"),
     (LFM2, {"conv_bias": True}, "conv_bias"),
+    (GPT_OSS, {"num_local_experts": 4, "num_experts_per_tok": 2, "layer_types": ["sliding_attention"] * 3},
+     "must list 4 entries"),
+    (GPT_OSS, {"num_local_experts": 4, "num_experts_per_tok": 5}, "more than the 4 experts"),
+    (GPT_OSS, {"num_local_experts": 4, "num_experts_per_tok": 2, "tie_word_embeddings": True}, "output matrix"),
 ])
 def test_refuses_what_llama_cpp_would_run_differently(arch: Any, extra: dict[str, Any], pattern: str) -> None:
     with pytest.raises(EdgeAIError, match=pattern):
@@ -231,6 +315,10 @@ def test_accepts_the_released_configs() -> None:
     assert _warnings(DEEPSEEK2, **MLA, n_group=2, topk_group=1, head_dim=8) == []
     v2 = {**MLA, "model_type": "deepseek_v2", "n_group": 2, "topk_group": 1, "topk_method": "group_limited_greedy"}
     assert any("best two" in w for w in _warnings(DEEPSEEK2, **v2))
+    gpt_oss_20b = {"num_local_experts": 32, "num_experts_per_tok": 4, "rope_scaling": {
+        "rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+        "original_max_position_embeddings": 4096}}
+    assert [w for w in _warnings(GPT_OSS, **gpt_oss_20b) if "truncate=false" in w]
 
 
 @pytest.mark.slow
@@ -238,3 +326,21 @@ def test_deepseek_head_dims_that_do_not_match_the_tensors_are_named(family, tmp_
     _refused_with_config(family("deepseek_v2").checkpoint.path, tmp_path,
                          r"tensor model\.layers\.\d\.self_attn\.(kv_b_proj|o_proj)\.weight .*config\.json",
                          v_head_dim=8)  # the weights have 16
+
+
+@pytest.mark.slow
+def test_raw_byte_tensors_outside_gpt_oss_are_refused(checkpoint_copy, tmp_path: Path) -> None:
+    """uint8 tensors are read only as gpt-oss's MXFP4 pairs; anywhere else they are named and refused."""
+    from safetensors.numpy import load_file, save_file
+
+    src = checkpoint_copy("qwen2")
+    name = "model.layers.1.mlp.down_proj.weight"
+    shard = src / json.loads((src / "model.safetensors.index.json").read_text())["weight_map"][name]
+    tensors = load_file(shard)
+    tensors[name] = tensors[name].view(np.uint8)[:, : tensors[name].shape[1]].copy()
+    save_file(tensors, shard, metadata={"format": "pt"})
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(EdgeAIError, match=rf"tensor {name} in {shard.name} is stored as raw bytes"):
+        convert_checkpoint(src, out / "m.gguf")
+    assert list(out.iterdir()) == []

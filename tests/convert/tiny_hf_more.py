@@ -24,6 +24,9 @@ re-randomised, float32 shards), with what these families need to be really exerc
   and a tokenizer with GLM's special tokens ([gMASK], <|user|>, <|observation|>, <|endoftext|>).
 - LFM2: 4 layers conv/attention/conv/attention, a 3-tap convolution, an auto-adjusted MLP width
   (2/3 of intermediate_size rounded up to 32: 96).
+- gpt-oss: sliding/full layers with an 8-token window, sinks, biases everywhere; saved as the released
+  checkpoints are, experts in MXFP4 (quantized here; the reference model runs the dequantized
+  values), and `save_dequantized` writes the float layout transformers saves.
 """
 
 from __future__ import annotations
@@ -47,13 +50,14 @@ from tiny_hf import (
 )
 
 MORE_ARCHS = ("gemma2", "gemma3", "gemma3_mm", "qwen2moe", "qwen3moe", "mixtral", "olmoe", "granitemoe", "smollm3",
-              "deepseek_v2", "deepseek_v3", "glm4moe", "lfm2")
+              "deepseek_v2", "deepseek_v3", "glm4moe", "lfm2", "gpt_oss")
 TOKENIZER_OF = {"gemma2": "gemma", "gemma3": "gemma", "gemma3_mm": "gemma", "qwen2moe": "qwen2",
                 "qwen3moe": "qwen2", "mixtral": "spm", "olmoe": "gpt2", "granitemoe": "gpt2",
                 "smollm3": "llama3", "deepseek_v2": "llama3", "deepseek_v3": "llama3",
-                "glm4moe": "glm", "lfm2": "llama3"}
+                "glm4moe": "glm", "lfm2": "llama3", "gpt_oss": "llama3"}
 # Router weights scaled up (well-separated top-k choices, no near ties between implementations).
-ROUTERS = ("mlp.gate.weight", "block_sparse_moe.gate.weight", "block_sparse_moe.router.layer.weight")
+ROUTERS = ("mlp.gate.weight", "block_sparse_moe.gate.weight", "block_sparse_moe.router.layer.weight",
+           "mlp.router.weight")
 SLIDING_WINDOW = 8
 
 GEMMA_CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' "
@@ -105,6 +109,8 @@ MORE_CONFIG: dict[str, dict[str, Any]] = {
     "lfm2": {"num_hidden_layers": 4, "layer_types": ["conv", "full_attention", "conv", "full_attention"],
              "conv_L_cache": 3, "block_multiple_of": 32, "norm_eps": 1e-5, "rope_theta": 1000000.0,
              "tie_word_embeddings": True},
+    "gpt_oss": {"head_dim": 16, "num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 96,
+                "sliding_window": SLIDING_WINDOW, "rope_scaling": None, "rope_theta": 150000.0, "rms_norm_eps": 1e-5},
 }
 
 
@@ -149,7 +155,8 @@ def _config(arch: str, settings: dict[str, Any]) -> Any:
            "mixtral": transformers.MixtralConfig, "olmoe": transformers.OlmoeConfig,
            "granitemoe": transformers.GraniteMoeConfig, "smollm3": transformers.SmolLM3Config,
            "deepseek_v2": transformers.DeepseekV2Config, "deepseek_v3": transformers.DeepseekV3Config,
-           "glm4moe": transformers.Glm4MoeConfig, "lfm2": transformers.Lfm2Config}[arch]
+           "glm4moe": transformers.Glm4MoeConfig, "lfm2": transformers.Lfm2Config,
+           "gpt_oss": transformers.GptOssConfig}[arch]
     return cls(**settings)
 
 
@@ -199,6 +206,8 @@ def build_more(arch: str, out: Path, *, seed: int = 0, shard_size: str = "150KB"
                 b.copy_(0.3 * torch.randn(b.shape, generator=gen))
     model.eval()
     model.save_pretrained(out, max_shard_size=shard_size)
+    if arch == "gpt_oss":
+        save_mxfp4_experts(model, out)
 
     def logits(ids: list[int]) -> np.ndarray:
         with torch.no_grad():
@@ -249,4 +258,52 @@ def _fuse_experts(state: dict[str, Any]) -> dict[str, Any]:
         out[f"{layer}.mlp.experts.gate_up_proj"] = torch.stack(
             [torch.cat([projs["gate"][e], projs["up"][e]]) for e in range(n)]).contiguous()
         out[f"{layer}.mlp.experts.down_proj"] = torch.stack([projs["down"][e] for e in range(n)]).contiguous()
+    return out
+
+
+FP4_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0],
+                      dtype=np.float32)
+
+
+def quantize_mxfp4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """w [..., cols] (cols a multiple of 32) as Hugging Face MXFP4: blocks uint8 [..., cols/32, 16]
+    (value 2k in the low nibble of byte k), E8M0 scales uint8 [..., cols/32], and the dequantized values."""
+    groups = w.reshape(*w.shape[:-1], w.shape[-1] // 32, 32).astype(np.float32)
+    amax = np.abs(groups).max(axis=-1, keepdims=True)
+    exponent = np.ceil(np.log2(np.maximum(amax, 1e-30) / 6.0)).clip(-127, 127)
+    scaled = groups / np.exp2(exponent)
+    codes = np.abs(scaled[..., None] - FP4_VALUES).argmin(axis=-1).astype(np.uint8)
+    blocks = codes[..., 0::2] | (codes[..., 1::2] << 4)
+    scales = (exponent[..., 0] + 127).astype(np.uint8)
+    return blocks, scales, (FP4_VALUES[codes] * np.exp2(exponent)).reshape(w.shape)
+
+
+def save_mxfp4_experts(model: Any, out: Path) -> None:
+    """Re-save `model` (already saved in `out` by save_pretrained) with its experts in MXFP4 as the
+    released gpt-oss checkpoints hold them, and give `model` the dequantized values (the reference)."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    for name in [k for k in state if k.endswith(("experts.gate_up_proj", "experts.down_proj"))]:
+        weight = state.pop(name)  # [E, in, out] -> MXFP4 over `in`, rows `out`
+        blocks, scales, dequantized = quantize_mxfp4(weight.transpose(1, 2).numpy())
+        state[name + "_blocks"] = torch.from_numpy(np.ascontiguousarray(blocks))
+        state[name + "_scales"] = torch.from_numpy(np.ascontiguousarray(scales))
+        with torch.no_grad():
+            model.get_parameter(name).copy_(torch.from_numpy(dequantized).transpose(1, 2))
+    for f in list(out.glob("model*.safetensors*")):
+        f.unlink()
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+
+
+def save_dequantized(ckpt: TinyCheckpoint, out: Path) -> Path:
+    """Copy `ckpt` into `out` with the experts as float tensors (the dequantized MXFP4 values)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    shutil.copytree(ckpt.path, out, ignore=shutil.ignore_patterns("model*.safetensors*"))
+    state = {k: v.detach().contiguous() for k, v in ckpt.torch_model.state_dict().items()}  # type: ignore[attr-defined]
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
     return out
