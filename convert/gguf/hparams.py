@@ -370,6 +370,16 @@ MOE_HPARAMS: tuple[HParam, ...] = (
 )
 
 
+# Routed experts, for the families whose expert width is `moe_intermediate_size` (DeepSeek, GLM-4.5)
+# or that have no other MLP (gpt-oss: intermediate_size); n_expert reads every family's key.
+def routed_expert_hparams(expert_ff: Source = ("moe_intermediate_size",)) -> tuple[HParam, ...]:
+    return (
+        HParam(Keys.LLM.EXPERT_COUNT, lambda c: c.n_expert, U32),
+        HParam(Keys.LLM.EXPERT_USED_COUNT, ("num_experts_per_tok",), U32, required=True),
+        HParam(Keys.LLM.EXPERT_FEED_FORWARD_LENGTH, expert_ff, U32, required=True),
+    )
+
+
 def sliding_window_hparam(*, zero_when_absent: bool = False) -> HParam:
     """`attention.sliding_window` from config.json `sliding_window` (0 when absent if asked)."""
     def get(c: ModelConfig) -> int | None:

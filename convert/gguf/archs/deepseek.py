@@ -37,6 +37,7 @@ from convert.gguf.hparams import (
     HParam,
     ModelConfig,
     replace_rows,
+    routed_expert_hparams,
 )
 from convert.gguf.registry import Architecture, register
 from convert.gguf.tensors import Loader, Regroup, Tensors, VirtualTensor, rename
@@ -135,9 +136,7 @@ DEEPSEEK_HPARAMS: tuple[HParam, ...] = replace_rows(
     HParam(Keys.Attention.Q_LORA_RANK, q_lora_rank, U32),
     HParam(Keys.Attention.KV_LORA_RANK, lambda c: mla_dims(c)[0], U32),
     HParam(Keys.LLM.LEADING_DENSE_BLOCK_COUNT, leading_dense, U32),
-    HParam(Keys.LLM.EXPERT_COUNT, lambda c: c.n_expert, U32),
-    HParam(Keys.LLM.EXPERT_USED_COUNT, ("num_experts_per_tok",), U32, required=True),
-    HParam(Keys.LLM.EXPERT_FEED_FORWARD_LENGTH, ("moe_intermediate_size",), U32, required=True),
+    *routed_expert_hparams(),
     HParam(Keys.LLM.EXPERT_SHARED_COUNT, ("n_shared_experts",), U32, required=True),
     HParam(Keys.LLM.EXPERT_WEIGHTS_SCALE, lambda c: c.defaulted("routed_scaling_factor", default=1.0), F32),
     HParam(Keys.LLM.EXPERT_WEIGHTS_NORM, lambda c: bool(c.defaulted("norm_topk_prob", default=False)), BOOL),

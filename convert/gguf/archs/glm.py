@@ -33,6 +33,7 @@ from convert.gguf.hparams import (
     U32,
     HParam,
     ModelConfig,
+    routed_expert_hparams,
 )
 from convert.gguf.registry import Architecture, register
 from convert.gguf.vocab import Vocabulary
@@ -75,10 +76,7 @@ GLM4_MOE = register(Architecture(
     gguf_arch=MODEL_ARCH.GLM4_MOE,
     hf_architectures=("Glm4MoeForCausalLM",),
     model_types=("glm4_moe",),
-    hparams=DECODER_HPARAMS + ROPE_SCALING_HPARAMS + (
-        HParam(Keys.LLM.EXPERT_COUNT, lambda c: c.n_expert, U32),
-        HParam(Keys.LLM.EXPERT_USED_COUNT, ("num_experts_per_tok",), U32, required=True),
-        HParam(Keys.LLM.EXPERT_FEED_FORWARD_LENGTH, ("moe_intermediate_size",), U32, required=True),
+    hparams=DECODER_HPARAMS + ROPE_SCALING_HPARAMS + routed_expert_hparams() + (
         HParam(Keys.LLM.EXPERT_SHARED_COUNT, ("n_shared_experts",), U32, required=True),
         HParam(Keys.LLM.LEADING_DENSE_BLOCK_COUNT, leading_dense, U32),
         HParam(Keys.LLM.EXPERT_GATING_FUNC, lambda c: int(ExpertGatingFuncType.SIGMOID), U32),

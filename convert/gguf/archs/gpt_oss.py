@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 
 import numpy as np
-from gguf.constants import MODEL_ARCH, Keys
+from gguf.constants import MODEL_ARCH
 from gguf.constants import MODEL_TENSOR as T
 
 from convert.gguf.archs.gemma import sliding_window_pattern
@@ -29,9 +29,8 @@ from convert.gguf.archs.moe import output_required
 from convert.gguf.hparams import (
     DECODER_HPARAMS,
     ROPE_SCALING_HPARAMS,
-    U32,
-    HParam,
     ModelConfig,
+    routed_expert_hparams,
     sliding_window_hparam,
 )
 from convert.gguf.registry import Architecture, register
@@ -175,10 +174,7 @@ GPT_OSS = register(Architecture(
     gguf_arch=MODEL_ARCH.GPT_OSS,
     hf_architectures=("GptOssForCausalLM",),
     model_types=("gpt_oss",),
-    hparams=DECODER_HPARAMS + ROPE_SCALING_HPARAMS + (
-        HParam(Keys.LLM.EXPERT_COUNT, lambda c: c.n_expert, U32),
-        HParam(Keys.LLM.EXPERT_USED_COUNT, ("num_experts_per_tok",), U32, required=True),
-        HParam(Keys.LLM.EXPERT_FEED_FORWARD_LENGTH, lambda c: c.n_ff, U32),
+    hparams=DECODER_HPARAMS + ROPE_SCALING_HPARAMS + routed_expert_hparams(lambda c: c.n_ff) + (
         sliding_window_hparam(),
         sliding_window_pattern(2),
     ),

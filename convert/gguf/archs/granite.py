@@ -13,7 +13,6 @@ the top-k logits, which is llama.cpp's renormalised top-k.
 from __future__ import annotations
 
 from gguf.constants import MODEL_ARCH, Keys
-from gguf.constants import MODEL_TENSOR as T
 
 from convert.gguf.archs.llama import LLAMA, unsupported_rope
 from convert.gguf.archs.moe import routing
