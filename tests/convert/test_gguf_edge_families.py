@@ -219,6 +219,32 @@ def test_gpt_oss_mxfp4_experts_pass_through_exactly(family, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+def test_gpt_oss_yarn_matches_transformers(tmp_path: Path) -> None:
+    """YaRN (factor 4 over an original context of 64, a prompt of 100+ tokens) with the ramp ends on whole
+    dimensions (truncate=true), as llama.cpp computes it; dequantized experts, so the f32 tolerance holds."""
+    from tiny_hf_more import build_more
+
+    ckpt = build_more("gpt_oss", tmp_path / "hf", max_position_embeddings=256, rope_scaling={
+        "rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": True,
+        "original_max_position_embeddings": 64})
+    report = convert_checkpoint(save_dequantized(ckpt, tmp_path / "deq"), tmp_path / "yarn.gguf", outtype="f32")
+    reader = gguf.GGUFReader(report.output)
+    assert gguf_value(reader, "gpt-oss.rope.scaling.type") == "yarn"
+    assert gguf_value(reader, "gpt-oss.rope.scaling.original_context_length") == 64
+    ids = ckpt.encode(" ".join(TEXTS[:9]))
+    assert len(ids) > 100
+    llm = load_llama(report.output, n_ctx=512)
+    try:
+        got = llama_logits(llm, ids)
+    finally:
+        llm.close()
+    want = ckpt.model(ids)
+    err = relative_error(got, want)
+    print(f"gpt-oss YaRN: max relative logit error {err:.2e}")
+    assert err <= 1e-3 and (got.argmax(-1) == want.argmax(-1)).all()
+
+
+@pytest.mark.slow
 def test_gpt_oss_metadata_sinks_and_expert_biases(family) -> None:
     c = family("gpt_oss")
     reader = gguf.GGUFReader(c.gguf)
@@ -315,10 +341,11 @@ def test_accepts_the_released_configs() -> None:
     assert _warnings(DEEPSEEK2, **MLA, n_group=2, topk_group=1, head_dim=8) == []
     v2 = {**MLA, "model_type": "deepseek_v2", "n_group": 2, "topk_group": 1, "topk_method": "group_limited_greedy"}
     assert any("best two" in w for w in _warnings(DEEPSEEK2, **v2))
-    gpt_oss_20b = {"num_local_experts": 32, "num_experts_per_tok": 4, "rope_scaling": {
-        "rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
-        "original_max_position_embeddings": 4096}}
-    assert [w for w in _warnings(GPT_OSS, **gpt_oss_20b) if "truncate=false" in w]
+    gpt_oss_20b = {"num_local_experts": 32, "num_experts_per_tok": 4, "head_dim": 64, "rope_theta": 150000.0,
+                   "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                                    "truncate": False, "original_max_position_embeddings": 4096}}
+    assert any("dimensions 8.09..17.40 in transformers, 8..18 in llama.cpp" in w
+               for w in _warnings(GPT_OSS, **gpt_oss_20b))
 
 
 @pytest.mark.slow

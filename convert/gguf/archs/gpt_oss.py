@@ -17,6 +17,7 @@ Either way gate and up are interleaved (gate = even rows, up = odd rows), as are
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -150,12 +151,28 @@ def gpt_oss_checks(config: ModelConfig) -> list[str]:
     if used > n_expert:
         raise EdgeAIError(f"config.json num_experts_per_tok {used} is more than the {n_expert} experts; fix config.json")
     if config.rope["rope_type"] == "yarn" and config.rope.get("truncate") is False:
-        warnings.append("config.json rope_scaling truncate=false: llama.cpp rounds YaRN's ramp to whole "
-                        "dimensions, so positional encoding differs very slightly")
+        low, high = yarn_ramp(config)
+        if low != math.floor(low) or high != math.ceil(high):
+            warnings.append(f"config.json rope_scaling truncate=false: YaRN's ramp runs over rotary dimensions "
+                            f"{low:.2f}..{high:.2f} in transformers, {math.floor(low)}..{math.ceil(high)} in "
+                            "llama.cpp (it rounds the ends), so the frequencies in between differ and outputs "
+                            "differ from transformers' (as with llama.cpp's own converter)")
     elif config.rope["rope_type"] not in ("default", "yarn"):
         warnings.append(f"RoPE type {config.rope['rope_type']!r} is not supported by llama.cpp's gpt-oss; "
                         "long-context outputs will differ")
     return warnings
+
+
+def yarn_ramp(config: ModelConfig) -> tuple[float, float]:
+    """Where YaRN's interpolation ramp starts and ends, in rotary dimensions, before any rounding
+    (transformers' find_correction_range; llama.cpp floors the start and ceils the end)."""
+    dims, base = config.rope_dims, config.rope_theta
+    original = float(config.rope.get("original_max_position_embeddings") or config.require("max_position_embeddings"))
+
+    def dim(rotations: float) -> float:
+        return dims * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
+    low = max(dim(float(config.rope.get("beta_fast", 32.0))), 0.0)
+    return low, min(dim(float(config.rope.get("beta_slow", 1.0))), dims - 1.0)
 
 
 def _ff_exp(config: ModelConfig) -> tuple[int, int, int]:
