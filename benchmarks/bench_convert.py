@@ -4,7 +4,7 @@ Writes a random ~500 MB Llama-shaped checkpoint (float16 safetensors in 2+ shard
 trained tokenizer padded to a 32k vocabulary) into a temp dir, then converts it in a child process
 and reads the child's own peak RSS (VmHWM in /proc/self/status; getrusage's ru_maxrss would also
 count the parent's pages the child held between fork and exec). A first child does everything but
-read weights (imports, config.json completed by transformers, which imports torch, the tensor plan,
+read weights (imports, config.json completed by transformers in a torch-free child, the tensor plan,
 the tokenizer): its peak is the fixed cost, the baseline the tensor streaming adds to.
 
 Targets: peak RSS < 1.5 x the largest shard (the issue's target), and the converter's own memory
@@ -15,13 +15,24 @@ pass a converter that read a whole shard at once (about 1 x the shard plus the b
 shards are large next to the baseline; the tensor target would not.
 Assert-free: `meets_target` is both.
 
+Side by side with llama.cpp's own converter (`vs_llama_cpp`, unless --pairs 0): the same checkpoint
+and outtype converted by `edge-ai convert gguf` and by llama.cpp's convert_hf_to_gguf.py (from
+llama-cpp-python's source distribution, vendor/llama.cpp: --llama-cpp names that folder or the
+.tar.gz, else `pip download` fetches it), in alternating runs, each a whole process measured from
+outside (wall time; peak RSS of it and its children from wait4). llama.cpp's script refuses a
+vocabulary its pre-tokenizer table has not seen, so a local copy is patched to call this one
+"llama-bpe" (what it is: the Llama-3 split regex). Target: median wall-time and peak-memory
+ratios (ours / llama.cpp's) both <= 1.0.
+
     python benchmarks/bench_convert.py [--size-mb 500] [--shards 2] [--outtype f16] [--keep DIR]
+                                       [--pairs 3] [--llama-cpp PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import struct
 import subprocess
 import sys
@@ -159,6 +170,85 @@ print(json.dumps(result))
 """
 
 
+PRETOKENIZER_CHECK = 'raise NotImplementedError("BPE pre-tokenizer was not recognized - update get_vocab_base_pre()")'
+
+
+def llama_cpp_converter(source: Path | None, work: Path) -> Path:
+    """A patched copy of llama.cpp's convert_hf_to_gguf.py (+ its conversion/ and gguf-py/) in `work`."""
+    import shutil
+    import tarfile
+
+    if source is None:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                        "llama-cpp-python==0.3.36", "-d", str(work)], check=True)
+        source = next(work.glob("llama_cpp_python-*.tar.gz"))
+    if not source.exists():
+        raise SystemExit(f"{source} does not exist; pass llama-cpp-python's sdist or its vendor/llama.cpp folder")
+    if source.is_file():
+        with tarfile.open(source) as tar:
+            tar.extractall(work / "sdist", filter="data")
+        source = next((work / "sdist").glob("llama_cpp_python-*")) / "vendor" / "llama.cpp"
+    target = work / "llama.cpp"
+    shutil.copytree(source / "conversion", target / "conversion")
+    shutil.copytree(source / "gguf-py", target / "gguf-py")
+    shutil.copy(source / "convert_hf_to_gguf.py", target)
+    base = target / "conversion" / "base.py"
+    text = base.read_text()
+    if PRETOKENIZER_CHECK not in text:
+        raise SystemExit(f"{base}: the pre-tokenizer check to patch was not found; update PRETOKENIZER_CHECK")
+    base.write_text(text.replace(PRETOKENIZER_CHECK, 'res = "llama-bpe"'))
+    return target / "convert_hf_to_gguf.py"
+
+
+# Runs argv[1:] and prints its wall/CPU time and peak RSS (its own or any child's, from wait4). A
+# launcher of its own, started with -S (a few MB): a process forked from this benchmark (hundreds of
+# MB of checkpoint building behind it) would count those pages as its own until exec.
+LAUNCHER = """
+import json, os, sys, time
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps({"status": os.waitstatus_to_exitcode(status), "wall": time.perf_counter() - started,
+                  "user": usage.ru_utime, "sys": usage.ru_stime, "peak_rss": usage.ru_maxrss * 1024}))
+"""
+
+
+def run_measured(command: list[str]) -> dict:
+    """Run `command` to completion through LAUNCHER: wall and CPU seconds, peak RSS of its process tree."""
+    done = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *command], capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout)
+    if result.pop("status") != 0:
+        raise SystemExit(f"{' '.join(command[:3])} failed: {done.stderr[-2000:]}")
+    return result
+
+
+def side_by_side(root: Path, out_dir: Path, outtype: str, pairs: int, llama_script: Path) -> dict:
+    """Alternating whole-process runs of both converters on `root`; medians and their ratios."""
+    ours_cmd = [str(Path(sys.executable).parent / "edge-ai"), "convert", "gguf", str(root),
+                str(out_dir / "ours.gguf"), "--outtype", outtype]
+    theirs_cmd = [sys.executable, str(llama_script), str(root), "--outfile", str(out_dir / "theirs.gguf"),
+                  "--outtype", outtype]
+    runs: dict[str, list[dict]] = {"ours": [], "llama_cpp": []}
+    for _ in range(pairs):
+        for name, command in (("ours", ours_cmd), ("llama_cpp", theirs_cmd)):
+            runs[name].append(run_measured(command))
+            for f in out_dir.glob("*.gguf"):
+                f.unlink()
+    med = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
+    return {
+        "pairs": pairs,
+        **{f"{name}_{key}": round(value / (1e6 if key == "peak_rss" else 1), 2)
+           for name, m in med.items() for key, value in m.items()},
+        "wall_ratio": round(med["ours"]["wall"] / med["llama_cpp"]["wall"], 3),
+        "peak_rss_ratio": round(med["ours"]["peak_rss"] / med["llama_cpp"]["peak_rss"], 3),
+        "wall_ratio_target": 1.0,
+        "peak_rss_ratio_target": 1.0,
+    }
+
+
 def run_child(*args: str) -> dict:
     out = subprocess.run([sys.executable, "-c", CHILD, *args], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -170,6 +260,8 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16", "q8_0"])
     parser.add_argument("--keep", type=Path, help="build the checkpoint here and keep it")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating runs against llama.cpp (0: none)")
+    parser.add_argument("--llama-cpp", type=Path, help="llama-cpp-python's vendor/llama.cpp folder or sdist .tar.gz")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-convert-") as tmp:
@@ -182,6 +274,11 @@ def main() -> None:
         baseline_rss = run_child("prepare", str(root), args.outtype)["peak_rss"]  # everything but the weights
         result = run_child("convert", str(root), str(Path(tmp) / "out.gguf"), args.outtype)
         peak_rss = result["peak_rss"]
+        (Path(tmp) / "out.gguf").unlink()
+        versus = None
+        if args.pairs > 0:
+            script = llama_cpp_converter(args.llama_cpp, Path(tmp))
+            versus = side_by_side(root, Path(tmp), args.outtype, args.pairs, script)
 
     mb = 1e6
     shard_ratio = peak_rss / info["largest_shard_bytes"]
@@ -207,6 +304,9 @@ def main() -> None:
         "peak_rss_growth_over_largest_tensor": round(tensor_ratio, 3),
         "tensor_target_ratio": round(tensor_target, 3),
         "meets_target": shard_ratio < TARGET_RATIO and tensor_ratio <= tensor_target,
+        "vs_llama_cpp": versus,
+        "meets_llama_cpp_target": None if versus is None else
+        versus["wall_ratio"] <= versus["wall_ratio_target"] and versus["peak_rss_ratio"] <= versus["peak_rss_ratio_target"],
     }, indent=2))
 
 

@@ -39,6 +39,8 @@ _ST_DTYPES: dict[str, tuple[str, int]] = {
     "F32": ("<f4", 4),
     "F16": ("<f2", 2),
     "BF16": ("<u2", 2),  # widened to float32 by a 16-bit shift
+    "U8": ("u1", 1),  # bytes of a quantized format (MXFP4 blocks and scales): only an architecture's
+    # regroup hook can read them; the plan refuses any it leaves (see convert.plan_tensors)
 }
 
 
@@ -48,7 +50,7 @@ class SourceTensor:
 
     name: str
     shape: tuple[int, ...]  # PyTorch/numpy order (rows first)
-    dtype: str  # storage type: "F32", "F16" or "BF16" (F64 is read as F32)
+    dtype: str  # storage type: "F32", "F16", "BF16" (F64 is read as F32) or "U8" (quantized bytes)
     file: Path
     shard_index: int  # position of its file in the shard order
     order: int  # position inside the whole checkpoint (shard order, then file order)
@@ -254,7 +256,7 @@ def _read_safetensors_header(path: Path) -> Iterator[tuple[str, str, tuple[int, 
             raise corrupt(f"bad entry for tensor {name}") from None
         if dtype not in _ST_DTYPES:
             raise EdgeAIError(f"tensor {name} in {path.name} has dtype {dtype}; only F32/F16/BF16/F64 "
-                              "weights can be converted (quantized checkpoints are not supported)")
+                              "weights (and gpt-oss's MXFP4 experts) can be converted")
         itemsize = _ST_DTYPES[dtype][1]
         if any(d < 0 for d in shape) or end - begin != math.prod(shape) * itemsize \
                 or begin < 0 or data_start + end > size:

@@ -110,10 +110,11 @@ class PlannedTensor:
             data, dtype = self.source.build(), "F32"
         if self.transform is not None:
             data = self.transform(data, config)
-        if data.shape != self.shape:
+        stored = self.shape if dtype != "MXFP4" else tuple(gguf.quant_shape_to_byte_shape(self.shape, Q.MXFP4))
+        if data.shape != stored:
             origin = self.source.name if self.source is not None else self.name
             raise EdgeAIError(f"tensor {origin} came out with shape {list(data.shape)} instead of "
-                              f"{list(self.shape)}; the checkpoint is corrupt")
+                              f"{list(stored)}; the checkpoint is corrupt")
         try:
             return encode(data, dtype, self.qtype)
         except F16Overflow as exc:
@@ -216,6 +217,9 @@ def plan_tensors(checkpoint: Checkpoint, arch: Architecture, config: ModelConfig
         if found is None:
             raise _unmapped(name, tensor, arch, n_layer)
         kind, gguf_name = found
+        if source_dtype(tensor) == "U8":
+            raise EdgeAIError(f"tensor {name} in {tensor.where} is stored as raw bytes (a quantized format) that "
+                              f"llama.cpp's {arch.name} converter does not read; use the model's float checkpoint")
         if kind == T.OUTPUT and tied:
             continue  # llama.cpp reuses token_embd when output is absent
         if gguf_name in planned:
@@ -264,27 +268,34 @@ def _check_shape(name: str, tensor: VirtualTensor, kind: T, gguf_name: str, arch
                           f"{list(expected)}; the weights do not match config.json")
 
 
+# Kinds llama.cpp stores as a bias alone (DeepSeek-V3's expert-score correction).
+_BIAS_ONLY = frozenset({T.FFN_EXP_PROBS_B})
+
+
 def _check_complete(planned: dict[str, PlannedTensor], arch: Architecture, config: ModelConfig,
                     name_map: gguf.TensorNameMap, source_names: list[str]) -> None:
-    required = [TENSOR_NAMES[T.TOKEN_EMBD], TENSOR_NAMES[T.OUTPUT_NORM]]
+    required = [(TENSOR_NAMES[T.TOKEN_EMBD], ".weight"), (TENSOR_NAMES[arch.final_norm], ".weight")]
     if config.tie_word_embeddings is False:
-        required.append(TENSOR_NAMES[T.OUTPUT])
+        required.append((TENSOR_NAMES[T.OUTPUT], ".weight"))
     for bid in range(config.n_layer):
-        required += [TENSOR_NAMES[kind].format(bid=bid) for kind in arch.block_tensors]
-    for base in required:
-        if base + ".weight" not in planned:
-            raise EdgeAIError(f"the checkpoint has no tensor {_hf_name_for(base, name_map, source_names)} "
-                              f"(GGUF {base}.weight); download the complete model")
+        kinds = arch.block_tensors + (arch.layer_tensors(config, bid) if arch.layer_tensors else ())
+        required += [(TENSOR_NAMES[kind].format(bid=bid), ".bias" if kind in _BIAS_ONLY else ".weight")
+                     for kind in kinds]
+    for base, suffix in required:
+        if base + suffix not in planned:
+            raise EdgeAIError(f"the checkpoint has no tensor {_hf_name_for(base, name_map, source_names, suffix)} "
+                              f"(GGUF {base}{suffix}); download the complete model")
 
 
-def _hf_name_for(gguf_base: str, name_map: gguf.TensorNameMap, source_names: list[str]) -> str:
+def _hf_name_for(gguf_base: str, name_map: gguf.TensorNameMap, source_names: list[str],
+                 suffix: str = ".weight") -> str:
     """The checkpoint name most likely meant for a GGUF tensor, for error messages."""
     candidates = [key for key, (_, name) in name_map.mapping.items() if name == gguf_base and key != gguf_base]
     prefixes = {n.split(".", 1)[0] for n in source_names}
     for key in candidates:
         if key.split(".", 1)[0] in prefixes:
-            return key + ".weight"
-    return (candidates[0] + ".weight") if candidates else gguf_base
+            return key + suffix
+    return (candidates[0] + suffix) if candidates else gguf_base
 
 
 # ---------------------------------------------------------------- writing

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -47,7 +48,9 @@ if raw["model_type"] not in CONFIG_MAPPING:
     sys.exit({_UNKNOWN_MODEL_TYPE})
 json.dump(CONFIG_MAPPING[raw["model_type"]].from_dict(raw).to_dict(), sys.stdout, default=str)
 """
-_COMPLETION_TIMEOUT = 300  # seconds; importing transformers takes ~3 s
+_COMPLETION_TIMEOUT = 300  # seconds; importing transformers' config classes takes ~1.5 s
+# transformers without torch (and TF/Flax): configuration classes only, no model code.
+_NO_TORCH = {"USE_TORCH": "0", "USE_TF": "0", "USE_FLAX": "0"}
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,11 @@ def complete_config(raw: dict[str, Any]) -> ModelConfig:
     When the defaults cannot be read (no transformers, a model_type it does not know, a config it
     rejects), the file is used as is and the ModelConfig remembers why: a value the conversion
     then needs but the file omits is refused rather than guessed (see ModelConfig.defaulted).
-    Runs in a short-lived child: importing transformers' config classes pulls in torch (~200 MB)
-    that the streaming converter otherwise never needs, and the memory bound is the converter's promise.
+    Runs in a short-lived child: transformers' config classes live in a package that the streaming
+    converter otherwise never needs (and whose memory would stay), and the memory bound is the
+    converter's promise. The child hides torch from transformers (USE_TORCH=0): config classes do
+    not need it, and importing it cost ~2 s of CPU and ~230 MB (the same defaults come out; torch
+    was most of the time the converter spent in config completion).
     """
     model_type = raw.get("model_type")
     if not isinstance(model_type, str):
@@ -84,7 +90,7 @@ def _transformers_config(raw_json: str) -> tuple[str | None, DefaultsUnknown | N
     """The child's answer for one config.json text (cached: converting again costs no ~3 s start):
     the completed config as JSON, or why there is none."""
     try:
-        child = subprocess.run([sys.executable, "-c", _COMPLETE_CONFIG], input=raw_json,
+        child = subprocess.run([sys.executable, "-c", _COMPLETE_CONFIG], input=raw_json, env={**os.environ, **_NO_TORCH},
                                capture_output=True, text=True, timeout=_COMPLETION_TIMEOUT)
     except subprocess.TimeoutExpired:
         return None, DefaultsUnknown(f"reading transformers' defaults took over {_COMPLETION_TIMEOUT} s",
@@ -333,6 +339,16 @@ DECODER_HPARAMS: tuple[HParam, ...] = (
     HParam(Keys.Rope.FREQ_BASE, lambda c: c.rope_theta, F32),
 )
 
+
+def replace_rows(rows: tuple[HParam, ...], *replacements: HParam) -> tuple[HParam, ...]:
+    """`rows` with each row whose key a replacement has swapped for it (in place), the other
+    replacements appended: a family whose attention is not n_head x head_dim (DeepSeek's MLA)
+    reuses the shared tables without writing a key twice."""
+    new = {r.key: r for r in replacements}
+    kept = tuple(new.pop(r.key, r) for r in rows)
+    return kept + tuple(new.values())
+
+
 # Linear and YaRN RoPE scaling are metadata; Llama-3 scaling is a tensor (see archs/llama.py),
 # LongRoPE is tensors + an attention factor (archs/phi3.py).
 ROPE_SCALING_HPARAMS: tuple[HParam, ...] = (
@@ -352,6 +368,16 @@ MOE_HPARAMS: tuple[HParam, ...] = (
     HParam(Keys.LLM.EXPERT_FEED_FORWARD_LENGTH, ("moe_intermediate_size",), U32),
     HParam(Keys.LLM.EXPERT_SHARED_FEED_FORWARD_LENGTH, ("shared_expert_intermediate_size",), U32),
 )
+
+
+# Routed experts, for the families whose expert width is `moe_intermediate_size` (DeepSeek, GLM-4.5)
+# or that have no other MLP (gpt-oss: intermediate_size); n_expert reads every family's key.
+def routed_expert_hparams(expert_ff: Source = ("moe_intermediate_size",)) -> tuple[HParam, ...]:
+    return (
+        HParam(Keys.LLM.EXPERT_COUNT, lambda c: c.n_expert, U32),
+        HParam(Keys.LLM.EXPERT_USED_COUNT, ("num_experts_per_tok",), U32, required=True),
+        HParam(Keys.LLM.EXPERT_FEED_FORWARD_LENGTH, expert_ff, U32, required=True),
+    )
 
 
 def sliding_window_hparam(*, zero_when_absent: bool = False) -> HParam:

@@ -46,6 +46,7 @@ from convert.gguf.tensors import (
 from edge_ai.errors import EdgeAIError
 
 Check = Callable[[ModelConfig], Iterable[str]]
+LayerTensors = Callable[[ModelConfig, int], tuple[T, ...]]
 VocabHook = Callable[[Any, ModelConfig], None]
 
 IGNORED_TENSORS: tuple[str, ...] = (r"(^|\.)rotary_emb\.inv_freq$",)
@@ -65,6 +66,11 @@ class Architecture:
     """GGUF metadata rows (config key -> GGUF key); see hparams.py for the shared tables."""
     block_tensors: tuple[T, ...] = DENSE_BLOCK
     """Weights every block must have (`blk.N.<name>.weight`); a missing one is an error."""
+    final_norm: T = T.OUTPUT_NORM
+    """The kind of the norm before the output matrix (LFM2's is `token_embd_norm`); required."""
+    layer_tensors: LayerTensors | None = None
+    """Weights block N must have besides `block_tensors`, for families whose layers differ
+    (DeepSeek's leading dense layers before the MoE ones, LFM2's convolution and attention layers)."""
     transforms: Mapping[T, Transform] = field(default_factory=dict)
     """Per-tensor-kind, shape-preserving transforms (Q/K permutation, norm offsets); applied to
     both `.weight` and `.bias` of that kind."""

@@ -47,6 +47,7 @@ class VirtualTensor:
     sources: tuple[SourceTensor, ...]
     load: Loader
     load_slice: SliceLoader | None = None
+    stored_as: str | None = None  # what `load` returns when not the sources' type: "MXFP4" (GGML blocks)
 
     @classmethod
     def of(cls, source: SourceTensor) -> VirtualTensor:
@@ -279,8 +280,10 @@ def storage_type(name: str, kind: T | None, shape: tuple[int, ...], outtype: str
     """The GGML type a tensor is written as: norms, biases, 1-D and `keep_f32` tensors stay F32;
     Q8_0 needs rows that divide into 32-element blocks, else the tensor falls back to 16 bits:
     BF16 when it is stored as BF16 (exact, and BF16 values may not fit F16), F16 otherwise (as
-    llama.cpp's converter)."""
+    llama.cpp's converter). MXFP4 data (gpt-oss experts) stays MXFP4 whatever the outtype."""
     wanted = OUTTYPES[outtype][1]
+    if source_dtype == "MXFP4":  # already GGML blocks: written as they are, never expanded
+        return Q.MXFP4
     if wanted == Q.F32 or len(shape) <= 1 or not name.endswith(".weight") or kind in keep_f32:
         return Q.F32
     if wanted == Q.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[Q.Q8_0][0]:
@@ -289,11 +292,12 @@ def storage_type(name: str, kind: T | None, shape: tuple[int, ...], outtype: str
 
 
 def source_dtype(tensor: VirtualTensor) -> str:
-    """The storage type of a planned tensor's data: its sources' common type, else F32."""
-    return _common_dtype(tensor.sources)
+    """The storage type of a planned tensor's data: what its loader says (MXFP4), else its sources'
+    common type, else F32."""
+    return tensor.stored_as or _common_dtype(tensor.sources)
 
 
-_STORED_AS = {("F32", Q.F32), ("F16", Q.F16), ("BF16", Q.BF16)}
+_STORED_AS = {("F32", Q.F32), ("F16", Q.F16), ("BF16", Q.BF16), ("MXFP4", Q.MXFP4)}
 _CHUNK_ELEMENTS = 1 << 22  # convert 4M values at a time: temporaries stay ~16 MB whatever the tensor
 
 

@@ -177,14 +177,17 @@ def test_split_tensor_reads_each_part_from_the_file(tmp_path: Path) -> None:
 
 def test_transformers_4_style_config_converts_the_same(checkpoint_copy, tmp_path: Path) -> None:
     src = checkpoint_copy("llama")
-    new = convert_checkpoint(src, tmp_path / "v5.gguf", outtype="f32")
+    saved = convert_checkpoint(src, tmp_path / "saved.gguf", outtype="f32")
     config = json.loads((src / "config.json").read_text())
-    rope = config.pop("rope_parameters")
-    config["rope_theta"] = rope.pop("rope_theta")
-    config["rope_scaling"] = rope
+    if "rope_parameters" in config:  # saved by transformers 5: write the 4.x form
+        rope = config.pop("rope_parameters")
+        config["rope_theta"] = rope.pop("rope_theta")
+        config["rope_scaling"] = rope
+    else:  # saved by transformers 4: write the 5.x form
+        config["rope_parameters"] = {**config.pop("rope_scaling"), "rope_theta": config.pop("rope_theta")}
     (src / "config.json").write_text(json.dumps(config))
-    old = convert_checkpoint(src, tmp_path / "v4.gguf", outtype="f32")
-    a, b = gguf.GGUFReader(new.output), gguf.GGUFReader(old.output)
+    other = convert_checkpoint(src, tmp_path / "other.gguf", outtype="f32")
+    a, b = gguf.GGUFReader(saved.output), gguf.GGUFReader(other.output)
     assert b.get_field("llama.rope.freq_base").contents() == 500000.0
     assert len(a.tensors) == len(b.tensors)
     for x, y in zip(a.tensors, b.tensors, strict=True):

@@ -80,6 +80,8 @@ BPE_SPECIALS = {
     "qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
     "gpt2": ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>"],
     "smollm": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+    "glm": ["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>",
+            "<|assistant|>", "<|observation|>"],
 }
 CHAT_TEMPLATES = {
     "llama3": "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
@@ -87,6 +89,7 @@ CHAT_TEMPLATES = {
     "qwen2": "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}",
     "gpt2": "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}",
     "smollm": "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}",
+    "glm": "[gMASK]<sop>{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{% endfor %}<|assistant|>",
 }
 
 
@@ -98,7 +101,7 @@ def byte_level_pre_tokenizer(kind: str) -> Any:
     if kind == "smollm":
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
-    regex = {"llama3": LLAMA3_REGEX, "qwen2": QWEN2_REGEX}[kind]
+    regex = {"llama3": LLAMA3_REGEX, "qwen2": QWEN2_REGEX, "glm": QWEN2_REGEX}[kind]
     return pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
@@ -124,8 +127,8 @@ def train_bpe_tokenizer(kind: str, out: Path, *, vocab_size: int = 700) -> Any:
         names = {"bos_token": bos, "eos_token": "<|eot_id|>"}
     else:
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
-        names = {"eos_token": "<|im_end|>" if kind in ("qwen2", "smollm") else "<|end|>",
-                 "pad_token": "<|endoftext|>"}
+        eos = {"qwen2": "<|im_end|>", "smollm": "<|im_end|>", "glm": "<|endoftext|>"}.get(kind, "<|end|>")
+        names = {"eos_token": eos, "pad_token": "<|endoftext|>"}
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, **names)
     hf.chat_template = CHAT_TEMPLATES[kind]
     hf.save_pretrained(out)
@@ -195,6 +198,29 @@ def _config_class(arch: str) -> Any:
             "phi3": transformers.Phi3Config}[arch]
 
 
+def transformers4_rope(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` for the installed transformers: 5.x takes `rope_parameters` (as written here),
+    4.x (the toolchain's pin) `rope_theta` + `rope_scaling` (+ Gemma 3's `rope_local_base_freq`),
+    and would silently ignore `rope_parameters` and use its default base."""
+    import transformers
+
+    params = settings.get("rope_parameters")
+    if params is None or int(transformers.__version__.split(".")[0]) >= 5:
+        return settings
+    out = {k: v for k, v in settings.items() if k != "rope_parameters"}
+    if "full_attention" in params:  # per layer type (Gemma 3)
+        out["rope_local_base_freq"] = params["sliding_attention"]["rope_theta"]
+        params = params["full_attention"]
+    params = dict(params)
+    out["rope_theta"] = params.pop("rope_theta")
+    if params.get("rope_type") == "longrope":  # Phi-3 4.x accepts exactly these three fields
+        out["rope_scaling"] = {"type": "longrope", "short_factor": params["short_factor"],
+                               "long_factor": params["long_factor"]}
+    elif params.get("rope_type", "default") != "default":
+        out["rope_scaling"] = params
+    return out
+
+
 def randomize_(model: Any, seed: int) -> None:
     """Give every parameter a distinctive random value (HF init leaves norms at 1 and biases at 0)."""
     import torch
@@ -239,7 +265,7 @@ def build_checkpoint(arch: str, out: Path, *, seed: int = 0, shard_size: str = "
     vocab_size = -(-(n_tokens + 5) // 64) * 64  # padded, as real models are
     settings = {**BASE, **ARCH_CONFIG[arch], **config_overrides, "vocab_size": vocab_size,
                 "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}
-    config = _config_class(arch)(**settings)
+    config = _config_class(arch)(**transformers4_rope(settings))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
     randomize_(model, seed)
