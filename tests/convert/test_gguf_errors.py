@@ -261,7 +261,7 @@ def test_value_omitted_without_transformers_defaults_is_refused(checkpoint_copy,
     (src / "config.json").write_text(json.dumps(config))
     report = convert_checkpoint(src, tmp_path / "known.gguf", outtype="f32")
     from transformers import Qwen2Config
-    assert _rope_theta(report.output, "qwen2") == Qwen2Config().rope_parameters["rope_theta"]
+    assert _rope_theta(report.output, "qwen2") == Qwen2Config().rope_theta
 
 
 def test_required_value_omitted_without_transformers_defaults_names_every_key(checkpoint_copy,

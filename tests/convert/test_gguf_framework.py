@@ -175,17 +175,20 @@ def test_split_tensor_reads_each_part_from_the_file(tmp_path: Path) -> None:
         assert np.array_equal(out["m.experts.up_proj.weight"].build(), fused.float().numpy()[:, 4:])
 
 
-def test_transformers_4_style_config_converts_the_same(checkpoint_copy, tmp_path: Path) -> None:
+def test_transformers_5_style_config_converts_the_same(checkpoint_copy, tmp_path: Path) -> None:
+    """The toolchain's transformers (4.57) saves `rope_theta` + `rope_scaling`; checkpoints saved by
+    transformers 5 have `rope_parameters` instead: both convert to the same GGUF."""
     src = checkpoint_copy("llama")
-    new = convert_checkpoint(src, tmp_path / "v5.gguf", outtype="f32")
-    config = json.loads((src / "config.json").read_text())
-    rope = config.pop("rope_parameters")
-    config["rope_theta"] = rope.pop("rope_theta")
-    config["rope_scaling"] = rope
-    (src / "config.json").write_text(json.dumps(config))
     old = convert_checkpoint(src, tmp_path / "v4.gguf", outtype="f32")
+    config = json.loads((src / "config.json").read_text())
+    scaling = config.pop("rope_scaling")
+    kind = scaling.pop("rope_type", None) or scaling.pop("type")
+    scaling.pop("type", None)
+    config["rope_parameters"] = {"rope_type": kind, "rope_theta": config.pop("rope_theta"), **scaling}
+    (src / "config.json").write_text(json.dumps(config))
+    new = convert_checkpoint(src, tmp_path / "v5.gguf", outtype="f32")
     a, b = gguf.GGUFReader(new.output), gguf.GGUFReader(old.output)
-    assert b.get_field("llama.rope.freq_base").contents() == 500000.0
+    assert a.get_field("llama.rope.freq_base").contents() == 500000.0
     assert len(a.tensors) == len(b.tensors)
     for x, y in zip(a.tensors, b.tensors, strict=True):
         assert x.name == y.name and np.array_equal(x.data, y.data)

@@ -195,6 +195,25 @@ def _config_class(arch: str) -> Any:
             "phi3": transformers.Phi3Config}[arch]
 
 
+def legacy_rope(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with transformers 5's `rope_parameters` turned into the `rope_theta` + `rope_scaling`
+    (+ Gemma 3's `rope_local_base_freq`) that the toolchain's transformers 4.57 takes (it silently
+    ignores `rope_parameters`). The checkpoints keep the 4.57 form; the converter reads both."""
+    params = settings.get("rope_parameters")
+    if params is None:
+        return settings
+    settings = {k: v for k, v in settings.items() if k != "rope_parameters"}
+    if "full_attention" in params:  # Gemma 3: one set per attention type
+        if "sliding_attention" in params:
+            settings["rope_local_base_freq"] = params["sliding_attention"]["rope_theta"]
+        params = params["full_attention"]
+    params = dict(params)
+    settings["rope_theta"] = params.pop("rope_theta")
+    kind = params.pop("rope_type", "default")
+    settings["rope_scaling"] = None if kind == "default" else {"type": kind, **params}  # Phi-3 reads only "type"
+    return settings
+
+
 def randomize_(model: Any, seed: int) -> None:
     """Give every parameter a distinctive random value (HF init leaves norms at 1 and biases at 0)."""
     import torch
@@ -239,7 +258,7 @@ def build_checkpoint(arch: str, out: Path, *, seed: int = 0, shard_size: str = "
     vocab_size = -(-(n_tokens + 5) // 64) * 64  # padded, as real models are
     settings = {**BASE, **ARCH_CONFIG[arch], **config_overrides, "vocab_size": vocab_size,
                 "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}
-    config = _config_class(arch)(**settings)
+    config = _config_class(arch)(**legacy_rope(settings))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
     randomize_(model, seed)

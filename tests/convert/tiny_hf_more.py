@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from tiny_hf import (
     CORPUS,
     TinyCheckpoint,
     hf_spm_tokenizer,
+    legacy_rope,
     randomize_,
     train_bpe_tokenizer,
     train_spm_tokenizer,
@@ -134,7 +136,7 @@ def build_more(arch: str, out: Path, *, seed: int = 0, shard_size: str = "150KB"
     vocab_size = -(-(n_tokens + 5) // 64) * 64  # padded beyond the tokenizer, as Gemma 3's 262208 rows
     settings = {**BASE, **MORE_CONFIG[arch], **config_overrides, "vocab_size": vocab_size,
                 "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}
-    config = _config(arch, settings)
+    config = _config(arch, legacy_rope(settings))
     torch.manual_seed(seed)
     if arch == "gemma3_mm":
         model = transformers.Gemma3ForConditionalGeneration._from_config(config, attn_implementation="eager",
@@ -160,17 +162,35 @@ def build_more(arch: str, out: Path, *, seed: int = 0, shard_size: str = "150KB"
     return ckpt
 
 
+_EXPERT = re.compile(r"^(.*)\.(?:mlp|block_sparse_moe)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w3|w2)\.weight$")
+_EXPERT_PART = {"gate_proj": "gate", "w1": "gate", "up_proj": "up", "w3": "up", "down_proj": "down", "w2": "down"}
+
+
 def save_fused_experts(ckpt: TinyCheckpoint, out: Path) -> Path:
-    """Copy `ckpt` into `out` with the experts as transformers 5 holds them in memory
-    (`mlp.experts.gate_up_proj` [E, 2F, D] and `mlp.experts.down_proj` [E, D, F], no `.weight`)."""
+    """Copy `ckpt` into `out` with the experts as transformers 5 saves them (`mlp.experts.gate_up_proj`
+    [E, 2F, D] and `mlp.experts.down_proj` [E, D, F], no `.weight`; Mixtral's `block_sparse_moe.` as
+    `mlp.`). The toolchain's transformers 4.57 keeps one module per expert: they are stacked here."""
     import shutil
 
+    import torch
     from safetensors.torch import save_file
 
     shutil.copytree(ckpt.path, out, ignore=shutil.ignore_patterns("model*.safetensors*"))
     state = {k: v.detach().contiguous() for k, v in ckpt.torch_model.state_dict().items()}  # type: ignore[attr-defined]
     if getattr(ckpt.config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)
-    assert any(k.endswith("mlp.experts.gate_up_proj") for k in state), sorted(state)[:20]
-    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    fused: dict[str, Any] = {}
+    experts: dict[str, dict[tuple[int, str], Any]] = {}
+    for name, value in state.items():
+        if match := _EXPERT.match(name):
+            experts.setdefault(match[1], {})[(int(match[2]), _EXPERT_PART[match[3]])] = value
+        else:
+            fused[name.replace(".block_sparse_moe.", ".mlp.")] = value
+    assert experts, sorted(state)[:20]
+    for prefix, parts in experts.items():
+        count = 1 + max(e for e, _ in parts)
+        fused[f"{prefix}.mlp.experts.gate_up_proj"] = torch.stack(
+            [torch.cat([parts[(e, "gate")], parts[(e, "up")]]) for e in range(count)]).contiguous()
+        fused[f"{prefix}.mlp.experts.down_proj"] = torch.stack([parts[(e, "down")] for e in range(count)]).contiguous()
+    save_file(fused, out / "model.safetensors", metadata={"format": "pt"})
     return out
