@@ -24,10 +24,11 @@ from edge_ai.errors import EdgeAIError
 log = logging.getLogger(__name__)
 
 # The tasks this toolchain can export *and verify* (each has a parity probe in convert/onnx/probes.py),
-# mapped to optimum's task name. LLMs are always exported with their KV cache.
+# mapped to optimum's task name. LLMs and Whisper are always exported with their KV cache.
 TASKS: dict[str, str] = {
     "feature-extraction": "feature-extraction",
     "text-generation-with-past": "text-generation-with-past",
+    "automatic-speech-recognition": "automatic-speech-recognition-with-past",
 }
 
 
@@ -88,6 +89,8 @@ def _infer_from_architecture(architecture: str, supported: list[str]) -> str | N
     """The task an architecture class name implies (WhisperForConditionalGeneration -> ASR...)."""
     if architecture.endswith("ForCausalLM") and "text-generation-with-past" in supported:
         return "text-generation-with-past"
+    if architecture.endswith("ForConditionalGeneration") and "automatic-speech-recognition-with-past" in supported:
+        return "automatic-speech-recognition"
     if "feature-extraction" in supported and not architecture.endswith(("ForCausalLM", "ForConditionalGeneration")):
         return "feature-extraction"
     return None
@@ -111,6 +114,9 @@ def export(src: Path, dest: Path, task: str) -> list[Path]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EdgeAIError(f"optimum could not export {src} for {task}: {first}") from exc
     log.debug("optimum export output: %s", chatter.getvalue())
+    # optimum also writes both decoders again as one graph with an If on the cache; the runtime uses
+    # the plain pair (prompt decoder, one-token decoder with past), so the third copy is dropped.
+    (dest / "decoder_model_merged.onnx").unlink(missing_ok=True)
     return onnx_files(dest)
 
 

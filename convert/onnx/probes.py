@@ -58,10 +58,11 @@ class Probe(Protocol):
     def seconds_per_run(self, folder: Path) -> float: ...
 
 
-def _median_seconds(run: Callable[[], Any]) -> float:
+def median_seconds(run: Callable[[], Any], repeats: int = TIMED_RUNS) -> float:
+    """Median wall time of `repeats` calls of `run`, after one warm-up call."""
     run()  # warm-up: first-run allocations and kernel selection
     times = []
-    for _ in range(TIMED_RUNS):
+    for _ in range(repeats):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
@@ -120,7 +121,7 @@ class EmbeddingProbe:
 
     def seconds_per_run(self, folder: Path) -> float:
         session, feeds = self._run(folder)
-        return _median_seconds(lambda: session.run(None, feeds))
+        return median_seconds(lambda: session.run(None, feeds))
 
 
 class CausalLMProbe:
@@ -169,7 +170,91 @@ class CausalLMProbe:
     def seconds_per_run(self, folder: Path) -> float:
         session = open_session(folder / "model.onnx", self.threads)
         feeds = self._feeds(session)
-        return _median_seconds(lambda: session.run(["logits"], feeds))
+        return median_seconds(lambda: session.run(["logits"], feeds))
+
+
+class SpeechProbe:
+    """Whisper on clear espeak-ng speech (three sentences, ~12 s): the word error rate of the runtime's
+    own transcript (`runtime.audio.onnx_whisper`) against the spoken text, next to PyTorch's, plus
+    teacher-forced top-1 agreement and KLD over the PyTorch transcript and the encoder's largest
+    difference. The budget is on what users hear about: at most one point of WER more than PyTorch
+    (the teacher-forced numbers drift more for a quantized decoder without changing words)."""
+
+    MAX_EXTRA_WER = 0.01
+    MAX_TOKENS = 96  # per transcript: the text is ~45 tokens; a model that never stops is cut here
+
+    def __init__(self, src: Path, threads: int = 0) -> None:
+        import torch
+        from transformers import WhisperForConditionalGeneration
+
+        from convert.onnx.speech import WER_SENTENCES, speak, word_errors
+        from runtime.audio.mel import log_mel_spectrogram, pad_or_trim
+
+        self.threads = threads
+        self.spoken = " ".join(WER_SENTENCES[:3])
+        self.samples = speak(self.spoken)
+        model = WhisperForConditionalGeneration.from_pretrained(src, local_files_only=True).eval()
+        self.features = log_mel_spectrogram(pad_or_trim(self.samples), model.config.num_mel_bins)[None]
+        features = torch.from_numpy(self.features)
+        generation = model.generation_config
+        prompt = [generation.decoder_start_token_id, generation.lang_to_id["<|en|>"],
+                  generation.task_to_id["transcribe"], generation.no_timestamps_token_id]
+        with torch.no_grad():
+            generated = model.generate(features, language="en", task="transcribe", do_sample=False, num_beams=1,
+                                       max_new_tokens=self.MAX_TOKENS)[0].tolist()
+            if generated[:len(prompt)] == prompt:  # transformers versions differ in returning the prompt
+                generated = generated[len(prompt):]
+            transcript = [t for t in generated if t != model.config.eos_token_id]
+            self.sequence = np.array([prompt + transcript], dtype=np.int64)
+            self.encoded = model.model.encoder(features).last_hidden_state.numpy()
+            self.reference = model(input_features=features,
+                                   decoder_input_ids=torch.from_numpy(self.sequence)).logits[0].numpy()
+        self.prompt = len(prompt)
+        self.n_tokens = len(transcript)  # the runtime decodes as many, so a model that never stops compares too
+        self.text = self._decode(src, transcript)
+        errors, words = word_errors(self.spoken, self.text)
+        self.pytorch_wer = errors / words
+
+    @staticmethod
+    def _decode(src: Path, tokens: list[int]) -> str:
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(src / "tokenizer.json")).decode(tokens, skip_special_tokens=True)
+
+    def parity(self, folder: Path) -> dict[str, float]:
+        from convert.onnx.speech import word_errors
+        from runtime.audio.onnx_whisper import OnnxWhisper
+
+        encoder = open_session(folder / "encoder_model.onnx", self.threads)
+        encoded = encoder.run(None, {"input_features": self.features})[0]
+        decoder = open_session(folder / "decoder_model.onnx", self.threads)
+        logits = decoder.run(["logits"], {"input_ids": self.sequence, "encoder_hidden_states": encoded})[0][0]
+        scored = slice(self.prompt - 1, self.sequence.shape[1] - 1)  # positions predicting the transcript
+        ref_logp, logp = _log_softmax(self.reference[scored]), _log_softmax(logits[scored])
+        kld = (np.exp(ref_logp) * (ref_logp - logp)).sum(-1)
+        top1 = (self.reference[scored].argmax(-1) == logits[scored].argmax(-1)).mean()
+        text = OnnxWhisper(folder, threads=self.threads).transcribe(self.samples, self._options()).text
+        errors, words = word_errors(self.spoken, text)
+        return {"wer": errors / words, "wer_pytorch": self.pytorch_wer, "top1": float(top1),
+                "kld_mean": float(kld.mean()), "encoder_max_abs_diff": float(np.abs(encoded - self.encoded).max())}
+
+    def over_budget(self, parity: dict[str, float]) -> str | None:
+        if parity["wer"] > self.pytorch_wer + self.MAX_EXTRA_WER:
+            return (f"WER {parity['wer']:.1%} on the probe speech is more than {self.MAX_EXTRA_WER:.0%} above "
+                    f"PyTorch's {self.pytorch_wer:.1%}")
+        return None
+
+    def seconds_per_run(self, folder: Path) -> float:
+        from runtime.audio.onnx_whisper import OnnxWhisper
+
+        stt = OnnxWhisper(folder, threads=self.threads)
+        options = self._options()
+        return median_seconds(lambda: stt.transcribe(self.samples, options))
+
+    def _options(self) -> Any:
+        from runtime.audio.onnx_whisper import DecodeOptions
+
+        return DecodeOptions(timestamps=False, max_tokens=max(self.n_tokens, 1))
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -181,6 +266,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 PROBES: dict[str, Callable[[Path, int], Probe]] = {
     "feature-extraction": EmbeddingProbe,
     "text-generation-with-past": CausalLMProbe,
+    "automatic-speech-recognition": SpeechProbe,
 }
 
 
