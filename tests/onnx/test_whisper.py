@@ -165,3 +165,15 @@ def test_bad_whisper_inputs_are_clear_errors(tmp_path: Path) -> None:
     assert result.returncode != 0 and "is not a folder" in result.stderr.strip().splitlines()[-1]
     with pytest.raises(EdgeAIError, match="has no tokenizer.json"):
         OnnxWhisper(tmp_path / "ct2")
+
+
+def test_the_speech_runtime_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, runtime.audio.onnx_whisper, runtime.audio.mel; "
+            "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'optimum', "
+            "'convert'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
