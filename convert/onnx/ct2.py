@@ -198,9 +198,6 @@ def special_tokens(tokenizer_file: Path) -> dict[str, int]:
 
 def import_ct2(src: Path, out_dir: Path, *, force: bool = False) -> Ct2ImportReport:
     """Write a transformers Whisper checkpoint (safetensors, configs, tokenizer, feature extractor)."""
-    import torch
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizerFast
-
     start = time.perf_counter()
     src, out_dir = src.expanduser(), out_dir.expanduser()
     if not src.is_dir():
@@ -216,6 +213,9 @@ def import_ct2(src: Path, out_dir: Path, *, force: bool = False) -> Ct2ImportRep
     if not (src / "tokenizer.json").is_file():
         raise EdgeAIError(f"{src} has no tokenizer.json; copy it from the model's release next to model.bin")
     tokens = special_tokens(src / "tokenizer.json")
+    import torch  # after the checks: a wrong path is refused without waiting seconds for torch
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizerFast
+
     ct2_config = json.loads((src / "config.json").read_text(encoding="utf-8")) if (src / "config.json").is_file() else {}
     config = _whisper_config(variables, tokens, ct2_config)
     model = WhisperForConditionalGeneration(config)
