@@ -78,8 +78,8 @@ def test_engine_renders_with_the_files_template_and_chats(engine_for) -> None:
     assert done.metrics.generated_tokens <= GREEDY.max_tokens
 
 
-def test_file_without_template_falls_back_to_chatml(engine_for) -> None:
-    engine = engine_for("plain.gguf")
+def test_instruction_tuned_file_without_template_gets_chatml(engine_for) -> None:
+    engine = engine_for("plain-instruct.gguf", extra_metadata={"general.name": "tiny-llama-instruct"})
     assert "chatml" in engine.template.origin
     prompt = engine.render(MESSAGES)
     assert prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
@@ -89,6 +89,12 @@ def test_file_without_template_falls_back_to_chatml(engine_for) -> None:
     assert engine._turn_marker_ids == markers
     _, done = run(engine.chat(MESSAGES, GREEDY))
     assert done.reason in ("stop", "length")
+
+
+def test_base_file_without_template_gets_the_transcript(engine_for) -> None:
+    engine = engine_for("plain.gguf")
+    assert engine.chat_format.kind == "transcript" and "transcript" in engine.template.origin
+    assert engine.render(MESSAGES).endswith("User: Hello there\nAssistant:") and not engine._turn_marker_ids
 
 
 @pytest.mark.parametrize("name, template, why", [
