@@ -169,6 +169,8 @@ def serve(
     api_key: Annotated[Optional[str], typer.Option("--api-key", help="require this bearer token")] = None,
     model: ModelOpt = None, context: ContextOpt = None, threads: ThreadsOpt = None,
     queue_size: Annotated[Optional[int], typer.Option("--queue-size", help="waiting requests before 429")] = None,
+    allow_unauthenticated: Annotated[bool, typer.Option(
+        "--allow-unauthenticated", help="serve an address beyond loopback with no API key")] = False,
 ) -> None:
     """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models)."""
     from runtime.server import serve as run_server
@@ -176,7 +178,7 @@ def serve(
     cfg = load_config(**{"server.host": host, "server.port": port, "server.api_key": api_key,
                          "model.name": model, "model.context": context, "model.threads": threads,
                          "server.queue_size": queue_size})
-    run_server(cfg, lambda: open_engine(cfg), log=err)
+    run_server(cfg, lambda: open_engine(cfg), log=err, allow_unauthenticated=allow_unauthenticated)
 
 
 @app.command()

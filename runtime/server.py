@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import json
+import logging
 import secrets
 import socket
 import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import Any, Literal, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Annotated, Any, Literal, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -33,13 +35,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from rich.console import Console
 from starlette.exceptions import HTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_ai.config import Config
 from edge_ai.errors import EdgeAIError
 from runtime.llm.engine import Engine
-from runtime.llm.events import DoneEvent, Event, SamplingParams, TokenEvent
+from runtime.llm.events import DoneEvent, Event, SamplingParams, TokenEvent, TokenLogprob
+from runtime.llm.grammar import SchemaError, json_grammar
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Produce = Callable[[threading.Event], Iterator[Event]]
 """Starts one reply on the engine, given the reply's own stop token."""
@@ -56,8 +60,52 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JSONSchemaFormat(BaseModel):
+    name: str = "response"
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    def grammar(self) -> str | None:
+        """The grammar that makes every reply JSON of this format (None for plain text)."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return json_grammar()
+        if self.json_schema is None:
+            raise _invalid("response_format.json_schema is required when type is json_schema", "response_format")
+        try:
+            return json_grammar(self.json_schema.schema_)
+        except SchemaError as exc:
+            raise _invalid(f"response_format.json_schema.{exc}", "response_format") from None
+
+
+# Accepted by OpenAI but beyond this server: refused by name (400) rather than quietly ignored.
+# Each test says whether a request's value asks for the feature ("none" and empty lists do not).
+_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "tools": (bool, "tool calling is not supported"),
+    "functions": (bool, "function calling is not supported"),
+    "tool_choice": (lambda v: v not in (None, "none"), "tool calling is not supported"),
+    "function_call": (lambda v: v not in (None, "none"), "function calling is not supported"),
+    "audio": (lambda v: v is not None, "audio output is not supported"),
+    "modalities": (lambda v: v not in (None, ["text"]), "only the text modality is supported"),
+    "prediction": (lambda v: v is not None, "predicted outputs are not supported"),
+    "n": (lambda v: v != 1, "one choice per request: the engine makes one reply at a time"),
+    "best_of": (lambda v: v not in (None, 1), "one choice per request: the engine makes one reply at a time"),
+    "echo": (bool, "echoing the prompt is not supported"),
+    "suffix": (lambda v: v is not None, "insertion (suffix) is not supported"),
+}
+
+
 class GenerationRequest(BaseModel):
-    """Fields shared by chat and text completions; unset sampling values come from the config."""
+    """Fields shared by chat and text completions; unset sampling values come from the config.
+
+    Unknown fields are ignored, as OpenAI's clients expect of compatible servers.
+    """
 
     model: str | None = None
     temperature: float | None = Field(None, ge=0.0, le=5.0)
@@ -65,21 +113,42 @@ class GenerationRequest(BaseModel):
     top_k: int | None = Field(None, ge=0, description="extension (llama.cpp / Ollama)")
     min_p: float | None = Field(None, ge=0.0, le=1.0, description="extension (llama.cpp / Ollama)")
     repeat_penalty: float | None = Field(None, ge=0.0, le=10.0, description="extension (llama.cpp / Ollama)")
-    seed: int | None = Field(None, ge=-1, le=2**31 - 1)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[int, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    seed: int | None = Field(None, description="any integer; the same seed gives the same reply")
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
-    n: int = Field(1, ge=1, le=1, description="one choice per request: the engine makes one reply at a time")
+    response_format: ResponseFormat | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1)
+    tools: Any = None
+    functions: Any = None
+    tool_choice: Any = None
+    function_call: Any = None
+    audio: Any = None
+    modalities: Any = None
+    prediction: Any = None
 
-    def sampling(self, cfg: Config) -> SamplingParams:
+    def check_supported(self) -> None:
+        """400 naming the first field whose feature this server lacks."""
+        for name, (asks, why) in _UNSUPPORTED.items():
+            if name in type(self).model_fields and asks(getattr(self, name)):
+                raise APIError(400, f"{name}: {why} by this server", "invalid_request_error",
+                               "unsupported_parameter", param=name)
+
+    def sampling(self, cfg: Config, logprobs: int | None) -> SamplingParams:
         """The engine's sampling parameters: this request's values over the configured defaults."""
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
         return SamplingParams.from_settings(
             cfg.sampling, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p,
-            repeat_penalty=self.repeat_penalty, seed=self.seed,
-            max_tokens=self.max_completion_tokens or self.max_tokens, stop=stop,
+            repeat_penalty=self.repeat_penalty, presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty, logit_bias=tuple((self.logit_bias or {}).items()),
+            seed=None if self.seed is None else self.seed % 2**31,  # llama.cpp seeds are 32-bit; -1 means random
+            max_tokens=self.max_completion_tokens or self.max_tokens, stop=stop, logprobs=logprobs,
+            grammar=self.response_format.grammar() if self.response_format else None,
         )
 
     @property
@@ -87,27 +156,62 @@ class GenerationRequest(BaseModel):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
-class TextPart(BaseModel):
-    type: Literal["text"]
-    text: str
+class ContentPart(BaseModel):
+    type: str
+    text: str | None = None
 
 
 class ChatMessage(BaseModel):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    role: str
+    content: str | list[ContentPart] | None = None
 
-    def for_engine(self) -> dict[str, str]:
-        """A plain role/content dict: text parts joined, `developer` (newer OpenAI clients) as `system`."""
-        content = self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content or [])
+    def for_engine(self, index: int) -> dict[str, str]:
+        """A plain role/content dict: text parts joined, `developer` (newer OpenAI clients) as `system`.
+
+        Roles and parts the model cannot take (tool results, images, audio) are refused by name.
+        """
+        where = f"messages[{index}]"
+        if self.role not in ("system", "developer", "user", "assistant"):
+            raise APIError(400, f"{where}.role: '{self.role}' messages are not supported (no tool calling); "
+                                "use system, developer, user or assistant", "invalid_request_error",
+                           "unsupported_parameter", param=f"{where}.role")
+        parts = self.content if isinstance(self.content, list) else []
+        for i, part in enumerate(parts):
+            if part.type != "text" or part.text is None:
+                raise APIError(400, f"{where}.content[{i}]: '{part.type}' content is not supported; "
+                                    "this server reads text parts only", "invalid_request_error",
+                               "unsupported_parameter", param=f"{where}.content[{i}].type")
+        content = self.content if isinstance(self.content, str) else "\n".join(p.text or "" for p in parts)
         return {"role": "system" if self.role == "developer" else self.role, "content": content}
 
 
 class ChatRequest(GenerationRequest):
     messages: list[ChatMessage]
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    def top(self) -> int | None:
+        """How many alternatives each token reports (None: no log-probabilities)."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise _invalid("top_logprobs: set logprobs to true to get top_logprobs", "top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(GenerationRequest):
-    prompt: str
+    prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool = False
+    best_of: int | None = None
+    suffix: str | None = None
+
+    def text(self) -> str:
+        """The one prompt: batches (several prompts) are refused by name."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        if len(self.prompt) != 1:
+            raise APIError(400, f"prompt: {len(self.prompt)} prompts in one request are not supported; send one",
+                           "invalid_request_error", "unsupported_parameter", param="prompt")
+        return self.prompt[0]
 
 
 # ----------------------------------------------------------------------------- errors
@@ -117,39 +221,92 @@ class APIError(Exception):
     """An error answered as OpenAI's `{"error": {...}}` so clients raise their usual exception types."""
 
     def __init__(self, status: int, message: str, type_: str, code: str,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, param: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.type, self.code = status, message, type_, code
+        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
         self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+def _invalid(message: str, param: str | None = None) -> APIError:
+    return APIError(400, message, "invalid_request_error", "invalid_request", param=param)
+
+
+def _as_api_error(exc: Exception) -> APIError:
+    """Any failure as an OpenAI error: the engine's user-facing errors (message too long, empty
+    prompt...) are the client's to fix (400); anything else is ours (500, one line, logged whole)."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, EdgeAIError):
+        return _invalid(str(exc))
+    log.error("internal error answering a request", exc_info=exc)
+    reason = (str(exc).strip().splitlines() or [""])[0]
+    return APIError(500, f"internal error: {type(exc).__name__}{': ' + reason if reason else ''}",
+                    "server_error", "internal_error")
+
+
 async def _api_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, APIError)
-    return exc.response()
-
-
-async def _engine_error(_: Request, exc: Exception) -> Response:
-    """The engine's user-facing errors (message too long, empty prompt...) are the client's to fix."""
-    return APIError(400, str(exc), "invalid_request_error", "invalid_request").response()
+    return _as_api_error(exc).response()
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
-    """Bad JSON or a bad field: 400 naming each problem, as OpenAI answers."""
+    """Bad JSON or a bad field: 400 naming each problem (and the first field as `param`), as OpenAI answers."""
     assert isinstance(exc, RequestValidationError)
-    problems = "; ".join(_describe(e) for e in exc.errors())
-    return APIError(400, f"invalid request: {problems}", "invalid_request_error", "invalid_request").response()
+    errors = exc.errors()
+    problems = "; ".join(_describe(e, exc.body) for e in errors)
+    param = _field(errors[0], exc.body) if errors and errors[0]["type"] != "json_invalid" else ""
+    return _invalid(f"invalid request: {problems}", param or None).response()
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def _field(error: Mapping[str, Any], body: Any) -> str:
+    """The field's path as OpenAI writes it (`messages[0].content`): pydantic's location followed
+    through the request body, which leaves out the names pydantic gives the branches of a union."""
+    path, node = "", body
+    loc = error["loc"][1:]
+    for i, part in enumerate(loc):
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path, node = f"{path}[{part}]", node[part]
+        elif isinstance(node, dict) and (part in node or (error["type"] == "missing" and i == len(loc) - 1)):
+            path, node = f"{path}.{part}" if path else str(part), node.get(part)
+        else:
+            break
+    return path
+
+
+def _describe(error: Mapping[str, Any], body: Any) -> str:
     if error["type"] == "json_invalid":
         return f"the body is not valid JSON ({error['ctx']['error']} at character {error['loc'][-1]})"
-    return f"{'.'.join(str(p) for p in error['loc'][1:]) or 'body'}: {error['msg']}"
+    return f"{_field(error, body) or 'body'}: {error['msg']}"
+
+
+class _InternalErrors:
+    """ASGI middleware: an unexpected exception still gets an OpenAI-shaped 500, not plain text.
+
+    The errors FastAPI's handlers know (APIError, EdgeAIError, validation) never reach it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started or scope["type"] != "http":
+                raise  # too late for an error response: the server logs it
+            await _as_api_error(exc).response()(scope, receive, send)
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:
@@ -207,10 +364,12 @@ class Generation:
             self.state = "done"  # the engine has finished: nothing left to cancel
         return item
 
-    async def collect(self) -> DoneEvent:
+    async def collect(self) -> tuple[DoneEvent, list[TokenLogprob]]:
+        """The whole reply: how it ended, and its tokens' log-probabilities when they were asked for."""
+        logprobs: list[TokenLogprob] = []
         while not isinstance(event := await self.next(), DoneEvent):
-            pass
-        return event
+            logprobs.extend(event.logprobs)
+        return event, logprobs
 
 
 def _shutting_down() -> APIError:
@@ -271,27 +430,34 @@ class Runner:
 
 
 class ReplyShape(ABC):
-    """Turns one reply into OpenAI JSON, whole or as stream chunks; subclasses shape the choice."""
+    """Turns one reply into OpenAI JSON, whole or as stream chunks; subclasses shape the choice
+    and the log-probabilities (`with_logprobs`: whether the request asked for them)."""
 
     whole_object = ""
     chunk_object = ""
     id_prefix = ""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, with_logprobs: bool) -> None:
         self.id = self.id_prefix + uuid.uuid4().hex
         self.created = int(time.time())
         self.model = model
+        self.with_logprobs = with_logprobs
 
     def _envelope(self, obj: str, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
                 "choices": choices, **extra}
 
-    def whole(self, done: DoneEvent) -> dict[str, Any]:
-        return self._envelope(self.whole_object, [self.whole_choice(done.text, _finish_reason(done))],
-                              usage=_usage(done))
+    def _logprobs(self, tokens: Sequence[TokenLogprob]) -> dict[str, Any] | None:
+        return self.logprobs(tokens) if self.with_logprobs else None
 
-    def chunk(self, text: str | None, finish_reason: str | None = None) -> dict[str, Any]:
-        return self._envelope(self.chunk_object, [self.chunk_choice(text, finish_reason)])
+    def whole(self, done: DoneEvent, tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
+        choice = self.whole_choice(done.text, _finish_reason(done), self._logprobs(tokens))
+        return self._envelope(self.whole_object, [choice], usage=_usage(done))
+
+    def chunk(self, event: TokenEvent | None, finish_reason: str | None = None) -> dict[str, Any]:
+        logprobs = self._logprobs(event.logprobs) if event is not None else None
+        return self._envelope(self.chunk_object, [self.chunk_choice(event.text if event else None, finish_reason,
+                                                                    logprobs)])
 
     def usage_chunk(self, done: DoneEvent) -> dict[str, Any]:
         return self._envelope(self.chunk_object, [], usage=_usage(done))
@@ -301,10 +467,19 @@ class ReplyShape(ABC):
         return []
 
     @abstractmethod
-    def whole_choice(self, text: str, finish_reason: str) -> dict[str, Any]: ...
+    def logprobs(self, tokens: Sequence[TokenLogprob]) -> dict[str, Any]: ...
 
     @abstractmethod
-    def chunk_choice(self, text: str | None, finish_reason: str | None) -> dict[str, Any]: ...
+    def whole_choice(self, text: str, finish_reason: str, logprobs: dict[str, Any] | None) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def chunk_choice(self, text: str | None, finish_reason: str | None,
+                     logprobs: dict[str, Any] | None) -> dict[str, Any]: ...
+
+
+def _token_text(token: bytes) -> str:
+    """A token as text; a token holding part of a character shows U+FFFD (its `bytes` are exact)."""
+    return token.decode("utf-8", errors="replace")
 
 
 class ChatShape(ReplyShape):
@@ -317,25 +492,51 @@ class ChatShape(ReplyShape):
         role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
         return [self._envelope(self.chunk_object, [role])]
 
-    def whole_choice(self, text: str, finish_reason: str) -> dict[str, Any]:
-        return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+    def logprobs(self, tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
+        def item(token: bytes, logprob: float) -> dict[str, Any]:
+            return {"token": _token_text(token), "logprob": logprob, "bytes": list(token)}
+
+        return {"content": [{**item(t.token, t.logprob), "top_logprobs": [item(*alt) for alt in t.top]}
+                            for t in tokens], "refusal": None}
+
+    def whole_choice(self, text: str, finish_reason: str, logprobs: dict[str, Any] | None) -> dict[str, Any]:
+        return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
                 "finish_reason": finish_reason}
 
-    def chunk_choice(self, text: str | None, finish_reason: str | None) -> dict[str, Any]:
-        return {"index": 0, "delta": {"content": text} if text else {}, "logprobs": None,
+    def chunk_choice(self, text: str | None, finish_reason: str | None,
+                     logprobs: dict[str, Any] | None) -> dict[str, Any]:
+        return {"index": 0, "delta": {"content": text} if text else {}, "logprobs": logprobs,
                 "finish_reason": finish_reason}
 
 
 class TextShape(ReplyShape):
+    """Legacy completions; their log-probabilities are parallel lists, with each token's character
+    offset counted from the start of the prompt, as OpenAI's legacy API does."""
+
     whole_object = "text_completion"
     chunk_object = "text_completion"
     id_prefix = "cmpl-"
 
-    def whole_choice(self, text: str, finish_reason: str) -> dict[str, Any]:
-        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+    def __init__(self, model: str, with_logprobs: bool, prompt: str) -> None:
+        super().__init__(model, with_logprobs)
+        self._offset = len(prompt)  # where the next token's text starts
 
-    def chunk_choice(self, text: str | None, finish_reason: str | None) -> dict[str, Any]:
-        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+    def logprobs(self, tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
+        texts = [_token_text(t.token) for t in tokens]
+        offsets = []
+        for text in texts:
+            offsets.append(self._offset)
+            self._offset += len(text)
+        return {"tokens": texts, "token_logprobs": [t.logprob for t in tokens],
+                "top_logprobs": [{_token_text(alt): lp for alt, lp in t.top} for t in tokens],
+                "text_offset": offsets}
+
+    def whole_choice(self, text: str, finish_reason: str, logprobs: dict[str, Any] | None) -> dict[str, Any]:
+        return {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
+
+    def chunk_choice(self, text: str | None, finish_reason: str | None,
+                     logprobs: dict[str, Any] | None) -> dict[str, Any]:
+        return {"index": 0, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}
 
 
 def _finish_reason(done: DoneEvent) -> str:
@@ -354,14 +555,20 @@ def _sse(payload: dict[str, Any]) -> str:
 
 async def _sse_events(shape: ReplyShape, first: Event, generation: Generation,
                       include_usage: bool) -> AsyncIterator[str]:
+    """The reply's chunks. Once the stream has begun, an error can only be told in a chunk: an
+    OpenAI error object, on which OpenAI's clients raise an APIError, then the stream ends."""
     for payload in shape.opening():
         yield _sse(payload)
     event = first
-    while isinstance(event, TokenEvent):
-        yield _sse(shape.chunk(event.text))
-        event = await generation.next()
+    try:
+        while isinstance(event, TokenEvent):
+            yield _sse(shape.chunk(event))
+            event = await generation.next()
+    except Exception as exc:
+        yield _sse(_as_api_error(exc).body())
+        return
     if event.reason == "cancelled":  # the server is shutting down: say so rather than pass it off as whole
-        yield _sse(_shutting_down().body())  # OpenAI clients raise an APIError on such a chunk
+        yield _sse(_shutting_down().body())
         return
     yield _sse(shape.chunk(None, _finish_reason(event)))
     if include_usage:
@@ -451,9 +658,10 @@ class Server:
         app.include_router(api)
         app.get("/health")(self.health)  # no key: for supervisors and load balancers, as llama.cpp's server
         app.add_exception_handler(APIError, _api_error)
-        app.add_exception_handler(EdgeAIError, _engine_error)
+        app.add_exception_handler(EdgeAIError, _api_error)
         app.add_exception_handler(RequestValidationError, _validation_error)
         app.add_exception_handler(HTTPException, _http_error)
+        app.add_middleware(_InternalErrors)
         return app
 
     async def health(self) -> dict[str, Any]:
@@ -468,26 +676,31 @@ class Server:
 
     async def chat_completions(self, body: ChatRequest, request: Request) -> Response:
         self._check_model(body.model)
-        messages, sampling = [m.for_engine() for m in body.messages], body.sampling(self.cfg)
+        body.check_supported()
+        messages = [m.for_engine(i) for i, m in enumerate(body.messages)]
+        sampling = body.sampling(self.cfg, body.top())
         generation = self.runner.submit(lambda stop: self.engine.chat(messages, sampling, stop=stop))
-        return await self._answer(request, generation, ChatShape(self.engine.name), body)
+        return await self._answer(request, generation, ChatShape(self.engine.name, body.logprobs), body)
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
         self._check_model(body.model)
-        prompt, sampling = body.prompt, body.sampling(self.cfg)
+        body.check_supported()
+        prompt, sampling = body.text(), body.sampling(self.cfg, body.logprobs)
         generation = self.runner.submit(lambda stop: self.engine.complete(prompt, sampling, stop=stop))
-        return await self._answer(request, generation, TextShape(self.engine.name), body)
+        shape = TextShape(self.engine.name, body.logprobs is not None, prompt)
+        return await self._answer(request, generation, shape, body)
 
     async def _answer(self, request: Request, generation: Generation, shape: ReplyShape,
                       body: GenerationRequest) -> Response:
-        """Whole JSON, or SSE once the first event is in (so engine errors still get a 400)."""
+        """Whole JSON, or SSE once the first event is in (so engine errors still get their status)."""
         if not body.stream:
-            done = await _unless_client_leaves(request, generation, generation.collect())
-            if done is None:
+            outcome = await _unless_client_leaves(request, generation, generation.collect())
+            if outcome is None:
                 return Response(status_code=CLIENT_GONE)
+            done, logprobs = outcome
             if done.reason == "cancelled":  # only a shutdown stops a reply whose client still waits
                 raise _shutting_down()
-            return JSONResponse(shape.whole(done))
+            return JSONResponse(shape.whole(done, logprobs))
         first = await _unless_client_leaves(request, generation, generation.next())
         if first is None:
             return Response(status_code=CLIENT_GONE)
@@ -537,14 +750,36 @@ class _Uvicorn(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(cfg: Config, load_engine: Callable[[], Engine], log: Console) -> None:
+def loopback_only(host: str) -> bool:
+    """Whether every address `host` stands for is this machine's own (127.0.0.0/8, ::1)."""
+    try:
+        infos = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return True  # not an address at all: `bind` reports it
+    return all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+
+
+def check_exposure(cfg: Config, allow_unauthenticated: bool) -> None:
+    """Refuse to serve the network with no API key unless the user said they mean it: anyone who can
+    reach the port could otherwise use the model (and this machine's CPU) unnoticed."""
+    host = cfg.server.host
+    if cfg.server.api_key or allow_unauthenticated or loopback_only(host):
+        return
+    raise EdgeAIError(f"refusing to serve on {host or 'every address'} without an API key: anyone on the network "
+                      "could use it; pass --api-key KEY (clients send it as a bearer token), or "
+                      "--allow-unauthenticated on a network you trust, or --host 127.0.0.1")
+
+
+def serve(cfg: Config, load_engine: Callable[[], Engine], log: Console, *, allow_unauthenticated: bool = False) -> None:
     """Serve the engine `load_engine` opens on cfg.server.host:port until interrupted.
 
+    An address beyond loopback needs an API key or `allow_unauthenticated` (see `check_exposure`).
     The port is bound before the model loads, so a busy port is reported at once rather than
     after seconds of loading. Ctrl-C (SIGINT) or SIGTERM stops the replies in progress and returns
     within a token or so; uvicorn then re-raises the signal, so `edge-ai serve` ends like `ask` on
     Ctrl-C (exit code 130).
     """
+    check_exposure(cfg, allow_unauthenticated)
     host, port = cfg.server.host, cfg.server.port
     sock = bind(host, port)
     try:

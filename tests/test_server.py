@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import openai
 import pytest
 import uvicorn
@@ -313,3 +314,241 @@ def test_edge_ai_serve_on_a_busy_port_says_so_before_loading(edge_home: Path) ->
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         f"error: port {port} on 127.0.0.1 is already in use; pass --port or stop the other server"]
+
+
+# ----------------------------------------------------------------------------- what the request says
+
+GREEDY = {"model": MODEL, "temperature": 0, "extra_body": {"repeat_penalty": 1.0}}
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 20},
+                   "age": {"type": "integer"},
+                   "languages": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3}},
+    "required": ["name", "age", "languages"],
+    "additionalProperties": False,
+}
+PERSON_FORMAT = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+DESCRIBE = [{"role": "user", "content": "Describe a person."}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streaming"])
+def test_json_schema_reply_parses_and_validates(client: openai.OpenAI, stream: bool) -> None:
+    args: dict[str, Any] = {"model": MODEL, "messages": DESCRIBE, "response_format": PERSON_FORMAT,
+                            "max_tokens": 120, "temperature": 1.0, "seed": 5}
+    if stream:
+        chunks = list(client.chat.completions.create(**args, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = chunks[-1].choices[0].finish_reason
+    else:
+        choice = client.chat.completions.create(**args).choices[0]
+        text, finish = choice.message.content or "", choice.finish_reason
+    assert finish == "stop", text
+    jsonschema.validate(json.loads(text), PERSON)
+
+
+def test_json_object_reply_is_an_object(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(model=MODEL, messages=DESCRIBE, response_format={"type": "json_object"},
+                                           max_tokens=150, temperature=0.8, seed=2)
+    assert reply.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(reply.choices[0].message.content or ""), dict)
+
+
+def test_a_schema_the_grammar_cannot_enforce_is_a_400_naming_it(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"age": {"type": "integer", "minimum": 0}}}
+    with pytest.raises(openai.BadRequestError, match="properties.age: the keyword 'minimum'") as caught:
+        client.chat.completions.create(model=MODEL, messages=DESCRIBE, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    assert caught.value.body["param"] == "response_format"  # type: ignore[index]
+
+
+def test_chat_logprobs_whole_and_streamed(client: openai.OpenAI) -> None:
+    args: dict[str, Any] = {**GREEDY, "messages": QUESTION, "max_tokens": 10, "logprobs": True, "top_logprobs": 3}
+    whole = client.chat.completions.create(**args).choices[0]
+    assert whole.logprobs is not None and whole.logprobs.content
+    content = whole.logprobs.content
+    assert b"".join(bytes(t.bytes or []) for t in content).decode() == whole.message.content
+    for t in content:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 3
+        assert t.top_logprobs[0].token == t.token and t.top_logprobs[0].logprob == pytest.approx(t.logprob)
+        assert t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob >= t.top_logprobs[2].logprob
+    chunks = [c for c in client.chat.completions.create(**args, stream=True) if c.choices]
+    streamed = [t for c in chunks if c.choices[0].logprobs for t in c.choices[0].logprobs.content or []]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert streamed and b"".join(bytes(t.bytes or []) for t in streamed).decode() == text
+    assert all(len(t.top_logprobs) == 3 for t in streamed)
+    plain = client.chat.completions.create(**{**args, "logprobs": False, "top_logprobs": None}).choices[0]
+    assert plain.logprobs is None and plain.message.content
+
+
+def test_completion_logprobs_in_the_legacy_shape(client: openai.OpenAI) -> None:
+    prompt = "The capital of France is"
+    choice = client.completions.create(**GREEDY, prompt=prompt, max_tokens=6, logprobs=2).choices[0]
+    lp = choice.logprobs
+    assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs and lp.text_offset
+    assert "".join(lp.tokens) == choice.text
+    assert lp.text_offset[0] == len(prompt)
+    assert all(b - a == len(t) for a, b, t in zip(lp.text_offset, lp.text_offset[1:], lp.tokens))
+    for token, logprob, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert len(top) == 2 and max(top.values()) == pytest.approx(logprob) and top[token] == pytest.approx(logprob)
+
+
+def test_logit_bias_bans_the_greedy_token_and_forces_another(client: openai.OpenAI, engine: Any) -> None:
+    prompt = "The capital of France is"
+    greedy = client.completions.create(**GREEDY, prompt=prompt, max_tokens=1).choices[0].text
+    greedy_id = engine.tokenize(greedy, special=False)
+    assert len(greedy_id) == 1
+    banned = client.completions.create(**GREEDY, prompt=prompt, max_tokens=1, logit_bias={str(greedy_id[0]): -100})
+    assert banned.choices[0].text != greedy
+    banana = engine.tokenize(" banana", special=False)
+    forced = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2, temperature=0.8, seed=3,
+                                            logit_bias={str(banana[0]): 100})
+    assert forced.choices[0].message.content == " banana banana"
+
+
+def test_penalties_change_the_reply(client: openai.OpenAI) -> None:
+    story = {**GREEDY, "prompt": "Once upon a time", "max_tokens": 16}
+    plain = client.completions.create(**story).choices[0].text
+    assert client.completions.create(**story, presence_penalty=2.0).choices[0].text != plain
+    cats = {**GREEDY, "prompt": "cat cat cat cat cat cat cat cat", "max_tokens": 12}
+    repeated = client.completions.create(**cats).choices[0].text.split().count("cat")
+    assert client.completions.create(**cats, frequency_penalty=2.0).choices[0].text.split().count("cat") < repeated
+
+
+def test_seed_repeats_a_hot_reply(client: openai.OpenAI) -> None:
+    args: dict[str, Any] = {"model": MODEL, "messages": QUESTION, "max_tokens": 12, "temperature": 1.5,
+                            "extra_body": {"top_k": 0, "min_p": 0.0}}
+    replies = {seed: client.chat.completions.create(**args, seed=seed).choices[0].message.content
+               for seed in (1, 2, 3, 2**40)}
+    assert len(set(replies.values())) > 1, "different seeds gave one reply: the test would prove nothing"
+    assert client.chat.completions.create(**args, seed=2).choices[0].message.content == replies[2]
+    assert client.chat.completions.create(**args, seed=2**40).choices[0].message.content == replies[2**40]
+
+
+def test_stop_and_max_completion_tokens(client: openai.OpenAI) -> None:
+    prompt = "One, two, three, four, five, six,"
+    full = client.completions.create(**GREEDY, prompt=prompt, max_tokens=16).choices[0].text
+    word = full.split()[1]
+    for stop in (word, [word, "never-seen-zzz"]):
+        cut = client.completions.create(**GREEDY, prompt=prompt, max_tokens=16, stop=stop).choices[0]
+        assert cut.text == full[:full.index(word)] and cut.finish_reason == "stop"
+    short = client.chat.completions.create(model=MODEL, messages=QUESTION, max_completion_tokens=3, max_tokens=50)
+    assert short.usage is not None and short.usage.completion_tokens == 3
+    assert short.choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize(("param", "extra"), [
+    ("tools", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}),
+    ("tool_choice", {"tool_choice": "auto"}),
+    ("functions", {"functions": [{"name": "f"}]}),
+    ("n", {"n": 2}),
+    ("audio", {"audio": {"voice": "alloy", "format": "wav"}, "modalities": ["text", "audio"]}),
+    ("messages[0].content[1].type", {"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}),
+    ("messages[1].role", {"messages": [{"role": "user", "content": "hi"},
+                                       {"role": "tool", "tool_call_id": "1", "content": "42"}]}),
+])
+def test_what_the_server_cannot_do_is_a_400_naming_it(base_url: str, param: str, extra: dict[str, Any]) -> None:
+    reply = httpx.post(f"{base_url}/chat/completions", json={"messages": QUESTION, "max_tokens": 2, **extra},
+                       timeout=60)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["param"] == param and error["code"] == "unsupported_parameter" and error["type"] == "invalid_request_error"
+    assert param.split("[")[0].split(".")[0] in error["message"]
+
+
+@pytest.mark.parametrize(("param", "extra"), [("echo", {"echo": True}), ("best_of", {"best_of": 2}),
+                                              ("suffix", {"suffix": "end"}), ("prompt", {"prompt": ["a", "b"]})])
+def test_completions_refuse_what_they_cannot_do(client: openai.OpenAI, param: str, extra: dict[str, Any]) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(**{"model": MODEL, "prompt": "x", "max_tokens": 2, **extra})
+    assert caught.value.body["param"] == param  # type: ignore[index]
+
+
+def test_unknown_fields_are_ignored(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2, user="me",
+                                           extra_body={"frobnicate": {"deep": [1]}, "store": True})
+    assert reply.choices[0].message.content is not None
+
+
+@pytest.mark.parametrize(("body", "param", "says"), [
+    ({"logit_bias": {"12": 250}}, "logit_bias.12", "less than or equal to 100"),
+    ({"logit_bias": {"x": 1}}, "logit_bias.x", "integer"),
+    ({"top_logprobs": 2}, "top_logprobs", "set logprobs to true"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs", "less than or equal to 20"),
+    ({"presence_penalty": 3}, "presence_penalty", "less than or equal to 2"),
+    ({"response_format": {"type": "yaml"}}, "response_format.type", "json_schema"),
+    ({"response_format": {"type": "json_schema"}}, "response_format", "json_schema is required"),
+    ({"messages": [{"role": "user"}], "stop": 5}, "stop", "string"),
+])
+def test_bad_values_are_a_400_naming_the_field(base_url: str, body: dict[str, Any], param: str, says: str) -> None:
+    reply = httpx.post(f"{base_url}/chat/completions", json={"messages": QUESTION, "max_tokens": 2, **body}, timeout=60)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["param"] == param and says in error["message"], error
+
+
+def test_logit_bias_outside_the_vocabulary_is_a_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="logit_bias names token 999999999"):
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2, logit_bias={"999999999": 5})
+
+
+def failing_engine(engine: Any, monkeypatch: pytest.MonkeyPatch, after_tokens: int) -> None:
+    """The real engine's reply, broken by a llama.cpp-style failure after `after_tokens` events: the
+    way to make the real server meet an internal error on demand."""
+    original = engine.chat
+
+    def chat(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        for i, event in enumerate(original(*args, **kwargs)):
+            if i == after_tokens:
+                raise RuntimeError("llama_decode returned -3\n(second line)")
+            yield event
+
+    monkeypatch.setattr(engine, "chat", chat)
+
+
+def test_an_internal_error_is_an_openai_500_with_one_line(client: openai.OpenAI, engine: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    failing_engine(engine, monkeypatch, after_tokens=0)
+    for stream in (False, True):
+        with pytest.raises(openai.InternalServerError) as caught:
+            list(client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8, stream=stream)) \
+                if stream else client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8)
+        error = caught.value.body
+        assert error == {"message": "internal error: RuntimeError: llama_decode returned -3", "type": "server_error",
+                         "param": None, "code": "internal_error"}, error
+    monkeypatch.undo()
+    assert client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=2).choices[0].message.content
+
+
+def test_an_error_mid_stream_ends_it_with_an_error_chunk(client: openai.OpenAI, engine: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    failing_engine(engine, monkeypatch, after_tokens=2)
+    stream = client.chat.completions.create(model=MODEL, messages=LONG_REPLY["messages"], max_tokens=50, stream=True)
+    with pytest.raises(openai.APIError, match="internal error: RuntimeError: llama_decode returned -3"):
+        for _ in stream:
+            pass
+
+
+def test_serving_the_network_needs_a_key_or_an_explicit_flag(engine: Any) -> None:
+    console = Console(file=io.StringIO())
+    exposed = Config().with_values({"server.host": "0.0.0.0", "server.port": free_port()})
+    with pytest.raises(EdgeAIError, match="refusing to serve on 0.0.0.0 without an API key: anyone on the network"):
+        serve(exposed, lambda: pytest.fail("the model loaded"), log=console)
+    with socket.socket() as other:  # a busy port shows the check was passed without serving anything
+        other.bind(("0.0.0.0", 0))
+        other.listen()
+        busy = exposed.with_values({"server.port": other.getsockname()[1]})
+        for cfg, allow in ((busy, True), (busy.with_values({"server.api_key": "k"}), False)):
+            with pytest.raises(EdgeAIError, match="already in use"):
+                serve(cfg, lambda: pytest.fail("the model loaded"), log=console, allow_unauthenticated=allow)
+
+
+def test_edge_ai_serve_on_all_addresses_without_a_key_says_why(edge_home: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "edge_ai", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: refusing to serve on 0.0.0.0 without an API key: anyone on the network could use it; pass "
+        "--api-key KEY (clients send it as a bearer token), or --allow-unauthenticated on a network you trust, "
+        "or --host 127.0.0.1"]

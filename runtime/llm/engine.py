@@ -24,6 +24,7 @@ from pathlib import Path
 
 import llama_cpp
 import numpy as np
+from llama_cpp._internals import LlamaSampler
 
 from edge_ai.chat_format import FormatChoice, choose_format
 from edge_ai.errors import EdgeAIError
@@ -31,7 +32,7 @@ from edge_ai.gguf_file import GGUFInfo, check_gguf
 from edge_ai.hardware import check_fits_in_ram, default_threads
 from runtime.llm import llama_log, load_check
 from runtime.llm.context import FittedPrompt, Message, fit_messages
-from runtime.llm.events import DoneEvent, Event, FinishReason, Metrics, SamplingParams, TokenEvent
+from runtime.llm.events import DoneEvent, Event, FinishReason, Metrics, SamplingParams, TokenEvent, TokenLogprob
 from runtime.llm.templates import BUILTIN_FORMATS, TRANSCRIPT, BuiltinFormat, ChatTemplate, UnsafeTemplateError
 
 log = logging.getLogger(__name__)
@@ -285,18 +286,18 @@ class Engine:
         return n_keep + kept
 
     def _prefill(self, tokens: Sequence[int], n_keep: int) -> bool:
-        """Evaluate the uncached prompt but its last token in small chunks; False if cancelled midway.
+        """Evaluate the uncached prompt in small chunks; False if cancelled midway.
 
-        The last token is left to `Llama.generate`, which always evaluates at least one token
-        itself to get fresh logits: prefilling it here too would evaluate it twice per turn.
+        The first reply token is sampled from the logits this leaves (`_sample`), so each prompt
+        token is evaluated exactly once.
         """
         llm = self._llm
         llm.n_tokens = n_keep  # eval() drops every cached position from here on
         chunk = min(PREFILL_CHUNK, llm.n_batch)
-        for pos in range(n_keep, len(tokens) - 1, chunk):
+        for pos in range(n_keep, len(tokens), chunk):
             if self._cancelled():
                 return False
-            llm.eval(tokens[pos:min(pos + chunk, len(tokens) - 1)])
+            llm.eval(tokens[pos:pos + chunk])
         return True
 
     def _generate(self, tokens: list[int], sampling: SamplingParams, start: float, dropped: int, *,
@@ -308,23 +309,25 @@ class Engine:
         stamps: list[float] = []
         reason: FinishReason = "cancelled"
         ended_on_eog = False  # the end-of-turn token is sampled but is not part of the reply
-        if self._prefill(tokens, n_keep):
-            prefill_end = time.perf_counter()
-            llm.set_seed(sampling.seed if sampling.seed >= 0 else random.getrandbits(31))
-            reason = "length"
-            generator = llm.generate(
-                tokens, top_k=sampling.top_k, top_p=sampling.top_p, min_p=sampling.min_p,
-                temp=sampling.temperature, repeat_penalty=sampling.repeat_penalty, reset=True,
-            )
-            try:
-                for token in generator:
+        logprobs = _TokenLog()
+        grammar = _Grammar(self._llm, sampling.grammar) if sampling.grammar is not None else None  # fails at once
+        chain = self._sampler_chain(sampling)
+        try:
+            if self._prefill(tokens, n_keep):
+                prefill_end = time.perf_counter()
+                reason = "length"
+                for token in self._sample(chain, grammar):
                     stamps.append(time.perf_counter())
                     if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or token in self._turn_marker_ids:
                         reason, ended_on_eog = "stop", True
                         break
+                    start_offset = stream.decoded
                     text, stopped = stream.feed(self._token_bytes(token))
-                    if text:
-                        yield TokenEvent(text)
+                    if sampling.logprobs is not None:
+                        logprobs.add(self._logprob(token, sampling.logprobs), start_offset, stream.decoded)
+                    released = logprobs.release(len(stream.text), final=stopped)
+                    if text or released:
+                        yield TokenEvent(text, released)
                     if stopped:
                         reason = "stop"
                         break
@@ -333,15 +336,65 @@ class Engine:
                     if self._cancelled():
                         reason = "cancelled"
                         break
-            finally:
-                generator.close()
-        else:
-            prefill_end = time.perf_counter()
+            else:
+                prefill_end = time.perf_counter()
+        finally:
+            chain.close()
+            if grammar is not None:
+                grammar.close()
         tail = stream.finish()
-        if tail:
-            yield TokenEvent(tail)
+        released = logprobs.release(len(stream.text), final=True)
+        if tail or released:
+            yield TokenEvent(tail, released)
         yield DoneEvent(reason, stream.text, self._metrics(tokens, n_keep, start, prefill_start, prefill_end,
                                                            stamps, ended_on_eog, dropped))
+
+    def _sampler_chain(self, sampling: SamplingParams) -> LlamaSampler:
+        """llama.cpp's sampler chain for one reply: logit bias, penalties, then greedy or top-k /
+        top-p / min-p / temperature (a grammar is applied around it: see `_Grammar`). Built here
+        rather than by `Llama.generate`, which has no logit bias."""
+        n_vocab = self._llm.n_vocab()
+        for token, _ in sampling.logit_bias:
+            if not 0 <= token < n_vocab:  # llama.cpp would write outside its candidate array
+                raise EdgeAIError(f"logit_bias names token {token}, but {self.name} has tokens 0 to {n_vocab - 1}")
+        chain = LlamaSampler()
+        if sampling.logit_bias:
+            chain.add_logit_bias(n_vocab, dict(sampling.logit_bias))
+        chain.add_penalties(n_vocab, penalty_last_n=self._llm.last_n_tokens_size,
+                            penalty_repeat=sampling.repeat_penalty, penalty_freq=sampling.frequency_penalty,
+                            penalty_present=sampling.presence_penalty)
+        if sampling.temperature == 0:
+            chain.add_greedy()
+        else:
+            chain.add_top_k(sampling.top_k)
+            chain.add_top_p(sampling.top_p, 1)
+            chain.add_min_p(sampling.min_p, 1)
+            chain.add_temp(sampling.temperature)
+            chain.add_dist(sampling.seed if sampling.seed >= 0 else random.getrandbits(31))
+        return chain
+
+    def _sample(self, chain: LlamaSampler, grammar: _Grammar | None) -> Iterator[int]:
+        """Tokens from `chain`, the first from the logits the prefill left, so the last prompt token
+        is evaluated once; each token is evaluated only when the next one is asked for."""
+        while True:
+            token = chain.sample(self._llm._ctx, -1) if grammar is None else grammar.sample(chain, self._logits())
+            yield token
+            self._llm.eval([token])
+
+    def _logits(self) -> np.ndarray:
+        """The logits of the last evaluated position (a view into llama.cpp's buffer)."""
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._llm.ctx, -1), shape=(self._llm.n_vocab(),))
+
+    def _logprob(self, token: int, top: int) -> TokenLogprob:
+        """`token`'s log-probability and the `top` likeliest tokens', from the logits it was sampled
+        from (the model's own distribution: no penalty, bias, grammar or temperature)."""
+        logits = self._logits()
+        shifted = logits.astype(np.float64) - logits.max()
+        logp = shifted - np.log(np.exp(shifted).sum())
+        best = np.argpartition(-logp, top - 1)[:top] if top else np.zeros(0, dtype=int)
+        best = best[np.argsort(-logp[best], kind="stable")]
+        return TokenLogprob(self._token_bytes(token), float(logp[token]),
+                            tuple((self._token_bytes(int(t)), float(logp[t])) for t in best))
 
     def _metrics(self, tokens: Sequence[int], n_keep: int, start: float, prefill_start: float,
                  prefill_end: float, stamps: list[float], ended_on_eog: bool, dropped: int) -> Metrics:
@@ -381,6 +434,71 @@ def _probe(template: ChatTemplate) -> None:
         pass
 
 
+_CANDIDATE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
+
+
+class _Grammar:
+    """A GBNF grammar applied as llama.cpp's own server does, cheaply: the chain picks a token from
+    all candidates, the grammar checks only that one, and only when it refuses is the grammar run
+    over the whole vocabulary and the token picked again. Checking every candidate every step
+    (the grammar inside the chain) costs ~10x the decode time on a 262k-token vocabulary."""
+
+    def __init__(self, llm: llama_cpp.Llama, gbnf: str) -> None:
+        self._sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode(), b"root")
+        if not self._sampler:  # llama.cpp prints the reason on stderr, nowhere we can read it
+            raise EdgeAIError("llama.cpp could not parse the grammar; check it against the GBNF rules "
+                              "in llama.cpp's grammars/README.md")
+        self._buffer = (llama_cpp.llama_token_data * llm.n_vocab())()
+        self._candidates = np.frombuffer(self._buffer, dtype=_CANDIDATE)
+        self._one = (llama_cpp.llama_token_data * 1)()
+
+    def _pick(self, chain: LlamaSampler, logits: np.ndarray, constrained: bool) -> int:
+        self._candidates["id"] = np.arange(len(logits), dtype=np.int32)
+        self._candidates["logit"] = logits
+        self._candidates["p"] = 0.0
+        array = llama_cpp.llama_token_data_array(self._buffer, len(logits), -1, False)
+        if constrained:
+            llama_cpp.llama_sampler_apply(self._sampler, ctypes.byref(array))
+        llama_cpp.llama_sampler_apply(chain.sampler, ctypes.byref(array))
+        return int(array.data[array.selected].id)
+
+    def _allows(self, token: int) -> bool:
+        self._one[0].id, self._one[0].logit, self._one[0].p = token, 1.0, 0.0
+        llama_cpp.llama_sampler_apply(self._sampler, ctypes.byref(llama_cpp.llama_token_data_array(self._one, 1, -1, False)))
+        return self._one[0].logit != -np.inf
+
+    def sample(self, chain: LlamaSampler, logits: np.ndarray) -> int:
+        token = self._pick(chain, logits, constrained=False)
+        if not self._allows(token):
+            token = self._pick(chain, logits, constrained=True)
+        llama_cpp.llama_sampler_accept(self._sampler, token)
+        chain.accept(token)
+        return token
+
+    def close(self) -> None:
+        llama_cpp.llama_sampler_free(self._sampler)
+
+
+class _TokenLog:
+    """Log-probabilities of sampled tokens, each handed out with the event that shows its text.
+
+    Offsets are characters of the decoded reply: a token waits while any of its text is held
+    back; once the reply ends (or is cut by a stop string) every token that reached into the
+    shown text goes out, and the rest (a stop string's own tokens) never do.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[TokenLogprob, int, int]] = []
+
+    def add(self, entry: TokenLogprob, start: int, end: int) -> None:
+        self._pending.append((entry, start, end))
+
+    def release(self, shown: int, *, final: bool) -> tuple[TokenLogprob, ...]:
+        out = tuple(e for e, start, end in self._pending if end <= shown or (final and start < shown))
+        self._pending = [] if final else [p for p in self._pending if p[2] > shown]
+        return out
+
+
 class _TextStream:
     """Bytes of tokens in, text out: UTF-8 decoded incrementally, stop strings held back and cut."""
 
@@ -409,6 +527,11 @@ class _TextStream:
             out, self._pending = self._pending[:cut], self._pending[cut:]
         self.text += out
         return out, stopped
+
+    @property
+    def decoded(self) -> int:
+        """Characters decoded so far, shown or held back."""
+        return len(self.text) + len(self._pending)
 
     def finish(self) -> str:
         """Text still held back when the reply ends (a partial stop string, an incomplete character);

@@ -20,13 +20,23 @@ class SamplingParams:
     seed: int = -1
     max_tokens: int = 1024
     stop: tuple[str, ...] = ()
+    # OpenAI's penalties: subtracted from the logit of every token already generated, once
+    # (presence) and once per occurrence (frequency), over the last 64 tokens as llama.cpp does.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # (token id, bias) pairs added to those tokens' logits before sampling; -100 bans, +100 forces.
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    # None: no log-probabilities; n >= 0: report each token's and its n likeliest alternatives'.
+    logprobs: int | None = None
+    # A GBNF grammar (llama.cpp's format) every reply must match, e.g. JSON of a schema.
+    grammar: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> SamplingParams:
-        """Build from a config section (or any object with the same attributes) plus overrides."""
-        values = {name: getattr(settings, name) for name in cls.__dataclass_fields__}
+        """Build from a config section (or any object with some of the same attributes) plus overrides."""
+        values = {name: getattr(settings, name) for name in cls.__dataclass_fields__ if hasattr(settings, name)}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        values["stop"] = tuple(values["stop"])
+        values["stop"] = tuple(values.get("stop", ()))
         return cls(**values)
 
 
@@ -53,10 +63,26 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token with its log-probability under the model (before any penalty, bias or
+    grammar) and, when asked for, its likeliest alternatives as (bytes, log-probability)."""
+
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class TokenEvent:
-    """New reply text (one token's worth, held back while it might start a stop string)."""
+    """New reply text (one token's worth, held back while it might start a stop string).
+
+    With `SamplingParams.logprobs` set, `logprobs` holds the tokens whose text this event
+    completes, so an event may carry tokens and no text. Over a reply their bytes joined are the
+    reply's text, except that the last token may run on into the stop string that cut the reply.
+    """
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
