@@ -277,16 +277,21 @@ def models_info(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
     on stderr, and the exit code is 1, so a script checking a download can rely on it."""
     from edge_ai.chat_format import choose_format
     from edge_ai.gguf_file import diagnose, read_gguf
+    from edge_ai.kv_cache import kv_cache_bytes, recurrent_state_bytes
 
     with ProgressBar("assembling model", in_bytes=True) as bar:
         info = read_gguf(registry.resolve(name, progress=bar))
-    choice = choose_format(info, wanted_format(load_config(), name))
+    cfg = load_config()
+    choice = choose_format(info, wanted_format(cfg, name))
+    n_ctx = min(cfg.model.context, info.context_length or cfg.model.context)
     metadata = {k: (repr(v) if not isinstance(v, (str, int, float, bool, list)) else v)
                 for k, v in info.metadata.items()}
     summary = {"path": str(info.path), "file_size": info.file_size, "gguf_version": info.version,
                "tensor_count": len(info.tensors), "parameters": info.parameter_count,
                "bits_per_weight": round(info.bits_per_weight, 3), "tensor_types": info.tensor_type_counts(),
-               "format": choice.label, "format_reason": choice.reason, "problems": diagnose(info)}
+               "format": choice.label, "format_reason": choice.reason, "context": n_ctx,
+               "kv_cache_bytes": kv_cache_bytes(info, n_ctx, n_ubatch=cfg.model.batch, swa_full=cfg.model.swa_full),
+               "recurrent_state_bytes": recurrent_state_bytes(info), "problems": diagnose(info)}
     if as_json:
         print(json.dumps({"summary": summary, "metadata": metadata}, indent=2, default=str))
     else:

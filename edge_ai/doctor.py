@@ -13,6 +13,7 @@ from edge_ai import registry
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import diagnose, read_gguf
 from edge_ai.hardware import GIB, HardwareReport, model_memory_bytes, probe
+from edge_ai.kv_cache import kv_cache_bytes
 from edge_ai.paths import get_paths
 
 
@@ -83,12 +84,15 @@ def run_doctor(console: Console) -> int:
             models.add_row(entry.name, "", "", f"broken: {exc}")
             model_failed = True
             continue
-        need = model_memory_bytes(info, min(context, info.context_length or context), batch)
+        n_ctx = min(context, info.context_length or context)
+        need = model_memory_bytes(info, n_ctx, batch, swa_full=cfg.model.swa_full)
+        kv = kv_cache_bytes(info, n_ctx, n_ubatch=batch, swa_full=cfg.model.swa_full)
         issues = diagnose(info)
         fits = need <= report.ram_available
         status = "ok" if fits and not issues else ("; ".join(issues) if issues else "does not fit in free RAM")
         model_failed |= not fits or bool(issues)
-        models.add_row(entry.name, f"{info.file_size / GIB:.2f} GiB", f"{need / GIB:.2f} GiB", status)
+        ram = f"{need / GIB:.2f} GiB (KV cache {kv / 1024**2:.0f} MiB)"
+        models.add_row(entry.name, f"{info.file_size / GIB:.2f} GiB", ram, status)
     console.print(models)
     if not registry.list_models():
         problems.append("no models: run `pip install 'edge-ai[models]'` or `edge-ai models add FILE.gguf`")

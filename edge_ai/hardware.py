@@ -14,6 +14,7 @@ import psutil
 
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import GGUFInfo
+from edge_ai.kv_cache import kv_cache_bytes, recurrent_state_bytes
 
 GIB = 1024**3
 # Runtime overhead beyond weights, KV cache and the logits-sized compute buffer; a margin.
@@ -43,22 +44,6 @@ def cpu_flags() -> set[str]:
     return set((_cpuinfo_field("flags", "Features") or "").split())
 
 
-def kv_cache_bytes(info: GGUFInfo, n_ctx: int) -> int:
-    """Upper bound of the f16 KV cache for `n_ctx` tokens (sliding-window layers counted in full)."""
-    arch = info.architecture
-    meta = info.metadata
-    n_layer = int(meta.get(f"{arch}.block_count", 0) or 0)
-    n_head = int(meta.get(f"{arch}.attention.head_count", 0) or 0)
-    n_head_kv = meta.get(f"{arch}.attention.head_count_kv", n_head)
-    if isinstance(n_head_kv, list):
-        n_head_kv = max(n_head_kv, default=n_head)
-    n_embd = int(meta.get(f"{arch}.embedding_length", 0) or 0)
-    head_dim = n_embd // n_head if n_head else 0
-    key_len = int(meta.get(f"{arch}.attention.key_length", head_dim) or head_dim)
-    value_len = int(meta.get(f"{arch}.attention.value_length", head_dim) or head_dim)
-    return n_layer * n_ctx * int(n_head_kv) * (key_len + value_len) * 2
-
-
 def compute_buffer_bytes(info: GGUFInfo, n_batch: int) -> int:
     """llama.cpp's compute buffer is dominated by f32 logits for a batch: vocab x batch x 4 bytes
     (514 MiB measured for Gemma 3's 262k vocabulary at batch 512)."""
@@ -67,15 +52,18 @@ def compute_buffer_bytes(info: GGUFInfo, n_batch: int) -> int:
     return n_vocab * n_batch * 4
 
 
-def model_memory_bytes(info: GGUFInfo, n_ctx: int, n_batch: int = 512) -> int:
-    """RAM the model needs: weights + KV cache + compute buffer + runtime overhead."""
-    return (info.file_size + kv_cache_bytes(info, n_ctx) + compute_buffer_bytes(info, n_batch)
-            + RUNTIME_OVERHEAD_BYTES)
+def model_memory_bytes(info: GGUFInfo, n_ctx: int, n_batch: int = 512, *, swa_full: bool = False) -> int:
+    """RAM the model needs: weights + KV cache + recurrent state + compute buffer + runtime overhead.
+
+    `n_batch` is the micro-batch (n_ubatch) llama.cpp computes at once: it sizes the compute buffer
+    and the sliding-window cache."""
+    return (info.file_size + kv_cache_bytes(info, n_ctx, n_ubatch=n_batch, swa_full=swa_full)
+            + recurrent_state_bytes(info) + compute_buffer_bytes(info, n_batch) + RUNTIME_OVERHEAD_BYTES)
 
 
-def check_fits_in_ram(info: GGUFInfo, n_ctx: int, n_batch: int = 512) -> None:
+def check_fits_in_ram(info: GGUFInfo, n_ctx: int, n_batch: int = 512, *, swa_full: bool = False) -> None:
     """Refuse a model that does not fit in the memory available now."""
-    need = model_memory_bytes(info, n_ctx, n_batch)
+    need = model_memory_bytes(info, n_ctx, n_batch, swa_full=swa_full)
     available = psutil.virtual_memory().available
     if need > available:
         raise EdgeAIError(

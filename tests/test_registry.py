@@ -80,7 +80,8 @@ def test_a_malformed_model_list_is_one_clear_error(text: str) -> None:
 
 def test_model_too_big_for_ram_is_refused_with_the_numbers(model_path: Path) -> None:
     info = read_gguf(model_path)
-    assert kv_cache_bytes(info, 4096) == 18 * 4096 * 1 * (256 + 256) * 2  # layers x ctx x kv heads x dims x f16
+    # full-size sliding-window caches: layers x ctx x kv heads x dims x f16
+    assert kv_cache_bytes(info, 4096, swa_full=True) == 18 * 4096 * 1 * (256 + 256) * 2
     huge = dataclasses.replace(info, file_size=1 << 50)  # as if the weights were 1 PiB
     with pytest.raises(EdgeAIError, match="needs about .* GiB .* only .* GiB of RAM is free"):
         check_fits_in_ram(huge, 4096)

@@ -84,7 +84,7 @@ class Engine:
         self.n_ctx = min(options.context, trained)
         self.threads = options.threads or default_threads()
         self.chat_format: FormatChoice = choose_format(self.info, options.chat_format)
-        check_fits_in_ram(self.info, self.n_ctx, options.batch)
+        check_fits_in_ram(self.info, self.n_ctx, options.batch, swa_full=options.swa_full)
         for key, source in self.info.chat_templates.items():  # llama-cpp-python's own error would not name it
             origin = self.path.name if key == "tokenizer.chat_template" else f"{self.path.name} ({key})"
             ChatTemplate(source, bos_token="", eos_token="", origin=origin)
