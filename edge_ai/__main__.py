@@ -1,5 +1,5 @@
 """`python -m edge_ai` runs the `edge-ai` command."""
 
-from edge_ai.cli import main
+from edge_ai.cli.main import main
 
 main()

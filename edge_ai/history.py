@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from edge_ai.errors import EdgeAIError
+from edge_ai.errors import EdgeAIError, NotFoundError
 
 ROLES = ("system", "user", "assistant")
 
@@ -281,7 +281,7 @@ class HistoryStore:
             f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = ?", (conversation_id,)
         ).fetchone()
         if row is None:
-            raise EdgeAIError(f"no conversation with id {conversation_id} in the history; it may have been deleted")
+            raise NotFoundError(f"no conversation with id {conversation_id} in the history; it may have been deleted")
         return _conversation(row)
 
     def rename(self, conversation_id: int, title: str) -> Conversation:

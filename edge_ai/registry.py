@@ -26,7 +26,7 @@ import tomli_w
 
 from edge_ai import toml as tomllib
 from edge_ai.config import FORMAT_CHOICES
-from edge_ai.errors import EdgeAIError
+from edge_ai.errors import EdgeAIError, NotFoundError
 from edge_ai.fileio import atomic_path, atomic_write_text
 from edge_ai.paths import get_paths
 
@@ -102,6 +102,11 @@ def chat_format(name: str) -> str:
     return _read_user_entries().get(name, {}).get("format", "auto")
 
 
+def wanted_format(configured: str, name: str) -> str:
+    """The prompt format to ask for: the configured `model.format` when set, else the model's own."""
+    return configured if configured != "auto" else chat_format(name)
+
+
 def _package_installed(model: PackagedModel) -> bool:
     return importlib.util.find_spec(model.module) is not None
 
@@ -129,18 +134,18 @@ def resolve(name: str, progress: Progress | None = None) -> Path:
     if _is_path_like(name) or Path(name).is_file():
         path = Path(name).expanduser()
         if not path.exists():
-            raise EdgeAIError(f"no such model file: {path}")
+            raise NotFoundError(f"no such model file: {path}")
         return path.resolve()
     user = _read_user_models()
     if name in user:
         if not user[name].exists():
-            raise EdgeAIError(f"model '{name}' points to {user[name]}, which no longer exists; "
+            raise NotFoundError(f"model '{name}' points to {user[name]}, which no longer exists; "
                               f"`edge-ai models rm {name}` or add it again")
         return user[name]
     if name in PACKAGED_MODELS:
         return _assemble(PACKAGED_MODELS[name], progress)
     known = ", ".join(known_names()) or "none"
-    raise EdgeAIError(f"unknown model '{name}' (known: {known}); give a .gguf path or `edge-ai models add PATH`")
+    raise NotFoundError(f"unknown model '{name}' (known: {known}); give a .gguf path or `edge-ai models add PATH`")
 
 
 def _assemble(model: PackagedModel, progress: Progress | None) -> Path:
@@ -215,8 +220,8 @@ def remove(name: str) -> Path | None:
         if target.exists():
             target.unlink()
             return target
-        raise EdgeAIError(f"model '{name}' is not assembled; nothing to remove")
-    raise EdgeAIError(f"unknown model '{name}'; see `edge-ai models list`")
+        raise NotFoundError(f"model '{name}' is not assembled; nothing to remove")
+    raise NotFoundError(f"unknown model '{name}'; see `edge-ai models list`")
 
 
 def _loads_fine_file() -> Path:

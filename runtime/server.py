@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_ai.config import Config
-from edge_ai.errors import EdgeAIError
+from edge_ai.errors import EdgeAIError, StoppedError
 from runtime.llm.engine import Engine
 from runtime.llm.events import DoneEvent, Event, SamplingParams, TokenEvent, TokenLogprob
 from runtime.llm.grammar import SchemaError, json_grammar
@@ -238,12 +238,13 @@ def _invalid(message: str, param: str | None = None) -> APIError:
 
 
 def _as_api_error(exc: Exception) -> APIError:
-    """Any failure as an OpenAI error: the engine's user-facing errors (message too long, empty
-    prompt...) are the client's to fix (400); anything else is ours (500, one line, logged whole)."""
+    """Any failure as an OpenAI error: an EdgeAIError's kind gives the status (bad input 400, not
+    found 404, busy 429, stopped 503, model load and internal 500); anything else is ours (500,
+    one line, logged whole)."""
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, EdgeAIError):
-        return _invalid(str(exc))
+        return APIError(exc.http_status, str(exc), exc.openai_type, exc.code)
     log.error("internal error answering a request", exc_info=exc)
     reason = (str(exc).strip().splitlines() or [""])[0]
     return APIError(500, f"internal error: {type(exc).__name__}{': ' + reason if reason else ''}",
@@ -423,7 +424,7 @@ class Runner:
         finally:
             self._admitted.discard(generation)
             generation.end(_shutting_down() if self._closing
-                           else EdgeAIError("the reply was stopped before it finished"))
+                           else StoppedError("the reply was stopped before it finished"))
 
 
 # ----------------------------------------------------------------------------- response shapes

@@ -19,8 +19,10 @@ def edge_ai(*args: str, stdin: str | None = "", timeout: float = 120) -> subproc
                           env=os.environ.copy())
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode == 1, result
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str, code: int = 1) -> None:
+    """One `error:` line with `needles` in it, no traceback, and the error kind's exit code
+    (edge_ai.errors: 1 bad input, 3 not found, 4 model load...)."""
+    assert result.returncode == code, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr
@@ -50,7 +52,7 @@ def test_chat_app_flags_pick_the_model_and_settings(registered_model: Path, mode
     """`edge-ai -m FILE -c N` (the chat app's own flags) also drive the no-terminal answer."""
     result = edge_ai("-m", str(model_path), "-c", "512", "--threads", "1", "-t", "0", stdin="Say hi.")
     assert result.returncode == 0 and result.stdout.strip() and result.stderr == ""
-    assert_one_line_error(edge_ai("-m", "no-such-model", stdin="Say hi."), "no-such-model")
+    assert_one_line_error(edge_ai("-m", "no-such-model", stdin="Say hi."), "no-such-model", code=3)
     assert_one_line_error(edge_ai("-m", "x", "ask", "hi"), "put them after the command", "edge-ai ask --help")
 
 
@@ -110,8 +112,8 @@ def test_bad_model_inputs_give_one_line_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"this is not a model at all" * 10)
     assert_one_line_error(edge_ai("ask", "-m", str(junk), "hi"), "junk.gguf")
     assert_one_line_error(edge_ai("models", "add", str(junk)), "junk.gguf")
-    assert_one_line_error(edge_ai("ask", "-m", "no-such-model", "hi"), "unknown model 'no-such-model'")
-    assert_one_line_error(edge_ai("ask", "-m", str(tmp_path / "gone.gguf"), "hi"), "no such model file")
+    assert_one_line_error(edge_ai("ask", "-m", "no-such-model", "hi"), "unknown model 'no-such-model'", code=3)
+    assert_one_line_error(edge_ai("ask", "-m", str(tmp_path / "gone.gguf"), "hi"), "no such model file", code=3)
     assert_one_line_error(edge_ai("ask", "  "), "no question")
 
 
@@ -171,4 +173,4 @@ def test_a_registered_model_whose_file_is_gone_is_reported(model_path: Path, tmp
     assert "file missing" in edge_ai("models", "list").stdout
     doctor = edge_ai("doctor")
     assert doctor.returncode == 1 and "file missing" in doctor.stdout
-    assert_one_line_error(edge_ai("ask", "-m", "gone", "hi"), "no longer exists")
+    assert_one_line_error(edge_ai("ask", "-m", "gone", "hi"), "no longer exists", code=3)

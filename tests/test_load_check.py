@@ -75,7 +75,7 @@ def test_the_engine_survives_an_abort_no_rule_catches(tmp_path: Path) -> None:
 def test_edge_ai_ask_reports_the_crash_in_one_line(tmp_path: Path) -> None:
     bad = write_duplicate_token_model(tmp_path / "model.gguf")
     result = _edge_ai("ask", "-m", str(bad), "hi")
-    assert result.returncode == 1 and result.stdout == ""
+    assert result.returncode == 4 and result.stdout == ""  # ModelLoadError's exit code
     assert result.stderr.startswith("error: llama.cpp crashed loading model.gguf (signal 6): llama-vocab.cpp:")
     assert len(result.stderr.strip().splitlines()) == 1
 

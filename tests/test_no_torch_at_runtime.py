@@ -11,7 +11,7 @@ import pytest
 
 CHECK = """
 import sys
-from edge_ai import cli
+from edge_ai.cli import main
 from tui import app
 from runtime import server
 from runtime.llm.engine import Engine
@@ -33,7 +33,7 @@ def test_cli_tui_server_and_a_chat_never_import_torch(model_path: Path) -> None:
 
 FIRST_FRAME = """
 import sys
-from edge_ai import cli
+from edge_ai.cli import main
 from tui import app
 print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in ("llama_cpp", "gguf", "numpy", "torch"))))
 """

@@ -14,23 +14,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from edge_ai.config import Config
-from edge_ai.errors import EdgeAIError
+from edge_ai.errors import EdgeAIError, InternalError
 
 EngineFactory = Callable[[Config], Any]
 """Builds an engine (`runtime.llm.engine.Engine` or anything with the same methods) from config."""
 
 
 def default_engine_factory(cfg: Config, progress: Callable[[int, int], None] | None = None) -> Any:
-    """`edge_ai.cli.open_engine`, with a packaged model assembled first through `progress`.
+    """The configured engine (runtime.llm.loading), a packaged model's assembly reported through
+    `progress` (the app shows it in the status bar)."""
+    from runtime.llm.loading import open_engine
 
-    open_engine draws its own progress bar on stderr, which would garble a running TUI; assembling
-    here first (quietly, or through the TUI's callback) leaves it nothing to draw.
-    """
-    from edge_ai import registry
-    from edge_ai.cli import open_engine
-
-    registry.resolve(cfg.model.name, progress=progress or (lambda done, total: None))
-    return open_engine(cfg)
+    return open_engine(cfg, progress=progress)
 
 
 class EngineSlot:
@@ -77,7 +72,7 @@ class EngineSlot:
             self._settled.set()
             raise
         except Exception as exc:  # a bug or an unexpected library failure: still one line for the user
-            error = EdgeAIError(f"could not load model '{cfg.model.name}': {exc}")
+            error = InternalError(f"could not load model '{cfg.model.name}': {exc}")
             if self._engine is None:
                 self._error = error
             self._settled.set()

@@ -27,7 +27,7 @@ import numpy as np
 from llama_cpp._internals import LlamaSampler
 
 from edge_ai.chat_format import FormatChoice, choose_format
-from edge_ai.errors import EdgeAIError
+from edge_ai.errors import EdgeAIError, ModelLoadError
 from edge_ai.gguf_file import GGUFInfo, check_gguf
 from edge_ai.hardware import check_fits_in_ram, default_threads
 from runtime.llm import llama_log, load_check
@@ -118,7 +118,7 @@ class Engine:
                 llm = llama_cpp.Llama(model_path=str(self.path), **params, verbose=True)
         except Exception as exc:  # llama-cpp-python raises bare ValueError/RuntimeError
             reason = "; ".join(llama_log.errors_since(mark)) or str(exc)
-            raise EdgeAIError(
+            raise ModelLoadError(
                 f"llama.cpp could not load {self.path.name}: {reason}; check the file with `edge-ai models info`"
             ) from None
         llm.verbose = False

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_ai import registry
-from edge_ai.errors import EdgeAIError
+from edge_ai.errors import ModelLoadError
 from runtime.llm import llama_log
 
 _ERROR_PREFIX = "ERROR "  # how the child marks llama.cpp's error log lines on its stderr
@@ -43,7 +43,7 @@ def ensure_loads(path: Path, params: dict[str, Any]) -> None:
     if result.returncode == 0:
         registry.remember_loads_fine(path)
         return
-    raise EdgeAIError(failure_message(path, result.returncode, result.stderr.decode("utf-8", errors="replace")))
+    raise ModelLoadError(failure_message(path, result.returncode, result.stderr.decode("utf-8", errors="replace")))
 
 
 def failure_message(path: Path, returncode: int, stderr: str) -> str:

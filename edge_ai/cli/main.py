@@ -13,8 +13,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from edge_ai import __version__, cli_toolchain, registry
+from edge_ai import __version__, registry
 from edge_ai import config as config_mod
+from edge_ai.cli import toolchain
 from edge_ai.console import ProgressBar, err, out
 from edge_ai.errors import EdgeAIError
 from edge_ai.paths import get_paths
@@ -25,7 +26,7 @@ config_app = typer.Typer(help="Show and change settings.", no_args_is_help=True)
 models_app = typer.Typer(help="Manage local GGUF models.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
-cli_toolchain.register(app)
+toolchain.register(app)
 
 
 # Flags shared by commands that generate text: (flag name, config key).
@@ -64,19 +65,11 @@ def load_config(**flags: Any) -> config_mod.Config:
 
 
 def open_engine(cfg: config_mod.Config):  # -> runtime.llm.engine.Engine (imported lazily: llama.cpp is slow to import)
-    from runtime.llm.engine import Engine, EngineOptions
+    """The configured engine, with a progress bar while a packaged model is assembled."""
+    from runtime.llm.loading import open_engine as load
 
     with ProgressBar("assembling model", in_bytes=True) as bar:
-        path = registry.resolve(cfg.model.name, progress=bar)
-    options = EngineOptions(context=cfg.model.context, threads=cfg.model.threads, batch=cfg.model.batch,
-                            swa_full=cfg.model.swa_full, chat_format=wanted_format(cfg, cfg.model.name))
-    name = cfg.model.name if cfg.model.name in registry.known_names() else path.stem
-    return Engine(path, name=name, options=options)
-
-
-def wanted_format(cfg: config_mod.Config, name: str) -> str:
-    """The prompt format to ask for: `model.format` when set, else the one stored with the model."""
-    return cfg.model.format if cfg.model.format != "auto" else registry.chat_format(name)
+        return load(cfg, progress=bar)
 
 
 @app.callback(invoke_without_command=True)
@@ -228,7 +221,7 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
                 row |= {"arch": info.architecture, "params": info.parameter_count, "quant": info.file_type_name,
                         "size": info.file_size, "context": info.context_length,
                         "chat_template": info.chat_template is not None,
-                        "format": choose_format(info, wanted_format(cfg, entry.name)).label}
+                        "format": choose_format(info, registry.wanted_format(cfg.model.format, entry.name)).label}
             except EdgeAIError as exc:
                 row["error"] = str(exc)
         rows.append(row)
@@ -282,7 +275,7 @@ def models_info(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
     with ProgressBar("assembling model", in_bytes=True) as bar:
         info = read_gguf(registry.resolve(name, progress=bar))
     cfg = load_config()
-    choice = choose_format(info, wanted_format(cfg, name))
+    choice = choose_format(info, registry.wanted_format(cfg.model.format, name))
     n_ctx = min(cfg.model.context, info.context_length or cfg.model.context)
     metadata = {k: (repr(v) if not isinstance(v, (str, int, float, bool, list)) else v)
                 for k, v in info.metadata.items()}
@@ -337,7 +330,7 @@ def main() -> None:
         code = app(standalone_mode=False)
     except EdgeAIError as exc:
         err.print(f"error: {exc}", soft_wrap=True)
-        sys.exit(1)
+        sys.exit(exc.exit_code)
     except Exception as exc:
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):  # click's ClickException
             raise
