@@ -91,7 +91,7 @@ def bench_whisper(work: Path, threads: int) -> dict[str, Any]:
     encoder = {}
     for precision in ("fp32", "int8"):
         session = open_session(work / f"whisper-{precision}" / "encoder_model.onnx", threads)
-        encoder[precision] = median_seconds(lambda: session.run(None, {"input_features": features}), repeats=3)
+        encoder[precision] = median_seconds(lambda s=session: s.run(None, {"input_features": features}), repeats=3)
 
     systems: dict[str, Callable[[np.ndarray], str]] = {}
     reference = WhisperModel(str(ct2), device="cpu", compute_type="int8", cpu_threads=threads or 2)

@@ -24,7 +24,8 @@ def _problems(report: HardwareReport) -> list[str]:
     if report.ram_available < 1 * GIB:
         problems.append(f"only {report.ram_available / GIB:.1f} GiB RAM free: close programs before loading a model")
     if report.display is None:
-        problems.append("no display (DISPLAY/WAYLAND_DISPLAY unset): screen context is unavailable; run inside a desktop session")
+        problems.append("no display (DISPLAY/WAYLAND_DISPLAY unset): screen context is unavailable; "
+                        "run inside a desktop session")
     if report.audio.startswith(("unavailable", "no devices")):
         problems.append(f"audio {report.audio}: voice mode is unavailable")
     return problems

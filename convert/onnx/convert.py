@@ -187,7 +187,8 @@ def format_table(report: OnnxReport) -> Any:
     from rich.table import Table
 
     metrics = list(report.variants[0].parity)
-    table = Table(title=f"ONNX {report.task} · CPU flags: {' '.join(report.cpu_flags) or 'none of ' + ', '.join(SPEED_FLAGS)}")
+    flags = " ".join(report.cpu_flags) or "none of " + ", ".join(SPEED_FLAGS)
+    table = Table(title=f"ONNX {report.task} · CPU flags: {flags}")
     for column in ("variant", "size MiB", *metrics, "ms/run", "vs fp32", "ok"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for v in report.variants:

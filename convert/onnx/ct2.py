@@ -166,7 +166,8 @@ def _whisper_config(variables: dict[str, np.ndarray], tokens: dict[str, int], ct
         max_source_positions=int(variables["encoder/position_encodings/encodings"].shape[0]),
         max_target_positions=int(variables["decoder/position_encodings/encodings"].shape[0]),
         bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
-        decoder_start_token_id=tokens["<|startoftranscript|>"], architectures=["WhisperForConditionalGeneration"], tie_word_embeddings=True)
+        decoder_start_token_id=tokens["<|startoftranscript|>"], architectures=["WhisperForConditionalGeneration"],
+        tie_word_embeddings=True)
 
 
 def generation_config(config: Any, tokens: dict[str, int], ct2_config: dict[str, Any]) -> Any:

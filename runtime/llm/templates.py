@@ -298,7 +298,8 @@ class ChatTemplate:
             ):
                 size += len(chunk)
                 if size > MAX_OUTPUT_CHARS:
-                    raise UnsafeTemplateError(f"the chat template of {self.origin} produced over {MAX_OUTPUT_CHARS} characters; refused")
+                    raise UnsafeTemplateError(
+                        f"the chat template of {self.origin} produced over {MAX_OUTPUT_CHARS} characters; refused")
                 parts.append(chunk)
                 self._env.check_deadline()
         except _TemplateTimeout:

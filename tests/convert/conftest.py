@@ -64,8 +64,9 @@ def converted(tiny_checkpoint: Callable[..., TinyCheckpoint],
 @pytest.fixture(scope="session")
 def converted_more(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Converted]]:
     """converted_more(arch) -> like `converted`, for the gemma and MoE checkpoints of tiny_hf_more."""
-    from convert.gguf import convert_checkpoint
     from tiny_hf_more import build_more
+
+    from convert.gguf import convert_checkpoint
 
     cache: dict[str, Converted] = {}
 

@@ -101,7 +101,8 @@ def test_metadata_and_stacked_experts(moe, arch: str) -> None:
         np.testing.assert_array_equal(got[f"blk.1.ffn_{kind}_exps.weight"], stacked)
     if arch == "qwen2moe":
         assert got["blk.0.ffn_gate_inp_shexp.weight"].shape == (1, 64)
-        np.testing.assert_array_equal(got["blk.0.ffn_down_shexp.weight"], hf["model.layers.0.mlp.shared_expert.down_proj.weight"])
+        np.testing.assert_array_equal(got["blk.0.ffn_down_shexp.weight"],
+                                      hf["model.layers.0.mlp.shared_expert.down_proj.weight"])
     if arch == "qwen3moe":
         assert "blk.0.attn_q_norm.weight" in got and "blk.0.attn_q.bias" not in got
 

@@ -25,7 +25,8 @@ PLAIN_ONNXRUNTIME = textwrap.dedent("""
     ids = np.array([enc.ids], dtype=np.int64)
     session = ort.InferenceSession(folder + "/model.onnx", providers=["CPUExecutionProvider"])
     out = session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})[0]
-    print(out.shape[-1], int(np.isfinite(out).all()), ",".join(sorted(m for m in sys.modules if m.split(".")[0] in ("edge_ai", "convert", "runtime", "torch"))))
+    ours = ("edge_ai", "convert", "runtime", "torch")
+    print(out.shape[-1], int(np.isfinite(out).all()), ",".join(sorted(m for m in sys.modules if m.split(".")[0] in ours)))
 """)
 
 
@@ -76,7 +77,7 @@ def test_tiny_llama_with_past_auto_measures_three_variants(tiny_llama: Path, tmp
     assert 0 < variants["int8"].parity["kld_mean"] and variants["int8"].parity["top1"] > 0.5
     kept = variants[report.kept]
     assert kept.problem is None  # auto never keeps an over-budget or slower-than-fp32 variant
-    for name, variant in variants.items():  # every loser is explained
+    for name in variants:  # every loser is explained
         if name != report.kept and name != "fp32":
             assert name in report.decision
     saved = json.loads((tmp_path / "llama-onnx" / "report.json").read_text())

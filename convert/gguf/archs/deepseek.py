@@ -43,7 +43,6 @@ from convert.gguf.registry import Architecture, register
 from convert.gguf.tensors import Loader, Regroup, Tensors, VirtualTensor, rename
 from edge_ai.errors import EdgeAIError
 
-
 # ---------------------------------------------------------------- config
 
 def mla_dims(config: ModelConfig) -> tuple[int, int, int, int]:
