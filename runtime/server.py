@@ -1,4 +1,4 @@
-"""An OpenAI-compatible HTTP server on one loaded `Engine` (`edge-ai serve`).
+"""An OpenAI-compatible HTTP server on one loaded engine (`edge-ai serve`).
 
 Any OpenAI client (the official SDKs, LangChain, editors' assistants) can point its base URL at
 `http://host:port/v1`: `/v1/chat/completions`, `/v1/completions` (whole or streamed as SSE) and
@@ -39,9 +39,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_ai.config import Config
 from edge_ai.errors import EdgeAIError, StoppedError
-from runtime.llm.engine import Engine
 from runtime.llm.events import DoneEvent, Event, SamplingParams, TokenEvent, TokenLogprob
 from runtime.llm.grammar import SchemaError, json_grammar
+from runtime.llm.interface import ChatEngine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -385,7 +385,7 @@ class Runner:
     the slot back at once, so abandoned requests never turn later ones away.
     """
 
-    def __init__(self, engine: Engine, queue_size: int) -> None:
+    def __init__(self, engine: ChatEngine, queue_size: int) -> None:
         self._engine = engine
         self._capacity = 1 + queue_size
         self._admitted: set[Generation] = set()  # waiting or running
@@ -623,7 +623,7 @@ async def _unless_client_leaves(request: Request, generation: Generation, work: 
 class Server:
     """The endpoints, bound to one config and one engine."""
 
-    def __init__(self, cfg: Config, engine: Engine) -> None:
+    def __init__(self, cfg: Config, engine: ChatEngine) -> None:
         self.cfg = cfg
         self.engine = engine
         self.runner = Runner(engine, cfg.server.queue_size)
@@ -710,7 +710,7 @@ class Server:
         return ReplyStream(_sse_events(shape, first, generation, body.include_usage), generation)
 
 
-def create_app(cfg: Config, engine: Engine) -> FastAPI:
+def create_app(cfg: Config, engine: ChatEngine) -> FastAPI:
     """The OpenAI-compatible API for `engine`, with `cfg.server` auth and queue limits."""
     return Server(cfg, engine).app()
 
@@ -771,7 +771,7 @@ def check_exposure(cfg: Config, allow_unauthenticated: bool) -> None:
                       "--allow-unauthenticated on a network you trust, or --host 127.0.0.1")
 
 
-def serve(cfg: Config, load_engine: Callable[[], Engine], log: Console, *, allow_unauthenticated: bool = False) -> None:
+def serve(cfg: Config, load_engine: Callable[[], ChatEngine], log: Console, *, allow_unauthenticated: bool = False) -> None:
     """Serve the engine `load_engine` opens on cfg.server.host:port until interrupted.
 
     An address beyond loopback needs an API key or `allow_unauthenticated` (see `check_exposure`).

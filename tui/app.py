@@ -25,6 +25,7 @@ from edge_ai.config import Config
 from edge_ai.errors import EdgeAIError
 from edge_ai.history import HistoryStore
 from edge_ai.paths import get_paths
+from runtime.llm.interface import ChatEngine
 from tui.engine_slot import EngineFactory, EngineSlot, default_engine_factory
 from tui.keys import COMMANDS
 from tui.screens.chat import ChatScreen
@@ -45,7 +46,7 @@ class EdgeAIApp(App[None]):
             self.name, self.detail = name, detail
 
     class EngineLoaded(Message):
-        def __init__(self, model: config_mod.ModelSettings, engine: Any) -> None:
+        def __init__(self, model: config_mod.ModelSettings, engine: ChatEngine) -> None:
             super().__init__()
             self.model, self.engine = model, engine
 
@@ -87,7 +88,7 @@ class EdgeAIApp(App[None]):
 
     # -- model ---------------------------------------------------------------------------------
 
-    def _default_factory(self, cfg: Config) -> Any:
+    def _default_factory(self, cfg: Config) -> ChatEngine:
         return default_engine_factory(cfg, progress=self._assembly_progress)
 
     def _assembly_progress(self, done: int, total: int) -> None:

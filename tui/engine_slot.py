@@ -11,16 +11,16 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from edge_ai.config import Config
 from edge_ai.errors import EdgeAIError, InternalError
+from runtime.llm.interface import ChatEngine
 
-EngineFactory = Callable[[Config], Any]
-"""Builds an engine (`runtime.llm.engine.Engine` or anything with the same methods) from config."""
+EngineFactory = Callable[[Config], ChatEngine]
+"""Builds an engine (`runtime.llm.engine.Engine`, or a test's scripted one) from config."""
 
 
-def default_engine_factory(cfg: Config, progress: Callable[[int, int], None] | None = None) -> Any:
+def default_engine_factory(cfg: Config, progress: Callable[[int, int], None] | None = None) -> ChatEngine:
     """The configured engine (runtime.llm.loading), a packaged model's assembly reported through
     `progress` (the app shows it in the status bar)."""
     from runtime.llm.loading import open_engine
@@ -33,7 +33,7 @@ class EngineSlot:
 
     def __init__(self, factory: EngineFactory) -> None:
         self._factory = factory
-        self._engine: Any = None
+        self._engine: ChatEngine | None = None
         self._error: EdgeAIError | None = None
         self._settled = threading.Event()  # the first load finished (engine or error)
         self._in_use = threading.Lock()  # held by a reply for its whole duration
@@ -41,7 +41,7 @@ class EngineSlot:
         self._closed = False
 
     @property
-    def engine(self) -> Any:
+    def engine(self) -> ChatEngine | None:
         """The current engine, or None while the first load runs (or after it failed)."""
         return self._engine
 
@@ -50,7 +50,7 @@ class EngineSlot:
         """Why the last load failed while no engine is available."""
         return self._error
 
-    def load(self, cfg: Config, wanted: Callable[[], bool] = lambda: True) -> Any:
+    def load(self, cfg: Config, wanted: Callable[[], bool] = lambda: True) -> ChatEngine | None:
         """Build an engine from `cfg` and make it current, closing the previous one. Blocking.
 
         Loads run one at a time; `wanted()` is asked once this one's turn comes, so a request
@@ -63,7 +63,7 @@ class EngineSlot:
                 return None
             return self._load(cfg)
 
-    def _load(self, cfg: Config) -> Any:
+    def _load(self, cfg: Config) -> ChatEngine:
         try:
             new = self._factory(cfg)
         except EdgeAIError as exc:
@@ -80,7 +80,7 @@ class EngineSlot:
         self._swap(new)
         return new
 
-    def _swap(self, new: Any) -> None:
+    def _swap(self, new: ChatEngine) -> None:
         old = self._engine
         if old is not None:
             old.cancel()
@@ -94,7 +94,7 @@ class EngineSlot:
             old.close()
 
     @contextlib.contextmanager
-    def use(self, timeout: float | None = None) -> Iterator[Any]:
+    def use(self, timeout: float | None = None) -> Iterator[ChatEngine]:
         """Hold the current engine for one reply, waiting for the first load if it still runs."""
         if not self._settled.wait(timeout):
             raise EdgeAIError("the model is still loading; try again in a moment")

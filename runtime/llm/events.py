@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -83,6 +84,8 @@ class TokenEvent:
 
     text: str
     logprobs: tuple[TokenLogprob, ...] = ()
+    at: float = field(default_factory=time.monotonic, compare=False)
+    """When it was produced (time.monotonic), so a pipeline's latency can be read from events alone."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class DoneEvent:
     reason: FinishReason
     text: str
     metrics: Metrics = field(repr=False)
+    at: float = field(default_factory=time.monotonic, compare=False)
+    """When the reply ended (time.monotonic); `metrics` has the per-stage timings."""
 
 
 Event = TokenEvent | DoneEvent

@@ -300,20 +300,24 @@ class ChatScreen(Screen[None]):
         return out
 
     async def start_reply(self, *views_before: MessageView) -> None:
-        """Start the engine first, then mount `views_before` and the reply view while it prefills.
+        """Mount `views_before` and the reply view, then start the engine.
 
-        Token messages queue until this handler returns, so none arrive before the stream exists.
+        The worker starts only once the reply's stream exists: a handler run from a key binding
+        does not hold other messages back while it awaits the mount, so text (or the end of a
+        short reply) could otherwise arrive before there is a view to show it in.
         """
         assert self.conversation is not None
         sampling = SamplingParams.from_settings(self.edge_app.cfg.sampling)
         job = ReplyJob(next(self._job_ids), self.conversation.id, self.engine_messages(), sampling)
-        self.job = job
-        self._run_reply(job)
+        self.job = job  # busy from now: a second Enter during the mount is refused
         view = MessageView("assistant", footer="generating…")
         await self.chat_log.add(*views_before, view)
+        if self.job is not job:  # let go of (new chat, other conversation) during the mount
+            return
         self._reply_view, self._stream = view, view.start_stream()
         view.add_class("streaming")
         self.status.state = "generating…"
+        self._run_reply(job)
 
     @work(thread=True, group="reply", exit_on_error=False)
     def _run_reply(self, job: ReplyJob) -> None:
