@@ -149,7 +149,9 @@ async def test_chat_streams_reply_then_retry_and_edit(registered_model: Path) ->
 
 
 async def test_escape_stops_a_long_reply_and_chat_goes_on(registered_model: Path) -> None:
-    app = make_app(make_cfg(**{"sampling.max_tokens": 800, "sampling.temperature": 0.0}))
+    # Gemma turns: the base model then writes on until max_tokens (a transcript reply ends at its
+    # first blank line), which is the long reply this test stops.
+    app = make_app(make_cfg(**{"sampling.max_tokens": 800, "sampling.temperature": 0.0, "model.format": "builtin"}))
     async with app.run_test(size=SIZE) as pilot:
         await wait_ready(pilot)
         screen = app.chat_screen
