@@ -3,7 +3,7 @@ ChatML tokenizer, built once per session from the converter tests' builder."""
 
 from __future__ import annotations
 
-import re
+import random
 import sys
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "convert"))
 
-from tiny_hf import CORPUS_LINES, TinyCheckpoint, build_checkpoint  # noqa: E402
+from tiny_hf import TinyCheckpoint, build_checkpoint  # noqa: E402
 
 TEACHER_LAYERS = 4
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -28,10 +28,27 @@ def teacher(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoint:
     return ckpt
 
 
+WORDS = "the quick brown fox jumps over lazy dog we like some tea numbers code print return if for".split()
+
+
+def sentences(seed: int, count: int) -> str:
+    """`count` blank-line separated random sentences over a small word list: training and held-out
+    text from one distribution, so what the student learns on one shows on the other."""
+    rng = random.Random(seed)
+    return "\n\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 20))) + "." for _ in range(count))
+
+
 @pytest.fixture(scope="session")
 def train_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Plain-text training data: the tokenizer's 12 corpus lines, twice, as blank-line separated documents."""
+    """Training data: 60 plain-text documents."""
     path = tmp_path_factory.mktemp("data") / "train.txt"
-    docs = [re.sub(r"\n+", "\n", line) for line in CORPUS_LINES] * 2
-    path.write_text("\n\n".join(docs), encoding="utf-8")
+    path.write_text(sentences(1, 60), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def held_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Held-out data: 15 other documents from the same generator."""
+    path = tmp_path_factory.mktemp("data") / "held.txt"
+    path.write_text(sentences(2, 15), encoding="utf-8")
     return path

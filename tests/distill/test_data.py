@@ -66,7 +66,7 @@ def test_chat_loss_covers_exactly_the_assistant_answers(teacher, tmp_path: Path)
 def test_plain_text_documents_are_all_targets_and_end_with_eos(teacher, train_text: Path) -> None:
     tok = load_tokenizer(teacher.path)
     examples = load_examples(train_text, tok)
-    assert len(examples) == 24
+    assert len(examples) == 60
     assert all(all(ex.target) and ex.ids[-1] == tok.eos_token_id for ex in examples)
 
 
