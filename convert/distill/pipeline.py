@@ -1,0 +1,149 @@
+"""`edge-ai distill` end to end: teacher -> student -> GGUF -> quantized GGUF -> report, with a gate.
+
+Each stage reuses the toolchain's own parts (the GGUF converter, the llama.cpp quantizer, the
+evaluator's KLD / top-1 / PPL), so the numbers in the report are the ones `edge-ai eval` would
+print. The distilled student is judged beside the undistilled initialisation, quantized the same
+way, so the report shows what the training bought, not only where the student ended.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convert.distill.data import load_examples, make_blocks
+from convert.distill.student import build_student, decoder_layers, parse_keep_layers, uniform_layers
+from convert.distill.tokenizers import check_same_tokenizer, load_tokenizer
+from convert.distill.train import ProgressFn, StepLog, TrainOptions, train
+from edge_ai.errors import EdgeAIError
+from edge_ai.fileio import atomic_write_text
+
+CHECKPOINTS = "checkpoints"
+STUDENT_HF = "student-hf"
+WORK = ".work"  # intermediate GGUFs, removed at the end
+REPORT = "report.json"
+
+
+@dataclass(frozen=True)
+class DistillOptions:
+    train: TrainOptions
+    student_layers: int | None = None  # uniform subset of this many teacher layers (default: half)
+    keep_layers: str | None = None     # or exactly these teacher layers, e.g. "0,2,4"
+    max_length: int = 256              # tokens per training row
+    pack: bool = True                  # concatenate documents into full rows (no padding)
+    outtype: str = "f16"               # GGUF float type before quantization
+    quantize: str = "Q4_K_M"           # llama.cpp type of the shipped file
+    accept_kld: float | None = None    # ship the GGUF only if its KLD to the teacher is within this
+    eval_ctx: int = 128                # evaluator window (tokens)
+    eval_chunks: int | None = 8        # evaluator windows at most
+
+
+@dataclass
+class DistillReport:
+    teacher: str
+    output: str | None                 # the shipped GGUF (None when the gate refused it)
+    keep_layers: list[int]
+    steps: list[dict[str, Any]]
+    models: dict[str, dict[str, Any]]  # teacher / init / student evaluations (evaluator's fields)
+    quantize: str
+    accept_kld: float | None
+    accepted: bool
+    missed_by: float | None = None     # student KLD - accept_kld when refused
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def distill(teacher_dir: Path, data: Path, out: Path, options: DistillOptions, *, resume: bool = False,
+            eval_text: str | None = None, progress: ProgressFn | None = None) -> DistillReport:
+    """Distill `teacher_dir` on `data` into `out/` (student-hf/, student-<TYPE>.gguf, report.json)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bar shows progress; theirs would break the one-line errors
+    teacher_dir = Path(teacher_dir).expanduser()
+    if not (teacher_dir / "config.json").is_file():
+        raise EdgeAIError(f"{teacher_dir} is not a Hugging Face checkpoint folder (no config.json); "
+                          "point at the teacher's folder")
+    tokenizer = load_tokenizer(teacher_dir)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
+    n_layers = len(decoder_layers(teacher))
+    keep = parse_keep_layers(options.keep_layers, n_layers) if options.keep_layers else \
+        uniform_layers(n_layers, options.student_layers or max(1, n_layers // 2))
+    student = build_student(teacher, keep)
+    examples = load_examples(data, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    blocks = make_blocks(examples, options.max_length, pack=options.pack, pad_id=pad or 0)
+    out.mkdir(parents=True, exist_ok=True)
+    init_dir = out / WORK / "init-hf"
+    _save_hf(student, tokenizer, init_dir)
+    log = train(teacher, student, blocks, options.train, out / CHECKPOINTS, resume=resume, progress=progress)
+    _save_hf(student, tokenizer, out / STUDENT_HF)
+    check_same_tokenizer(tokenizer, load_tokenizer(out / STUDENT_HF))  # what ships reads text as the teacher does
+    del teacher, student
+    text = eval_text if eval_text is not None else _eval_text(data, examples, tokenizer)
+    report = _ship(teacher_dir, init_dir, out, options, text, keep, log)
+    atomic_write_text(out / REPORT, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    shutil.rmtree(out / WORK, ignore_errors=True)
+    return report
+
+
+def _save_hf(model: Any, tokenizer: Any, folder: Path) -> None:
+    """save_pretrained into a temp folder renamed into place: never half a checkpoint under `folder`."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise EdgeAIError(f"cannot write {folder}: {exc.strerror}; free some space or choose another -o") from None
+
+
+def _eval_text(data: Path, examples: list, tokenizer: Any) -> str:
+    """Without --eval-text: the training text itself (chat data decoded back to text)."""
+    if data.suffix != ".jsonl":
+        return data.read_text(encoding="utf-8")
+    return "\n".join(tokenizer.decode(ex.ids) for ex in examples)
+
+
+def _ship(teacher_dir: Path, init_dir: Path, out: Path, options: DistillOptions, text: str, keep: list[int],
+          log: list[StepLog]) -> DistillReport:
+    """Convert teacher, init and student to GGUF, quantize init and student, evaluate all three
+    against the teacher, and move the student's GGUF into place only if it passes the gate."""
+    from convert.evaluate import evaluate_many
+    from convert.gguf import convert_checkpoint
+    from convert.quantize import quantize
+
+    work = out / WORK
+    qtype = options.quantize.upper()
+    teacher_gguf = work / f"teacher-{options.outtype}.gguf"
+    warnings = list(convert_checkpoint(teacher_dir, teacher_gguf, outtype=options.outtype).warnings)
+    quantized = {}
+    for name, folder in (("init", init_dir), ("student", out / STUDENT_HF)):
+        f16 = work / f"{name}-{options.outtype}.gguf"
+        convert_checkpoint(folder, f16, outtype=options.outtype)
+        quantized[name] = work / f"{name}-{qtype}.gguf"
+        quantize(f16, quantized[name], qtype)
+        f16.unlink()
+    rows = evaluate_many([teacher_gguf, quantized["init"], quantized["student"]], text, reference=teacher_gguf,
+                         ctx=options.eval_ctx, max_chunks=options.eval_chunks)
+    models = {name: row.to_dict() for name, row in zip(("teacher", "init", "student"), rows)}
+    kld = models["student"]["kld_mean"]
+    accepted = options.accept_kld is None or kld <= options.accept_kld
+    output = None
+    if accepted:
+        output = out / f"student-{qtype}.gguf"
+        quantized["student"].replace(output)
+        models["student"]["model"] = str(output)
+    return DistillReport(teacher=str(teacher_dir), output=str(output) if output else None, keep_layers=keep,
+                         steps=[asdict(step) for step in log],
+                         models=models, quantize=qtype, accept_kld=options.accept_kld, accepted=accepted,
+                         missed_by=None if accepted else kld - options.accept_kld, warnings=warnings)
