@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from convert.distill.data import load_examples, make_blocks
+from convert.distill.lora import add_lora, merge_lora
 from convert.distill.student import build_student, decoder_layers, parse_keep_layers, uniform_layers
 from convert.distill.tokenizers import check_same_tokenizer, load_tokenizer
 from convert.distill.train import ProgressFn, StepLog, TrainOptions, train
@@ -39,6 +40,7 @@ class DistillOptions:
     accept_kld: float | None = None    # ship the GGUF only if its KLD to the teacher is within this
     eval_ctx: int = 128                # evaluator window (tokens)
     eval_chunks: int | None = 8        # evaluator windows at most
+    lora_rank: int = 0                 # > 0: train LoRA adapters of this rank (merged before export)
 
 
 @dataclass
@@ -58,39 +60,50 @@ class DistillReport:
         return asdict(self)
 
 
-def distill(teacher_dir: Path, data: Path, out: Path, options: DistillOptions, *, resume: bool = False,
+def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, resume: bool = False,
             eval_text: str | None = None, progress: ProgressFn | None = None) -> DistillReport:
-    """Distill `teacher_dir` on `data` into `out/` (student-hf/, student-<TYPE>.gguf, report.json)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # our own bar shows progress; theirs would break the one-line errors
-    teacher_dir = Path(teacher_dir).expanduser()
-    if not (teacher_dir / "config.json").is_file():
-        raise EdgeAIError(f"{teacher_dir} is not a Hugging Face checkpoint folder (no config.json); "
-                          "point at the teacher's folder")
-    tokenizer = load_tokenizer(teacher_dir)
-    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
-    n_layers = len(decoder_layers(teacher))
+    """Distill `teacher` (a HF folder) on `data` into `out/` (student-hf/, student-<TYPE>.gguf,
+    report.json)."""
+    if options.lora_rank < 0:
+        raise EdgeAIError(f"--lora {options.lora_rank}: give a rank of 1 or more (0 trains all weights)")
+    teacher_path = Path(teacher).expanduser()
+    tokenizer, teacher_model = _load_teacher(teacher_path)
+    n_layers = len(decoder_layers(teacher_model))
     keep = parse_keep_layers(options.keep_layers, n_layers) if options.keep_layers else \
         uniform_layers(n_layers, options.student_layers or max(1, n_layers // 2))
-    student = build_student(teacher, keep)
+    student = build_student(teacher_model, keep)
     examples = load_examples(data, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     blocks = make_blocks(examples, options.max_length, pack=options.pack, pad_id=pad or 0)
     out.mkdir(parents=True, exist_ok=True)
     init_dir = out / WORK / "init-hf"
     _save_hf(student, tokenizer, init_dir)
-    log = train(teacher, student, blocks, options.train, out / CHECKPOINTS, resume=resume, progress=progress)
+    if options.lora_rank:
+        student = add_lora(student, options.lora_rank)
+    log = train(teacher_model, student, blocks, options.train, out / CHECKPOINTS, resume=resume, progress=progress)
+    if options.lora_rank:
+        student = merge_lora(student)
     _save_hf(student, tokenizer, out / STUDENT_HF)
     check_same_tokenizer(tokenizer, load_tokenizer(out / STUDENT_HF))  # what ships reads text as the teacher does
-    del teacher, student
+    del teacher_model, student
     text = eval_text if eval_text is not None else _eval_text(data, examples, tokenizer)
-    report = _ship(teacher_dir, init_dir, out, options, text, keep, log)
+    report = _ship(teacher_path, init_dir, out, options, text, keep, log)
     atomic_write_text(out / REPORT, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     shutil.rmtree(out / WORK, ignore_errors=True)
     return report
+
+
+def _load_teacher(path: Path) -> tuple[Any, Any]:
+    """(tokenizer, float32 model) of a HF checkpoint folder."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bar shows progress; theirs would break the one-line errors
+    if not (path / "config.json").is_file():
+        raise EdgeAIError(f"{path} is not a Hugging Face checkpoint folder (no config.json); "
+                          "point at the teacher's folder")
+    return load_tokenizer(path), AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
 
 def _save_hf(model: Any, tokenizer: Any, folder: Path) -> None:
@@ -114,10 +127,10 @@ def _eval_text(data: Path, examples: list, tokenizer: Any) -> str:
     return "\n".join(tokenizer.decode(ex.ids) for ex in examples)
 
 
-def _ship(teacher_dir: Path, init_dir: Path, out: Path, options: DistillOptions, text: str, keep: list[int],
+def _ship(teacher: Path, init_dir: Path, out: Path, options: DistillOptions, text: str, keep: list[int],
           log: list[StepLog]) -> DistillReport:
-    """Convert teacher, init and student to GGUF, quantize init and student, evaluate all three
-    against the teacher, and move the student's GGUF into place only if it passes the gate."""
+    """Convert teacher, init and student to GGUF, quantize init and student, evaluate all
+    three against the teacher, and move the student's GGUF into place only if it passes the gate."""
     from convert.evaluate import evaluate_many
     from convert.gguf import convert_checkpoint
     from convert.quantize import quantize
@@ -125,7 +138,7 @@ def _ship(teacher_dir: Path, init_dir: Path, out: Path, options: DistillOptions,
     work = out / WORK
     qtype = options.quantize.upper()
     teacher_gguf = work / f"teacher-{options.outtype}.gguf"
-    warnings = list(convert_checkpoint(teacher_dir, teacher_gguf, outtype=options.outtype).warnings)
+    warnings = list(convert_checkpoint(teacher, teacher_gguf, outtype=options.outtype).warnings)
     quantized = {}
     for name, folder in (("init", init_dir), ("student", out / STUDENT_HF)):
         f16 = work / f"{name}-{options.outtype}.gguf"
@@ -143,7 +156,7 @@ def _ship(teacher_dir: Path, init_dir: Path, out: Path, options: DistillOptions,
         output = out / f"student-{qtype}.gguf"
         quantized["student"].replace(output)
         models["student"]["model"] = str(output)
-    return DistillReport(teacher=str(teacher_dir), output=str(output) if output else None, keep_layers=keep,
+    return DistillReport(teacher=str(teacher), output=str(output) if output else None, keep_layers=keep,
                          steps=[asdict(step) for step in log],
                          models=models, quantize=qtype, accept_kld=options.accept_kld, accepted=accepted,
                          missed_by=None if accepted else kld - options.accept_kld, warnings=warnings)

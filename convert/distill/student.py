@@ -40,9 +40,15 @@ def parse_keep_layers(spec: str, n_teacher: int) -> list[int]:
     return keep
 
 
+def _decoder(model: Any) -> Any:
+    """The decoder stack (`model.model` in transformers' causal LMs, whatever their base_model_prefix)."""
+    get = getattr(model, "get_decoder", None)
+    return get() if callable(get) else None
+
+
 def decoder_layers(model: Any) -> Any:
     """The model's list of decoder blocks (`model.model.layers` in transformers' decoder-only models)."""
-    layers = getattr(getattr(model, model.base_model_prefix, None), "layers", None)
+    layers = getattr(_decoder(model), "layers", None)
     if layers is None:
         raise EdgeAIError(f"cannot pick layers of a {model.config.model_type} model: no decoder layer list; "
                           "pass an existing smaller student checkpoint instead")
@@ -62,7 +68,7 @@ def build_student(teacher: Any, keep: Sequence[int]) -> Any:
             attention.layer_idx = new_index  # the KV cache is indexed by position in the new stack
         if hasattr(layer, "layer_idx"):
             layer.layer_idx = new_index
-    setattr(getattr(student, student.base_model_prefix), "layers", kept)
+    _decoder(student).layers = kept
     config = student.config
     config.num_hidden_layers = len(keep)
     if getattr(config, "layer_types", None):  # per-layer attention kinds (Gemma 3 sliding/full) follow their layer

@@ -73,7 +73,8 @@ def train(teacher: Any, student: Any, blocks: Sequence[Block], options: TrainOpt
     options.check()
     teacher.eval()
     student.train()
-    optimizer = torch.optim.AdamW(student.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    trained = [p for p in student.parameters() if p.requires_grad]  # LoRA: the adapters only
+    optimizer = torch.optim.AdamW(trained, lr=options.lr, weight_decay=options.weight_decay)
     torch.manual_seed(options.seed)
     start = load_checkpoint(workdir, student, optimizer, options) if resume else 0
     ids_all = torch.tensor([b.ids for b in blocks])
@@ -88,7 +89,7 @@ def train(teacher: Any, student: Any, blocks: Sequence[Block], options: TrainOpt
             rows = batch_indices(len(blocks), options.batch_size, options.seed, step * options.grad_accum + micro)
             parts.append(_micro_step(teacher, student, ids_all[rows], target_all[rows], attention_all[rows],
                                      options))
-        torch.nn.utils.clip_grad_norm_(student.parameters(), options.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(trained, options.max_grad_norm)
         optimizer.step()
         tokens = sum(p[3] for p in parts)
         log.append(StepLog(step + 1, *(sum(p[i] * p[3] for p in parts) / tokens for i in range(3)), tokens))

@@ -52,9 +52,10 @@ def test_distill_to_a_gguf_the_engine_runs(teacher, train_text: Path, held_text:
 
 
 @pytest.mark.slow
-def test_the_kld_gate_refuses_and_says_by_how_much(teacher, train_text: Path, held_text: Path, tmp_path: Path) -> None:
+def test_the_kld_gate_refuses_and_says_by_how_much_with_a_lora_student(teacher, train_text: Path, held_text: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = _distill(teacher, train_text, held_text, out, "--steps", "2", "--accept-kld", "0.0001", "--json")
+    result = _distill(teacher, train_text, held_text, out, "--steps", "2", "--accept-kld", "0.0001", "--json",
+                      "--lora", "4")
     assert result.returncode == 1
     report = json.loads((out / "report.json").read_text())
     assert not report["accepted"] and report["output"] is None and not list(out.glob("*.gguf"))
