@@ -277,7 +277,8 @@ def eval_cmd(
 
 
 def distill_cmd(
-    teacher: Annotated[Path, typer.Argument(help="teacher: a Hugging Face checkpoint folder")],
+    teacher: Annotated[Path, typer.Argument(help="teacher: a Hugging Face checkpoint folder, or a GGUF file "
+                                                 "transformers can load (dequantized), e.g. gemma3-270m's")],
     data: Annotated[Path, typer.Option("--data", help="training data: UTF-8 text, or chat JSONL ({\"messages\": [...]} "
                                                       "per line; only assistant tokens are learned)")],
     out_dir: Annotated[Path, typer.Option("-o", "--out", help="output folder (student-hf/, GGUF, report.json)")],
@@ -335,7 +336,8 @@ def distill_cmd(
         raise EdgeAIError(f"the student's KLD to the teacher is {report.models['student']['kld_mean']:.4f}, "
                           f"{report.missed_by:.4f} over --accept-kld {report.accept_kld}; no GGUF written "
                           f"(see {out_dir / 'report.json'}); train longer, keep more layers or quantize less")
-    out.print(f"wrote {report.output}")
+    if not as_json:
+        out.print(f"wrote {report.output}", highlight=False)
 
 
 def _distill_table(report: Any) -> Any:

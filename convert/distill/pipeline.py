@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from convert.distill.data import load_examples, make_blocks
+from convert.distill.gguf_teacher import load_gguf_teacher, write_spm_model
 from convert.distill.lora import add_lora, merge_lora
 from convert.distill.student import build_student, decoder_layers, parse_keep_layers, uniform_layers
 from convert.distill.tokenizers import check_same_tokenizer, load_tokenizer
@@ -62,12 +63,13 @@ class DistillReport:
 
 def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, resume: bool = False,
             eval_text: str | None = None, progress: ProgressFn | None = None) -> DistillReport:
-    """Distill `teacher` (a HF folder) on `data` into `out/` (student-hf/, student-<TYPE>.gguf,
-    report.json)."""
+    """Distill `teacher` (a HF folder, or a GGUF file transformers can load) on `data` into `out/`
+    (student-hf/, student-<TYPE>.gguf, report.json)."""
     if options.lora_rank < 0:
         raise EdgeAIError(f"--lora {options.lora_rank}: give a rank of 1 or more (0 trains all weights)")
     teacher_path = Path(teacher).expanduser()
-    tokenizer, teacher_model = _load_teacher(teacher_path)
+    gguf_teacher = teacher_path.suffix == ".gguf" and teacher_path.is_file()
+    tokenizer, teacher_model = load_gguf_teacher(teacher_path) if gguf_teacher else _load_teacher(teacher_path)
     n_layers = len(decoder_layers(teacher_model))
     keep = parse_keep_layers(options.keep_layers, n_layers) if options.keep_layers else \
         uniform_layers(n_layers, options.student_layers or max(1, n_layers // 2))
@@ -77,17 +79,17 @@ def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, re
     blocks = make_blocks(examples, options.max_length, pack=options.pack, pad_id=pad or 0)
     out.mkdir(parents=True, exist_ok=True)
     init_dir = out / WORK / "init-hf"
-    _save_hf(student, tokenizer, init_dir)
+    _save_hf(student, tokenizer, init_dir, teacher_path if gguf_teacher else None)
     if options.lora_rank:
         student = add_lora(student, options.lora_rank)
     log = train(teacher_model, student, blocks, options.train, out / CHECKPOINTS, resume=resume, progress=progress)
     if options.lora_rank:
         student = merge_lora(student)
-    _save_hf(student, tokenizer, out / STUDENT_HF)
+    _save_hf(student, tokenizer, out / STUDENT_HF, teacher_path if gguf_teacher else None)
     check_same_tokenizer(tokenizer, load_tokenizer(out / STUDENT_HF))  # what ships reads text as the teacher does
     del teacher_model, student
     text = eval_text if eval_text is not None else _eval_text(data, examples, tokenizer)
-    report = _ship(teacher_path, init_dir, out, options, text, keep, log)
+    report = _ship(teacher_path, gguf_teacher, init_dir, out, options, text, keep, log)
     atomic_write_text(out / REPORT, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     shutil.rmtree(out / WORK, ignore_errors=True)
     return report
@@ -101,18 +103,21 @@ def _load_teacher(path: Path) -> tuple[Any, Any]:
 
     hf_logging.disable_progress_bar()  # our own bar shows progress; theirs would break the one-line errors
     if not (path / "config.json").is_file():
-        raise EdgeAIError(f"{path} is not a Hugging Face checkpoint folder (no config.json); "
-                          "point at the teacher's folder")
+        raise EdgeAIError(f"{path} is neither a GGUF file nor a Hugging Face checkpoint folder (no config.json); "
+                          "point at the teacher's folder or .gguf")
     return load_tokenizer(path), AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
 
-def _save_hf(model: Any, tokenizer: Any, folder: Path) -> None:
-    """save_pretrained into a temp folder renamed into place: never half a checkpoint under `folder`."""
+def _save_hf(model: Any, tokenizer: Any, folder: Path, gguf_teacher: Path | None) -> None:
+    """save_pretrained into a temp folder renamed into place: never half a checkpoint under `folder`.
+    A GGUF teacher's vocabulary is written as tokenizer.model for the converter."""
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if gguf_teacher is not None:
+            write_spm_model(gguf_teacher, tmp)
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
     except OSError as exc:
@@ -127,18 +132,22 @@ def _eval_text(data: Path, examples: list, tokenizer: Any) -> str:
     return "\n".join(tokenizer.decode(ex.ids) for ex in examples)
 
 
-def _ship(teacher: Path, init_dir: Path, out: Path, options: DistillOptions, text: str, keep: list[int],
-          log: list[StepLog]) -> DistillReport:
-    """Convert teacher, init and student to GGUF, quantize init and student, evaluate all
-    three against the teacher, and move the student's GGUF into place only if it passes the gate."""
+def _ship(teacher: Path, gguf_teacher: bool, init_dir: Path, out: Path, options: DistillOptions, text: str,
+          keep: list[int], log: list[StepLog]) -> DistillReport:
+    """Convert init and student (and a HF teacher) to GGUF, quantize init and student, evaluate all
+    three against the teacher (a GGUF teacher is its own reference: the model the user runs), and
+    move the student's GGUF into place only if it passes the gate."""
     from convert.evaluate import evaluate_many
     from convert.gguf import convert_checkpoint
     from convert.quantize import quantize
 
     work = out / WORK
     qtype = options.quantize.upper()
-    teacher_gguf = work / f"teacher-{options.outtype}.gguf"
-    warnings = list(convert_checkpoint(teacher, teacher_gguf, outtype=options.outtype).warnings)
+    warnings: list[str] = []
+    teacher_gguf = teacher
+    if not gguf_teacher:
+        teacher_gguf = work / f"teacher-{options.outtype}.gguf"
+        warnings += convert_checkpoint(teacher, teacher_gguf, outtype=options.outtype).warnings
     quantized = {}
     for name, folder in (("init", init_dir), ("student", out / STUDENT_HF)):
         f16 = work / f"{name}-{options.outtype}.gguf"

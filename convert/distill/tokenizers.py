@@ -20,7 +20,9 @@ _EXAMPLES = 3  # differing tokens named in the error
 def load_tokenizer(path: Path, gguf_file: str | None = None) -> Any:
     """transformers' fast tokenizer for a checkpoint folder (or a GGUF file inside it)."""
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()  # its warnings (e.g. a Mistral regex notice on any saved copy) are not ours
     try:
         return AutoTokenizer.from_pretrained(path, gguf_file=gguf_file) if gguf_file else \
             AutoTokenizer.from_pretrained(path)

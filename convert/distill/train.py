@@ -60,6 +60,7 @@ class StepLog:
     kd: float
     ce: float
     tokens: int
+    seconds: float  # wall time of the step (teacher and student passes, update)
 
 
 ProgressFn = Callable[[int, int, str], None]
@@ -81,8 +82,8 @@ def train(teacher: Any, student: Any, blocks: Sequence[Block], options: TrainOpt
     target_all = torch.tensor([b.target for b in blocks])
     attention_all = torch.tensor([b.attention for b in blocks])
     log: list[StepLog] = []
-    began = time.monotonic()
     for step in range(start, options.steps):
+        step_began = time.monotonic()
         optimizer.zero_grad(set_to_none=True)
         parts = []
         for micro in range(options.grad_accum):
@@ -92,12 +93,13 @@ def train(teacher: Any, student: Any, blocks: Sequence[Block], options: TrainOpt
         torch.nn.utils.clip_grad_norm_(trained, options.max_grad_norm)
         optimizer.step()
         tokens = sum(p[3] for p in parts)
-        log.append(StepLog(step + 1, *(sum(p[i] * p[3] for p in parts) / tokens for i in range(3)), tokens))
+        log.append(StepLog(step + 1, *(sum(p[i] * p[3] for p in parts) / tokens for i in range(3)), tokens,
+                           time.monotonic() - step_began))
         done = step + 1
         if options.checkpoint_every and done % options.checkpoint_every == 0 and done < options.steps:
             save_checkpoint(workdir, student, optimizer, options, done)
         if progress:
-            rate = sum(s.tokens for s in log) / max(time.monotonic() - began, 1e-9)
+            rate = sum(s.tokens for s in log) / max(sum(s.seconds for s in log), 1e-9)
             progress(done, options.steps, f"loss {log[-1].loss:.3f} KL {log[-1].kd:.3f} {rate:.0f} tok/s")
     return log
 

@@ -74,3 +74,31 @@ def test_bad_input_is_one_line(teacher, train_text: Path, tmp_path: Path) -> Non
         assert result.returncode == 1 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not list((tmp_path / "o").glob("*.gguf")) if (tmp_path / "o").exists() else True
+
+
+@pytest.mark.slow
+def test_a_gguf_teacher_with_a_sentencepiece_vocabulary(train_text: Path, held_text: Path, tmp_path: Path) -> None:
+    """A GGUF teacher (as the default gemma3-270m ships): transformers dequantizes it for training, the
+    student's tokenizer.model is rebuilt from the GGUF vocabulary, and the shipped GGUF has the
+    teacher's exact tokens (the evaluator also refuses any vocabulary difference)."""
+    import gguf
+
+    from convert.gguf import convert_checkpoint
+    from tiny_hf import build_checkpoint
+
+    ckpt = build_checkpoint("mistral", tmp_path / "hf", num_hidden_layers=4)
+    teacher_gguf = tmp_path / "teacher.gguf"
+    convert_checkpoint(ckpt.path, teacher_gguf, outtype="f32")
+    out = tmp_path / "out"
+    result = edge_ai("distill", str(teacher_gguf), "--data", str(train_text), "-o", str(out), "--student-layers", "2",
+                     "--max-length", "32", "--steps", "5", "--outtype", "f32", "--quantize", "Q8_0",
+                     "--eval-text", str(held_text), "--ctx", "32", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["models"]["teacher"]["model"] == str(teacher_gguf)
+    assert report["models"]["student"]["kld_mean"] < report["models"]["init"]["kld_mean"]
+
+    def tokens(path: Path) -> list:
+        return gguf.GGUFReader(path).get_field("tokenizer.ggml.tokens").contents()
+
+    assert tokens(out / "student-Q8_0.gguf") == tokens(teacher_gguf)
