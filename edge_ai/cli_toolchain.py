@@ -312,6 +312,9 @@ def distill_cmd(
     eval_ctx: CtxOpt = 128,
     lora: Annotated[int, typer.Option("--lora", help="train LoRA adapters of this rank instead of all weights "
                                                      "(merged before export; 0: full fine-tune)")] = 0,
+    cache_topk: Annotated[int, typer.Option("--cache-topk", help="precompute the teacher's top-K logits to disk "
+                                                                 "(fp16 + int32 shards) and free it before training; "
+                                                                 "forward KL only (0: teacher stays live)")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Distill TEACHER into a smaller student (a subset of its layers), then ship it as a quantized GGUF."""
@@ -324,7 +327,8 @@ def distill_cmd(
                                  loss=LossOptions(loss, temperature=temperature, alpha=alpha, beta=beta))
     options = DistillOptions(train=train_options, student_layers=student_layers, keep_layers=keep_layers,
                              max_length=max_length, pack=not no_pack, outtype=outtype, quantize=quantize_type,
-                             accept_kld=accept_kld, eval_ctx=eval_ctx, lora_rank=lora)
+                             accept_kld=accept_kld, eval_ctx=eval_ctx, lora_rank=lora,
+                             cache_topk=cache_topk)
     text = _read_text(eval_text) if eval_text else None
     with ProgressBar("distilling") as bar:
         report = distill(teacher, data, out_dir, options, resume=resume, eval_text=text, progress=bar)

@@ -71,3 +71,18 @@ def predicting_positions(ids: Any, target: Any, attention: Any) -> tuple[Any, An
     position i predict token i + 1."""
     mask = target[:, 1:] & attention[:, :-1].bool()
     return mask, ids[:, 1:]
+
+
+def topk_distill_loss(student_logits: Any, teacher_values: Any, teacher_ids: Any, labels: Any,
+                      options: LossOptions) -> tuple[Any, Any, Any]:
+    """`distill_loss` against cached top-k teacher logits ([N, k] values and token ids): forward KL
+    from the teacher's distribution renormalised over its top k to the student's full softmax
+    (only forward KL is defined from a truncated teacher)."""
+    import torch.nn.functional as F
+
+    t = options.temperature
+    log_t = F.log_softmax(teacher_values.float() / t, dim=-1)
+    log_s = F.log_softmax(student_logits.float() / t, dim=-1).gather(-1, teacher_ids)
+    kd = ((log_t.exp() * (log_t - log_s)).sum(-1) * t * t).mean()
+    ce = F.cross_entropy(student_logits.float(), labels)
+    return options.alpha * kd + (1 - options.alpha) * ce, kd, ce

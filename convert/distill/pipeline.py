@@ -16,6 +16,7 @@ from typing import Any
 
 from convert.distill.data import load_examples, make_blocks
 from convert.distill.gguf_teacher import load_gguf_teacher, write_spm_model
+from convert.distill.logit_cache import MANIFEST, LogitCache, write_cache
 from convert.distill.lora import add_lora, merge_lora
 from convert.distill.student import build_student, decoder_layers, parse_keep_layers, uniform_layers
 from convert.distill.tokenizers import check_same_tokenizer, load_tokenizer
@@ -27,6 +28,7 @@ CHECKPOINTS = "checkpoints"
 STUDENT_HF = "student-hf"
 WORK = ".work"  # intermediate GGUFs, removed at the end
 REPORT = "report.json"
+LOGIT_CACHE = "logit-cache"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class DistillOptions:
     eval_ctx: int = 128                # evaluator window (tokens)
     eval_chunks: int | None = 8        # evaluator windows at most
     lora_rank: int = 0                 # > 0: train LoRA adapters of this rank (merged before export)
+    cache_topk: int = 0                # > 0: precompute the teacher's top-k logits to disk, then free it
 
 
 @dataclass
@@ -80,19 +83,33 @@ def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, re
     out.mkdir(parents=True, exist_ok=True)
     init_dir = out / WORK / "init-hf"
     _save_hf(student, tokenizer, init_dir, teacher_path if gguf_teacher else None)
+    teacher_source = teacher_model
+    if options.cache_topk:
+        teacher_source = _logit_cache(teacher_model, blocks, options.cache_topk, out / LOGIT_CACHE, resume)
+        del teacher_model  # training reads the cache: the teacher's memory is free for the student
     if options.lora_rank:
         student = add_lora(student, options.lora_rank)
-    log = train(teacher_model, student, blocks, options.train, out / CHECKPOINTS, resume=resume, progress=progress)
+    log = train(teacher_source, student, blocks, options.train, out / CHECKPOINTS, resume=resume, progress=progress)
     if options.lora_rank:
         student = merge_lora(student)
     _save_hf(student, tokenizer, out / STUDENT_HF, teacher_path if gguf_teacher else None)
     check_same_tokenizer(tokenizer, load_tokenizer(out / STUDENT_HF))  # what ships reads text as the teacher does
-    del teacher_model, student
+    del teacher_source, student
     text = eval_text if eval_text is not None else _eval_text(data, examples, tokenizer)
     report = _ship(teacher_path, gguf_teacher, init_dir, out, options, text, keep, log)
     atomic_write_text(out / REPORT, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     shutil.rmtree(out / WORK, ignore_errors=True)
     return report
+
+
+def _logit_cache(teacher: Any, blocks: list, k: int, folder: Path, resume: bool) -> LogitCache:
+    """The cache for these blocks: reused on --resume when it matches, else computed now."""
+    if resume and (folder / MANIFEST).is_file():
+        cache = LogitCache(folder, blocks)
+        if cache.k == k:
+            return cache
+    write_cache(teacher, blocks, k, folder)
+    return LogitCache(folder, blocks)
 
 
 def _load_teacher(path: Path) -> tuple[Any, Any]:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from convert.distill.data import Block, batch_indices
-from convert.distill.losses import LossOptions, distill_loss, divergence, predicting_positions
+from convert.distill.logit_cache import LogitCache
+from convert.distill.losses import LossOptions, distill_loss, divergence, predicting_positions, topk_distill_loss
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_write_text
 
@@ -68,11 +69,17 @@ ProgressFn = Callable[[int, int, str], None]
 
 def train(teacher: Any, student: Any, blocks: Sequence[Block], options: TrainOptions, workdir: Path, *,
           resume: bool = False, progress: ProgressFn | None = None) -> list[StepLog]:
-    """Train `student` towards `teacher` on `blocks` in place; returns the log of the steps run now."""
+    """Train `student` towards `teacher` (a model, or a LogitCache of its top-k logits on `blocks`)
+    in place; returns the log of the steps run now."""
     import torch
 
     options.check()
-    teacher.eval()
+    if isinstance(teacher, LogitCache):
+        if options.loss.divergence != "forward":
+            raise EdgeAIError(f"--loss {options.loss.divergence} needs the whole teacher distribution; the top-k "
+                              "logit cache supports forward KL only (drop --cache-topk)")
+    else:
+        teacher.eval()
     student.train()
     trained = [p for p in student.parameters() if p.requires_grad]  # LoRA: the adapters only
     optimizer = torch.optim.AdamW(trained, lr=options.lr, weight_decay=options.weight_decay)
@@ -88,7 +95,7 @@ def train(teacher: Any, student: Any, blocks: Sequence[Block], options: TrainOpt
         parts = []
         for micro in range(options.grad_accum):
             rows = batch_indices(len(blocks), options.batch_size, options.seed, step * options.grad_accum + micro)
-            parts.append(_micro_step(teacher, student, ids_all[rows], target_all[rows], attention_all[rows],
+            parts.append(_micro_step(teacher, student, rows, ids_all[rows], target_all[rows], attention_all[rows],
                                      options))
         torch.nn.utils.clip_grad_norm_(trained, options.max_grad_norm)
         optimizer.step()
@@ -104,7 +111,7 @@ def train(teacher: Any, student: Any, blocks: Sequence[Block], options: TrainOpt
     return log
 
 
-def _micro_step(teacher: Any, student: Any, ids: Any, target: Any, attention: Any,
+def _micro_step(teacher: Any, student: Any, rows: list[int], ids: Any, target: Any, attention: Any,
                 options: TrainOptions) -> tuple[float, float, float, int]:
     """Forward both models and backward this micro-batch's share of the step loss (its mean over
     target tokens / accumulation steps, as in every gradient-accumulation loop); returns (loss, kd,
@@ -115,10 +122,15 @@ def _micro_step(teacher: Any, student: Any, ids: Any, target: Any, attention: An
     n = int(mask.sum())
     if n == 0:
         return 0.0, 0.0, 0.0, 0
-    with torch.no_grad():
-        t_logits = teacher(input_ids=ids, attention_mask=attention).logits[:, :-1][mask]
     s_logits = student(input_ids=ids, attention_mask=attention).logits[:, :-1][mask]
-    loss, kd, ce = distill_loss(s_logits, t_logits, labels[mask], options.loss)
+    if isinstance(teacher, LogitCache):
+        values, token_ids = teacher.rows(rows)
+        loss, kd, ce = topk_distill_loss(s_logits, values[:, :-1][mask], token_ids[:, :-1][mask], labels[mask],
+                                         options.loss)
+    else:
+        with torch.no_grad():
+            t_logits = teacher(input_ids=ids, attention_mask=attention).logits[:, :-1][mask]
+        loss, kd, ce = distill_loss(s_logits, t_logits, labels[mask], options.loss)
     (loss / options.grad_accum).backward()
     return float(loss.detach()), float(kd.detach()), float(ce.detach()), n
 

@@ -29,7 +29,8 @@ def test_distill_to_a_gguf_the_engine_runs(teacher, train_text: Path, held_text:
     from runtime.llm.events import DoneEvent, SamplingParams
 
     out = tmp_path / "out"
-    result = _distill(teacher, train_text, held_text, out, "--steps", "30", "--checkpoint-every", "10")
+    result = _distill(teacher, train_text, held_text, out, "--steps", "30", "--checkpoint-every", "10",
+                      "--cache-topk", "64")
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
     gguf = out / "student-Q8_0.gguf"
@@ -42,6 +43,7 @@ def test_distill_to_a_gguf_the_engine_runs(teacher, train_text: Path, held_text:
     assert models["student"]["size_mib"] < models["teacher"]["size_mib"]
     assert "student" in result.stdout and "wrote" in result.stdout
     assert (out / "student-hf" / "config.json").is_file() and not (out / ".work").exists()
+    assert json.loads((out / "logit-cache" / "manifest.json").read_text())["k"] == 64
     engine = Engine(gguf)
     try:
         events = list(engine.complete("the quick brown", SamplingParams(temperature=0, max_tokens=6)))
