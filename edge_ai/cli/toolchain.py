@@ -1,4 +1,4 @@
-"""The model tinkerer's commands: `convert gguf|onnx|import-ct2`, `quantize`, `imatrix`, `eval`.
+"""The model tinkerer's commands: `convert gguf|onnx|import-ct2`, `quantize`, `imatrix`, `eval`, `distill`.
 
 Thin wrappers over `convert/`: parse flags, show progress bars, print a table or JSON. Heavy
 modules (torch, transformers) are imported inside the commands, so `edge-ai ask` never pays for them.
@@ -276,9 +276,90 @@ def eval_cmd(
             out.print(f"{key:>16}: {value:.4g}" if isinstance(value, float) else f"{key:>16}: {value}")
 
 
+def distill_cmd(
+    teacher: Annotated[Path, typer.Argument(help="teacher: a Hugging Face checkpoint folder, or a GGUF file "
+                                                 "transformers can load (dequantized), e.g. gemma3-270m's")],
+    data: Annotated[Path, typer.Option("--data", help="training data: UTF-8 text, or chat JSONL ({\"messages\": [...]} "
+                                                      "per line; only assistant tokens are learned)")],
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="output folder (student-hf/, GGUF, report.json)")],
+    student_layers: Annotated[Optional[int], typer.Option("--student-layers",
+                                                          help="keep this many teacher layers, evenly spaced "
+                                                               "(default: half)")] = None,
+    keep_layers: Annotated[Optional[str], typer.Option("--keep-layers", help="keep exactly these teacher layers, "
+                                                                             "e.g. 0,2,4")] = None,
+    steps: Annotated[int, typer.Option("--steps", help="optimizer steps")] = 200,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="rows per micro-batch")] = 4,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="micro-batches per step")] = 1,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate")] = 5e-4,
+    loss: Annotated[str, typer.Option("--loss", help="forward (KL), reverse (KL, MiniLLM) or jsd (GKD)")] = "forward",
+    temperature: Annotated[float, typer.Option("--temperature", help="softmax temperature of both models")] = 2.0,
+    alpha: Annotated[float, typer.Option("--alpha", help="weight of the divergence; 1-alpha goes to "
+                                                         "cross-entropy on the data")] = 0.5,
+    beta: Annotated[float, typer.Option("--beta", help="jsd: teacher's weight in the mixture")] = 0.5,
+    max_length: Annotated[int, typer.Option("--max-length", help="tokens per training row")] = 256,
+    no_pack: Annotated[bool, typer.Option("--no-pack", help="one document per row (padded) instead of "
+                                                            "packing")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="data order and initial RNG")] = 0,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="steps between checkpoints "
+                                                                             "(0: none)")] = 50,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in -o")] = False,
+    quantize_type: Annotated[str, typer.Option("--quantize", help="llama.cpp type of the shipped GGUF")] = "Q4_K_M",
+    outtype: Annotated[str, typer.Option("--outtype", help="GGUF float type before quantizing")] = "f16",
+    accept_kld: Annotated[Optional[float], typer.Option("--accept-kld", help="write the GGUF only if its KLD to "
+                                                                             "the teacher is within this")] = None,
+    eval_text: Annotated[Optional[Path], typer.Option("--eval-text", help="held-out text for the report "
+                                                                          "(default: the training data)")] = None,
+    eval_ctx: CtxOpt = 128,
+    lora: Annotated[int, typer.Option("--lora", help="train LoRA adapters of this rank instead of all weights "
+                                                     "(merged before export; 0: full fine-tune)")] = 0,
+    cache_topk: Annotated[int, typer.Option("--cache-topk", help="precompute the teacher's top-K logits to disk "
+                                                                 "(fp16 + int32 shards) and free it before training; "
+                                                                 "forward KL only (0: teacher stays live)")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Distill TEACHER into a smaller student (a subset of its layers), then ship it as a quantized GGUF."""
+    from convert.distill.losses import LossOptions
+    from convert.distill.pipeline import DistillOptions, distill
+    from convert.distill.train import TrainOptions
+
+    train_options = TrainOptions(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, seed=seed,
+                                 checkpoint_every=checkpoint_every,
+                                 loss=LossOptions(loss, temperature=temperature, alpha=alpha, beta=beta))
+    options = DistillOptions(train=train_options, student_layers=student_layers, keep_layers=keep_layers,
+                             max_length=max_length, pack=not no_pack, outtype=outtype, quantize=quantize_type,
+                             accept_kld=accept_kld, eval_ctx=eval_ctx, lora_rank=lora,
+                             cache_topk=cache_topk)
+    text = _read_text(eval_text) if eval_text else None
+    with ProgressBar("distilling") as bar:
+        report = distill(teacher, data, out_dir, options, resume=resume, eval_text=text, progress=bar)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        out.print(_distill_table(report))
+    if not report.accepted:
+        raise EdgeAIError(f"the student's KLD to the teacher is {report.models['student']['kld_mean']:.4f}, "
+                          f"{report.missed_by:.4f} over --accept-kld {report.accept_kld}; no GGUF written "
+                          f"(see {out_dir / 'report.json'}); train longer, keep more layers or quantize less")
+    if not as_json:
+        out.print(f"wrote {report.output}", highlight=False)
+
+
+def _distill_table(report: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"distilled (layers {','.join(map(str, report.keep_layers))}, {report.quantize})")
+    for column in ("model", "size MiB", "KLD", "top-1 %", "PPL", "decode tok/s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, row in report.models.items():
+        table.add_row(name, f"{row['size_mib']:.1f}", f"{row.get('kld_mean') or 0:.4f}", f"{row.get('top1') or 0:.1f}",
+                      f"{row['ppl']:.2f}", f"{row.get('decode_tps') or 0:.1f}")
+    return table
+
+
 def register(app: typer.Typer) -> None:
     """Add the toolchain commands to the main `edge-ai` app."""
     app.add_typer(convert_app, name="convert")
     app.command("quantize")(quantize_cmd)
     app.command("imatrix")(imatrix_cmd)
     app.command("eval")(eval_cmd)
+    app.command("distill")(distill_cmd)

@@ -1,0 +1,188 @@
+"""`edge-ai distill` end to end: teacher -> student -> GGUF -> quantized GGUF -> report, with a gate.
+
+Each stage reuses the toolchain's own parts (the GGUF converter, the llama.cpp quantizer, the
+evaluator's KLD / top-1 / PPL), so the numbers in the report are the ones `edge-ai eval` would
+print. The distilled student is judged beside the undistilled initialisation, quantized the same
+way, so the report shows what the training bought, not only where the student ended.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convert.distill.data import load_examples, make_blocks
+from convert.distill.gguf_teacher import load_gguf_teacher, write_spm_model
+from convert.distill.logit_cache import MANIFEST, LogitCache, write_cache
+from convert.distill.lora import add_lora, merge_lora
+from convert.distill.student import build_student, decoder_layers, parse_keep_layers, uniform_layers
+from convert.distill.tokenizers import check_same_tokenizer, load_tokenizer
+from convert.distill.train import ProgressFn, StepLog, TrainOptions, train
+from edge_ai.errors import EdgeAIError
+from edge_ai.fileio import atomic_write_text
+
+CHECKPOINTS = "checkpoints"
+STUDENT_HF = "student-hf"
+WORK = ".work"  # intermediate GGUFs, removed at the end
+REPORT = "report.json"
+LOGIT_CACHE = "logit-cache"
+
+
+@dataclass(frozen=True)
+class DistillOptions:
+    train: TrainOptions
+    student_layers: int | None = None  # uniform subset of this many teacher layers (default: half)
+    keep_layers: str | None = None     # or exactly these teacher layers, e.g. "0,2,4"
+    max_length: int = 256              # tokens per training row
+    pack: bool = True                  # concatenate documents into full rows (no padding)
+    outtype: str = "f16"               # GGUF float type before quantization
+    quantize: str = "Q4_K_M"           # llama.cpp type of the shipped file
+    accept_kld: float | None = None    # ship the GGUF only if its KLD to the teacher is within this
+    eval_ctx: int = 128                # evaluator window (tokens)
+    eval_chunks: int | None = 8        # evaluator windows at most
+    lora_rank: int = 0                 # > 0: train LoRA adapters of this rank (merged before export)
+    cache_topk: int = 0                # > 0: precompute the teacher's top-k logits to disk, then free it
+
+
+@dataclass
+class DistillReport:
+    teacher: str
+    output: str | None                 # the shipped GGUF (None when the gate refused it)
+    keep_layers: list[int]
+    steps: list[dict[str, Any]]
+    models: dict[str, dict[str, Any]]  # teacher / init / student evaluations (evaluator's fields)
+    quantize: str
+    accept_kld: float | None
+    accepted: bool
+    missed_by: float | None = None     # student KLD - accept_kld when refused
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, resume: bool = False,
+            eval_text: str | None = None, progress: ProgressFn | None = None) -> DistillReport:
+    """Distill `teacher` (a HF folder, or a GGUF file transformers can load) on `data` into `out/`
+    (student-hf/, student-<TYPE>.gguf, report.json)."""
+    if options.lora_rank < 0:
+        raise EdgeAIError(f"--lora {options.lora_rank}: give a rank of 1 or more (0 trains all weights)")
+    teacher_path = Path(teacher).expanduser()
+    gguf_teacher = teacher_path.suffix == ".gguf" and teacher_path.is_file()
+    tokenizer, teacher_model = load_gguf_teacher(teacher_path) if gguf_teacher else _load_teacher(teacher_path)
+    n_layers = len(decoder_layers(teacher_model))
+    keep = parse_keep_layers(options.keep_layers, n_layers) if options.keep_layers else \
+        uniform_layers(n_layers, options.student_layers or max(1, n_layers // 2))
+    student = build_student(teacher_model, keep)
+    examples = load_examples(data, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    blocks = make_blocks(examples, options.max_length, pack=options.pack, pad_id=pad or 0)
+    out.mkdir(parents=True, exist_ok=True)
+    init_dir = out / WORK / "init-hf"
+    _save_hf(student, tokenizer, init_dir, teacher_path if gguf_teacher else None)
+    teacher_source = teacher_model
+    if options.cache_topk:
+        teacher_source = _logit_cache(teacher_model, blocks, options.cache_topk, out / LOGIT_CACHE, resume)
+        del teacher_model  # training reads the cache: the teacher's memory is free for the student
+    if options.lora_rank:
+        student = add_lora(student, options.lora_rank)
+    log = train(teacher_source, student, blocks, options.train, out / CHECKPOINTS, resume=resume, progress=progress)
+    if options.lora_rank:
+        student = merge_lora(student)
+    _save_hf(student, tokenizer, out / STUDENT_HF, teacher_path if gguf_teacher else None)
+    check_same_tokenizer(tokenizer, load_tokenizer(out / STUDENT_HF))  # what ships reads text as the teacher does
+    del teacher_source, student
+    text = eval_text if eval_text is not None else _eval_text(data, examples, tokenizer)
+    report = _ship(teacher_path, gguf_teacher, init_dir, out, options, text, keep, log)
+    atomic_write_text(out / REPORT, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    shutil.rmtree(out / WORK, ignore_errors=True)
+    return report
+
+
+def _logit_cache(teacher: Any, blocks: list, k: int, folder: Path, resume: bool) -> LogitCache:
+    """The cache for these blocks: reused on --resume when it matches, else computed now."""
+    if resume and (folder / MANIFEST).is_file():
+        cache = LogitCache(folder, blocks)
+        if cache.k == k:
+            return cache
+    write_cache(teacher, blocks, k, folder)
+    return LogitCache(folder, blocks)
+
+
+def _load_teacher(path: Path) -> tuple[Any, Any]:
+    """(tokenizer, float32 model) of a HF checkpoint folder."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bar shows progress; theirs would break the one-line errors
+    if not (path / "config.json").is_file():
+        raise EdgeAIError(f"{path} is neither a GGUF file nor a Hugging Face checkpoint folder (no config.json); "
+                          "point at the teacher's folder or .gguf")
+    return load_tokenizer(path), AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+def _save_hf(model: Any, tokenizer: Any, folder: Path, gguf_teacher: Path | None) -> None:
+    """save_pretrained into a temp folder renamed into place: never half a checkpoint under `folder`.
+    A GGUF teacher's vocabulary is written as tokenizer.model for the converter."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if gguf_teacher is not None:
+            write_spm_model(gguf_teacher, tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise EdgeAIError(f"cannot write {folder}: {exc.strerror}; free some space or choose another -o") from None
+
+
+def _eval_text(data: Path, examples: list, tokenizer: Any) -> str:
+    """Without --eval-text: the training text itself (chat data decoded back to text)."""
+    if data.suffix != ".jsonl":
+        return data.read_text(encoding="utf-8")
+    return "\n".join(tokenizer.decode(ex.ids) for ex in examples)
+
+
+def _ship(teacher: Path, gguf_teacher: bool, init_dir: Path, out: Path, options: DistillOptions, text: str,
+          keep: list[int], log: list[StepLog]) -> DistillReport:
+    """Convert init and student (and a HF teacher) to GGUF, quantize init and student, evaluate all
+    three against the teacher (a GGUF teacher is its own reference: the model the user runs), and
+    move the student's GGUF into place only if it passes the gate."""
+    from convert.evaluate import evaluate_many
+    from convert.gguf import convert_checkpoint
+    from convert.quantize import quantize
+
+    work = out / WORK
+    qtype = options.quantize.upper()
+    warnings: list[str] = []
+    teacher_gguf = teacher
+    if not gguf_teacher:
+        teacher_gguf = work / f"teacher-{options.outtype}.gguf"
+        warnings += convert_checkpoint(teacher, teacher_gguf, outtype=options.outtype).warnings
+    quantized = {}
+    for name, folder in (("init", init_dir), ("student", out / STUDENT_HF)):
+        f16 = work / f"{name}-{options.outtype}.gguf"
+        convert_checkpoint(folder, f16, outtype=options.outtype)
+        quantized[name] = work / f"{name}-{qtype}.gguf"
+        quantize(f16, quantized[name], qtype)
+        f16.unlink()
+    rows = evaluate_many([teacher_gguf, quantized["init"], quantized["student"]], text, reference=teacher_gguf,
+                         ctx=options.eval_ctx, max_chunks=options.eval_chunks)
+    models = {name: row.to_dict() for name, row in zip(("teacher", "init", "student"), rows)}
+    kld = models["student"]["kld_mean"]
+    accepted = options.accept_kld is None or kld <= options.accept_kld
+    output = None
+    if accepted:
+        output = out / f"student-{qtype}.gguf"
+        quantized["student"].replace(output)
+        models["student"]["model"] = str(output)
+    return DistillReport(teacher=str(teacher), output=str(output) if output else None, keep_layers=keep,
+                         steps=[asdict(step) for step in log],
+                         models=models, quantize=qtype, accept_kld=options.accept_kld, accepted=accepted,
+                         missed_by=None if accepted else kld - options.accept_kld, warnings=warnings)
