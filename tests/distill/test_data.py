@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny_hf import train_bpe_tokenizer
 
 from convert.distill.data import Block, batch_indices, epoch_order, load_examples, make_blocks
 from convert.distill.tokenizers import check_same_tokenizer, load_tokenizer
 from edge_ai.errors import EdgeAIError
-from tiny_hf import train_bpe_tokenizer
 
 CHATS = [
     [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hi."},

@@ -54,7 +54,8 @@ def test_distill_to_a_gguf_the_engine_runs(teacher, train_text: Path, held_text:
 
 
 @pytest.mark.slow
-def test_the_kld_gate_refuses_and_says_by_how_much_with_a_lora_student(teacher, train_text: Path, held_text: Path, tmp_path: Path) -> None:
+def test_the_kld_gate_refuses_and_says_by_how_much_with_a_lora_student(teacher, train_text: Path, held_text: Path,
+                                                                    tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = _distill(teacher, train_text, held_text, out, "--steps", "2", "--accept-kld", "0.0001", "--json",
                       "--lora", "4")
@@ -84,9 +85,9 @@ def test_a_gguf_teacher_with_a_sentencepiece_vocabulary(train_text: Path, held_t
     student's tokenizer.model is rebuilt from the GGUF vocabulary, and the shipped GGUF has the
     teacher's exact tokens (the evaluator also refuses any vocabulary difference)."""
     import gguf
+    from tiny_hf import build_checkpoint
 
     from convert.gguf import convert_checkpoint
-    from tiny_hf import build_checkpoint
 
     ckpt = build_checkpoint("mistral", tmp_path / "hf", num_hidden_layers=4)
     teacher_gguf = tmp_path / "teacher.gguf"
