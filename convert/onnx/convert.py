@@ -73,6 +73,15 @@ class OnnxReport:
         return data
 
 
+def _quiet_transformers() -> None:
+    """transformers' loading and generate notes, and its own progress bars, would bury our table
+    and break the one-line errors; our progress bar says what is happening."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
 def convert_onnx(src: Path, out_dir: Path, *, task: str = "auto", quantize: str = "none", force: bool = False,
                  int4: Int4Options = Int4Options(), threads: int = 0,
                  progress: Progress | None = None) -> OnnxReport:
@@ -90,6 +99,7 @@ def convert_onnx(src: Path, out_dir: Path, *, task: str = "auto", quantize: str 
     precisions = {"none": ["fp32"], "int8": ["fp32", "int8"], "int4": ["fp32", "int4"],
                   "auto": ["fp32", "int8", "int4"]}[quantize]
     step = _Steps(progress, total=2 + 2 * len(precisions))
+    _quiet_transformers()
     workdir = make_workdir(out_dir)
     try:
         step("exporting with optimum")

@@ -82,13 +82,8 @@ def convert_onnx_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Export to ONNX with optimum, quantize with onnxruntime, check parity vs PyTorch and speed."""
-    from transformers.utils import logging as transformers_logging
-
     from convert.onnx import convert_onnx, format_table
     from convert.onnx.quantize import Int4Options
-
-    transformers_logging.set_verbosity_error()  # its generate/loading notes would bury the table
-    transformers_logging.disable_progress_bar()
 
     with ProgressBar("converting") as bar:
         report = convert_onnx(src, out_dir, task=task, quantize=quantize, force=force, threads=threads,
