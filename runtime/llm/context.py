@@ -45,15 +45,18 @@ def fit_messages(messages: Sequence[Message], encode: Callable[[Sequence[Message
     rest = list(messages[len(system):])
     if not rest:
         raise EdgeAIError("there is no message to answer; send a user message")
-    starts = [0] + [i for i in range(1, len(rest)) if rest[i]["role"] == "user" or i == len(rest) - 1]
-    if block > 0 and measure is not None:
-        starts = _block_starts(rest, starts, block, measure)
     cache: dict[int, list[int]] = {}
 
     def tokens_from(start: int) -> list[int]:
         if start not in cache:
             cache[start] = encode(system + rest[start:])
         return cache[start]
+
+    if len(tokens_from(0)) <= budget:  # the usual turn: one encode, nothing measured
+        return FittedPrompt(system + rest, tokens_from(0), 0)
+    starts = [0] + [i for i in range(1, len(rest)) if rest[i]["role"] == "user" or i == len(rest) - 1]
+    if block > 0 and measure is not None:
+        starts = _block_starts(rest, starts, block, measure)
 
     lo, hi = 0, len(starts) - 1
     if len(tokens_from(starts[hi])) > budget:

@@ -274,7 +274,8 @@ class Engine:
         if not hits.size:
             return n_keep
         source = n_keep + 1 + int(hits[0])
-        tail = min(len(tokens) - 1 - n_keep, llm.n_tokens - source)  # the last prompt token is never cached
+        # the last prompt token is always evaluated again, for fresh logits (see _reusable_prefix)
+        tail = min(len(tokens) - 1 - n_keep, llm.n_tokens - source)
         differ = np.flatnonzero(llm.input_ids[source:source + tail] != np.asarray(tokens[n_keep:n_keep + tail]))
         kept = int(differ[0]) if differ.size else tail
         if kept < SHIFT_MIN_TOKENS:
