@@ -37,19 +37,30 @@ def wait_until(condition: Callable[[str], bool], what: str, seconds: float = 90)
 
 
 @pytest.fixture
-def app_in_tmux(registered_model: Path, edge_home: Path) -> Iterator[None]:
+def app_in_tmux(registered_model: Path, edge_home: Path, tmp_path: Path) -> Iterator[Path]:
+    """Start the app in a tmux pane; yields the file its exit status is written to.
+
+    The pane outlives the app (`sleep`), so the screen can still be read after it quits: a pane that
+    closes with its process makes `capture-pane` fail, racing the test's last look at the screen.
+    """
     # A stale COLUMNS/LINES export (CI runners set 80x24) must not shrink the app below the pane's 120x36.
     env = (f"EDGE_AI_HOME={shlex.quote(str(edge_home))} EDGE_AI_MODEL_THREADS=1 EDGE_AI_SAMPLING_MAX_TOKENS=12"
            " COLUMNS=80 LINES=24")
-    command = f"env {env} {shlex.quote(sys.executable)} -m edge_ai"
+    status_file = tmp_path / "status"
+    command = (f"env {env} {shlex.quote(sys.executable)} -m edge_ai;"
+               f" echo $? > {shlex.quote(str(status_file))}; sleep 60")
     tmux("new-session", "-d", "-x", "120", "-y", "36", "-s", SESSION, command)
     try:
-        yield
+        yield status_file
     finally:
         subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
 
 
-def test_chat_in_a_real_terminal(app_in_tmux: None, edge_home: Path) -> None:
+def exit_status(status_file: Path) -> str:
+    return status_file.read_text().strip() if status_file.exists() else ""
+
+
+def test_chat_in_a_real_terminal(app_in_tmux: Path, edge_home: Path) -> None:
     wait_until(lambda s: "model: gemma3-270m" in s and "ready" in s, "the model to load")
     tmux("send-keys", "-t", SESSION, "-l", "Hello from tmux")
     tmux("send-keys", "-t", SESSION, "Enter")
@@ -58,7 +69,8 @@ def test_chat_in_a_real_terminal(app_in_tmux: None, edge_home: Path) -> None:
     status = text.splitlines()[-2]
     assert "RSS" in status and len(text.splitlines()) == 36, "the app is not using the whole 120x36 pane"
     tmux("send-keys", "-t", SESSION, "C-q")
-    wait_until(lambda s: "model: gemma3-270m" not in s, "the app to quit", seconds=30)
+    wait_until(lambda s: exit_status(app_in_tmux) != "", "the app to quit", seconds=30)
+    assert exit_status(app_in_tmux) == "0"
     from edge_ai.history import HistoryStore
     from edge_ai.paths import get_paths
 
@@ -77,10 +89,10 @@ def test_an_unwritable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
                f" echo $? > {shlex.quote(str(status_file))}; sleep 60")
     tmux("new-session", "-d", "-x", "120", "-y", "36", "-s", SESSION, command)
     try:
-        text = wait_until(lambda s: status_file.exists() and status_file.read_text().strip() != "", "the app to exit")
+        text = wait_until(lambda s: exit_status(status_file) != "", "the app to exit")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
-    assert status_file.read_text().strip() == "1"
+    assert exit_status(status_file) == "1"
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot create"), text
     assert "Traceback" not in text
