@@ -141,7 +141,7 @@ def measure_decode_in_terminal(home: str, rounds: int) -> dict[str, object]:
             if condition(line):
                 return line
             time.sleep(0.25)  # a slow poll: capturing the pane costs CPU too
-        raise SystemExit(f"timed out waiting for {what} in the real terminal")
+        raise SystemExit(f"timed out waiting for {what} in the real terminal; screen:\n{screen()}")
 
     engine = Engine(registry.resolve("gemma3-270m"), options=EngineOptions(chat_format="builtin"))
     sampling = SamplingParams(temperature=0.0, max_tokens=DECODE_TOKENS)

@@ -4,9 +4,10 @@ Any OpenAI client (the official SDKs, LangChain, editors' assistants) can point 
 `http://host:port/v1`: `/v1/chat/completions`, `/v1/completions` (whole or streamed as SSE) and
 `/v1/models`, with OpenAI-shaped errors so clients raise their usual exception types.
 
-The engine is blocking and runs one reply at a time, so each reply runs in a worker thread that
-hands its events to the event loop; the loop never blocks. A bounded number of requests may wait
-their turn and the rest get 429 at once, so a burst of clients never turns into hung connections.
+The engine runs one reply at a time on the model's own thread (`runtime.llm.scheduler`), and each
+reply's events reach the event loop through `runtime.llm.stream`; the loop never blocks. A bounded
+number of requests may wait their turn and the rest get 429 at once, so a burst of clients never
+turns into hung connections.
 A client that goes away stops its reply within a token, freeing the engine for the next one, or,
 while it still waits, gives its place in the queue back at once. Shutting down (Ctrl-C) stops
 every reply first, so open streams end cleanly instead of being cut after a grace period.
@@ -15,17 +16,17 @@ every reply first, so open streams end cleanly instead of being cut after a grac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import json
 import logging
 import secrets
 import socket
-import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 import uvicorn
@@ -38,15 +39,15 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_ai.config import Config
-from edge_ai.errors import EdgeAIError, StoppedError
+from edge_ai.errors import BusyError, EdgeAIError
 from runtime.llm.events import DoneEvent, Event, SamplingParams, TokenEvent, TokenLogprob
 from runtime.llm.grammar import SchemaError, json_grammar
 from runtime.llm.interface import ChatEngine
+from runtime.llm.scheduler import Call, Priority, Scheduler
+from runtime.llm.stream import EventStream, stream
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Produce = Callable[[threading.Event], Iterator[Event]]
-"""Starts one reply on the engine, given the reply's own stop token."""
 
 RETRY_AFTER_SECONDS = 1
 SHUTDOWN_GRACE_SECONDS = 5
@@ -131,6 +132,13 @@ class GenerationRequest(BaseModel):
     audio: Any = None
     modalities: Any = None
     prediction: Any = None
+    service_tier: Literal["auto", "default", "flex", "priority"] | None = Field(
+        None, description="queue order: 'priority' goes before waiting requests, 'flex' after them")
+
+    @property
+    def priority(self) -> Priority:
+        """The place in the queue: OpenAI's service tiers, without preempting anyone's running reply."""
+        return {"priority": Priority.URGENT, "flex": Priority.BACKGROUND}.get(self.service_tier or "", Priority.NORMAL)
 
     def check_supported(self) -> None:
         """400 naming the first field whose feature this server lacks."""
@@ -320,111 +328,9 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 # ----------------------------------------------------------------------------- generation
 
 
-class Generation:
-    """One reply: the blocking engine generator runs in a worker thread, its events reach the loop.
-
-    `stop()` may come at any time from the loop: a queued reply gives its queue slot back at once
-    and is skipped when its turn comes, a running one is cancelled through its own stop token, so
-    a stop never reaches someone else's reply and one that comes before the engine starts is kept.
-    """
-
-    def __init__(self, produce: Produce, release: Callable[[Generation], None]) -> None:
-        self._produce = produce
-        self._release = release
-        self._events: asyncio.Queue[Event | Exception] = asyncio.Queue()
-        self._stop = threading.Event()
-        self.state: Literal["queued", "running", "done"] = "queued"
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self.state == "queued":
-            self._release(self)  # nobody waits for it any more: its place in the queue is free
-
-    def pump(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Worker thread: run the engine, post each event (or its error) to the loop."""
-        try:
-            for event in self._produce(self._stop):
-                loop.call_soon_threadsafe(self._events.put_nowait, event)
-        except Exception as exc:  # handed to the request handler, which answers or re-raises it
-            loop.call_soon_threadsafe(self._events.put_nowait, exc)
-
-    def end(self, error: Exception) -> None:
-        """Wake a reader still waiting although no more events will come (skipped or aborted reply)."""
-        self.state = "done"
-        self._events.put_nowait(error)
-
-    async def next(self) -> Event:
-        item = await self._events.get()
-        if isinstance(item, Exception):
-            raise item
-        if isinstance(item, DoneEvent):
-            self.state = "done"  # the engine has finished: nothing left to cancel
-        return item
-
-    async def collect(self) -> tuple[DoneEvent, list[TokenLogprob]]:
-        """The whole reply: how it ended, and its tokens' log-probabilities when they were asked for."""
-        logprobs: list[TokenLogprob] = []
-        while not isinstance(event := await self.next(), DoneEvent):
-            logprobs.extend(event.logprobs)
-        return event, logprobs
-
-
 def _shutting_down() -> APIError:
     return APIError(503, "the server is shutting down; retry against another instance or later",
                     "server_error", "server_shutting_down", {"Retry-After": str(RETRY_AFTER_SECONDS)})
-
-
-class Runner:
-    """Runs replies on the engine one at a time; `queue_size` more may wait, the rest are refused.
-
-    A reply holds its slot while it waits or runs; one whose client left while it waited gives
-    the slot back at once, so abandoned requests never turn later ones away.
-    """
-
-    def __init__(self, engine: ChatEngine, queue_size: int) -> None:
-        self._engine = engine
-        self._capacity = 1 + queue_size
-        self._admitted: set[Generation] = set()  # waiting or running
-        self._turn = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closing = False
-
-    def submit(self, produce: Produce) -> Generation:
-        """Queue a reply, or raise a 429 at once when the queue is full (503 once shutting down)."""
-        if self._closing:
-            raise _shutting_down()
-        if len(self._admitted) >= self._capacity:
-            raise APIError(429, f"the server is busy: {self._engine.name} is answering another request and "
-                                f"{self._capacity - 1} more are waiting; retry shortly",
-                           "rate_limit_error", "rate_limit_exceeded", {"Retry-After": str(RETRY_AFTER_SECONDS)})
-        generation = Generation(produce, self._admitted.discard)
-        self._admitted.add(generation)
-        task = asyncio.create_task(self._run(generation))
-        self._tasks.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._tasks.discard)
-        return generation
-
-    def stop_all(self) -> None:
-        """Shutdown: refuse new replies, skip the waiting ones and cancel the running one."""
-        self._closing = True
-        for generation in list(self._admitted):
-            generation.stop()
-
-    async def _run(self, generation: Generation) -> None:
-        """Owns the slot until the worker thread is done, whatever the request handler does meanwhile."""
-        try:
-            async with self._turn:
-                if not generation.stopped:
-                    generation.state = "running"
-                    await asyncio.to_thread(generation.pump, asyncio.get_running_loop())
-        finally:
-            self._admitted.discard(generation)
-            generation.end(_shutting_down() if self._closing
-                           else StoppedError("the reply was stopped before it finished"))
 
 
 # ----------------------------------------------------------------------------- response shapes
@@ -554,7 +460,7 @@ def _sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-async def _sse_events(shape: ReplyShape, first: Event, generation: Generation,
+async def _sse_events(shape: ReplyShape, first: Event, generation: EventStream,
                       include_usage: bool) -> AsyncIterator[str]:
     """The reply's chunks. Once the stream has begun, an error can only be told in a chunk: an
     OpenAI error object, on which OpenAI's clients raise an APIError, then the stream ends."""
@@ -581,7 +487,7 @@ class ReplyStream(StreamingResponse):
     """The SSE response of one reply. However it ends (done, client gone, shutdown), the reply is
     stopped, so a vanished client frees the engine within a token."""
 
-    def __init__(self, content: AsyncIterator[str], generation: Generation) -> None:
+    def __init__(self, content: AsyncIterator[str], generation: EventStream) -> None:
         super().__init__(content, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self._generation = generation
@@ -590,7 +496,7 @@ class ReplyStream(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._generation.stop()
+            self._generation.cancel()
 
 
 async def _client_gone(request: Request) -> None:
@@ -599,7 +505,7 @@ async def _client_gone(request: Request) -> None:
         pass
 
 
-async def _unless_client_leaves(request: Request, generation: Generation, work: Awaitable[T]) -> T | None:
+async def _unless_client_leaves(request: Request, generation: EventStream, work: Awaitable[T]) -> T | None:
     """Await `work`, or None if the client leaves first; either way an unfinished reply is stopped.
 
     Without this, a client that timed out while queued or waiting for a long reply would keep
@@ -614,7 +520,7 @@ async def _unless_client_leaves(request: Request, generation: Generation, work: 
         gone.cancel()
         if not task.done():
             task.cancel()
-            generation.stop()
+            generation.cancel()
 
 
 # ----------------------------------------------------------------------------- the app
@@ -623,11 +529,27 @@ async def _unless_client_leaves(request: Request, generation: Generation, work: 
 class Server:
     """The endpoints, bound to one config and one engine."""
 
-    def __init__(self, cfg: Config, engine: ChatEngine) -> None:
+    def __init__(self, cfg: Config, scheduler: Scheduler, *, owns_engine: bool) -> None:
+        if scheduler.engine is None:
+            raise ValueError("the server needs a loaded engine")
         self.cfg = cfg
-        self.engine = engine
-        self.runner = Runner(engine, cfg.server.queue_size)
+        self.scheduler = scheduler
+        self.owns_engine = owns_engine  # free it on shutdown (else whoever passed it in does)
+        self.engine: ChatEngine = scheduler.engine
         self.started = int(time.time())
+
+    def start(self, call: Call, priority: Priority) -> EventStream:
+        """Queue one reply, or answer 429 at once when the queue is full (503 once shutting down)."""
+        try:
+            return stream(self.scheduler, call, priority=priority)
+        except BusyError as exc:
+            raise APIError(429, f"the server is busy: {exc}; retry shortly", "rate_limit_error",
+                           "rate_limit_exceeded", {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+
+    def stop_all(self) -> None:
+        """Shutdown: refuse new replies, end the waiting ones with 503 and stop the running one.
+        Does not wait: the loop must go on to deliver the running reply's last event."""
+        self.scheduler.close(_shutting_down(), timeout=0, free_engine=self.owns_engine)
 
     def authorize(self, request: Request) -> None:
         """With `server.api_key` set, every request must carry `Authorization: Bearer <key>`."""
@@ -650,7 +572,8 @@ class Server:
 
     def app(self) -> FastAPI:
         """The FastAPI app serving these endpoints."""
-        app = FastAPI(title="edge-ai", summary="OpenAI-compatible API of an offline on-device model")
+        app = FastAPI(title="edge-ai", summary="OpenAI-compatible API of an offline on-device model",
+                      lifespan=self._lifespan)
         api = APIRouter(dependencies=[Depends(self.authorize)])
         api.get("/v1/models")(self.list_models)
         api.get("/v1/models/{model}")(self.get_model)
@@ -664,6 +587,13 @@ class Server:
         app.add_exception_handler(HTTPException, _http_error)
         app.add_middleware(_InternalErrors)
         return app
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        """On shutdown, end the model's thread (a reply still running is stopped within a token)."""
+        yield
+        self.stop_all()
+        self.scheduler.close(free_engine=self.owns_engine)
 
     async def health(self) -> dict[str, Any]:
         return {"status": "ok", "model": self.engine.name}
@@ -680,18 +610,18 @@ class Server:
         body.check_supported()
         messages = [m.for_engine(i) for i, m in enumerate(body.messages)]
         sampling = body.sampling(self.cfg, body.top())
-        generation = self.runner.submit(lambda stop: self.engine.chat(messages, sampling, stop=stop))
+        generation = self.start(lambda engine, stop: engine.chat(messages, sampling, stop=stop), body.priority)
         return await self._answer(request, generation, ChatShape(self.engine.name, body.logprobs), body)
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
         self._check_model(body.model)
         body.check_supported()
         prompt, sampling = body.text(), body.sampling(self.cfg, body.logprobs)
-        generation = self.runner.submit(lambda stop: self.engine.complete(prompt, sampling, stop=stop))
+        generation = self.start(lambda engine, stop: engine.complete(prompt, sampling, stop=stop), body.priority)
         shape = TextShape(self.engine.name, body.logprobs is not None, prompt)
         return await self._answer(request, generation, shape, body)
 
-    async def _answer(self, request: Request, generation: Generation, shape: ReplyShape,
+    async def _answer(self, request: Request, generation: EventStream, shape: ReplyShape,
                       body: GenerationRequest) -> Response:
         """Whole JSON, or SSE once the first event is in (so engine errors still get their status)."""
         if not body.stream:
@@ -711,8 +641,9 @@ class Server:
 
 
 def create_app(cfg: Config, engine: ChatEngine) -> FastAPI:
-    """The OpenAI-compatible API for `engine`, with `cfg.server` auth and queue limits."""
-    return Server(cfg, engine).app()
+    """The OpenAI-compatible API for an already loaded `engine`, with `cfg.server` auth and queue limits."""
+    scheduler = Scheduler(engine, queue_size=cfg.server.queue_size, name="server")
+    return Server(cfg, scheduler, owns_engine=False).app()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -747,7 +678,7 @@ class _Uvicorn(uvicorn.Server):
         self._server = server
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self._server.runner.stop_all()
+        self._server.stop_all()
         await super().shutdown(sockets)
 
 
@@ -783,14 +714,20 @@ def serve(cfg: Config, load_engine: Callable[[], ChatEngine], log: Console, *, a
     check_exposure(cfg, allow_unauthenticated)
     host, port = cfg.server.host, cfg.server.port
     sock = bind(host, port)
+    scheduler = Scheduler(queue_size=cfg.server.queue_size, name="server")
     try:
-        engine = load_engine()
+        scheduler.load(load_engine).result()  # on the model's own thread, where it will run
     except BaseException:
         sock.close()
+        scheduler.close()
         raise
-    server = Server(cfg, engine)
+    server = Server(cfg, scheduler, owns_engine=True)
+    engine = server.engine
     config = uvicorn.Config(server.app(), host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS)
     url_host = f"[{host}]" if ":" in host else host
     log.print(f"serving {engine.name} on http://{url_host}:{port}/v1", markup=False, highlight=False, soft_wrap=True)
-    _Uvicorn(config, server).run(sockets=[sock])
+    try:
+        _Uvicorn(config, server).run(sockets=[sock])
+    finally:
+        scheduler.close()  # waits for the stopped reply, then frees the model on its thread

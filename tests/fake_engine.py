@@ -26,6 +26,8 @@ class ScriptedEngine:
         self._lock = threading.Lock()
         self.context_used = 0
         self.calls: list[list[dict[str, str]]] = []  # the messages of every chat, for assertions
+        self.threads: set[int] = {threading.get_ident()}  # every thread that built or called it
+        self.reasons: list[str] = []  # how each reply ended
         self.closed = False
 
     def chat(self, messages: Sequence[dict[str, str]], sampling: SamplingParams = SamplingParams(), *,
@@ -41,6 +43,7 @@ class ScriptedEngine:
     def _reply(self, text: str, sampling: SamplingParams, stop: threading.Event | None,
                prompt_tokens: int) -> Iterator[Event]:
         with self._lock:
+            self.threads.add(threading.get_ident())
             self._cancel.clear()
             start = time.perf_counter()
             words = text.split(" ")
@@ -58,6 +61,7 @@ class ScriptedEngine:
                 yield TokenEvent(piece)
                 time.sleep(self._delay)
             self.context_used = prompt_tokens + len(shown)
+            self.reasons.append(reason)
             elapsed = time.perf_counter() - start
             metrics = Metrics(prompt_tokens=prompt_tokens, cached_tokens=0, prefill_tokens=prompt_tokens,
                               generated_tokens=len(shown), ttft_s=self._delay, prefill_tok_s=0.0,
@@ -70,4 +74,5 @@ class ScriptedEngine:
         self._cancel.set()
 
     def close(self) -> None:
+        self.threads.add(threading.get_ident())
         self.closed = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import httpx
@@ -69,6 +70,8 @@ async def test_tui_streams_stops_and_retries_on_the_scripted_engine() -> None:
         assert screen.last_done.reason == "cancelled"
         assert 0 < screen.last_done.metrics.generated_tokens < 400
         assert "stopped" in screen.chat_log.views()[-1].footer
+    assert len(engine.threads - {threading.get_ident()}) == 1  # every reply on the model's one thread
+    assert engine.closed
 
 
 @pytest.fixture
@@ -105,3 +108,43 @@ def test_server_answers_429_when_the_queue_is_full(scripted_url) -> None:
     for thread in threads:
         thread.join()
     assert sorted(results) == [200, 200, 429, 429]  # one running, one queued (queue_size 1), two refused
+
+
+def test_a_client_that_leaves_mid_stream_frees_the_engine_within_a_token(scripted_url) -> None:
+    url, engine = scripted_url
+    engine._replies = iter([" ".join(["word"] * 300), REPLY])
+    with httpx.stream("POST", f"{url}/chat/completions", timeout=30,
+                      json={"messages": [{"role": "user", "content": "Hi"}], "stream": True}) as reply:
+        lines = reply.iter_lines()
+        assert sum(1 for line, _ in zip(lines, range(5)) if line.startswith("data:")) >= 2
+    # the connection is closed: the reply stops at the next token, and the next request is served
+    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+    whole = client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "Hi"}])
+    assert whole.choices[0].message.content == REPLY
+    assert engine.reasons[0] == "cancelled" and engine.reasons[1] == "stop"
+    assert len(engine.threads - {threading.get_ident()}) == 1  # every reply on the model's one thread
+
+
+def test_the_server_queues_by_service_tier() -> None:
+    """OpenAI's `service_tier`: 'priority' waits before 'default', 'flex' after it (nobody is cut off)."""
+    engine = ScriptedEngine(["first " * 300, "next"], delay=0.01)  # ~3 s: the others queue meanwhile
+    statuses: list[int] = []
+
+    def ask(tier: str) -> None:
+        reply = httpx.post(f"{url}/chat/completions", timeout=30, json={
+            "messages": [{"role": "user", "content": tier}], "service_tier": tier})
+        statuses.append(reply.status_code)
+
+    with running(create_app(Config().with_values({"server.queue_size": 4}), engine)) as url:
+        first = threading.Thread(target=ask, args=("auto",))
+        first.start()
+        while not engine.calls:  # the first reply runs; the others queue behind it, in any order
+            time.sleep(0.01)
+        waiting = [threading.Thread(target=ask, args=(tier,)) for tier in ("flex", "default", "priority")]
+        for thread in waiting:
+            thread.start()
+        for thread in (first, *waiting):
+            thread.join()
+    assert statuses == [200] * 4
+    assert [call[-1]["content"] for call in engine.calls] == ["auto", "priority", "default", "flex"]
+    assert engine.reasons == ["stop"] * 4

@@ -73,22 +73,24 @@ def stored_messages(conversation_id: int) -> list:
         return store.messages(conversation_id)
 
 
-async def test_chat_streams_reply_then_retry_and_edit(registered_model: Path) -> None:
-    from tui.screens.chat import ReplyText
+async def test_chat_streams_reply_then_retry_and_edit(registered_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from textual.widgets.markdown import MarkdownStream
 
-    tokens: list[ReplyText] = []
+    frames: list[str] = []  # the text each screen update appended to the reply
+    write = MarkdownStream.write
+
+    async def counted_write(self: MarkdownStream, text: str) -> None:
+        frames.append(text)
+        await write(self, text)
+
+    monkeypatch.setattr(MarkdownStream, "write", counted_write)
     app = make_app()
-
-    def hook(message: object) -> None:
-        if isinstance(message, ReplyText):
-            tokens.append(message)
-
-    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await wait_ready(pilot)
         screen = app.chat_screen
         done = await send(pilot, "Hello there")
         assert done.text.strip(), "the model wrote nothing"
-        assert len(tokens) > 1, "the reply was not streamed token by token"
+        assert len(frames) > 1 and "".join(frames) == done.text, "the reply was not streamed as it came"
 
         user_view, reply_view = screen.chat_log.views()
         assert (user_view.role, user_view.text) == ("user", "Hello there")

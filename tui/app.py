@@ -1,8 +1,9 @@
-"""The edge-ai terminal app: owns the config, the history store and the engine slot.
+"""The edge-ai terminal app: owns the config, the history store and the model's scheduler.
 
 Screens and widgets talk to it through attributes (`cfg`, `history`, `engines`) and a few
-methods (`switch_model`, `apply_settings`, `toggle_theme`); model loading runs in a thread
-worker and reports back with messages, so the event loop never waits for llama.cpp.
+methods (`switch_model`, `apply_settings`, `toggle_theme`). `engines` is the model's
+`runtime.llm.scheduler.Scheduler`: the model is loaded, used and freed on its one thread, and
+loads report back with messages, so the event loop never waits for llama.cpp.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-from textual import work
 from textual.app import App, InvalidThemeError, SystemCommand
 from textual.message import Message
 from textual.screen import Screen
@@ -26,11 +27,15 @@ from edge_ai.errors import EdgeAIError
 from edge_ai.history import HistoryStore
 from edge_ai.paths import get_paths
 from runtime.llm.interface import ChatEngine
-from tui.engine_slot import EngineFactory, EngineSlot, default_engine_factory
+from runtime.llm.scheduler import Scheduler
 from tui.keys import COMMANDS
 from tui.screens.chat import ChatScreen
 
 log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[Config], ChatEngine]
+"""Builds an engine (`runtime.llm.engine.Engine`, or a test's scripted one) from config."""
+REPLY_QUEUE = 2  # a reply the screen let go of may still be ending when the next one is sent
 
 DARK_THEME = "textual-dark"
 LIGHT_THEME = "textual-light"
@@ -59,7 +64,8 @@ class EdgeAIApp(App[None]):
                  history: HistoryStore | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.engines = EngineSlot(engine_factory or self._default_factory)
+        self._engine_factory = engine_factory or self._default_factory
+        self.engines = Scheduler(queue_size=REPLY_QUEUE, name="tui")
         self.history = history if history is not None else HistoryStore(get_paths().history_db)
         self.model_name = cfg.model.name
         self.engine_state = "loading model…"
@@ -83,13 +89,16 @@ class EdgeAIApp(App[None]):
         self.call_after_refresh(self.load_model, self.cfg.model)
 
     def on_unmount(self) -> None:
-        self.engines.close()  # waits for a reply in progress to stop and be saved
+        self.engines.close()  # waits for a reply in progress to stop and be saved, frees the model
         self.history.close()
 
     # -- model ---------------------------------------------------------------------------------
 
     def _default_factory(self, cfg: Config) -> ChatEngine:
-        return default_engine_factory(cfg, progress=self._assembly_progress)
+        """The configured engine; a packaged model's assembly is shown in the status bar."""
+        from runtime.llm.loading import open_engine
+
+        return open_engine(cfg, progress=self._assembly_progress)
 
     def _assembly_progress(self, done: int, total: int) -> None:
         percent = done * 100 // max(total, 1)
@@ -98,16 +107,22 @@ class EdgeAIApp(App[None]):
             self.post_message(self.EngineLoading(self.model_name, f"assembling model {percent}%"))
 
     def load_model(self, model: config_mod.ModelSettings) -> None:
-        """Load `model` in a worker and make it current; the old engine serves until then, then closes."""
+        """Load `model` on the model's thread and make it current, stopping a reply in progress;
+        the old engine is closed once the new one is in (and stays if the new one fails)."""
         self._load_ticket += 1
-        self.post_message(self.EngineLoading(model.name))
-        self._load_worker(model, self._load_ticket)
-
-    @work(thread=True, group="engine", exit_on_error=False)
-    def _load_worker(self, model: config_mod.ModelSettings, ticket: int) -> None:
+        ticket = self._load_ticket
         cfg = dataclasses.replace(self.cfg, model=model)
+        self.post_message(self.EngineLoading(model.name))
+
+        def open_engine() -> ChatEngine | None:  # a pick superseded while it waited loads nothing
+            return self._engine_factory(cfg) if ticket == self._load_ticket else None
+
+        self.engines.load(open_engine).add_done_callback(lambda future: self._loaded(model, future))
+
+    def _loaded(self, model: config_mod.ModelSettings, future: Future[ChatEngine | None]) -> None:
+        """On the model's thread: tell the app how the load ended."""
         try:
-            engine = self.engines.load(cfg, wanted=lambda: ticket == self._load_ticket)
+            engine = future.result()
         except EdgeAIError as exc:
             self.post_message(self.EngineFailed(model.name, str(exc)))
             return

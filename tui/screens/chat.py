@@ -1,15 +1,16 @@
 """The chat screen: conversation sidebar, message list, input, status bar.
 
-Replies run in a thread worker (`_run_reply`) that holds the engine through `EngineSlot.use()`
-and posts the reply's text up as `ReplyText` messages, coalesced to at most `FRAME_RATE` a second:
-on a 2-core laptop every message the UI handles takes CPU from llama.cpp's threads, and a
-message per token cost a third of the decode speed. It stores the reply as it grows (inserted with the
-first token, rewritten every `SAVE_INTERVAL_S`), so a crash mid-reply keeps what was written, and
-stores the final text with its metrics before posting `ReplyDone`. The screen streams tokens
-into the reply's Markdown widget through a `MarkdownStream`, so each token appends instead of
-re-rendering the message.
-Every reply belongs to a `ReplyJob`; messages of a job the screen has let go of (new chat,
-other conversation) are ignored, while the worker still saves that reply where it belongs.
+A reply is a job on the model's own thread (`runtime.llm.scheduler`, the app's `engines`),
+submitted before its view is mounted, so the engine starts at once and tokens that arrive during
+the mount wait in the job's event stream (`runtime.llm.stream`). On the model's thread the job
+also stores the reply as it grows (inserted with the first token, rewritten every
+`SAVE_INTERVAL_S`, finished with its metrics), so a crash, a quit or a conversation switch
+mid-reply keeps what was written. On the event loop `_show_reply` reads the events and draws
+them into the reply's Markdown through a `MarkdownStream` (each token appends instead of
+re-rendering the message), at most `FRAME_RATE` times a second: on a 2-core laptop every frame
+the UI draws takes CPU from llama.cpp's threads.
+Every reply belongs to a `ReplyJob`; once the screen lets go of one (new chat, other
+conversation) it stops drawing it, while the model's thread still saves it where it belongs.
 """
 
 from __future__ import annotations
@@ -19,23 +20,26 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 from textual.widgets.markdown import MarkdownStream
 
-from edge_ai.errors import EdgeAIError
+from edge_ai.errors import EdgeAIError, StoppedError
 from edge_ai.fileio import atomic_write_text
 from edge_ai.history import Conversation, HistoryStore
 from edge_ai.history import Message as StoredMessage
-from runtime.llm.events import DoneEvent, SamplingParams, TokenEvent
+from runtime.llm.events import DoneEvent, Event, SamplingParams, TokenEvent
+from runtime.llm.interface import ChatEngine
+from runtime.llm.scheduler import Call
+from runtime.llm.stream import EventStream, stream
 from tui import keys
 from tui.screens.dialogs import ConfirmScreen, PromptScreen
 from tui.screens.help import HelpScreen
@@ -53,7 +57,9 @@ log = logging.getLogger(__name__)
 
 TITLE_LENGTH = 48
 SAVE_INTERVAL_S = 0.5  # how often a growing reply is rewritten in the history
-FRAME_RATE = 15  # reply updates per second on screen: smooth to the eye, cheap for the CPU
+FRAME_RATE = 12  # at most, reply updates per second on screen while a reply streams
+SLOWEST_FRAME_RATE = 1  # at least, whatever drawing costs
+UI_CPU_SHARE = 0.04  # of one core, for drawing a streaming reply: the rest is llama.cpp's
 
 
 def title_from(text: str) -> str:
@@ -67,17 +73,34 @@ def slugify(title: str) -> str:
     return slug[:60] or "conversation"
 
 
-@dataclass
-class ReplyJob:
-    id: int
-    conversation_id: int
-    messages: list[dict[str, str]]
-    sampling: SamplingParams
-    stop: threading.Event = field(default_factory=threading.Event)
+class FramePace:
+    """When to draw the next frame of a streaming reply: the first token at once, then at most
+    FRAME_RATE a second, and only while this (the UI) thread has used less than UI_CPU_SHARE of
+    a core since the reply began, but at least SLOWEST_FRAME_RATE a second.
+
+    On a 2-core laptop llama.cpp's two threads wait for each other at every step of a token, so
+    any CPU the UI takes stalls both: measured, drawing 15 frames a second (13% of a core) cost
+    15% of the decode speed. The budget keeps the cost small on any machine and any reply
+    (long Markdown costs more to lay out), instead of a frame rate tuned for one.
+    """
+
+    def __init__(self) -> None:
+        self._started, self._cpu_at_start = time.monotonic(), time.thread_time()
+        self._shown_at: float | None = None
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if self._shown_at is not None:
+            since = now - self._shown_at
+            within_budget = time.thread_time() - self._cpu_at_start <= UI_CPU_SHARE * (now - self._started)
+            if since < 1 / SLOWEST_FRAME_RATE and not (since >= 1 / FRAME_RATE and within_budget):
+                return False
+        self._shown_at = now
+        return True
 
 
 class SavedReply:
-    """A reply's row in the history, kept up to date from the worker thread (the store is thread-safe).
+    """A reply's row in the history, kept up to date from the model's thread (the store is thread-safe).
 
     The row is inserted with the first text and rewritten at most every `SAVE_INTERVAL_S`, so a
     crash loses at most that much of a reply; `finish` stores the final text with the metrics.
@@ -89,6 +112,11 @@ class SavedReply:
         self._stored: StoredMessage | None = None
         self._text = ""
         self._saved_at = 0.0
+
+    @property
+    def stored(self) -> StoredMessage | None:
+        """The reply's row as last saved (None before the first token)."""
+        return self._stored
 
     def grow(self, text: str) -> None:
         self._text += text
@@ -118,28 +146,33 @@ class SavedReply:
             return self._stored
 
 
-class ReplyText(Message):
-    """New reply text: every token generated since the previous `ReplyText` of the job."""
+@dataclass
+class ReplyJob:
+    id: int
+    conversation_id: int
+    messages: list[dict[str, str]]
+    sampling: SamplingParams
+    saved: SavedReply
+    events: EventStream | None = None
 
-    def __init__(self, job_id: int, text: str) -> None:
-        super().__init__()
-        self.job_id, self.text = job_id, text
+    def call(self) -> Call:
+        """The job as the model's thread runs it: the engine's reply, saved as it streams."""
 
+        def reply(engine: ChatEngine, stop: threading.Event) -> Iterator[Event]:
+            try:
+                for event in engine.chat(self.messages, self.sampling, stop=stop):
+                    if isinstance(event, TokenEvent):
+                        self.saved.grow(event.text)
+                    else:
+                        metrics: dict[str, Any] = event.metrics.as_dict()
+                        metrics.update(finish_reason=event.reason, model=engine.name)
+                        self.saved.finish(event.text, metrics)
+                    yield event
+            except Exception:
+                self.saved.keep()
+                raise
 
-class ReplyDone(Message):
-    """The reply ended (`event` is None if it was stopped before it started) and was saved as `stored`."""
-
-    def __init__(self, job_id: int, event: DoneEvent | None, stored: StoredMessage | None) -> None:
-        super().__init__()
-        self.job_id, self.event, self.stored = job_id, event, stored
-
-
-class ReplyFailed(Message):
-    """The reply failed; what it had written so far is kept as `stored` (None if nothing)."""
-
-    def __init__(self, job_id: int, error: str, stored: StoredMessage | None = None) -> None:
-        super().__init__()
-        self.job_id, self.error, self.stored = job_id, error, stored
+        return reply
 
 
 class ChatScreen(Screen[None]):
@@ -300,15 +333,22 @@ class ChatScreen(Screen[None]):
         return out
 
     async def start_reply(self, *views_before: MessageView) -> None:
-        """Mount `views_before` and the reply view, then start the engine.
+        """Start the reply on the model's thread, then mount `views_before` and the reply's view.
 
-        The worker starts only once the reply's stream exists: a handler run from a key binding
-        does not hold other messages back while it awaits the mount, so text (or the end of a
-        short reply) could otherwise arrive before there is a view to show it in.
+        The job is submitted first so the engine works while the views mount; its first tokens
+        wait in the job's stream (a reply may even end before the mount does).
         """
         assert self.conversation is not None
+        history = self.edge_app.history
         sampling = SamplingParams.from_settings(self.edge_app.cfg.sampling)
-        job = ReplyJob(next(self._job_ids), self.conversation.id, self.engine_messages(), sampling)
+        job = ReplyJob(next(self._job_ids), self.conversation.id, self.engine_messages(), sampling,
+                       SavedReply(history, self.conversation.id))
+        try:
+            job.events = stream(self.edge_app.engines, job.call())
+        except EdgeAIError as exc:  # the app is closing, or a let-go reply still fills the queue
+            await self.chat_log.add(*views_before)
+            await self.show_error(str(exc))
+            return
         self.job = job  # busy from now: a second Enter during the mount is refused
         view = MessageView("assistant", footer="generating…")
         await self.chat_log.add(*views_before, view)
@@ -317,92 +357,94 @@ class ChatScreen(Screen[None]):
         self._reply_view, self._stream = view, view.start_stream()
         view.add_class("streaming")
         self.status.state = "generating…"
-        self._run_reply(job)
+        self._show_reply(job)
 
-    @work(thread=True, group="reply", exit_on_error=False)
-    def _run_reply(self, job: ReplyJob) -> None:
-        """Worker thread: generate, post tokens, save the reply as it grows, then with its metrics."""
-        app = self.edge_app
-        saved = SavedReply(app.history, job.conversation_id)
+    @work(group="reply", exit_on_error=False)
+    async def _show_reply(self, job: ReplyJob) -> None:
+        """Draw the job's events as they come, at most FRAME_RATE times a second, then its end."""
+        assert job.events is not None
+        pending, pace = "", FramePace()
         try:
-            with app.engines.use() as engine:
-                done: DoneEvent | None = None
-                pending, posted_at = "", 0.0
-                if not job.stop.is_set():
-                    for event in engine.chat(job.messages, job.sampling, stop=job.stop):
-                        if isinstance(event, TokenEvent):
-                            saved.grow(event.text)
-                            pending += event.text
-                            if time.monotonic() - posted_at >= 1 / FRAME_RATE:  # the first token at once
-                                self.post_message(ReplyText(job.id, pending))
-                                pending, posted_at = "", time.monotonic()
-                        else:
-                            done = event
-                if pending:
-                    self.post_message(ReplyText(job.id, pending))
-                stored = None
-                if done is not None:
-                    metrics: dict[str, Any] = done.metrics.as_dict()
-                    metrics.update(finish_reason=done.reason, model=engine.name)
-                    stored = saved.finish(done.text, metrics)
-                self.post_message(ReplyDone(job.id, done, stored))
-        except EdgeAIError as exc:
-            self.post_message(ReplyFailed(job.id, str(exc), saved.keep()))
-        except Exception as exc:  # keep the app alive; the traceback goes to the log file
-            log.exception("reply failed")
-            self.post_message(ReplyFailed(job.id, f"unexpected {type(exc).__name__}: {exc} (see the log file)",
-                                          saved.keep()))
+            async for event in job.events:
+                if not self._is_current(job.id):
+                    return  # let go of: the model's thread still saves it
+                if isinstance(event, DoneEvent):
+                    await self._show_text(pending)
+                    await self._reply_done(job, event)
+                    return
+                pending += event.text
+                if pace.due():
+                    await self._show_text(pending)
+                    pending = ""
+        except StoppedError:
+            pass  # stopped before the model started
+        except Exception as exc:
+            if not isinstance(exc, EdgeAIError):  # keep the app alive; the traceback goes to the log file
+                log.exception("reply failed")
+            error = str(exc) if isinstance(exc, EdgeAIError) else \
+                f"unexpected {type(exc).__name__}: {exc} (see the log file)"
+            if self._is_current(job.id):
+                await self._reply_failed(job, error)
+            else:
+                log.warning("a reply the screen no longer shows failed: %s", error)
+            return
+        if self._is_current(job.id):
+            await self._reply_done(job, None)
+
+    async def _show_text(self, text: str) -> None:
+        if text and self._stream is not None:
+            await self._stream.write(text)
 
     def _is_current(self, job_id: int) -> bool:
         return self.job is not None and self.job.id == job_id
 
-    async def on_reply_text(self, message: ReplyText) -> None:
-        if self._is_current(message.job_id) and self._stream is not None:
-            await self._stream.write(message.text)
+    @staticmethod
+    def _cancel(job: ReplyJob) -> None:
+        if job.events is not None:
+            job.events.cancel()
 
     async def _end_stream(self) -> MessageView | None:
-        stream, view = self._stream, self._reply_view
+        stream_, view = self._stream, self._reply_view
         self._stream = self._reply_view = None
         self.job = None
-        if stream is not None:
-            await stream.stop()
+        if stream_ is not None:
+            await stream_.stop()
         if view is not None:
             view.remove_class("streaming")
         return view
 
-    async def on_reply_done(self, message: ReplyDone) -> None:
-        if not self._is_current(message.job_id):
-            return
+    async def _reply_done(self, job: ReplyJob, event: DoneEvent | None) -> None:
+        """The reply ended (`event` is None if it was stopped before it started) and is saved."""
         view = await self._end_stream()
-        if message.stored is not None and message.event is not None:
-            self.messages.append(message.stored)
-            self.last_done = message.event
+        stored = job.saved.stored
+        if stored is not None and event is not None:
+            self.messages.append(stored)
+            self.last_done = event
             if view is not None:
-                view.finish(message.stored.id, message.stored.metrics)
-            metrics = message.event.metrics
+                view.finish(stored.id, stored.metrics)
+            metrics = event.metrics
             status = self.status
             status.ttft_s, status.tok_s = metrics.ttft_s, metrics.decode_tok_s
             status.context_used, status.context_size = metrics.context_used, metrics.context_size
-        elif view is not None:  # stopped before the model started
+        elif view is not None:  # stopped before the model wrote anything
             await view.remove()
         self.status.state = "ready"
         await self.refresh_sidebar()
 
-    async def on_reply_failed(self, message: ReplyFailed) -> None:
-        if not self._is_current(message.job_id):
-            log.warning("a reply the screen no longer shows failed: %s", message.error)
-            return
+    async def _reply_failed(self, job: ReplyJob, error: str) -> None:
+        """The reply failed; what it had written so far was kept by the model's thread."""
         view = await self._end_stream()
-        if message.stored is not None:
-            self.messages.append(message.stored)
+        stored = job.saved.stored
+        if stored is not None:
+            self.messages.append(stored)
         if view is not None:
-            if message.stored is not None or view.text:
-                view.message_id = message.stored.id if message.stored is not None else None
+            if stored is not None or view.text:
+                view.message_id = stored.id if stored is not None else None
                 view.set_footer("failed")
             else:
                 await view.remove()
         self.status.state = "ready" if self.edge_app.engines.engine is not None else "no model"
-        await self.show_error(message.error)
+        await self.show_error(error)
 
     async def show_error(self, text: str) -> None:
         await self.chat_log.add(ErrorView(text))
@@ -411,7 +453,7 @@ class ChatScreen(Screen[None]):
     async def _let_go_of_reply(self) -> None:
         """Stop the reply in progress and stop showing it; its worker still saves it."""
         if self.job is not None:
-            self.job.stop.set()
+            self._cancel(self.job)
             await self._end_stream()
             self.status.state = "ready"
 
@@ -434,7 +476,7 @@ class ChatScreen(Screen[None]):
     def action_stop(self) -> None:
         if self.job is None:
             return
-        self.job.stop.set()
+        self._cancel(self.job)
         self.status.state = "stopping…"
 
     async def action_new_chat(self) -> None:
