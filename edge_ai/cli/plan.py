@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from edge_ai import registry
-from edge_ai.console import ProgressBar, out
+from edge_ai.console import ProgressBar, err, out
 from edge_ai.errors import EdgeAIError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -45,6 +45,10 @@ def plan_cmd(
     vram: Annotated[Optional[str], typer.Option("--vram", help="GPU memory budget, e.g. 8G")] = None,
     unified: Annotated[Optional[str], typer.Option("--unified", help="one pool shared by CPU and GPU, e.g. 16G")] = None,
     batch: Annotated[int, typer.Option("--batch", help="micro-batch in tokens (sizes the compute buffer)")] = 512,
+    cpu_moe: Annotated[bool, typer.Option("--cpu-moe", help="keep every routed expert in system RAM")] = False,
+    n_cpu_moe: Annotated[Optional[int], typer.Option(
+        "--n-cpu-moe", help="keep the routed experts of the first N layers in system RAM")] = None,
+    apply: Annotated[bool, typer.Option("--apply", help="save the plan: chat, ask and serve load MODEL with it")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
 ) -> None:
     """Plan memory for MODEL: weights by role, KV cache, compute buffers, placement, tok/s, llama.cpp flags."""
@@ -59,6 +63,10 @@ def plan_cmd(
         raise EdgeAIError(f"--kv-type {kv_type!r} is not one of {', '.join(KV_TYPES)}")
     if unified is not None and (ram is not None or vram is not None):
         raise EdgeAIError("--unified is one pool for CPU and GPU: give it alone, without --ram/--vram")
+    if cpu_moe and n_cpu_moe is not None:
+        raise EdgeAIError("--cpu-moe keeps every expert in RAM, --n-cpu-moe N some of them: give one")
+    if n_cpu_moe is not None and n_cpu_moe < 1:
+        raise EdgeAIError(f"--n-cpu-moe {n_cpu_moe} must be a positive number of layers")
     if ctx is not None and ctx < 1:
         raise EdgeAIError(f"--ctx {ctx} must be a positive number of tokens")
     pool = parse_size(unified, "--unified") if unified is not None else None
@@ -67,9 +75,13 @@ def plan_cmd(
                     gpu_backend=bool(llama_cpp.llama_supports_gpu_offload()))
     with ProgressBar("assembling model", in_bytes=True) as bar:
         info = check_gguf(registry.resolve(model, progress=bar))
-    plan = make_plan(info, budget, Request(ctx=ctx, kv_type=kv_type, n_ubatch=batch), name=model)
+    below = info.block_count if cpu_moe else n_cpu_moe
+    plan = make_plan(info, budget, Request(ctx=ctx, kv_type=kv_type, n_ubatch=batch, cpu_moe_below=below), name=model)
     if not plan.fits:
         raise EdgeAIError(impossible_message(plan))
+    if apply:
+        saved = registry.save_plan(model, plan.load_options())
+        err.print(f"saved: chat, ask and serve load {model} with this plan ({saved})")
     bandwidth = measure_read_bandwidth()
     speed = plan.tokens_per_second(bandwidth)
     if as_json:
@@ -84,7 +96,7 @@ def plan_cmd(
 
 def _print_plan(plan, bandwidth: float, speed: tuple[float, float] | None) -> None:  # plan: runtime.planner.Plan
     table = Table("part", "size", "where", box=None, title=f"{plan.model} ({plan.architecture}, {plan.n_layer} layers)")
-    cpu_experts = plan.cpu_moe_layers if plan.n_gpu_layers else plan.expert_layers
+    cpu_experts = plan.cpu_moe_layers if plan.n_gpu_layers or plan.user_moe else plan.expert_layers
     all_gpu = bool(plan.gpu.budget) and plan.n_gpu_layers > plan.n_layer
     for role, n in plan.weights_by_role.items():
         where = "RAM" if not plan.gpu.budget or role == "embeddings" else ("VRAM" if all_gpu else "RAM+VRAM")

@@ -53,6 +53,7 @@ class Request:
     kv_type: str | None = None
     n_ubatch: int = 512
     swa_full: bool = False
+    cpu_moe_below: int | None = None  # keep the experts of blocks below this in system RAM (--n-cpu-moe)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class Plan:
     n_gpu_layers: int  # layers llama.cpp offloads (n_layer + 1 also offloads the output layer)
     n_cpu_moe: int  # leading expert layers whose experts stay in system RAM
     expert_layers: list[int]
+    user_moe: bool  # the user asked for the experts in system RAM (--cpu-moe / --n-cpu-moe)
     mode: str  # "ram", "gpu", "unified" or "mmap-paged"
     fits: bool
     missing: int  # bytes short of the budget when it does not fit
@@ -114,18 +116,24 @@ class Plan:
     def cpu_moe_layers(self) -> list[int]:
         return self.expert_layers[: self.n_cpu_moe]
 
-    def override_patterns(self) -> list[str]:
-        """Anchored tensor-name regexes (llama.cpp matches them anywhere) for the experts kept in
-        system RAM when the other layers are offloaded."""
-        if not self.n_cpu_moe or not self.n_gpu_layers:
+    def tensor_overrides(self) -> list[tuple[str, str]]:
+        """(regex, device) overrides keeping the planned experts in system RAM while the rest is offloaded."""
+        if not self.n_cpu_moe or not (self.n_gpu_layers or self.user_moe):
             return []
-        layers = "|".join(str(il) for il in self.cpu_moe_layers)
-        return [rf"^blk\.({layers})\.ffn_[a-z_]+_exps\.[a-z]+$"]
+        return expert_overrides(self.cpu_moe_layers)
+
+    def load_options(self) -> dict[str, object]:
+        """The runtime.llm.engine.EngineOptions fields that load this plan in this llama.cpp build
+        (a GPU placement only where a GPU backend exists)."""
+        gpu = self.gpu_applied or self.mode == "unified"
+        return {"context": self.ctx, "kv_type": self.kv_type, "flash_attn": self.flash_attn,
+                "n_gpu_layers": self.n_gpu_layers if gpu else 0,
+                "tensor_overrides": [list(o) for o in self.tensor_overrides()] if gpu or self.user_moe else []}
 
     def llama_cpp_flags(self) -> list[str]:
         """The llama.cpp command-line flags (llama-cli / llama-server) that load the same placement."""
         flags = ["-m", self.path, "-c", str(self.ctx), "-ub", str(self.n_ubatch), "-ngl", str(self.n_gpu_layers)]
-        if self.n_gpu_layers and self.n_cpu_moe:
+        if self.n_cpu_moe and (self.n_gpu_layers or self.user_moe):
             whole = self.n_cpu_moe == len(self.expert_layers)
             flags += ["--cpu-moe"] if whole else ["--n-cpu-moe", str(self.expert_layers[self.n_cpu_moe - 1] + 1)]
         if self.kv_type != "f16":
@@ -150,7 +158,7 @@ class Plan:
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
         data["cpu"]["total"], data["gpu"]["total"] = self.cpu.total, self.gpu.total
-        data["overrides"] = self.override_patterns()
+        data["overrides"] = [f"{pattern}={device}" for pattern, device in self.tensor_overrides()]
         data["llama_cpp_flags"] = self.llama_cpp_flags()
         return data
 
@@ -166,6 +174,11 @@ class _Sizer:
         self.repack = repacked_bytes(info, cpu_flags)
         self.output_layer = (self.w.by_role.get(Role.OUTPUT, 0) or
                              (self.w.by_role.get(Role.EMBEDDINGS, 0) if self.w.tied_output else 0))
+
+    def forced_cpu_moe(self) -> int:
+        """How many expert layers the user keeps in system RAM."""
+        below = self.request.cpu_moe_below
+        return 0 if below is None else sum(1 for il in self.w.expert_layers if il < below)
 
     def ubatch(self, ctx: int) -> int:
         """llama-cpp-python clamps the batch, and so the micro-batch, to the context."""
@@ -208,12 +221,23 @@ class _Sizer:
         if experts:  # experts leave the GPU layer by layer before any always-used weight does
             candidates += [(full, n) for n in range(1, len(experts) + 1)]
         candidates += [(ngl, len(experts)) for ngl in range(self.n_layer, -1, -1)]
+        forced = self.forced_cpu_moe()
         for ngl, n_cpu_moe in candidates:
+            if n_cpu_moe < forced:
+                continue
             cpu, gpu = pools(ngl, n_cpu_moe)
             if not gpu.shortfall:
                 return cpu, gpu, ngl, n_cpu_moe
         cpu, gpu = pools(0, len(experts))
         return cpu, gpu, 0, len(experts)
+
+
+def expert_overrides(layers: list[int]) -> list[tuple[str, str]]:
+    """One anchored (regex, "CPU") override for the routed experts of blocks `layers` (llama.cpp's
+    `-ot`; `--cpu-moe` is every expert layer, `--n-cpu-moe N` those below block N)."""
+    if not layers:
+        return []
+    return [(rf"^blk\.({'|'.join(str(il) for il in layers)})\.ffn_[a-z_]+_exps\.[a-z]+$", "CPU")]
 
 
 def kv_type_fits_heads(info: GGUFInfo, kv_type: str) -> bool:
@@ -235,6 +259,9 @@ def make_plan(info: GGUFInfo, budget: Budget, request: Request = Request(), *, n
         raise EdgeAIError(f"a {request.kv_type} KV cache needs attention heads of a multiple of {QUANT_BLOCK} "
                           f"values and {info.path.name} has {head_dim(info)}: use --kv-type f16")
     sizer = _Sizer(info, request, cpu_flags)
+    if request.cpu_moe_below is not None and not sizer.w.is_moe:
+        raise EdgeAIError(f"{info.path.name} has no routed experts (a dense model): --cpu-moe and --n-cpu-moe "
+                          "apply to mixture-of-experts models only")
     trained = info.context_length or 4096
     wanted = _pad(min(request.ctx or trained, trained)) if request.ctx else _pad(trained)
 
@@ -280,7 +307,7 @@ def _place(sizer: _Sizer, budget: Budget, ctx: int, kv_type: str, name: str) -> 
                          "load with this --vram budget; here everything stays in system RAM")
     else:
         cpu = sizer.cpu_only(ctx, kv_type, budget.ram)
-        gpu, n_cpu_moe = Pool(), 0
+        gpu, n_cpu_moe = Pool(), sizer.forced_cpu_moe()
         ngl = sizer.n_layer + 1 if budget.unified and budget.gpu_backend else 0
         mode = "unified" if budget.unified else "ram"
     fits = not cpu.shortfall and not gpu.shortfall
@@ -296,7 +323,8 @@ def _place(sizer: _Sizer, budget: Budget, ctx: int, kv_type: str, name: str) -> 
                 ctx=ctx, kv_type=kv_type, flash_attn=kv_type != "f16", n_ubatch=sizer.ubatch(ctx),
                 weights_by_role={role.value: n for role, n in w.by_role.items()}, repacked=sizer.repack,
                 compute_buffer=sizer.compute(ctx, kv_type != "f16"), cpu=cpu, gpu=gpu,
-                n_gpu_layers=ngl, n_cpu_moe=n_cpu_moe, expert_layers=w.expert_layers, mode=mode, fits=fits,
+                n_gpu_layers=ngl, n_cpu_moe=n_cpu_moe, expert_layers=w.expert_layers,
+                user_moe=sizer.request.cpu_moe_below is not None, mode=mode, fits=fits,
                 missing=missing, gpu_applied=use_gpu and budget.gpu_backend, bytes_per_token=w.read_per_token(),
                 kv_bytes_full=sizer.kv(ctx, kv_type), notes=notes)
 

@@ -56,7 +56,8 @@ def test_experts_leave_the_gpu_first_layer_by_layer(tiny_moe) -> None:
     # VRAM for everything but one layer's experts (the 5% margin included): layer 0's experts go to RAM.
     tight = make_plan(info, Budget(ram=GIB, vram=int((need - one_layer // 2) / 0.95)), Request(ctx=1024))
     assert (tight.n_gpu_layers, tight.n_cpu_moe) == (3, 1)
-    assert tight.override_patterns() == [r"^blk\.(0)\.ffn_[a-z_]+_exps\.[a-z]+$"]
+    assert tight.tensor_overrides() == [(r"^blk\.(0)\.ffn_[a-z_]+_exps\.[a-z]+$", "CPU")]
+    assert tight.load_options()["tensor_overrides"] == []  # no GPU backend here: nothing to keep off it
     assert "--n-cpu-moe" in tight.llama_cpp_flags() and tight.gpu.weights == everything.gpu.weights - one_layer
     no_experts = make_plan(info, Budget(ram=GIB, vram=int((need - 2 * one_layer + 1024) / 0.95)), Request(ctx=1024))
     assert (no_experts.n_gpu_layers, no_experts.n_cpu_moe) == (3, 2) and "--cpu-moe" in no_experts.llama_cpp_flags()
