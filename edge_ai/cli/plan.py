@@ -1,4 +1,5 @@
-"""`edge-ai plan MODEL`: where a model's parts should live, how long a context it gets, how fast it runs.
+"""`edge-ai plan MODEL`: where a model's parts should live, how long a context it gets, how fast it runs;
+`edge-ai moe profile MODEL --text FILE`: which experts the router picks.
 
 Thin: parses budgets, calls runtime.planner, prints a table or JSON. An impossible plan is an
 error (one line, exit 1) that says how much memory is missing and what to do.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -125,6 +127,36 @@ def _print_plan(plan, bandwidth: float, speed: tuple[float, float] | None) -> No
         out.print(f"note: {note}")
 
 
+moe_app = typer.Typer(help="Mixture-of-experts tools.", no_args_is_help=True)
+
+
+@moe_app.command("profile")
+def moe_profile_cmd(
+    model: Annotated[str, typer.Argument(help="model name or .gguf path (a mixture-of-experts model)")],
+    text: Annotated[Path, typer.Option("--text", help="UTF-8 calibration text")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON file (default: MODEL-experts.json)")] = None,
+    ctx: Annotated[int, typer.Option("--ctx", help="tokens per window")] = 512,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="profile at most this many tokens")] = 16384,
+) -> None:
+    """Count which experts the router picks in each layer over the text; print a heatmap, save JSON."""
+    from edge_ai.cli.toolchain import read_text
+    from edge_ai.gguf_file import check_gguf
+    from runtime.planner.profile import require_moe, run_profile
+
+    with ProgressBar("assembling model", in_bytes=True) as bar:
+        info = check_gguf(registry.resolve(model, progress=bar))
+    require_moe(info)
+    profile = run_profile(info, read_text(text), n_ctx=ctx, max_tokens=max_tokens)
+    target = output or Path(f"{info.path.stem}-experts.json")
+    profile.save(target)
+    out.print(f"{profile.model}: {profile.tokens} tokens, {profile.n_expert_used} of {profile.n_expert} experts "
+              f"per token; darker = picked more often (per layer)")
+    for line in profile.heatmap():
+        out.print(line)
+    err.print(f"saved {target}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add `plan` to the main `edge-ai` app."""
+    """Add `plan` and `moe` to the main `edge-ai` app."""
     app.command("plan")(plan_cmd)
+    app.add_typer(moe_app, name="moe")

@@ -1,4 +1,4 @@
-"""Tensor buffer-type overrides for llama-cpp-python, which has no `override_tensor` parameter.
+"""Tensor buffer-type overrides and an eval-callback tap for llama-cpp-python, which exposes neither.
 
 llama.cpp's `llama_model_params.tensor_buft_overrides` is a NULL-terminated array of
 {regex, buffer type}: every weight whose name matches is allocated in that buffer type instead of
@@ -20,9 +20,9 @@ import contextlib
 import ctypes
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-import llama_cpp
 import llama_cpp.llama_cpp as llama_lib
 
 from edge_ai.errors import EdgeAIError
@@ -95,17 +95,71 @@ def applied(info: GGUFInfo, overrides: Sequence[tuple[str, str]]) -> Iterator[Ov
         return
     check_patterns(info, overrides)
     table = Overrides(overrides)
-    original = llama_lib.llama_model_default_params
+    with _patched_defaults("llama_model_default_params", lambda p: setattr(p, "tensor_buft_overrides", table.address)):
+        yield table
 
-    def with_overrides() -> llama_cpp.llama_model_params:
+class _TensorHead(ctypes.Structure):
+    """The leading fields of struct ggml_tensor (ggml.h), stable across ggml versions: type, buffer, ne, nb."""
+
+    _fields_ = [("type", ctypes.c_int), ("buffer", ctypes.c_void_p), ("ne", ctypes.c_int64 * 4),
+                ("nb", ctypes.c_size_t * 4)]
+
+
+class TensorTap:
+    """Reads the int32 tensors named `prefix<layer>` as llama.cpp computes them (its eval callback).
+
+    llama.cpp asks the callback, node by node, whether it wants a tensor (ask=True), then calls it
+    again once the tensor is computed (ask=False): only then is the data valid, so it is copied out
+    right away. `rows[layer]` collects (n_tokens, ne0) arrays; a view's rows may be strided (the MoE
+    top-k is a view of an n_expert-wide argsort), so nb[1] is honoured."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix.encode()
+        self.rows: dict[int, list[list[int]]] = {}
+        self._get_name = _function("ggml_get_name", ctypes.c_char_p, [ctypes.c_void_p])
+        self._tensor_get = _function("ggml_backend_tensor_get", None,
+                                     [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t])
+        self.callback = llama_lib.ggml_backend_sched_eval_callback(self._on_tensor)
+
+    def _on_tensor(self, tensor: int, ask: bool, _user_data: int) -> bool:
+        name = self._get_name(tensor) or b""
+        if not name.startswith(self.prefix):
+            return not ask  # ask: not wanted; computed: keep going
+        if ask:
+            return True
+        head = _TensorHead.from_address(tensor)
+        width, n_rows, stride = head.ne[0], head.ne[1], head.nb[1]
+        size = (n_rows - 1) * stride + width * 4
+        buf = (ctypes.c_int32 * (size // 4 + 1))()
+        self._tensor_get(tensor, buf, 0, size)
+        step = stride // 4
+        layer = int(name[len(self.prefix):])
+        self.rows.setdefault(layer, []).extend(list(buf[r * step:r * step + width]) for r in range(n_rows))
+        return True
+
+
+@contextlib.contextmanager
+def tapped(tap: TensorTap) -> Iterator[TensorTap]:
+    """Within the block, `llama_cpp.Llama(...)` creates its context with `tap` as the eval callback.
+    The context keeps calling it: keep `tap` alive as long as the Llama."""
+    with _patched_defaults("llama_context_default_params", lambda p: setattr(p, "cb_eval", tap.callback)):
+        yield tap
+
+
+@contextlib.contextmanager
+def _patched_defaults(name: str, edit: Callable[[Any], None]) -> Iterator[None]:
+    """Within the block, llama_cpp's `name()` (the default model or context params `Llama` starts
+    from) returns its defaults changed by `edit`."""
+    original = getattr(llama_lib, name)
+
+    def patched() -> Any:
         params = original()
-        params.tensor_buft_overrides = table.address
+        edit(params)
         return params
 
     with _patch_lock:
-        llama_lib.llama_model_default_params = with_overrides
+        setattr(llama_lib, name, patched)
         try:
-            yield table
+            yield
         finally:
-            llama_lib.llama_model_default_params = original
-
+            setattr(llama_lib, name, original)

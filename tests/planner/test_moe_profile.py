@@ -1,0 +1,60 @@
+"""`edge-ai moe profile`: the router's picks read through llama.cpp's eval callback on a tiny
+converted Qwen3-MoE; counts add up to tokens x expert layers x experts per token."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_ai.errors import EdgeAIError
+from edge_ai.gguf_file import read_gguf
+from runtime.planner.profile import ExpertProfile, run_profile
+
+TEXT = ("The river bends past the mill where the old miller keeps his cats. In spring the water rises "
+        "and the children watch boats drift by, counting sails: one, two, three, and then many more. ") * 12
+
+
+def _edge_ai(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge_ai", *args], capture_output=True, text=True, timeout=180,
+                          cwd=cwd, env={**os.environ, "COLUMNS": "200"})
+
+
+@pytest.mark.slow
+def test_profile_counts_every_pick_of_every_token(tiny_moe) -> None:
+    info = read_gguf(tiny_moe("qwen3moe"))
+    profile = run_profile(info, TEXT, n_ctx=128)  # several windows
+    assert profile.tokens > 128 and (profile.n_expert, profile.n_expert_used) == (4, 2)
+    assert sorted(profile.counts) == [0, 1]
+    for row in profile.counts.values():
+        assert sum(row) == profile.tokens * profile.n_expert_used
+    assert len({tuple(row) for row in profile.counts.values()}) == 2  # the layers route differently
+    hot = profile.hot_experts(0, 2)
+    assert profile.routing_share(0, hot) >= 0.5 >= profile.routing_share(0, [e for e in range(4) if e not in hot])
+
+
+@pytest.mark.slow
+def test_cli_saves_json_and_prints_a_heatmap(tiny_moe, tmp_path: Path) -> None:
+    text = tmp_path / "calibration.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    result = _edge_ai("moe", "profile", str(tiny_moe("qwen2moe")), "--text", str(text), "-o", "p.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("blk.") == 2 and "saved p.json" in result.stderr
+    profile = ExpertProfile.load(tmp_path / "p.json")
+    assert sum(map(sum, profile.counts.values())) == profile.tokens * 2 * 2
+    assert json.loads((tmp_path / "p.json").read_text())["model"] == "qwen2moe-f32.gguf"
+
+
+@pytest.mark.slow
+def test_dense_model_is_refused(model_path: Path, tmp_path: Path) -> None:
+    text = tmp_path / "t.txt"
+    text.write_text("hello", encoding="utf-8")
+    result = _edge_ai("moe", "profile", str(model_path), "--text", str(text), cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and "is a dense model" in result.stderr
+    assert not list(tmp_path.glob("*.json"))
+    with pytest.raises(EdgeAIError, match="not an expert profile"):
+        ExpertProfile.load(text)
