@@ -50,6 +50,8 @@ def plan_cmd(
     cpu_moe: Annotated[bool, typer.Option("--cpu-moe", help="keep every routed expert in system RAM")] = False,
     n_cpu_moe: Annotated[Optional[int], typer.Option(
         "--n-cpu-moe", help="keep the routed experts of the first N layers in system RAM")] = None,
+    profile: Annotated[Optional[Path], typer.Option(
+        "--profile", help="expert profile (edge-ai moe profile): keep the busiest experts resident")] = None,
     apply: Annotated[bool, typer.Option("--apply", help="save the plan: chat, ask and serve load MODEL with it")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
 ) -> None:
@@ -78,7 +80,14 @@ def plan_cmd(
     with ProgressBar("assembling model", in_bytes=True) as bar:
         info = check_gguf(registry.resolve(model, progress=bar))
     below = info.block_count if cpu_moe else n_cpu_moe
-    plan = make_plan(info, budget, Request(ctx=ctx, kv_type=kv_type, n_ubatch=batch, cpu_moe_below=below), name=model)
+    experts = None
+    if profile is not None:
+        from runtime.planner.profile import ExpertProfile, require_moe
+
+        require_moe(info)
+        experts = ExpertProfile.load(profile)
+    plan = make_plan(info, budget, Request(ctx=ctx, kv_type=kv_type, n_ubatch=batch, cpu_moe_below=below), name=model,
+                     profile=experts)
     if not plan.fits:
         raise EdgeAIError(impossible_message(plan))
     if apply:

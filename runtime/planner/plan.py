@@ -25,6 +25,7 @@ from edge_ai.gguf_file import GGUFInfo
 from edge_ai.hardware import RUNTIME_OVERHEAD_BYTES
 from edge_ai.kv_cache import CELL_PAD, KV_TYPE_BYTES, kv_cache_bytes
 from runtime.planner.buffers import compute_buffer_bytes, head_dim, output_buffer_bytes, repacked_bytes
+from runtime.planner.profile import ExpertProfile
 from runtime.planner.tensors import Role, Weights, weights
 
 MIB = 1024**2
@@ -107,6 +108,10 @@ class Plan:
     bytes_per_token: float  # weight bytes one decoded token reads
     kv_bytes_full: int  # KV bytes a token at the full context also reads
     notes: list[str] = field(default_factory=list)
+    # From an expert profile when experts are paged: per block, the experts kept resident in RAM
+    # (busiest first), and the share of the profiled router picks they serve.
+    hot_experts: dict[int, list[int]] = field(default_factory=dict)
+    resident_routing_share: float | None = None
 
     @property
     def is_moe(self) -> bool:
@@ -251,8 +256,9 @@ def _pad(n: int) -> int:
 
 
 def make_plan(info: GGUFInfo, budget: Budget, request: Request = Request(), *, name: str | None = None,
-              cpu_flags: set[str] | None = None) -> Plan:
-    """The plan for `info` within `budget`; `fits` is False (and `missing` set) when nothing fits."""
+              cpu_flags: set[str] | None = None, profile: ExpertProfile | None = None) -> Plan:
+    """The plan for `info` within `budget`; `fits` is False (and `missing` set) when nothing fits.
+    With an expert `profile`, a model paged from disk keeps its busiest experts resident."""
     if request.kv_type is not None and request.kv_type not in KV_TYPE_BYTES:
         raise ValueError(f"unknown KV cache type {request.kv_type!r}")
     if request.kv_type is not None and not kv_type_fits_heads(info, request.kv_type):
@@ -288,6 +294,8 @@ def make_plan(info: GGUFInfo, budget: Budget, request: Request = Request(), *, n
         plans = [largest(kv) for kv in kv_types]
         chosen = next((p for p in plans if p.fits and p.ctx == wanted), None) or max(
             plans, key=lambda p: (p.fits, p.ctx, -KV_TYPES.index(p.kv_type) if p.kv_type in KV_TYPES else 0))
+    if profile is not None:
+        chosen = _with_hot_experts(chosen, sizer.w, profile)
     if request.ctx and request.ctx > trained:
         chosen = replace(chosen, notes=[*chosen.notes, f"the model was trained on {trained} tokens: "
                                                        f"context capped at {chosen.ctx}"])
@@ -327,6 +335,35 @@ def _place(sizer: _Sizer, budget: Budget, ctx: int, kv_type: str, name: str) -> 
                 user_moe=sizer.request.cpu_moe_below is not None, mode=mode, fits=fits,
                 missing=missing, gpu_applied=use_gpu and budget.gpu_backend, bytes_per_token=w.read_per_token(),
                 kv_bytes_full=sizer.kv(ctx, kv_type), notes=notes)
+
+
+def _with_hot_experts(plan: Plan, w: Weights, profile: ExpertProfile) -> Plan:
+    """`plan` with the experts to keep resident when they are paged: the most-picked (layer, expert)
+    pairs first, across layers, while they fit the RAM left after everything always used. Each
+    expert is a contiguous slab of its layer's stacked tensors, so the count may differ per layer."""
+    if sorted(profile.counts) != w.expert_layers or profile.n_expert != w.n_expert:
+        raise EdgeAIError(f"the expert profile was made for {profile.model} ({profile.n_expert} experts in "
+                          f"{len(profile.counts)} layers), not this model; profile it with `edge-ai moe profile`")
+    if plan.mode != "mmap-paged":
+        return plan
+    experts = w.by_role.get(Role.EXPERTS, 0)
+    room = plan.cpu.budget - plan.cpu.margin - (plan.cpu.total - experts)
+    slab = {il: w.per_layer[il][Role.EXPERTS] / w.n_expert for il in w.expert_layers}
+    picks = sorted(((count, il, e) for il, row in profile.counts.items() for e, count in enumerate(row)),
+                   key=lambda item: (-item[0], item[1], item[2]))
+    hot: dict[int, list[int]] = {il: [] for il in w.expert_layers}
+    kept = 0
+    for count, il, e in picks:
+        if room < slab[il]:
+            continue
+        room -= slab[il]
+        hot[il].append(e)
+        kept += count
+    share = kept / max(1, sum(sum(row) for row in profile.counts.values()))
+    note = (f"expert profile: {sum(map(len, hot.values()))} of {w.n_expert * len(hot)} experts stay resident "
+            f"({', '.join(f'blk.{il}: {len(es)}' for il, es in hot.items())}), serving {share:.0%} of the "
+            "profiled router picks; the rest page in from disk")
+    return replace(plan, hot_experts=hot, resident_routing_share=share, notes=[*plan.notes, note])
 
 
 def _gib(n: float) -> str:

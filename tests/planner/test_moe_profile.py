@@ -1,5 +1,6 @@
-"""`edge-ai moe profile`: the router's picks read through llama.cpp's eval callback on a tiny
-converted Qwen3-MoE; counts add up to tokens x expert layers x experts per token."""
+"""`edge-ai moe profile`: the router's picks read through llama.cpp's eval callback on tiny
+converted MoE models; counts add up to tokens x expert layers x experts per token; a plan paging
+experts from disk keeps the busiest ones resident."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import read_gguf
+from runtime.planner.plan import GIB, Budget, Request, make_plan
 from runtime.planner.profile import ExpertProfile, run_profile
+from runtime.planner.tensors import Role, weights
 
 TEXT = ("The river bends past the mill where the old miller keeps his cats. In spring the water rises "
         "and the children watch boats drift by, counting sails: one, two, three, and then many more. ") * 12
@@ -58,3 +61,25 @@ def test_dense_model_is_refused(model_path: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.json"))
     with pytest.raises(EdgeAIError, match="not an expert profile"):
         ExpertProfile.load(text)
+
+
+@pytest.mark.slow
+def test_paged_plan_keeps_the_busiest_experts_resident(tiny_moe) -> None:
+    info = read_gguf(tiny_moe("qwen2moe"))
+    profile = run_profile(info, TEXT, n_ctx=128)
+    roomy = make_plan(info, Budget(ram=GIB), Request(ctx=256), profile=profile)
+    assert roomy.mode == "ram" and roomy.hot_experts == {}  # nothing paged, nothing to choose
+    experts = weights(info).by_role[Role.EXPERTS]
+    budget = int((roomy.cpu.total - experts / 2) / 0.95)  # room for about half the experts
+    plan = make_plan(info, Budget(ram=budget), Request(ctx=256), profile=profile)
+    assert plan.mode == "mmap-paged" and plan.resident_routing_share is not None
+    kept = sum(map(len, plan.hot_experts.values()))
+    assert 3 <= kept <= 4
+    for layer, hot in plan.hot_experts.items():
+        assert hot == profile.hot_experts(layer, len(hot))  # busiest first, per layer
+    picks = sum(profile.routing_share(il, hot) * profile.tokens * 2 for il, hot in plan.hot_experts.items())
+    assert plan.resident_routing_share == pytest.approx(picks / (profile.tokens * 2 * 2))
+    assert plan.resident_routing_share >= kept / 8  # the busy ones serve more than their head count
+    other = ExpertProfile(model="other.gguf", tokens=1, n_expert=8, n_expert_used=2, counts={0: [1] * 8, 1: [1] * 8})
+    with pytest.raises(EdgeAIError, match="made for other.gguf"):
+        make_plan(info, Budget(ram=budget), Request(ctx=256), profile=other)
