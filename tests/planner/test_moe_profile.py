@@ -15,7 +15,7 @@ import pytest
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import read_gguf
 from runtime.planner.plan import GIB, Budget, Request, make_plan
-from runtime.planner.profile import ExpertProfile, run_profile
+from runtime.planner.profile import TOPK_PREFIX, ExpertProfile, run_profile
 from runtime.planner.tensors import Role, weights
 
 TEXT = ("The river bends past the mill where the old miller keeps his cats. In spring the water rises "
@@ -83,3 +83,31 @@ def test_paged_plan_keeps_the_busiest_experts_resident(tiny_moe) -> None:
     other = ExpertProfile(model="other.gguf", tokens=1, n_expert=8, n_expert_used=2, counts={0: [1] * 8, 1: [1] * 8})
     with pytest.raises(EdgeAIError, match="made for other.gguf"):
         make_plan(info, Budget(ram=budget), Request(ctx=256), profile=other)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["qwen3moe", "mixtral"])
+def test_tapped_picks_are_the_hf_routers_choice(tiny_moe_build, arch: str) -> None:
+    """Every token's chosen experts, read from llama.cpp, equal the top-k of transformers' router logits."""
+    import llama_cpp
+    import torch
+    import transformers
+
+    from runtime.llamacpp.overrides import TensorTap, tapped
+
+    checkpoint, path = tiny_moe_build(arch)
+    ids = checkpoint.encode(TEXT[:400])
+    tap = TensorTap(TOPK_PREFIX)
+    with tapped(tap):
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_batch=512, n_ubatch=512, logits_all=True,
+                              n_threads=2, verbose=False)
+    try:
+        llm.eval(ids)
+    finally:
+        llm.close()
+    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint.path, dtype=torch.float32)
+    with torch.no_grad():
+        router = model(torch.tensor([ids]), output_router_logits=True).router_logits
+    for layer, logits in enumerate(router):
+        want = [sorted(row) for row in torch.topk(logits, 2, dim=-1).indices.tolist()]
+        assert [sorted(row) for row in tap.rows[layer]] == want, f"{arch} layer {layer}"
