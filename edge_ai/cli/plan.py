@@ -51,7 +51,7 @@ def plan_cmd(
     n_cpu_moe: Annotated[Optional[int], typer.Option(
         "--n-cpu-moe", help="keep the routed experts of the first N layers in system RAM")] = None,
     profile: Annotated[Optional[Path], typer.Option(
-        "--profile", help="expert profile (edge-ai moe profile): keep the busiest experts resident")] = None,
+        "--profile", help="expert profile (edge-ai moe profile): list the busiest experts that fit in RAM")] = None,
     apply: Annotated[bool, typer.Option("--apply", help="save the plan: chat, ask and serve load MODEL with it")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
 ) -> None:

@@ -108,8 +108,8 @@ class Plan:
     bytes_per_token: float  # weight bytes one decoded token reads
     kv_bytes_full: int  # KV bytes a token at the full context also reads
     notes: list[str] = field(default_factory=list)
-    # From an expert profile when experts are paged: per block, the experts kept resident in RAM
-    # (busiest first), and the share of the profiled router picks they serve.
+    # From an expert profile when experts are paged: per block, the experts that fit in RAM
+    # (busiest first), and the share of the profiled router picks they would serve.
     hot_experts: dict[int, list[int]] = field(default_factory=dict)
     resident_routing_share: float | None = None
 
@@ -258,7 +258,7 @@ def _pad(n: int) -> int:
 def make_plan(info: GGUFInfo, budget: Budget, request: Request = Request(), *, name: str | None = None,
               cpu_flags: set[str] | None = None, profile: ExpertProfile | None = None) -> Plan:
     """The plan for `info` within `budget`; `fits` is False (and `missing` set) when nothing fits.
-    With an expert `profile`, a model paged from disk keeps its busiest experts resident."""
+    With an expert `profile`, a model paged from disk lists the busiest experts that fit in RAM."""
     if request.kv_type is not None and request.kv_type not in KV_TYPE_BYTES:
         raise ValueError(f"unknown KV cache type {request.kv_type!r}")
     if request.kv_type is not None and not kv_type_fits_heads(info, request.kv_type):
@@ -338,7 +338,7 @@ def _place(sizer: _Sizer, budget: Budget, ctx: int, kv_type: str, name: str) -> 
 
 
 def _with_hot_experts(plan: Plan, w: Weights, profile: ExpertProfile) -> Plan:
-    """`plan` with the experts to keep resident when they are paged: the most-picked (layer, expert)
+    """`plan` with the experts worth keeping resident when they are paged: the most-picked (layer, expert)
     pairs first, across layers, while they fit the RAM left after everything always used. Each
     expert is a contiguous slab of its layer's stacked tensors, so the count may differ per layer."""
     if sorted(profile.counts) != w.expert_layers or profile.n_expert != w.n_expert:
@@ -360,9 +360,9 @@ def _with_hot_experts(plan: Plan, w: Weights, profile: ExpertProfile) -> Plan:
         hot[il].append(e)
         kept += count
     share = kept / max(1, sum(sum(row) for row in profile.counts.values()))
-    note = (f"expert profile: {sum(map(len, hot.values()))} of {w.n_expert * len(hot)} experts stay resident "
-            f"({', '.join(f'blk.{il}: {len(es)}' for il, es in hot.items())}), serving {share:.0%} of the "
-            "profiled router picks; the rest page in from disk")
+    note = (f"expert profile: {sum(map(len, hot.values()))} of {w.n_expert * len(hot)} experts fit in RAM "
+            f"({', '.join(f'blk.{il}: {len(es)}' for il, es in hot.items())}) and would serve {share:.0%} of the "
+            "profiled router picks; loading does not lock them in RAM yet (the page cache keeps what is used)")
     return replace(plan, hot_experts=hot, resident_routing_share=share, notes=[*plan.notes, note])
 
 
