@@ -38,7 +38,10 @@ from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_hparams import RECONVERT, UINT32, array_length, hyperparameter_problems, type_problem
 
 MAX_ARRAY_ITEMS = 64
-"""Arrays longer than this (token lists, scores, merges) are kept as an `ArraySummary`."""
+"""Tokenizer arrays longer than this (token lists, scores, merges) are kept as an `ArraySummary`."""
+MAX_MODEL_ARRAY_ITEMS = 65536
+"""Other arrays (one value per layer: heads, widths, sliding-window flags) are read in full up to
+this length: the memory planner needs every layer of a 94-layer model, not a summary."""
 
 _MAGIC = b"GGUF"
 _SUPPORTED_VERSIONS = (2, 3)
@@ -109,7 +112,7 @@ class GGUFInfo:
     path: Path
     file_size: int
     version: int
-    metadata: dict[str, Any]  # arrays longer than MAX_ARRAY_ITEMS are ArraySummary
+    metadata: dict[str, Any]  # long arrays (MAX_ARRAY_ITEMS, MAX_MODEL_ARRAY_ITEMS) are ArraySummary
     tensors: list[TensorInfo]
     data_offset: int
     metadata_types: dict[str, str]  # "UINT32", "STRING", "ARRAY[INT32]"...: llama.cpp checks them exactly
@@ -362,7 +365,7 @@ def _read_array(cur: _Cursor, key: str) -> tuple[list[Any] | ArraySummary, str]:
         raise EdgeAIError(f"{cur.name} is truncated or corrupt: metadata key {key!r} claims {length} items, "
                           f"which cannot fit in the {cur.remaining} bytes left; {_REPAIR}")
     type_name = f"ARRAY[{elem.name}]"
-    if length <= MAX_ARRAY_ITEMS:
+    if length <= (MAX_ARRAY_ITEMS if key.startswith("tokenizer.") else MAX_MODEL_ARRAY_ITEMS):
         return [_read_scalar(cur, elem, f"item {i} of {key!r}") for i in range(length)], type_name
     if elem is GGUFValueType.STRING:
         cur.skip_strings(length, repr(key))

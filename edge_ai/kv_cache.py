@@ -30,8 +30,11 @@ from gguf.constants import Keys
 from edge_ai.gguf_file import GGUFInfo
 
 CELL_PAD = 256  # llama_context pads n_ctx, and llama_kv_cache_iswa the SWA cache, to this
-F16_BYTES = 2  # llama.cpp's default type_k / type_v, which edge-ai keeps
 F32_BYTES = 4  # the recurrent state is always f32
+# Bytes per cached value of each KV cache type llama.cpp offers (-ctk / -ctv): a q8_0 block packs 32
+# values in 34 bytes, a q4_0 block in 18. Quantized V needs flash attention (V is not transposed then).
+KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
+                 "q4_1": 20 / 32, "q4_0": 18 / 32}
 
 
 @dataclass(frozen=True)
@@ -127,13 +130,17 @@ def _pad(n: int) -> int:
     return -(-n // CELL_PAD) * CELL_PAD
 
 
-def kv_cache_bytes(info: GGUFInfo, n_ctx: int, *, n_ubatch: int = 512, swa_full: bool = False) -> int:
-    """Bytes of the f16 KV cache llama.cpp allocates for `n_ctx` tokens of one sequence, micro-batches
-    of `n_ubatch` tokens (a sliding-window cache holds the window plus one micro-batch)."""
+def kv_cache_bytes(info: GGUFInfo, n_ctx: int, *, n_ubatch: int = 512, swa_full: bool = False,
+                   type_k: str = "f16", type_v: str = "f16") -> int:
+    """Bytes of the KV cache llama.cpp allocates for `n_ctx` tokens of one sequence, micro-batches
+    of `n_ubatch` tokens (a sliding-window cache holds the window plus one micro-batch), with K and V
+    stored as `type_k` / `type_v` (keys of KV_TYPE_BYTES)."""
     layers, window = cache_layers(info)
     cells = _pad(n_ctx)
     swa_cells = cells if swa_full else _pad(min(cells, window + n_ubatch))
-    return sum((layer.k + layer.v) * (swa_cells if layer.sliding else cells) for layer in layers) * F16_BYTES
+    k_bytes, v_bytes = KV_TYPE_BYTES[type_k], KV_TYPE_BYTES[type_v]
+    return round(sum((layer.k * k_bytes + layer.v * v_bytes) * (swa_cells if layer.sliding else cells)
+                     for layer in layers))
 
 
 def recurrent_state_bytes(info: GGUFInfo, n_seq: int = 1) -> int:

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import tomli_w
 
@@ -258,3 +258,34 @@ def remember_loads_fine(path: str | Path) -> None:
     known = {name: stamp for name, stamp in _read_loads_fine().items() if Path(name).exists()}
     known[str(path)] = _stamp(path)
     atomic_write_text(_loads_fine_file(), json.dumps(known, indent=1, sort_keys=True))
+
+
+def _plans_file() -> Path:
+    return get_paths().data_dir / "plans.json"
+
+
+def _read_plans() -> dict[str, Any]:
+    path = _plans_file()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise EdgeAIError(f"saved plans {path} are unreadable ({exc}); delete the file and apply the plans "
+                          "again (edge-ai plan NAME --apply)") from None
+    return data if isinstance(data, dict) else {}
+
+
+def saved_plan(name: str) -> dict[str, Any]:
+    """The load options `edge-ai plan NAME --apply` saved for model `name` ({} when none): chat, ask
+    and serve load the model with them."""
+    entry = _read_plans().get(name)
+    return entry if isinstance(entry, dict) else {}
+
+
+def save_plan(name: str, options: dict[str, Any]) -> Path:
+    """Remember `options` (runtime.llm.engine.EngineOptions fields) for model `name`; returns the file."""
+    plans = _read_plans()
+    plans[name] = options
+    atomic_write_text(_plans_file(), json.dumps(plans, indent=1, sort_keys=True))
+    return _plans_file()

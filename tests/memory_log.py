@@ -21,8 +21,8 @@ KV_LINE = re.compile(r"llama_kv_cache: size = +([\d.]+) MiB")
 RECURRENT_LINE = re.compile(r"llama_memory_recurrent: size = +([\d.]+) MiB")
 
 
-def allocated(path: Path, caplog: pytest.LogCaptureFixture, **params: object) -> tuple[float, float]:
-    """(KV cache bytes, recurrent state bytes) llama.cpp allocates for `path` with these context `params`.
+def context_log(path: Path, caplog: pytest.LogCaptureFixture, **params: object) -> str:
+    """What llama.cpp logs while it loads `path` and creates a context with these `params`, then frees both.
 
     Through llama.h rather than llama_cpp.Llama, which cannot set n_seq_max (sequences in parallel)."""
     import llama_cpp
@@ -40,7 +40,12 @@ def allocated(path: Path, caplog: pytest.LogCaptureFixture, **params: object) ->
             llama_cpp.llama_free(ctx)
         llama_cpp.llama_model_free(model)
     assert ctx, f"llama.cpp could not create a context for {path}"
-    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "llama.cpp")
+    return "\n".join(r.getMessage() for r in caplog.records if r.name == "llama.cpp")
+
+
+def allocated(path: Path, caplog: pytest.LogCaptureFixture, **params: object) -> tuple[float, float]:
+    """(KV cache bytes, recurrent state bytes) llama.cpp allocates for `path` with these context `params`."""
+    text = context_log(path, caplog, **params)
     assert KV_LINE.search(text) or RECURRENT_LINE.search(text), "llama.cpp logged no context memory"
     return (sum(float(x) for x in KV_LINE.findall(text)) * MIB,
             sum(float(x) for x in RECURRENT_LINE.findall(text)) * MIB)

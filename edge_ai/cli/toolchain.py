@@ -26,7 +26,7 @@ ChunksOpt = Annotated[Optional[int], typer.Option("--chunks", help="use at most 
 TextOpt = Annotated[Path, typer.Option("--text", help="UTF-8 text file (calibration or evaluation text)")]
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     try:
         return path.expanduser().read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -188,7 +188,7 @@ def _sweep(src: Path, dst: Optional[Path], types: str, text: Optional[Path], max
     if dst is not None and budget is None and max_kld is None:
         raise EdgeAIError(f"--sweep writes {dst} only with a budget to pick the type by: add --max-size and/or "
                           "--max-kld, or leave out the output path to only compare the types")
-    sample = _read_text(text)
+    sample = read_text(text)
     dst = dst.expanduser() if dst is not None else None
     parent = (dst or src.expanduser()).parent
     try:
@@ -237,7 +237,7 @@ def imatrix_cmd(
     from convert.imatrix import compute_imatrix
 
     with ProgressBar("calibrating") as bar:
-        report = compute_imatrix(model, _read_text(text), output, ctx=ctx, threads=threads, max_chunks=chunks,
+        report = compute_imatrix(model, read_text(text), output, ctx=ctx, threads=threads, max_chunks=chunks,
                                  progress=bar, dataset=str(text))
     if as_json:
         _print_json({"output": str(report.output), "chunks": report.chunks, "tokens": report.tokens,
@@ -260,7 +260,7 @@ def eval_cmd(
     from convert.evaluate import evaluate
 
     with ProgressBar("evaluating") as bar:
-        report = evaluate(model, _read_text(text), reference=ref, ctx=ctx, threads=threads, max_chunks=chunks,
+        report = evaluate(model, read_text(text), reference=ref, ctx=ctx, threads=threads, max_chunks=chunks,
                           progress=bar)
     data = report.to_dict()
     if as_json:
@@ -324,7 +324,7 @@ def distill_cmd(
                              max_length=max_length, pack=not no_pack, outtype=outtype, quantize=quantize_type,
                              accept_kld=accept_kld, eval_ctx=eval_ctx, lora_rank=lora,
                              cache_topk=cache_topk)
-    text = _read_text(eval_text) if eval_text else None
+    text = read_text(eval_text) if eval_text else None
     with ProgressBar("distilling") as bar:
         report = distill(teacher, data, out_dir, options, resume=resume, eval_text=text, progress=bar)
     if as_json:

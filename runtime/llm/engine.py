@@ -30,6 +30,7 @@ from edge_ai.chat_format import FormatChoice, choose_format
 from edge_ai.errors import EdgeAIError, ModelLoadError
 from edge_ai.gguf_file import GGUFInfo, check_gguf
 from edge_ai.hardware import check_fits_in_ram, default_threads
+from runtime.llamacpp import overrides
 from runtime.llm import llama_log, load_check
 from runtime.llm.context import FittedPrompt, Message, fit_messages
 from runtime.llm.events import DoneEvent, Event, FinishReason, Metrics, SamplingParams, TokenEvent, TokenLogprob
@@ -61,6 +62,14 @@ class EngineOptions:
     batch: int = 512
     swa_full: bool = False
     chat_format: str = "auto"  # see edge_ai.chat_format.FORMAT_CHOICES
+    # Placement, usually from a saved memory plan (runtime.planner): KV cache type (a quantized one
+    # needs flash attention), layers on the GPU, (regex, device) tensor overrides, mmap/mlock.
+    kv_type: str = "f16"
+    flash_attn: bool = False
+    n_gpu_layers: int = 0
+    tensor_overrides: tuple[tuple[str, str], ...] = ()
+    use_mmap: bool = True
+    use_mlock: bool = False
 
 
 class _LogWriter(io.TextIOBase):
@@ -106,15 +115,19 @@ class Engine:
         self._stop: threading.Event | None = None
 
     def _load(self, options: EngineOptions) -> llama_cpp.Llama:
+        kv_type = getattr(llama_cpp, f"GGML_TYPE_{options.kv_type.upper()}")
         params = dict(n_ctx=self.n_ctx, n_batch=options.batch, n_ubatch=options.batch, n_threads=self.threads,
-                      n_threads_batch=self.threads, swa_full=options.swa_full)
+                      n_threads_batch=self.threads, swa_full=options.swa_full, type_k=kv_type, type_v=kv_type,
+                      flash_attn=options.flash_attn, n_gpu_layers=options.n_gpu_layers, use_mmap=options.use_mmap,
+                      use_mlock=options.use_mlock)
+        overrides.check_patterns(self.info, options.tensor_overrides)
         load_check.ensure_loads(self.path, params)  # a native abort in a child process, not in ours
         # verbose=True because verbose=False redirects the process's stdout/stderr file
         # descriptors while loading, which blanks a running TUI; llama.cpp's own log already goes
         # to our callback, and the Python-side prints go to our log through _LogWriter.
         mark = llama_log.mark()
         try:
-            with contextlib.redirect_stderr(_LogWriter()):
+            with contextlib.redirect_stderr(_LogWriter()), overrides.applied(self.info, options.tensor_overrides):
                 llm = llama_cpp.Llama(model_path=str(self.path), **params, verbose=True)
         except Exception as exc:  # llama-cpp-python raises bare ValueError/RuntimeError
             reason = "; ".join(llama_log.errors_since(mark)) or str(exc)
