@@ -1,6 +1,6 @@
 """The edge-ai terminal app: owns the config, the history store and the engine slot.
 
-Screens and widgets talk to it through attributes (`cfg`, `history`, `engines`) and a few
+Screens and widgets talk to it through attributes (`cfg`, `history`, `history_search`, `engines`) and a few
 methods (`switch_model`, `apply_settings`, `toggle_theme`); model loading runs in a thread
 worker and reports back with messages, so the event loop never waits for llama.cpp.
 """
@@ -29,6 +29,7 @@ from runtime.llm.interface import ChatEngine
 from tui.engine_slot import EngineFactory, EngineSlot, default_engine_factory
 from tui.keys import COMMANDS
 from tui.screens.chat import ChatScreen
+from tui.search import HistorySearch
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class EdgeAIApp(App[None]):
         self.cfg = cfg
         self.engines = EngineSlot(engine_factory or self._default_factory)
         self.history = history if history is not None else HistoryStore(get_paths().history_db)
+        self.history_search = HistorySearch(self)
         self.model_name = cfg.model.name
         self.engine_state = "loading model…"
         self.chat_screen = ChatScreen()

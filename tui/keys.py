@@ -40,7 +40,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("export_markdown", "Export conversation to Markdown",
             "Write the conversation to a .md file (a .json path writes JSON)", "ctrl+s", "Ctrl+S"),
     Command("export_json", "Export conversation to JSON", "Write the conversation and its metrics to a .json file"),
-    Command("search", "Search conversations", "Full-text search over titles and messages", "ctrl+f", "Ctrl+F"),
+    Command("search", "Search conversations", "Search titles and messages by words, and by meaning when an embedder is installed", "ctrl+f", "Ctrl+F"),
     Command("toggle_sidebar", "Toggle sidebar", "Show or hide the conversation list", "ctrl+b", "Ctrl+B"),
     Command("pick_model", "Pick model", "Switch to another registered model", "ctrl+o,f4", "Ctrl+O / F4", "Model"),
     Command("settings", "Settings", "System prompt, sampling, context and threads", "f3", "F3", "Settings"),
