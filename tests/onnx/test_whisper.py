@@ -16,38 +16,31 @@ from edge_ai.errors import EdgeAIError
 from runtime.audio.mel import N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, mel_filters, pad_or_trim
 
 
-def _openai_log_mel(samples: np.ndarray, filters: np.ndarray) -> np.ndarray:
-    """openai-whisper's `log_mel_spectrogram` (whisper/audio.py), on torch.stft."""
-    import torch
-
-    stft = torch.stft(torch.from_numpy(samples), 400, 160, window=torch.hann_window(400), return_complex=True)
-    mel = torch.from_numpy(filters) @ (stft[..., :-1].abs() ** 2)
-    log_spec = torch.clamp(mel, min=1e-10).log10()
-    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
-    return ((log_spec + 4.0) / 4.0).numpy()
-
-
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
     return speak(WER_SENTENCES[0])
 
 
 def test_log_mel_matches_openai_whisper_and_transformers(speech: np.ndarray) -> None:
+    """Against openai-whisper's own `log_mel_spectrogram` (torch.stft, the mel filters shipped in its
+    package) and transformers' numpy `WhisperFeatureExtractor`, for 80 and 128 (large-v3) mel bands."""
+    import torch
+    import whisper.audio
     from transformers import WhisperFeatureExtractor
-    from transformers.audio_utils import mel_filter_bank
 
-    reference_filters = mel_filter_bank(num_frequency_bins=201, num_mel_filters=80, min_frequency=0.0,
-                                        max_frequency=8000.0, sampling_rate=16000, norm="slaney",
-                                        mel_scale="slaney").T
-    np.testing.assert_allclose(mel_filters(80), reference_filters, atol=1e-7)
     audio = pad_or_trim(speech)
-    got = log_mel_spectrogram(audio)
-    assert got.shape == (80, 3000) and got.dtype == np.float32
-    openai = _openai_log_mel(audio, reference_filters.astype(np.float32))
-    transformers = WhisperFeatureExtractor(feature_size=80)(speech, sampling_rate=16000,
-                                                            return_tensors="np").input_features[0]
-    assert np.abs(got - openai).max() < 1e-3  # torch.stft in float32
-    assert np.abs(got - transformers).max() < 1e-4
+    for n_mels in (80, 128):
+        openai_filters = whisper.audio.mel_filters("cpu", n_mels).numpy()
+        np.testing.assert_allclose(mel_filters(n_mels), openai_filters, atol=1e-6)
+        got = log_mel_spectrogram(audio, n_mels)
+        assert got.shape == (n_mels, 3000) and got.dtype == np.float32
+        openai = whisper.audio.log_mel_spectrogram(torch.from_numpy(audio), n_mels).numpy()
+        transformers = WhisperFeatureExtractor(feature_size=n_mels)(speech, sampling_rate=16000,
+                                                                    return_tensors="np").input_features[0]
+        assert np.abs(got - openai).max() < 1e-3, n_mels  # torch.stft computes in float32
+        assert np.abs(got - transformers).max() < 1e-4, n_mels
+    silence = log_mel_spectrogram(np.zeros(N_SAMPLES, dtype=np.float32))  # log10 clamped, no -inf
+    np.testing.assert_allclose(silence, whisper.audio.log_mel_spectrogram(torch.zeros(N_SAMPLES)).numpy(), atol=1e-6)
     assert len(speech) < N_SAMPLES and pad_or_trim(np.ones(N_SAMPLES + 5)).shape == (N_SAMPLES,)
 
 
