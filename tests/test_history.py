@@ -45,7 +45,7 @@ def fts_consistent(path: Path) -> bool:
 def test_open_configures_database(store: HistoryStore, db_path: Path) -> None:
     conn = sqlite3.connect(db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
     assert store._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
@@ -388,3 +388,37 @@ def test_conversation_dataclass_is_frozen() -> None:
     conv = Conversation(1, "t", "", "", 0.0, 0.0)
     with pytest.raises(AttributeError):
         conv.title = "x"  # type: ignore[misc]
+
+
+def test_message_vectors_follow_their_text(store: HistoryStore) -> None:
+    conv = store.create_conversation()
+    first = store.add_message(conv.id, "user", "water the tomatoes")
+    reply = store.add_message(conv.id, "assistant", "I will")
+    store.add_message(conv.id, "assistant", "  ")  # nothing to embed
+    assert store.messages_without_vector("m") == [(first.id, "water the tomatoes"), (reply.id, "I will")]
+    # a vector is kept only for the text it was computed from: the reply grew meanwhile
+    store.update_message(reply.id, "I will remind you")
+    assert store.store_vectors("m", [(first.id, "water the tomatoes", b"\x01" * 8), (reply.id, "I will", b"\x02" * 8)]) == 1
+    assert store.vectors("m") == [(first.id, conv.id, b"\x01" * 8)]
+    assert store.messages_without_vector("m") == [(reply.id, "I will remind you")]
+    assert store.messages_without_vector("other-model", limit=1) == [(first.id, "water the tomatoes")]
+    before = store.vectors_version("m")
+    store.update_message(first.id, "water the roses")  # an edit drops the stale vector
+    assert store.vectors("m") == [] and store.vectors_version("m") != before
+    store.store_vectors("m", [(first.id, "water the roses", b"\x03" * 8)])
+    hits = store.messages_by_id([first.id, 10**6])
+    assert list(hits) == [first.id] and hits[first.id][0].id == conv.id and hits[first.id][1].content == "water the roses"
+    store.delete(conv.id)  # cascade
+    assert store.vectors("m") == [] and store.vectors_version("m") == (0, 0)
+
+
+def test_version_1_database_gains_the_vector_table(db_path: Path) -> None:
+    with HistoryStore(db_path) as store:
+        conv = store.create_conversation("old")
+        store.add_message(conv.id, "user", "kept")
+    conn = sqlite3.connect(db_path)
+    conn.executescript("DROP TRIGGER message_vectors_stale; DROP TABLE message_vectors; PRAGMA user_version=1;")
+    conn.close()
+    with HistoryStore(db_path) as store:
+        assert [m.content for m in store.messages(conv.id)] == ["kept"]
+        assert store.messages_without_vector("m") == [(store.messages(conv.id)[0].id, "kept")]

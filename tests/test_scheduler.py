@@ -263,13 +263,13 @@ async def test_the_stream_raises_the_jobs_error_and_busy_at_once(gate: threading
 
 
 def test_only_the_stream_moves_events_across_threads() -> None:
-    """One way from the model's thread to an event loop: a second copy of the plumbing (a thread
-    worker per reply, a to_thread pump) would also call llama.cpp from a thread that did not load it."""
+    """One way from the model's thread to an event loop: a second copy of the plumbing (a to_thread
+    pump per reply) would also call llama.cpp from a thread that did not load it."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     allowed = root / "runtime" / "llm" / "stream.py"
-    markers = ("call_soon_threadsafe", "run_coroutine_threadsafe", "to_thread(", "run_in_executor", "thread=True")
+    markers = ("call_soon_threadsafe", "run_coroutine_threadsafe", "to_thread(", "run_in_executor")
     offenders = [f"{path.relative_to(root)}: {marker}"
                  for package in ("edge_ai", "runtime", "tui")
                  for path in sorted((root / package).rglob("*.py")) if path != allowed

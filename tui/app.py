@@ -1,7 +1,7 @@
 """The edge-ai terminal app: owns the config, the history store and the model's scheduler.
 
-Screens and widgets talk to it through attributes (`cfg`, `history`, `engines`) and a few
-methods (`switch_model`, `apply_settings`, `toggle_theme`). `engines` is the model's
+Screens and widgets talk to it through attributes (`cfg`, `history`, `history_search`, `engines`)
+and a few methods (`switch_model`, `apply_settings`, `toggle_theme`). `engines` is the model's
 `runtime.llm.scheduler.Scheduler`: the model is loaded, used and freed on its one thread, and
 loads report back with messages, so the event loop never waits for llama.cpp.
 """
@@ -30,6 +30,7 @@ from runtime.llm.interface import ChatEngine
 from runtime.llm.scheduler import Scheduler
 from tui.keys import COMMANDS
 from tui.screens.chat import ChatScreen
+from tui.search import HistorySearch
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class EdgeAIApp(App[None]):
         self._engine_factory = engine_factory or self._default_factory
         self.engines = Scheduler(queue_size=REPLY_QUEUE, name="tui")
         self.history = history if history is not None else HistoryStore(get_paths().history_db)
+        self.history_search = HistorySearch(self)
         self.model_name = cfg.model.name
         self.engine_state = "loading model…"
         self.chat_screen = ChatScreen()

@@ -254,7 +254,8 @@ class SpeechProbe:
     def _options(self) -> Any:
         from runtime.audio.onnx_whisper import DecodeOptions
 
-        return DecodeOptions(timestamps=False, max_tokens=max(self.n_tokens, 1))
+        # greedy only, like the PyTorch reference: a fallback would time and score other decodes
+        return DecodeOptions(timestamps=False, max_tokens=max(self.n_tokens, 1), temperatures=(0.0,))
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:

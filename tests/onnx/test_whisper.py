@@ -11,20 +11,9 @@ import pytest
 from run_cli import edge_ai
 from whisper_models import assemble_ct2_whisper, build_tiny_whisper
 
-from convert.onnx.speech import WER_SENTENCES, speak, word_errors
+from convert.onnx.speech import WER_SENTENCES, compare_transcribers, speak, wer_set, word_errors
 from edge_ai.errors import EdgeAIError
 from runtime.audio.mel import N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram, mel_filters, pad_or_trim
-
-
-def _openai_log_mel(samples: np.ndarray, filters: np.ndarray) -> np.ndarray:
-    """openai-whisper's `log_mel_spectrogram` (whisper/audio.py), on torch.stft."""
-    import torch
-
-    stft = torch.stft(torch.from_numpy(samples), 400, 160, window=torch.hann_window(400), return_complex=True)
-    mel = torch.from_numpy(filters) @ (stft[..., :-1].abs() ** 2)
-    log_spec = torch.clamp(mel, min=1e-10).log10()
-    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
-    return ((log_spec + 4.0) / 4.0).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -33,21 +22,25 @@ def speech() -> np.ndarray:
 
 
 def test_log_mel_matches_openai_whisper_and_transformers(speech: np.ndarray) -> None:
+    """Against openai-whisper's own `log_mel_spectrogram` (torch.stft, the mel filters shipped in its
+    package) and transformers' numpy `WhisperFeatureExtractor`, for 80 and 128 (large-v3) mel bands."""
+    import torch
+    import whisper.audio
     from transformers import WhisperFeatureExtractor
-    from transformers.audio_utils import mel_filter_bank
 
-    reference_filters = mel_filter_bank(num_frequency_bins=201, num_mel_filters=80, min_frequency=0.0,
-                                        max_frequency=8000.0, sampling_rate=16000, norm="slaney",
-                                        mel_scale="slaney").T
-    np.testing.assert_allclose(mel_filters(80), reference_filters, atol=1e-7)
     audio = pad_or_trim(speech)
-    got = log_mel_spectrogram(audio)
-    assert got.shape == (80, 3000) and got.dtype == np.float32
-    openai = _openai_log_mel(audio, reference_filters.astype(np.float32))
-    transformers = WhisperFeatureExtractor(feature_size=80)(speech, sampling_rate=16000,
-                                                            return_tensors="np").input_features[0]
-    assert np.abs(got - openai).max() < 1e-3  # torch.stft in float32
-    assert np.abs(got - transformers).max() < 1e-4
+    for n_mels in (80, 128):
+        openai_filters = whisper.audio.mel_filters("cpu", n_mels).numpy()
+        np.testing.assert_allclose(mel_filters(n_mels), openai_filters, atol=1e-6)
+        got = log_mel_spectrogram(audio, n_mels)
+        assert got.shape == (n_mels, 3000) and got.dtype == np.float32
+        openai = whisper.audio.log_mel_spectrogram(torch.from_numpy(audio), n_mels).numpy()
+        transformers = WhisperFeatureExtractor(feature_size=n_mels)(speech, sampling_rate=16000,
+                                                                    return_tensors="np").input_features[0]
+        assert np.abs(got - openai).max() < 1e-3, n_mels  # torch.stft computes in float32
+        assert np.abs(got - transformers).max() < 1e-4, n_mels
+    silence = log_mel_spectrogram(np.zeros(N_SAMPLES, dtype=np.float32))  # log10 clamped, no -inf
+    np.testing.assert_allclose(silence, whisper.audio.log_mel_spectrogram(torch.zeros(N_SAMPLES)).numpy(), atol=1e-6)
     assert len(speech) < N_SAMPLES and pad_or_trim(np.ones(N_SAMPLES + 5)).shape == (N_SAMPLES,)
 
 
@@ -67,7 +60,9 @@ def test_tiny_whisper_export_int8_and_decode(tiny_whisper: Path, tmp_path: Path,
     assert fp32.parity["top1"] == 1.0 and fp32.parity["kld_mean"] < 1e-5
     assert fp32.parity["wer"] == fp32.parity["wer_pytorch"]  # the same words as PyTorch (random ones)
     assert set(fp32.files) == {"encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"}
-    assert int8.size < fp32.size / 2
+    # int8 weights, except the decoders' token table, tied to the output projection, which stays fp32
+    assert int8.files["encoder_model.onnx"] < fp32.files["encoder_model.onnx"] * 0.75  # 0.68 measured
+    assert int8.files["decoder_model.onnx"] < fp32.files["decoder_model.onnx"]
 
     stt = OnnxWhisper(tmp_path / "onnx")
     result = stt.transcribe(speech, DecodeOptions(max_tokens=24))
@@ -121,35 +116,84 @@ def test_ct2_import_matches_faster_whisper(imported: tuple[Path, Path]) -> None:
         assert [t for t in ids if t not in prompt and t != model.config.eos_token_id] == ct2_ids, text
 
 
+@pytest.fixture(scope="module")
+def whisper_onnx(imported: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The imported Whisper base exported by `convert_onnx` (fp32, checked against PyTorch) and its int8
+    quantization by the same function `--quantize int8` uses."""
+    from convert.onnx import convert_onnx
+    from convert.onnx.quantize import quantize_folder
+
+    root = tmp_path_factory.mktemp("whisper-onnx")
+    report = convert_onnx(imported[1], root / "fp32", quantize="none")
+    (fp32,) = report.variants
+    assert fp32.parity["wer"] == fp32.parity["wer_pytorch"] and fp32.parity["top1"] == 1.0  # PyTorch's words
+    quantize_folder(root / "fp32", root / "int8", "int8")
+    return {"fp32": root / "fp32", "int8": root / "int8"}
+
+
+@pytest.fixture(scope="module")
+def fixed_set() -> list[tuple[str, np.ndarray]]:
+    return [(text, speak(text, voice)) for text, voice in wer_set()]
+
+
 @pytest.mark.slow
-def test_real_whisper_onnx_int8_transcribes_like_fp32(imported: tuple[Path, Path], tmp_path: Path) -> None:
-    """Whisper base exported and int8-quantized: fp32 ONNX transcribes exactly like PyTorch, int8 within
-    one point of WER of it; timestamps and segments on real speech; faster-whisper's WER printed beside."""
+@pytest.mark.timeout(1200)  # ~2 min on an idle 2-core machine; 3 transcribers x 32 sentences when it is busy
+def test_whisper_wer_and_speed_on_the_fixed_set(imported: tuple[Path, Path], whisper_onnx: dict[str, Path],
+                                                fixed_set: list[tuple[str, np.ndarray]]) -> None:
+    """The issue's target on 32 sentences in 4 espeak-ng voices: ONNX int8 WER within one point of
+    faster-whisper (CTranslate2 int8, same greedy + fallback policy) and int8 faster than ONNX fp32."""
     from faster_whisper import WhisperModel
 
-    from convert.onnx import convert_onnx
     from runtime.audio.onnx_whisper import OnnxWhisper
 
-    ct2, hf = imported
-    report = convert_onnx(hf, tmp_path / "base-int8", quantize="int8")
-    fp32, int8 = report.variants
-    assert fp32.parity["wer"] == fp32.parity["wer_pytorch"] and fp32.parity["top1"] == 1.0
-    assert int8.problem is None or "slower" in int8.problem, int8.problem  # within the WER budget
-    stt = OnnxWhisper(tmp_path / "base-int8")
-    reference = WhisperModel(str(ct2), device="cpu", compute_type="int8", cpu_threads=2)
-    onnx_errors = ct2_errors = words = 0
-    for text in WER_SENTENCES[3:]:  # the probe spoke the first three
-        samples = speak(text)
-        result = stt.transcribe(samples)
-        assert result.segments and result.segments[0].start < 1.0
-        assert result.segments[-1].end <= len(samples) / SAMPLE_RATE + 0.5
-        errors, n = word_errors(text, result.text)
-        onnx_errors, words = onnx_errors + errors, words + n
-        ct2_errors += word_errors(text, "".join(s.text for s in reference.transcribe(samples, language="en",
-                                                                                       beam_size=1)[0]))[0]
-    print(f"WER on {len(WER_SENTENCES) - 3} espeak sentences: ONNX int8 {onnx_errors / words:.3f}, faster-whisper "
-          f"int8 {ct2_errors / words:.3f}; int8 vs fp32 on the probe: {int8.parity} / {fp32.parity}")
-    assert onnx_errors / words <= 0.15  # clear speech: a broken decoder or quantization scores far worse
+    ct2 = WhisperModel(str(imported[0]), device="cpu", compute_type="int8", cpu_threads=2)
+    systems = {"ct2_int8": lambda samples: "".join(s.text for s in ct2.transcribe(samples, language="en",
+                                                                                  beam_size=1)[0])}
+    for precision, folder in whisper_onnx.items():
+        stt = OnnxWhisper(folder, threads=2)
+        systems[f"onnx_{precision}"] = lambda samples, stt=stt: stt.transcribe(samples).text
+    results = compare_transcribers(systems, fixed_set)
+    print(json.dumps(results))
+    assert results["onnx_fp32"]["wer"] <= 0.25  # robotic voices; a broken decoder scores far worse
+    assert results["onnx_int8"]["wer"] <= results["ct2_int8"]["wer"] + 0.01
+    assert results["onnx_int8"]["rtf"] < results["onnx_fp32"]["rtf"]
+
+    samples = fixed_set[0][1]  # segments and timestamps on real speech
+    result = OnnxWhisper(whisper_onnx["int8"]).transcribe(samples)
+    assert result.segments and result.segments[0].start < 1.0
+    assert result.segments[-1].end <= len(samples) / SAMPLE_RATE + 0.5
+
+
+@pytest.mark.slow
+def test_beam_search_and_temperature_fallback_on_real_speech(whisper_onnx: dict[str, Path],
+                                                             fixed_set: list[tuple[str, np.ndarray]]) -> None:
+    from runtime.audio.onnx_whisper import DecodeOptions, OnnxWhisper
+
+    stt = OnnxWhisper(whisper_onnx["int8"])
+    for text, samples in (fixed_set[0], fixed_set[1], fixed_set[4]):  # clear speech: beam agrees with greedy
+        greedy = stt.transcribe(samples)
+        beam = stt.transcribe(samples, DecodeOptions(beam_size=5))
+        assert beam.text == greedy.text and word_errors(text, beam.text)[0] == 0, (greedy.text, beam.text)
+        assert [a.temperature for a in greedy.windows[0].attempts] == [0.0]  # no fallback needed
+
+    # Speech under white noise at -10 dB SNR: the greedy text is improbable, so hotter samples are tried
+    # in turn; the first one that passes is kept, or the most probable of all when none does.
+    speech = fixed_set[0][1]
+    noise = np.random.default_rng(0).standard_normal(len(speech)).astype(np.float32)
+    noisy = speech + noise * np.sqrt((speech ** 2).mean() / (noise ** 2).mean() * 10)
+    window = stt.transcribe(noisy).windows[0]
+    first, *retries = window.attempts
+    assert first.temperature == 0.0 and first.avg_logprob < -1.0 and retries
+    assert [a.temperature for a in retries] == list(DecodeOptions().temperatures[1:len(window.attempts)])
+    passed = [a for a in window.attempts if a.avg_logprob >= -1.0 and a.compression_ratio <= 2.4]
+    not_loops = [a for a in window.attempts if a.compression_ratio <= 2.4] or window.attempts
+    assert window.kept == (passed[0] if passed else max(not_loops, key=lambda a: a.avg_logprob))
+    assert stt.transcribe(noisy).windows[0] == window  # the sampler is seeded: the same audio, the same text
+    assert [a.temperature for a in stt.transcribe(noisy, DecodeOptions(temperatures=(0.0,))).windows[0].attempts] == [0.0]
+
+    # Five seconds of noise alone: <|nospeech|> is likely and the text improbable, so the window is silence.
+    noise_only = stt.transcribe(noise[:5 * SAMPLE_RATE] * 0.1)
+    assert noise_only.windows[0].silent and noise_only.text == "" and not noise_only.segments
 
 
 def test_bad_whisper_inputs_are_clear_errors(tmp_path: Path) -> None:

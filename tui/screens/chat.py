@@ -262,7 +262,7 @@ class ChatScreen(Screen[None]):
         query = self.sidebar.query_text.strip()
         try:
             if query:
-                rows = [(c.id, c.title, snippet) for c, snippet in history.search(query)]
+                rows = [(c.id, c.title, snippet) for c, snippet in self.edge_app.history_search.search(query)]
             else:
                 rows = [(c.id, c.title, "") for c in history.list_conversations()]
         except EdgeAIError as exc:
