@@ -17,11 +17,11 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from convert import ggml_tensor
 from convert.imatrix import EXPERT_COUNTS_KEY, compute_imatrix
 from convert.imatrix_file import read_imatrix
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import read_gguf
+from runtime.llamacpp import ggml_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for tiny_gguf
 from tiny_gguf import vocabulary, write_tiny_llama
