@@ -1,7 +1,7 @@
 """The one place that knows llama-cpp-python's internals: its ctypes bindings (`llama_cpp.llama_cpp`),
 the private attributes of `Llama` (`_model`, `_ctx`...), llama.cpp's log callback, and how a model
 file is loaded safely. Everything else uses these modules and `Llama`'s public methods, so the next
-llama-cpp-python upgrade touches this package only.
+llama-cpp-python upgrade touches this package only (tests/test_layers.py enforces it).
 
     log          llama.cpp's log into ours, its error lines kept for messages, diversions (quantize)
     load         every model load: a child-process first load, then `Llama` with its errors in one line
