@@ -1,6 +1,6 @@
 """The cost of loading a new model file in a child process first; prints JSON.
 
-A file edge-ai has not loaded before is loaded once in a throw-away process (runtime/llm/load_check.py)
+A file edge-ai has not loaded before is loaded once in a throw-away process (runtime/llamacpp/load.py)
 so a native abort cannot kill the app; after that the file is known to load and the check is
 skipped. This times opening the engine both ways on the same file, alternating rounds (the first
 load with the "loads fine" cache emptied, then a later load with it filled), and reports the best

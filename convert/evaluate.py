@@ -26,8 +26,6 @@ logits (tok/s like llama-bench pp) and a greedy decode of `decode_tokens` tokens
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import math
 import re
 import time
@@ -36,11 +34,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import llama_cpp
 import numpy as np
 import psutil
 
-from convert.chunks import MIN_CTX, bos_to_insert, decode, first_token_bos
+from convert.chunks import MIN_CTX, first_token_bos
 from convert.quantize import (
     MIB,
     QuantizeReport,
@@ -51,9 +48,8 @@ from convert.quantize import (
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import GGUFInfo, check_gguf
 from edge_ai.hardware import GIB, default_threads, model_memory_bytes
-from runtime.llm import llama_log
-
-log = logging.getLogger(__name__)
+from runtime.llamacpp import model as llama
+from runtime.llamacpp.load import load_llama
 
 ROW_BLOCK = 16  # positions turned into log-probabilities at once (16 x 262k vocab x 4 B = 16 MiB per array)
 DECODE_TOKENS = 16
@@ -262,45 +258,28 @@ def _check_same_vocabulary(model: _Scorer, other: _Scorer, tokens: Sequence[int]
         raise EdgeAIError(f"{model.name} and {role} tokenize the text differently; {why}")
 
 
-class _LogWriter(io.TextIOBase):
-    """llama-cpp-python's own prints (verbose=True) go to the debug log, not the terminal."""
-
-    def write(self, text: str) -> int:
-        if text.strip():
-            log.debug("llama-cpp-python: %s", text.rstrip())
-        return len(text)
-
-
 class _Scorer:
     """A loaded model with one context, decoding windows and handing out their logits in place."""
 
-    def __init__(self, info: GGUFInfo, llm: llama_cpp.Llama, n_batch: int) -> None:
+    def __init__(self, info: GGUFInfo, llm: llama.Llama, n_batch: int) -> None:
         self.info, self.llm, self.n_batch = info, llm, n_batch
         self.name = info.path.name
         self.n_vocab = llm.n_vocab()
-        self.bos = bos_to_insert(llama_cpp.llama_model_get_vocab(llm.model))  # None: the model adds no BOS
-        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self.bos = llama.bos_to_insert(llama.vocab(llm))  # None: the model adds no BOS
+        self.batch = llama.Batch(n_batch)
+        self.memory = llama.Memory(llm.ctx)
 
     @classmethod
     @contextlib.contextmanager
     def open(cls, info: GGUFInfo, n_ctx: int, ctx: int, threads: int) -> Iterator[_Scorer]:
-        llama_log.install()
         n_batch = ctx  # a whole window per decode call; the compute buffer follows n_ubatch
-        try:
-            # verbose=True: verbose=False redirects the process's stdout/stderr descriptors while loading.
-            with contextlib.redirect_stderr(_LogWriter()):
-                llm = llama_cpp.Llama(
-                    model_path=str(info.path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=min(ctx, 512),
-                    n_threads=threads, n_threads_batch=threads, verbose=True,
-                )
-        except (ValueError, RuntimeError, OSError) as exc:  # what llama-cpp-python raises
-            raise EdgeAIError(f"llama.cpp could not load {info.path} ({exc}); see the log for details") from None
-        llm.verbose = False
+        llm = load_llama(info.path, dict(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=min(ctx, 512), n_threads=threads,
+                                         n_threads_batch=threads))
         scorer = cls(info, llm, n_batch)
         try:
             yield scorer
         finally:
-            llama_cpp.llama_batch_free(scorer.batch)
+            scorer.batch.close()
             llm.close()
 
     def tokenize(self, text: str) -> list[int]:
@@ -308,8 +287,7 @@ class _Scorer:
 
     def _decode(self, tokens: Sequence[int], start_pos: int, first_output: int) -> None:
         """Decode `tokens` at positions start_pos..; outputs (logits) for indexes >= first_output."""
-        decode(self.llm.ctx, self.batch, self.n_batch, tokens, self._check, start_pos=start_pos,
-               first_output=first_output)
+        self.batch.decode(self.llm.ctx, tokens, self._check, start_pos=start_pos, first_output=first_output)
 
     def _check(self, status: int) -> None:
         if status != 0:
@@ -322,22 +300,20 @@ class _Scorer:
         one batch (n_batch = ctx; llama.cpp splits it into ubatches itself) so all its outputs are
         in the buffer together, in order.
         """
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.llm.ctx), True)
+        self.memory.clear()
         self._decode(window[:-1], 0, first)  # the last token predicts nothing inside the window
-        n_out = len(window) - 1 - first
-        return np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.llm.ctx), shape=(n_out, self.n_vocab))
+        return llama.logits(self.llm, len(window) - 1 - first)
 
     def speed(self, prompt: Sequence[int], n_decode: int) -> tuple[float, float]:
         """(prefill tok/s with only the last logits, greedy decode tok/s)."""
-        ctx = self.llm.ctx
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        self.memory.clear()
         t0 = time.perf_counter()
         self._decode(prompt, 0, len(prompt) - 1)
         t1 = time.perf_counter()
-        token = int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(self.n_vocab,))))
+        token = int(np.argmax(llama.logits(self.llm, 1)))
         for i in range(n_decode):
             self._decode([token], len(prompt) + i, 0)
-            token = int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(self.n_vocab,))))
+            token = int(np.argmax(llama.logits(self.llm, 1)))
         t2 = time.perf_counter()
         return len(prompt) / (t1 - t0), n_decode / (t2 - t1) if n_decode else float("nan")
 

@@ -6,7 +6,7 @@ How it works (mirrors tools/imatrix/imatrix.cpp): the llama context gets an eval
 (`cb_eval`). The scheduler first *asks* about every graph node; we answer yes for MUL_MAT and
 MUL_MAT_ID nodes whose src0 is a model weight (`blk.*`) and whose src1 (the activations) is F32.
 After such a node is computed the callback is called again and we read src1 through a ctypes
-mirror of `struct ggml_tensor` (`convert.ggml_tensor`, checked against this build first):
+mirror of `struct ggml_tensor` (`runtime.llamacpp.ggml_tensor`, checked against this build first):
 
 * MUL_MAT: src1 is [n_per_row, n_tokens, ...]; each column's sum of squares over the tokens is
   added to `in_sum2[name]` and the token count to `counts[name]` (one row per matrix of a 3-D weight).
@@ -34,19 +34,19 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from convert import ggml_tensor as gt
-from convert.chunks import MIN_CTX, bos_to_insert, decode, first_token_bos
+from convert.chunks import MIN_CTX, first_token_bos
 from convert.imatrix_file import EXPERT_COUNTS_KEY, ImatrixEntry, write_imatrix
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_path
 from edge_ai.gguf_file import check_gguf
 from edge_ai.hardware import check_fits_in_ram, default_threads
+from runtime.llamacpp import ggml_tensor as gt
 
 DEFAULT_CTX = 512
 _OUTPUT_BUDGET_BYTES = 128 << 20  # f32 logits of one decode call; Gemma's 262k vocab -> 128 tokens
@@ -94,9 +94,9 @@ class _Collector:
         self.expert_counts: dict[int, np.ndarray] = {}
         self._expert_source: dict[int, str] = {}  # layer -> the one expert weight its usage is counted from
         self.error: BaseException | None = None
-        import llama_cpp
+        from runtime.llamacpp.session import eval_callback  # imports llama_cpp: only when computing
 
-        self.callback = llama_cpp.ggml_backend_sched_eval_callback(self._callback)
+        self.callback = eval_callback(self._callback)
 
     def _callback(self, address: int, ask: bool, user_data: int) -> bool:
         # An exception must not escape into C (ctypes would print it and return false); keep the
@@ -116,6 +116,16 @@ class _Collector:
             if self.error is None:
                 self.error = exc
             return False
+
+    def check(self, rc: int) -> None:
+        """After each llama_decode: re-raise what the callback caught, or a failed decode."""
+        if self.error is not None:
+            error, self.error = self.error, None
+            if isinstance(error, EdgeAIError) or not isinstance(error, Exception):
+                raise error  # KeyboardInterrupt & co. unchanged
+            raise EdgeAIError(f"reading activations failed: {error}") from error
+        if rc != 0:
+            raise EdgeAIError(f"llama.cpp failed to evaluate a chunk (llama_decode returned {rc}); see the log")
 
     def _wanted(self, address: int) -> bool:
         t = gt.tensor_at(address)
@@ -227,23 +237,23 @@ def compute_imatrix(model: Path, text: str, out: Path, *, ctx: int = DEFAULT_CTX
         if out.resolve() == model.resolve():
             raise EdgeAIError(f"the output {out} is the model itself; choose another file name")
 
-    from runtime.llm import llama_log  # imports llama_cpp: only when actually computing
+    from runtime.llamacpp.session import EvalSession  # imports llama_cpp: only when actually computing
 
     n_vocab = _vocab_size(info)
     n_batch = min(ctx, max(MIN_CTX, _OUTPUT_BUDGET_BYTES // (4 * max(n_vocab, 1))))
     check_fits_in_ram(info, ctx, n_batch)
     collector = _Collector()
-    llama_log.install()
     # atomic_path fails now (before the long run) if the output directory is not writable, and
     # leaves nothing behind if anything below fails.
-    with atomic_path(out) as tmp, contextlib.closing(_Session(model, ctx, n_batch, threads, collector)) as session:
+    with atomic_path(out) as tmp, contextlib.closing(
+            EvalSession(model, ctx, n_batch, threads or default_threads(), collector.callback)) as session:
         tokens = session.tokenize(text)
         if len(tokens) < ctx:
             raise EdgeAIError(f"the calibration text has only {len(tokens)} tokens but one chunk needs {ctx}; "
                               f"give at least {ctx} tokens of text (about {ctx * 3 // 4} words) or lower --ctx")
         n_chunks = len(tokens) // ctx if max_chunks is None else min(max_chunks, len(tokens) // ctx)
         for chunk in range(n_chunks):
-            session.run_chunk(tokens[chunk * ctx:(chunk + 1) * ctx])
+            session.run(first_token_bos(tokens[chunk * ctx:(chunk + 1) * ctx], session.bos), collector.check)
             if progress is not None:
                 progress(chunk + 1, n_chunks)
         entries = collector.entries()
@@ -260,70 +270,6 @@ def compute_imatrix(model: Path, text: str, out: Path, *, ctx: int = DEFAULT_CTX
 def _vocab_size(info) -> int:
     tokens = info.metadata.get("tokenizer.ggml.tokens")
     return int(getattr(tokens, "length", None) or len(tokens or []) or 32000)
-
-
-class _Session:
-    """A model + context with the collector's callback installed (low-level llama.cpp API)."""
-
-    def __init__(self, model: Path, n_ctx: int, n_batch: int, threads: int, collector: _Collector) -> None:
-        import llama_cpp
-
-        self.llama = llama = llama_cpp
-        self.n_batch, self.collector = n_batch, collector
-        llama.llama_backend_init()
-        mparams = llama.llama_model_default_params()
-        mparams.n_gpu_layers = 0  # CPU: activations stay in host memory
-        self.model = llama.llama_model_load_from_file(str(model).encode(), mparams)
-        if not self.model:
-            raise EdgeAIError(f"llama.cpp could not load {model}; see the log for details, "
-                              "or check the file with `edge-ai models info`")
-        self.vocab = llama.llama_model_get_vocab(self.model)
-        self.bos = bos_to_insert(self.vocab)
-        cparams = llama.llama_context_default_params()
-        cparams.n_ctx = n_ctx
-        cparams.n_batch = cparams.n_ubatch = n_batch
-        cparams.n_seq_max = 1
-        cparams.n_threads = cparams.n_threads_batch = threads or default_threads()
-        cparams.embeddings = False
-        cparams.no_perf = True
-        cparams.cb_eval = collector.callback
-        cparams.cb_eval_user_data = None
-        self.ctx = llama.llama_init_from_model(self.model, cparams)
-        if not self.ctx:
-            llama.llama_model_free(self.model)
-            raise EdgeAIError(f"llama.cpp could not create a context of {n_ctx} tokens for {model.name}; "
-                              "see the log, or try a smaller --ctx")
-        self.batch = llama.llama_batch_init(n_batch, 0, 1)
-
-    def close(self) -> None:
-        self.llama.llama_batch_free(self.batch)
-        self.llama.llama_free(self.ctx)
-        self.llama.llama_model_free(self.model)
-
-    def tokenize(self, text: str) -> list[int]:
-        data = text.encode("utf-8")
-        capacity = len(data) + 8
-        while True:
-            buf = (self.llama.llama_token * capacity)()
-            n = self.llama.llama_tokenize(self.vocab, data, len(data), buf, capacity, True, False)
-            if n >= 0:
-                return list(buf[:n])
-            capacity = -n
-
-    def run_chunk(self, tokens: Sequence[int]) -> None:
-        llama = self.llama
-        llama.llama_memory_clear(llama.llama_get_memory(self.ctx), True)
-        # all outputs (first_output=0), so the last layer is not pruned to one row
-        decode(self.ctx, self.batch, self.n_batch, first_token_bos(tokens, self.bos), self._check)
-
-    def _check(self, rc: int) -> None:
-        if self.collector.error is not None:
-            error, self.collector.error = self.collector.error, None
-            if isinstance(error, EdgeAIError) or not isinstance(error, Exception):
-                raise error  # KeyboardInterrupt & co. unchanged
-            raise EdgeAIError(f"reading activations failed: {error}") from error
-        if rc != 0:
-            raise EdgeAIError(f"llama.cpp failed to evaluate a chunk (llama_decode returned {rc}); see the log")
 
 
 __all__ = ["EXPERT_COUNTS_KEY", "ImatrixReport", "compute_imatrix"]

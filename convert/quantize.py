@@ -22,11 +22,9 @@ written.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -34,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import llama_cpp
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from convert.imatrix_file import Imatrix, read_imatrix
@@ -42,8 +39,8 @@ from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_path, check_free_space
 from edge_ai.gguf_file import GGUFInfo, check_gguf, read_gguf, tensor_nbytes
 from edge_ai.hardware import default_threads
-from runtime.llm.llama_log import GGML_LOG_LEVEL_CONT, GGML_LOG_LEVELS
-from runtime.llm.llama_log import logger as llama_log
+from runtime.llamacpp import quantize as native
+from runtime.llamacpp.log import logger as llama_log
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +116,7 @@ _ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
 def _build_types() -> dict[str, QuantType]:
     types: dict[str, QuantType] = {}
     for name, ftype_name, base, bpw, description, needs_imatrix in _TYPE_ROWS:
-        ftype = getattr(llama_cpp, f"LLAMA_FTYPE_{ftype_name}", None)
+        ftype = native.ftype(ftype_name)
         if ftype is None or base not in GGMLQuantizationType.__members__:
             continue  # not in this llama.cpp / gguf-py build
         types[name] = QuantType(name, ftype, base, bpw, description, needs_imatrix)
@@ -134,7 +131,7 @@ QUANT_TYPES: dict[str, QuantType] = _build_types()
 _NOT_STORAGE = {"Q8_1", "Q8_K", "I8", "I16", "I32", "I64", "F64"}
 TENSOR_TYPES: dict[str, int] = {
     t.name: t.value for t in GGMLQuantizationType
-    if t.name not in _NOT_STORAGE and t.value < llama_cpp.GGML_TYPE_COUNT
+    if t.name not in _NOT_STORAGE and t.value < native.GGML_TYPE_COUNT
 }
 _UNQUANTIZED = {"F32", "F16", "BF16"}
 
@@ -329,54 +326,24 @@ class _Job:
 
     def run(self, dst: Path | None, progress: Progress | None) -> _Plan:
         """Quantize to `dst`, or plan (llama.cpp's dry run) when `dst` is None."""
-        keep: list[Any] = []  # every ctypes buffer must outlive the call
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.nthread = self.threads
-        params.ftype = self.qt.ftype
-        params.allow_requantize = self.allow_requantize
-        params.pure = self.pure
-        params.dry_run = dst is None
-        if self.out_type:
-            params.output_tensor_type = self.out_type[1]
-        if self.emb_type:
-            params.token_embedding_type = self.emb_type[1]
-        if self.overrides:
-            array = (llama_cpp.llama_model_tensor_override * (len(self.overrides) + 1))()
-            for slot, (pattern, _, type_id) in zip(array, self.overrides):
-                slot.pattern = pattern.encode()
-                slot.type = type_id
-            array[len(self.overrides)].pattern = None
-            array[len(self.overrides)].type = llama_cpp.GGML_TYPE_COUNT
-            keep.append(array)
-            params.tt_overrides = ctypes.cast(array, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
-        if self.imatrix_values:
-            array = (llama_cpp.llama_model_imatrix_data * (len(self.imatrix_values) + 1))()
-            for slot, (name, values) in zip(array, self.imatrix_values.items()):
-                slot.name = name.encode()
-                slot.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-                slot.size = values.size
-            array[len(self.imatrix_values)].name = None
-            keep.append(array)
-            params.imatrix = ctypes.cast(array, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
-            kv = self._imatrix_kv_overrides()
-            keep.append(kv)
-            params.kv_overrides = ctypes.cast(kv, ctypes.POINTER(llama_cpp.llama_model_kv_override))
-
         capture = _LogCapture(len(self.info.tensors), progress)
-        with capture.installed():
-            status = llama_cpp.llama_model_quantize(
-                str(self.info.path).encode(), str(dst).encode() if dst else b"", ctypes.byref(params)
-            )
-        del keep
+        status, callback_error = native.quantize_model(
+            self.info.path, dst, ftype=self.qt.ftype, threads=self.threads, allow_requantize=self.allow_requantize,
+            pure=self.pure, output_type=self.out_type[1] if self.out_type else None,
+            embedding_type=self.emb_type[1] if self.emb_type else None,
+            overrides=[(pattern, type_id) for pattern, _, type_id in self.overrides],
+            imatrix=self.imatrix_values, metadata=self._imatrix_metadata() if self.imatrix_values else (),
+            on_log=capture.feed,
+        )
         if status != 0:
             raise self._failure(capture)
-        if capture.callback_error is not None:
-            raise capture.callback_error
+        if callback_error is not None:
+            raise callback_error
         if progress is not None:
             progress(len(self.info.tensors), len(self.info.tensors))
         return self._plan(capture)
 
-    def _imatrix_kv_overrides(self) -> ctypes.Array:
+    def _imatrix_metadata(self) -> list[tuple[str, str | int]]:
         """Provenance in the output's metadata, as llama-quantize records it."""
         matrix = self.matrix
         values: list[tuple[str, str | int]] = []
@@ -387,17 +354,7 @@ class _Job:
         values.append(("quantize.imatrix.entries_count", len(self.imatrix_values)))
         if matrix is not None and matrix.chunk_count > 0:
             values.append(("quantize.imatrix.chunks_count", matrix.chunk_count))
-        array = (llama_cpp.llama_model_kv_override * (len(values) + 1))()
-        for slot, (key, value) in zip(array, values):
-            slot.key = key.encode()[:127]
-            if isinstance(value, int):
-                slot.tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT
-                slot.value.val_i64 = value
-            else:
-                slot.tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
-                slot.value.val_str = value.encode()[:127]
-        array[len(values)].key = b""
-        return array
+        return values
 
     def _plan(self, capture: _LogCapture) -> _Plan:
         tensors: list[TensorResult] = []
@@ -449,7 +406,6 @@ _CONVERTING = re.compile(r"converting to (\w+)")
 _FALLBACKS = re.compile(r"(\d+) of \d+ tensor\(s\) required fallback")
 _FAILED = re.compile(r"failed to quantize: (.*)")
 _OFFENDING = re.compile(r"offending tensor: (\S+)|Missing importance matrix for tensor (\S+)")
-_LOG_LOCK = threading.Lock()  # llama.cpp's log callback is process-wide
 
 
 class _LogCapture:
@@ -464,31 +420,19 @@ class _LogCapture:
         self.offending_tensor: str | None = None
         self.needs_imatrix = False
         self.fallbacks = 0
-        self.callback_error: BaseException | None = None
         self._tensor: str | None = None
         self._level = logging.INFO
         self._line = ""
-        self._callback = llama_cpp.llama_log_callback(self._on_log)
 
-    def installed(self) -> _Installed:
-        return _Installed(self._callback)
-
-    def _on_log(self, level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-        try:
-            if level != GGML_LOG_LEVEL_CONT:
-                self._level = GGML_LOG_LEVELS.get(level, logging.INFO)
-            self._feed(text.decode("utf-8", errors="replace"))
-        except BaseException as exc:  # noqa: BLE001 - an exception must never unwind into C
-            if self.callback_error is None:
-                self.callback_error = exc
-
-    def _feed(self, text: str) -> None:
+    def feed(self, level: int, text: str) -> None:
+        """One piece of llama.cpp's log at `level` (a `logging` level)."""
+        self._level = level
         self._line += text
         match = _TENSOR_LINE.match(text)
         if match:
             index, _, name = int(match.group(1)), int(match.group(2)), match.group(3)
             self._tensor = name
-            if self.progress is not None and self.callback_error is None:
+            if self.progress is not None:
                 self.progress(index - 1, self.total)
         elif self._tensor is not None:
             target = _DRY_TARGET.search(text) or _CONVERTING.search(text)
@@ -520,28 +464,6 @@ class _LogCapture:
         match = _FALLBACKS.search(line)
         if match:
             self.fallbacks = int(match.group(1))
-
-
-class _Installed:
-    """Context manager: our log callback in, the previous one (or stderr) back afterwards."""
-
-    def __init__(self, callback: Any) -> None:
-        self.callback = callback
-        self.previous: Any = None
-        self.previous_data = ctypes.c_void_p()
-
-    def __enter__(self) -> None:
-        _LOG_LOCK.acquire()
-        previous = llama_cpp.llama_log_callback()
-        llama_cpp.llama_log_get(ctypes.byref(previous), ctypes.byref(self.previous_data))
-        self.previous = previous if ctypes.cast(previous, ctypes.c_void_p).value else None
-        llama_cpp.llama_log_set(self.callback, ctypes.c_void_p(0))
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            llama_cpp.llama_log_set(self.previous, self.previous_data)
-        finally:
-            _LOG_LOCK.release()
 
 
 # --- checks and helpers --------------------------------------------------------------------------

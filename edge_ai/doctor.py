@@ -38,13 +38,15 @@ def _models_dir_summary(models_dir: Path) -> str:
     return f"{models_dir} ({len(files)} file{'s' if len(files) != 1 else ''}, {size / GIB:.2f} GiB)"
 
 
-def run_doctor(console: Console) -> int:
+def run_doctor(console: Console, llama_backends: str, gpu_offload: bool) -> int:
     """Print the report; return 1 if the config is broken or a registered model cannot be used, else 0.
+
+    `llama_backends` and `gpu_offload` describe the llama.cpp build (`runtime.llamacpp.system.build()`).
 
     A broken config is reported as a problem (with the defaults used for the rest of the report)
     rather than ending the report half-way: doctor is what a user runs when something is wrong.
     """
-    report = probe()
+    report = probe(llama_backends, gpu_offload)
     paths = get_paths()
     problems = _problems(report)
     try:

@@ -7,7 +7,7 @@ as a row of `RULES`, read through gguf's `Keys` templates, and checked before ll
 file. Values at the edges of their types are refused too: llama.h hands many of these uint32 values
 to Python as int32, where 2**32-1 becomes -1 (a "negative size"), and a NaN float poisons every
 computation. Rules were taken from llama-cpp-python 0.3.36's vendored llama.cpp; what no rule
-catches is caught by loading a new file in a child process first (runtime/llm/load_check.py).
+catches is caught by loading a new file in a child process first (runtime/llamacpp/load.py).
 """
 
 from __future__ import annotations

@@ -110,10 +110,12 @@ def _audio_summary() -> str:
     return f"{inputs} input and {outputs} output devices"
 
 
-def probe() -> HardwareReport:
-    """Collect the report (a fraction of a second; no model is loaded)."""
-    import llama_cpp  # noqa: PLC0415 - keeps `edge-ai config` fast
+def probe(llama_backends: str, gpu_offload: bool) -> HardwareReport:
+    """Collect the report (a fraction of a second; no model is loaded).
 
+    What the llama.cpp build can do comes from the caller (`runtime.llamacpp.system.build()`):
+    this core module knows nothing of llama-cpp-python.
+    """
     flags = cpu_flags()
     memory = psutil.virtual_memory()
     display = os.environ.get("WAYLAND_DISPLAY") or os.environ.get("DISPLAY")
@@ -124,8 +126,8 @@ def probe() -> HardwareReport:
         simd=tuple(f for f in SIMD_FLAGS if f in flags),
         ram_total=memory.total,
         ram_available=memory.available,
-        llama_backends=llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
-        gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
+        llama_backends=llama_backends,
+        gpu_offload=gpu_offload,
         display=display,
         audio=_audio_summary(),
     )

@@ -6,7 +6,7 @@ package (assembled from its parts into the data dir on first use, with a progres
 Nothing is ever downloaded.
 
 It also remembers which files have loaded in llama.cpp before (`loads_fine`): a new file is first
-loaded in a child process (runtime/llm/load_check.py), so a native abort cannot take the app down,
+loaded in a child process (runtime/llamacpp/load.py), so a native abort cannot take the app down,
 and that cost is paid once per file.
 """
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.llm import llama_log
+from runtime.llamacpp import log as llama_log
 
 MIB = 1024**2
 ROUNDING = 0.005 * MIB  # llama.cpp prints MiB with two decimals

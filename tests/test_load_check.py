@@ -1,7 +1,7 @@
 """No model file can kill the process: real llama.cpp, real child processes, real aborts.
 
 The malformed files are the tiny llama of tests/tiny_gguf.py with one hyperparameter broken. Loaded
-without our validation they abort llama.cpp with SIGABRT; through `load_check` that abort happens in
+without our validation they abort llama.cpp with SIGABRT; through `runtime.llamacpp.load` that abort happens in
 a child process and comes back as one line quoting the assertion, while this process goes on.
 """
 
@@ -21,7 +21,7 @@ from tiny_gguf import N_LAYER, vocabulary, write_tiny_llama
 from edge_ai import registry
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import diagnose, read_gguf
-from runtime.llm import load_check
+from runtime.llamacpp import load as load_check
 from runtime.llm.engine import Engine, EngineOptions
 
 PARAMS = {"n_ctx": 256, "n_batch": 64, "n_ubatch": 64, "n_threads": 1, "n_threads_batch": 1}
@@ -78,6 +78,29 @@ def test_edge_ai_ask_reports_the_crash_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 4 and result.stdout == ""  # ModelLoadError's exit code
     assert result.stderr.startswith("error: llama.cpp crashed loading model.gguf (signal 6): llama-vocab.cpp:")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [
+    ["eval", "--ctx", "16"],
+    ["imatrix", "--ctx", "16", "-o", "{out}"],
+    ["quantize", "-q", "Q8_0"],
+])
+def test_every_toolchain_command_reports_the_crash_in_one_line(tmp_path: Path, command: list[str]) -> None:
+    """eval, imatrix and quantize load the model through the same child-process check as the engine."""
+    bad = write_duplicate_token_model(tmp_path / "model.gguf")
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog " * 50)
+    name, *options = command
+    args = [name, str(bad), *(o.format(out=tmp_path / "out.gguf") for o in options)]
+    if name == "quantize":
+        args.append(str(tmp_path / "out.gguf"))
+    else:
+        args += ["--text", str(text)]
+    result = _edge_ai(*args)
+    assert result.returncode == 4, result.stderr  # ModelLoadError's exit code, not a signal
+    assert result.stderr.startswith("error: llama.cpp crashed loading model.gguf (signal 6): llama-vocab.cpp:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.gguf").exists()
 
 
 def test_a_file_that_loaded_is_not_loaded_twice_until_it_changes(tmp_path: Path) -> None:

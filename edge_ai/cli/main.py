@@ -179,8 +179,9 @@ def serve(
 def doctor() -> None:
     """Check this machine: CPU, memory, llama.cpp backends, audio, display, models."""
     from edge_ai.doctor import run_doctor
+    from runtime.llamacpp.system import build
 
-    raise typer.Exit(run_doctor(out))
+    raise typer.Exit(run_doctor(out, *build()))
 
 
 @config_app.command("show")

@@ -56,10 +56,10 @@ def plan_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
 ) -> None:
     """Plan memory for MODEL: weights by role, KV cache, compute buffers, placement, tok/s, llama.cpp flags."""
-    import llama_cpp
     import psutil
 
     from edge_ai.gguf_file import check_gguf
+    from runtime.llamacpp.system import build
     from runtime.planner.bandwidth import measure_read_bandwidth
     from runtime.planner.plan import KV_TYPES, Budget, Request, impossible_message, make_plan
 
@@ -76,7 +76,7 @@ def plan_cmd(
     pool = parse_size(unified, "--unified") if unified is not None else None
     budget = Budget(ram=pool or (parse_size(ram, "--ram") if ram else psutil.virtual_memory().available),
                     vram=parse_size(vram, "--vram") if vram else 0, unified=pool is not None,
-                    gpu_backend=bool(llama_cpp.llama_supports_gpu_offload()))
+                    gpu_backend=build()[1])
     with ProgressBar("assembling model", in_bytes=True) as bar:
         info = check_gguf(registry.resolve(model, progress=bar))
     below = info.block_count if cpu_moe else n_cpu_moe

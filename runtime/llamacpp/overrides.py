@@ -88,11 +88,12 @@ class Overrides:
 
 
 @contextlib.contextmanager
-def applied(info: GGUFInfo, overrides: Sequence[tuple[str, str]]) -> Iterator[Overrides | None]:
+def applied(info: GGUFInfo | None, overrides: Sequence[tuple[str, str]]) -> Iterator[Overrides | None]:
     """Within the block, `llama_cpp.Llama(...)` loads `info`'s model with `overrides` ((regex, device) pairs)."""
     if not overrides:
         yield None
         return
+    assert info is not None, "overrides are checked against the model's tensors"
     check_patterns(info, overrides)
     table = Overrides(overrides)
     with _patched_defaults("llama_model_default_params", lambda p: setattr(p, "tensor_buft_overrides", table.address)):

@@ -10,10 +10,7 @@ safe to call from any other thread.
 from __future__ import annotations
 
 import codecs
-import contextlib
-import ctypes
 import dataclasses
-import io
 import logging
 import random
 import threading
@@ -22,16 +19,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import llama_cpp
 import numpy as np
-from llama_cpp._internals import LlamaSampler
 
 from edge_ai.chat_format import FormatChoice, choose_format
-from edge_ai.errors import EdgeAIError, ModelLoadError
+from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import GGUFInfo, check_gguf
 from edge_ai.hardware import check_fits_in_ram, default_threads
+from runtime.llamacpp import model as llama
 from runtime.llamacpp import overrides
-from runtime.llm import llama_log, load_check
+from runtime.llamacpp.load import ggml_type, load_llama
+from runtime.llamacpp.sampling import Chain, Grammar
 from runtime.llm.context import FittedPrompt, Message, fit_messages
 from runtime.llm.events import DoneEvent, Event, FinishReason, Metrics, SamplingParams, TokenEvent, TokenLogprob
 from runtime.llm.templates import BUILTIN_FORMATS, TRANSCRIPT, BuiltinFormat, ChatTemplate, UnsafeTemplateError
@@ -72,15 +69,6 @@ class EngineOptions:
     use_mlock: bool = False
 
 
-class _LogWriter(io.TextIOBase):
-    """A text stream that sends llama-cpp-python's Python-side prints to our log."""
-
-    def write(self, text: str) -> int:
-        if text.strip():
-            log.debug("llama-cpp-python: %s", text.rstrip())
-        return len(text)
-
-
 class Engine:
     """A loaded model. Use `chat()` / `complete()` from one worker thread, `cancel()` from anywhere."""
 
@@ -97,13 +85,18 @@ class Engine:
         for key, source in self.info.chat_templates.items():  # llama-cpp-python's own error would not name it
             origin = self.path.name if key == "tokenizer.chat_template" else f"{self.path.name} ({key})"
             ChatTemplate(source, bos_token="", eos_token="", origin=origin)
-        llama_log.install()
-        self._llm = self._load(options)
-        self._n_swa = llama_cpp.llama_model_n_swa(self._llm.model)
-        self._recurrent = bool(llama_cpp.llama_model_is_recurrent(self._llm.model)
-                               or llama_cpp.llama_model_is_hybrid(self._llm.model))
-        self._memory = llama_cpp.llama_get_memory(self._llm.ctx)
-        self._can_shift = bool(llama_cpp.llama_memory_can_shift(self._memory)) and not self._recurrent
+        overrides.check_patterns(self.info, options.tensor_overrides)
+        kv_type = ggml_type(options.kv_type)
+        self._llm = load_llama(self.path, dict(
+            n_ctx=self.n_ctx, n_batch=options.batch, n_ubatch=options.batch, n_threads=self.threads,
+            n_threads_batch=self.threads, swa_full=options.swa_full, type_k=kv_type, type_v=kv_type,
+            flash_attn=options.flash_attn, n_gpu_layers=options.n_gpu_layers, use_mmap=options.use_mmap,
+            use_mlock=options.use_mlock), tensor_overrides=options.tensor_overrides, info=self.info)
+        self._vocab = llama.vocab(self._llm)
+        self._n_swa = llama.n_swa(self._llm)
+        self._recurrent = llama.is_recurrent(self._llm)
+        self._memory = llama.Memory(self._llm.ctx)
+        self._can_shift = self._memory.can_shift and not self._recurrent
         try:
             self.template, self._format = self._choose_template()
             self._turn_marker_ids = self._single_tokens(self._format.turn_markers)
@@ -114,36 +107,13 @@ class Engine:
         self._cancel = threading.Event()
         self._stop: threading.Event | None = None
 
-    def _load(self, options: EngineOptions) -> llama_cpp.Llama:
-        kv_type = getattr(llama_cpp, f"GGML_TYPE_{options.kv_type.upper()}")
-        params = dict(n_ctx=self.n_ctx, n_batch=options.batch, n_ubatch=options.batch, n_threads=self.threads,
-                      n_threads_batch=self.threads, swa_full=options.swa_full, type_k=kv_type, type_v=kv_type,
-                      flash_attn=options.flash_attn, n_gpu_layers=options.n_gpu_layers, use_mmap=options.use_mmap,
-                      use_mlock=options.use_mlock)
-        overrides.check_patterns(self.info, options.tensor_overrides)
-        load_check.ensure_loads(self.path, params)  # a native abort in a child process, not in ours
-        # verbose=True because verbose=False redirects the process's stdout/stderr file
-        # descriptors while loading, which blanks a running TUI; llama.cpp's own log already goes
-        # to our callback, and the Python-side prints go to our log through _LogWriter.
-        mark = llama_log.mark()
-        try:
-            with contextlib.redirect_stderr(_LogWriter()), overrides.applied(self.info, options.tensor_overrides):
-                llm = llama_cpp.Llama(model_path=str(self.path), **params, verbose=True)
-        except Exception as exc:  # llama-cpp-python raises bare ValueError/RuntimeError
-            reason = "; ".join(llama_log.errors_since(mark)) or str(exc)
-            raise ModelLoadError(
-                f"llama.cpp could not load {self.path.name}: {reason}; check the file with `edge-ai models info`"
-            ) from None
-        llm.verbose = False
-        return llm
-
     def _choose_template(self) -> tuple[ChatTemplate, BuiltinFormat]:
         """The template for `self.chat_format`, and the format's stops and turn markers.
 
         A file's own template comes with no extra stops (it marks turn ends as end-of-generation).
         """
-        bos = self._piece(self._llm.token_bos())
-        eos = self._piece(self._llm.token_eos())
+        bos = llama.token_text(self._llm, self._llm.token_bos())
+        eos = llama.token_text(self._llm, self._llm.token_eos())
         choice = self.chat_format
         if choice.kind == "template":
             assert self.info.chat_template is not None  # choose_format checked it
@@ -159,22 +129,6 @@ class Engine:
         mark a turn's end as end-of-generation, so its turn-marker tokens also end a reply."""
         ids = (self._llm.tokenize(text.encode(), add_bos=False, special=True) for text in texts)
         return frozenset(one[0] for one in ids if len(one) == 1)
-
-    def _token_bytes(self, token: int) -> bytes:
-        """The token's text bytes. llama-cpp-python's detokenize uses a 32-byte buffer and silently
-        drops longer pieces (Gemma has hundreds, e.g. whole Bengali words), so size it ourselves."""
-        size = 64
-        while True:
-            buffer = ctypes.create_string_buffer(size)
-            n = llama_cpp.llama_token_to_piece(self._llm._model.vocab, token, buffer, size, 0, False)
-            if n >= 0:
-                return buffer.raw[:n]
-            size = -n
-
-    def _piece(self, token: int) -> str:
-        if token < 0:
-            return ""
-        return self._llm._model.token_get_text(token)
 
     @property
     def context_used(self) -> int:
@@ -195,7 +149,7 @@ class Engine:
         """
         tokens = self.tokenize(self.render(messages))
         bos = self._llm.token_bos()
-        if self._llm._model.add_bos_token() and bos >= 0 and tokens[:1] != [bos]:
+        if llama.adds_bos(self._llm) and bos >= 0 and tokens[:1] != [bos]:
             tokens.insert(0, bos)
         return tokens
 
@@ -241,7 +195,7 @@ class Engine:
         with self._lock:
             start = time.perf_counter()
             self._begin(stop)
-            tokens = self.tokenize(prompt, special=False, add_bos=self._llm._model.add_bos_token())
+            tokens = self.tokenize(prompt, special=False, add_bos=llama.adds_bos(self._llm))
             if not tokens:
                 raise EdgeAIError("the prompt is empty; give some text to continue")
             if len(tokens) >= self.n_ctx:
@@ -268,7 +222,7 @@ class Engine:
             self._llm.reset()  # a recurrent state holds every token seen; it cannot drop a suffix
             return 0
         if n_keep > 0 and self._n_swa > 0:
-            pos_min = llama_cpp.llama_memory_seq_pos_min(self._memory, 0)
+            pos_min = self._memory.pos_min()
             if pos_min > max(0, n_keep - self._n_swa):
                 n_keep = 0
         return self._shift(tokens, n_keep) if self._can_shift else n_keep
@@ -293,8 +247,7 @@ class Engine:
         kept = int(differ[0]) if differ.size else tail
         if kept < SHIFT_MIN_TOKENS:
             return n_keep
-        llama_cpp.llama_memory_seq_rm(self._memory, 0, n_keep, source)
-        llama_cpp.llama_memory_seq_add(self._memory, 0, source, -1, n_keep - source)
+        self._memory.move(source, -1, to=n_keep)
         llm.input_ids[n_keep:n_keep + kept] = tokens[n_keep:n_keep + kept]
         llm.n_tokens = n_keep + kept  # eval() drops the cells past this from the cache
         return n_keep + kept
@@ -324,7 +277,7 @@ class Engine:
         reason: FinishReason = "cancelled"
         ended_on_eog = False  # the end-of-turn token is sampled but is not part of the reply
         logprobs = _TokenLog()
-        grammar = _Grammar(self._llm, sampling.grammar) if sampling.grammar is not None else None  # fails at once
+        grammar = Grammar(self._llm, sampling.grammar) if sampling.grammar is not None else None  # fails at once
         chain = self._sampler_chain(sampling)
         try:
             if self._prefill(tokens, n_keep):
@@ -332,11 +285,11 @@ class Engine:
                 reason = "length"
                 for token in self._sample(chain, grammar):
                     stamps.append(time.perf_counter())
-                    if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or token in self._turn_marker_ids:
+                    if llama.is_eog(self._vocab, token) or token in self._turn_marker_ids:
                         reason, ended_on_eog = "stop", True
                         break
                     start_offset = stream.decoded
-                    text, stopped = stream.feed(self._token_bytes(token))
+                    text, stopped = stream.feed(llama.token_bytes(self._vocab, token))
                     if sampling.logprobs is not None:
                         logprobs.add(self._logprob(token, sampling.logprobs), start_offset, stream.decoded)
                     released = logprobs.release(len(stream.text), final=stopped)
@@ -363,52 +316,37 @@ class Engine:
         yield DoneEvent(reason, stream.text, self._metrics(tokens, n_keep, start, prefill_start, prefill_end,
                                                            stamps, ended_on_eog, dropped))
 
-    def _sampler_chain(self, sampling: SamplingParams) -> LlamaSampler:
-        """llama.cpp's sampler chain for one reply: logit bias, penalties, then greedy or top-k /
-        top-p / min-p / temperature (a grammar is applied around it: see `_Grammar`). Built here
-        rather than by `Llama.generate`, which has no logit bias."""
+    def _sampler_chain(self, sampling: SamplingParams) -> Chain:
+        """llama.cpp's sampler chain for one reply (a grammar is applied around it: see `Grammar`)."""
         n_vocab = self._llm.n_vocab()
         for token, _ in sampling.logit_bias:
             if not 0 <= token < n_vocab:  # llama.cpp would write outside its candidate array
                 raise EdgeAIError(f"logit_bias names token {token}, but {self.name} has tokens 0 to {n_vocab - 1}")
-        chain = LlamaSampler()
-        if sampling.logit_bias:
-            chain.add_logit_bias(n_vocab, dict(sampling.logit_bias))
-        chain.add_penalties(n_vocab, penalty_last_n=self._llm.last_n_tokens_size,
-                            penalty_repeat=sampling.repeat_penalty, penalty_freq=sampling.frequency_penalty,
-                            penalty_present=sampling.presence_penalty)
-        if sampling.temperature == 0:
-            chain.add_greedy()
-        else:
-            chain.add_top_k(sampling.top_k)
-            chain.add_top_p(sampling.top_p, 1)
-            chain.add_min_p(sampling.min_p, 1)
-            chain.add_temp(sampling.temperature)
-            chain.add_dist(sampling.seed if sampling.seed >= 0 else random.getrandbits(31))
-        return chain
+        return Chain(n_vocab, logit_bias=dict(sampling.logit_bias), penalty_last_n=self._llm.last_n_tokens_size,
+                     repeat=sampling.repeat_penalty, frequency=sampling.frequency_penalty,
+                     presence=sampling.presence_penalty, temperature=sampling.temperature, top_k=sampling.top_k,
+                     top_p=sampling.top_p, min_p=sampling.min_p,
+                     seed=sampling.seed if sampling.seed >= 0 else random.getrandbits(31))
 
-    def _sample(self, chain: LlamaSampler, grammar: _Grammar | None) -> Iterator[int]:
+    def _sample(self, chain: Chain, grammar: Grammar | None) -> Iterator[int]:
         """Tokens from `chain`, the first from the logits the prefill left, so the last prompt token
         is evaluated once; each token is evaluated only when the next one is asked for."""
+        llm = self._llm
         while True:
-            token = chain.sample(self._llm._ctx, -1) if grammar is None else grammar.sample(chain, self._logits())
+            token = chain.sample(llm) if grammar is None else grammar.sample(chain, llama.last_logits(llm))
             yield token
-            self._llm.eval([token])
-
-    def _logits(self) -> np.ndarray:
-        """The logits of the last evaluated position (a view into llama.cpp's buffer)."""
-        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._llm.ctx, -1), shape=(self._llm.n_vocab(),))
+            llm.eval([token])
 
     def _logprob(self, token: int, top: int) -> TokenLogprob:
         """`token`'s log-probability and the `top` likeliest tokens', from the logits it was sampled
         from (the model's own distribution: no penalty, bias, grammar or temperature)."""
-        logits = self._logits()
+        logits = llama.last_logits(self._llm)
         shifted = logits.astype(np.float64) - logits.max()
         logp = shifted - np.log(np.exp(shifted).sum())
         best = np.argpartition(-logp, top - 1)[:top] if top else np.zeros(0, dtype=int)
         best = best[np.argsort(-logp[best], kind="stable")]
-        return TokenLogprob(self._token_bytes(token), float(logp[token]),
-                            tuple((self._token_bytes(int(t)), float(logp[t])) for t in best))
+        return TokenLogprob(llama.token_bytes(self._vocab, token), float(logp[token]),
+                            tuple((llama.token_bytes(self._vocab, int(t)), float(logp[t])) for t in best))
 
     def _metrics(self, tokens: Sequence[int], n_keep: int, start: float, prefill_start: float,
                  prefill_end: float, stamps: list[float], ended_on_eog: bool, dropped: int) -> Metrics:
@@ -446,51 +384,6 @@ def _probe(template: ChatTemplate) -> None:
         raise
     except EdgeAIError:
         pass
-
-
-_CANDIDATE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
-
-
-class _Grammar:
-    """A GBNF grammar applied as llama.cpp's own server does, cheaply: the chain picks a token from
-    all candidates, the grammar checks only that one, and only when it refuses is the grammar run
-    over the whole vocabulary and the token picked again. Checking every candidate every step
-    (the grammar inside the chain) costs ~10x the decode time on a 262k-token vocabulary."""
-
-    def __init__(self, llm: llama_cpp.Llama, gbnf: str) -> None:
-        self._sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode(), b"root")
-        if not self._sampler:  # llama.cpp prints the reason on stderr, nowhere we can read it
-            raise EdgeAIError("llama.cpp could not parse the grammar; check it against the GBNF rules "
-                              "in llama.cpp's grammars/README.md")
-        self._buffer = (llama_cpp.llama_token_data * llm.n_vocab())()
-        self._candidates = np.frombuffer(self._buffer, dtype=_CANDIDATE)
-        self._one = (llama_cpp.llama_token_data * 1)()
-
-    def _pick(self, chain: LlamaSampler, logits: np.ndarray, constrained: bool) -> int:
-        self._candidates["id"] = np.arange(len(logits), dtype=np.int32)
-        self._candidates["logit"] = logits
-        self._candidates["p"] = 0.0
-        array = llama_cpp.llama_token_data_array(self._buffer, len(logits), -1, False)
-        if constrained:
-            llama_cpp.llama_sampler_apply(self._sampler, ctypes.byref(array))
-        llama_cpp.llama_sampler_apply(chain.sampler, ctypes.byref(array))
-        return int(array.data[array.selected].id)
-
-    def _allows(self, token: int) -> bool:
-        self._one[0].id, self._one[0].logit, self._one[0].p = token, 1.0, 0.0
-        llama_cpp.llama_sampler_apply(self._sampler, ctypes.byref(llama_cpp.llama_token_data_array(self._one, 1, -1, False)))
-        return self._one[0].logit != -np.inf
-
-    def sample(self, chain: LlamaSampler, logits: np.ndarray) -> int:
-        token = self._pick(chain, logits, constrained=False)
-        if not self._allows(token):
-            token = self._pick(chain, logits, constrained=True)
-        llama_cpp.llama_sampler_accept(self._sampler, token)
-        chain.accept(token)
-        return token
-
-    def close(self) -> None:
-        llama_cpp.llama_sampler_free(self._sampler)
 
 
 class _TokenLog:

@@ -18,9 +18,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from llama_cpp.llama_grammar import SchemaConverter
-
 from edge_ai.errors import EdgeAIError
+from runtime.llamacpp.sampling import SchemaConverter
 
 # Keywords the converter turns into grammar rules, and keywords that only describe.
 _ENFORCED = frozenset({

@@ -92,20 +92,17 @@ def run_profile(info: GGUFInfo, text: str, *, n_ctx: int = 512, threads: int = 0
                 max_tokens: int = 16384) -> ExpertProfile:
     """Feed `text` (up to `max_tokens` tokens, in windows of `n_ctx`) through the model and count the
     router's picks."""
-    import llama_cpp  # noqa: PLC0415 - slow to import; the CLI imports this module for --help too
-
-    from edge_ai.hardware import default_threads
+    from edge_ai.hardware import default_threads  # here: llama.cpp is slow to import, and the CLI
+    from runtime.llamacpp.load import load_llama  # imports this module for --help too
     from runtime.llamacpp.overrides import TensorTap, tapped
-    from runtime.llm import llama_log
 
     require_moe(info)
-    llama_log.install()  # llama.cpp's messages go to the log, not the terminal
     tap = TensorTap(TOPK_PREFIX)
     threads = threads or default_threads()
     n_ctx = min(n_ctx, info.context_length or n_ctx)
     with tapped(tap):
-        llm = llama_cpp.Llama(model_path=str(info.path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
-                              n_threads=threads, n_threads_batch=threads, verbose=False)
+        llm = load_llama(info.path, dict(n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
+                                         n_threads=threads, n_threads_batch=threads))
     try:
         tokens = llm.tokenize(text.encode(), add_bos=False, special=False)[:max_tokens]
         if not tokens:

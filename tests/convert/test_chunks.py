@@ -1,4 +1,5 @@
-"""`convert.chunks`: the chunk feeding shared by `evaluate` and `imatrix`, on a tiny real model."""
+"""The chunk feeding shared by `evaluate` and `imatrix` (`convert.chunks`, and the BOS and batches of
+`runtime.llamacpp.model`), on a tiny real model."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from convert.chunks import bos_to_insert, decode, first_token_bos
+from convert.chunks import first_token_bos
+from runtime.llamacpp.model import Batch, bos_to_insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for tiny_gguf
 from tiny_gguf import vocabulary, write_tiny_llama
@@ -38,13 +40,14 @@ def test_bos_to_insert_follows_the_vocabulary(tmp_path: Path, add_bos: bool) -> 
 def _logits(llm: llama_cpp.Llama, tokens: list[int], n_batch: int, statuses: list[int]) -> np.ndarray:
     """Decode `tokens` n_batch at a time; the outputs of the last llama_decode call."""
     llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
-    batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+    batch = Batch(n_batch)
     try:
-        decode(llm.ctx, batch, n_batch, tokens, statuses.append, first_output=FIRST_OUTPUT)
-        n_out = min(len(tokens) - FIRST_OUTPUT, batch.n_tokens)
+        batch.decode(llm.ctx, tokens, statuses.append, first_output=FIRST_OUTPUT)
+        last_batch = len(tokens) - (len(tokens) - 1) // n_batch * n_batch
+        n_out = min(len(tokens) - FIRST_OUTPUT, last_batch)
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(n_out, llm.n_vocab())).copy()
     finally:
-        llama_cpp.llama_batch_free(batch)
+        batch.close()
 
 
 def test_decode_in_several_batches_equals_one(tmp_path: Path) -> None:
@@ -64,12 +67,13 @@ def test_decode_in_several_batches_equals_one(tmp_path: Path) -> None:
             raise RuntimeError(f"stopped after status {status}")
 
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
-        batch = llama_cpp.llama_batch_init(7, 0, 1)
+        batch = Batch(7)
         try:
             with pytest.raises(RuntimeError, match="stopped after status 0"):
-                decode(llm.ctx, batch, 7, tokens, stop)
-            assert batch.n_tokens == 7  # the first batch only: check runs before the next decode
+                batch.decode(llm.ctx, tokens, stop)
+            # the first batch only: check runs before the next decode
+            assert llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(llm.ctx), 0) == 6
         finally:
-            llama_cpp.llama_batch_free(batch)
+            batch.close()
     finally:
         llm.close()

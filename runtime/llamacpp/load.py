@@ -1,12 +1,16 @@
-"""Load a model file that has never loaded before in a child process first.
+"""Every model load in edge-ai: a file that has never loaded before is loaded in a child process first.
 
 `edge_ai.gguf_hparams` refuses every hyperparameter llama.cpp is known to assert on, but llama.cpp
 has more `GGML_ASSERT`s (tensor loading, context creation) than any list can hold, and each one
 aborts the whole process: the TUI or the server with it. So the first load of a file happens in a
-throw-away `python -m runtime.llm.load_check` process with the same parameters; an abort there
+throw-away `python -m runtime.llamacpp.load` process with the same parameters; an abort there
 becomes one line, "llama.cpp crashed loading X (signal 6): <the assertion>", and the caller lives
 on. A file that loaded is remembered by path, size and mtime (`edge_ai.registry.loads_fine`), so
 the cost (one extra load, measured in benchmarks/bench_load_check.py) is paid once per file.
+
+`load_llama` is that check followed by the real load, for the engine and `edge-ai eval`; code that
+builds its own context from llama.h (imatrix) or only reads the file (quantize) calls
+`ensure_loads` first.
 """
 
 from __future__ import annotations
@@ -18,12 +22,18 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import llama_cpp
+from llama_cpp import Llama
+
 from edge_ai import registry
 from edge_ai.errors import ModelLoadError
-from runtime.llm import llama_log
+from edge_ai.gguf_file import GGUFInfo, check_gguf
+from runtime.llamacpp import log as llama_log
+from runtime.llamacpp import overrides
 
 _ERROR_PREFIX = "ERROR "  # how the child marks llama.cpp's error log lines on its stderr
 _ABORT_LINE = re.compile(r"^(?P<file>\S+?):(?P<line>\d+): (?P<message>.+)$")  # ggml_abort: "file:line: text"
@@ -37,13 +47,44 @@ def ensure_loads(path: Path, params: dict[str, Any]) -> None:
     if registry.loads_fine(path):
         return
     result = subprocess.run(
-        [sys.executable, "-m", "runtime.llm.load_check", json.dumps({**params, "model_path": str(path)})],
+        [sys.executable, "-m", "runtime.llamacpp.load", json.dumps({**params, "model_path": str(path)})],
         stdin=subprocess.DEVNULL, capture_output=True, env={**os.environ, **_CHILD_ENV}, check=False,
     )
     if result.returncode == 0:
         registry.remember_loads_fine(path)
         return
     raise ModelLoadError(failure_message(path, result.returncode, result.stderr.decode("utf-8", errors="replace")))
+
+
+def ggml_type(name: str) -> int:
+    """ggml's number for a tensor type name ("f16", "q8_0"...), as llama.cpp's params take it."""
+    return int(getattr(llama_cpp, f"GGML_TYPE_{name.upper()}"))
+
+
+def load_llama(path: Path, params: dict[str, Any], *, tensor_overrides: Sequence[tuple[str, str]] = (),
+               info: GGUFInfo | None = None) -> Llama:
+    """`Llama(model_path=path, **params)`, after `ensure_loads`; a failure is one `ModelLoadError` line.
+    `tensor_overrides` ((regex, device) pairs, checked against `info`) place tensors (runtime.planner).
+
+    verbose=True because verbose=False redirects the process's stdout/stderr file descriptors
+    while loading, which blanks a running TUI; llama.cpp's own log already goes to our callback,
+    and llama-cpp-python's prints go to the debug log.
+    """
+    if tensor_overrides and info is None:
+        info = check_gguf(path)
+    ensure_loads(path, params)  # a native abort in a child process, not in ours
+    llama_log.install()
+    mark = llama_log.mark()
+    try:
+        with llama_log.python_prints_to_log(), overrides.applied(info, tensor_overrides):
+            llm = Llama(model_path=str(path), **params, verbose=True)
+    except Exception as exc:  # llama-cpp-python raises bare ValueError/RuntimeError
+        reason = "; ".join(llama_log.errors_since(mark)) or str(exc)
+        raise ModelLoadError(
+            f"llama.cpp could not load {path.name}: {reason}; check the file with `edge-ai models info`"
+        ) from None
+    llm.verbose = False
+    return llm
 
 
 def failure_message(path: Path, returncode: int, stderr: str) -> str:
@@ -80,12 +121,10 @@ def _signal_text(number: int) -> str:
 def _child(arguments: str) -> int:
     """Load the model once and exit: 0 when it loaded, 1 when llama-cpp-python refused it."""
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s")
-    import llama_cpp
-
     llama_log.install()
     try:
         # verbose=True: verbose=False redirects stderr while loading, hiding the assertion text.
-        llm = llama_cpp.Llama(**json.loads(arguments), verbose=True)
+        llm = Llama(**json.loads(arguments), verbose=True)
     except (ValueError, RuntimeError):  # the reason is already on stderr, from llama.cpp's log
         return 1
     llm.close()
