@@ -16,6 +16,7 @@ from typing import Any
 
 from convert.distill.data import load_examples, make_blocks
 from convert.distill.gguf_teacher import load_gguf_teacher, write_spm_model
+from convert.distill.launch import is_main_process, wait_for_everyone
 from convert.distill.logit_cache import MANIFEST, LogitCache, write_cache
 from convert.distill.lora import add_lora, merge_lora
 from convert.distill.student import build_student, decoder_layers, parse_keep_layers, uniform_layers
@@ -65,9 +66,10 @@ class DistillReport:
 
 
 def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, resume: bool = False,
-            eval_text: str | None = None, progress: ProgressFn | None = None) -> DistillReport:
+            eval_text: str | None = None, progress: ProgressFn | None = None) -> DistillReport | None:
     """Distill `teacher` (a HF folder, or a GGUF file transformers can load) on `data` into `out/`
-    (student-hf/, student-<TYPE>.gguf, report.json)."""
+    (student-hf/, student-<TYPE>.gguf, report.json). In a group of launched processes all train,
+    the first one writes and returns the report, the others return None."""
     if options.lora_rank < 0:
         raise EdgeAIError(f"--lora {options.lora_rank}: give a rank of 1 or more (0 trains all weights)")
     teacher_path = Path(teacher).expanduser()
@@ -80,9 +82,11 @@ def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, re
     examples = load_examples(data, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     blocks = make_blocks(examples, options.max_length, pack=options.pack, pad_id=pad or 0)
-    out.mkdir(parents=True, exist_ok=True)
+    main = is_main_process()
     init_dir = out / WORK / "init-hf"
-    _save_hf(student, tokenizer, init_dir, teacher_path if gguf_teacher else None)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        _save_hf(student, tokenizer, init_dir, teacher_path if gguf_teacher else None)
     teacher_source = teacher_model
     if options.cache_topk:
         teacher_source = _logit_cache(teacher_model, blocks, options.cache_topk, out / LOGIT_CACHE, resume)
@@ -90,6 +94,8 @@ def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, re
     if options.lora_rank:
         student = add_lora(student, options.lora_rank)
     log = train(teacher_source, student, blocks, options.train, out / CHECKPOINTS, resume=resume, progress=progress)
+    if not main:
+        return None  # the first process exports and reports
     if options.lora_rank:
         student = merge_lora(student)
     _save_hf(student, tokenizer, out / STUDENT_HF, teacher_path if gguf_teacher else None)
@@ -103,12 +109,13 @@ def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, re
 
 
 def _logit_cache(teacher: Any, blocks: list, k: int, folder: Path, resume: bool) -> LogitCache:
-    """The cache for these blocks: reused on --resume when it matches, else computed now."""
-    if resume and (folder / MANIFEST).is_file():
-        cache = LogitCache(folder, blocks)
-        if cache.k == k:
-            return cache
-    write_cache(teacher, blocks, k, folder)
+    """The cache for these blocks: reused on --resume when it matches, else computed now (by the
+    first process of a group; the others wait for it)."""
+    reuse = resume and (folder / MANIFEST).is_file() and LogitCache(folder, blocks).k == k
+    wait_for_everyone()  # every process has decided before the first one replaces anything
+    if not reuse and is_main_process():
+        write_cache(teacher, blocks, k, folder)
+    wait_for_everyone()
     return LogitCache(folder, blocks)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -310,9 +311,16 @@ def distill_cmd(
     cache_topk: Annotated[int, typer.Option("--cache-topk", help="precompute the teacher's top-K logits to disk "
                                                                  "(fp16 + int32 shards) and free it before training; "
                                                                  "forward KL only (0: teacher stays live)")] = 0,
+    processes: Annotated[int, typer.Option("--processes", help="train as N data-parallel processes on this "
+                                                               "machine (accelerate; --batch-size is per "
+                                                               "process)")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Distill TEACHER into a smaller student (a subset of its layers), then ship it as a quantized GGUF."""
+    from convert.distill.launch import in_launched_process, run_as_processes
+
+    if processes != 1 and not in_launched_process():
+        raise typer.Exit(run_as_processes(processes, ["-m", "edge_ai", *sys.argv[1:]]))
     from convert.distill.losses import LossOptions
     from convert.distill.pipeline import DistillOptions, distill
     from convert.distill.train import TrainOptions
@@ -327,6 +335,8 @@ def distill_cmd(
     text = _read_text(eval_text) if eval_text else None
     with ProgressBar("distilling") as bar:
         report = distill(teacher, data, out_dir, options, resume=resume, eval_text=text, progress=bar)
+    if report is None:
+        return  # a secondary training process: the first one reports
     if as_json:
         _print_json(report.to_dict())
     else:

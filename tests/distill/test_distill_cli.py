@@ -54,17 +54,19 @@ def test_distill_to_a_gguf_the_engine_runs(teacher, train_text: Path, held_text:
 
 
 @pytest.mark.slow
-def test_the_kld_gate_refuses_and_says_by_how_much_with_a_lora_student(teacher, train_text: Path, held_text: Path,
-                                                                    tmp_path: Path) -> None:
+def test_the_kld_gate_refuses_and_says_by_how_much_with_a_lora_student_on_two_processes(
+        teacher, train_text: Path, held_text: Path, tmp_path: Path) -> None:
+    """Also the launcher: two training processes, one report, one error line."""
     out = tmp_path / "out"
     result = _distill(teacher, train_text, held_text, out, "--steps", "2", "--accept-kld", "0.0001", "--json",
-                      "--lora", "4")
+                      "--lora", "4", "--processes", "2", "--batch-size", "2")
     assert result.returncode == 1
     report = json.loads((out / "report.json").read_text())
     assert not report["accepted"] and report["output"] is None and not list(out.glob("*.gguf"))
     assert report["missed_by"] == pytest.approx(report["models"]["student"]["kld_mean"] - 0.0001)
     assert "over --accept-kld 0.0001; no GGUF written" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert [step["tokens"] for step in report["steps"]] == [4 * 31, 4 * 31]  # 2 processes x 2 packed rows
 
 
 def test_bad_input_is_one_line(teacher, train_text: Path, tmp_path: Path) -> None:
