@@ -9,9 +9,9 @@ an error is still one line.
 
 from __future__ import annotations
 
-import os
 import contextlib
 import logging
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 

@@ -311,6 +311,11 @@ def distill_cmd(
     cache_topk: Annotated[int, typer.Option("--cache-topk", help="precompute the teacher's top-K logits to disk "
                                                                  "(fp16 + int32 shards) and free it before training; "
                                                                  "forward KL only (0: teacher stays live)")] = 0,
+    seq_kd: Annotated[bool, typer.Option("--seq-kd", help="sequence-level KD: the teacher (run by our llama.cpp "
+                                                         "engine) answers the data's prompts first and the student "
+                                                         "learns its answers (cached in -o, resumable)")] = False,
+    seq_kd_max_tokens: Annotated[int, typer.Option("--seq-kd-max-tokens", help="longest teacher answer "
+                                                                               "(tokens)")] = 128,
     processes: Annotated[int, typer.Option("--processes", help="train as N data-parallel processes on this "
                                                                "machine (accelerate; --batch-size is per "
                                                                "process)")] = 1,
@@ -331,7 +336,7 @@ def distill_cmd(
     options = DistillOptions(train=train_options, student_layers=student_layers, keep_layers=keep_layers,
                              max_length=max_length, pack=not no_pack, outtype=outtype, quantize=quantize_type,
                              accept_kld=accept_kld, eval_ctx=eval_ctx, lora_rank=lora,
-                             cache_topk=cache_topk)
+                             cache_topk=cache_topk, seq_kd=seq_kd, seq_kd_max_tokens=seq_kd_max_tokens)
     text = _read_text(eval_text) if eval_text else None
     with ProgressBar("distilling") as bar:
         report = distill(teacher, data, out_dir, options, resume=resume, eval_text=text, progress=bar)

@@ -82,10 +82,12 @@ def test_bad_input_is_one_line(teacher, train_text: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_a_gguf_teacher_with_a_sentencepiece_vocabulary(train_text: Path, held_text: Path, tmp_path: Path) -> None:
+def test_a_gguf_teacher_with_a_sentencepiece_vocabulary_and_sequence_kd(train_text: Path, held_text: Path,
+                                                                         tmp_path: Path) -> None:
     """A GGUF teacher (as the default gemma3-270m ships): transformers dequantizes it for training, the
     student's tokenizer.model is rebuilt from the GGUF vocabulary, and the shipped GGUF has the
-    teacher's exact tokens (the evaluator also refuses any vocabulary difference)."""
+    teacher's exact tokens (the evaluator also refuses any vocabulary difference). With --seq-kd
+    our engine runs the GGUF to continue every document first."""
     import gguf
     from tiny_hf import build_checkpoint
 
@@ -97,9 +99,12 @@ def test_a_gguf_teacher_with_a_sentencepiece_vocabulary(train_text: Path, held_t
     out = tmp_path / "out"
     result = edge_ai("distill", str(teacher_gguf), "--data", str(train_text), "-o", str(out), "--student-layers", "2",
                      "--max-length", "32", "--steps", "5", "--outtype", "f32", "--quantize", "Q8_0",
-                     "--eval-text", str(held_text), "--ctx", "32", "--json")
+                     "--eval-text", str(held_text), "--ctx", "32", "--json", "--seq-kd", "--seq-kd-max-tokens", "8")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
+    answers = (out / "teacher-answers.jsonl").read_text().splitlines()[1:]
+    assert len(answers) == train_text.read_text().count("\n\n") + 1
+    assert sum(bool(json.loads(line)["text"]) for line in answers) > len(answers) / 2  # a random teacher may end at once
     assert report["models"]["teacher"]["model"] == str(teacher_gguf)
     assert report["models"]["student"]["kld_mean"] < report["models"]["init"]["kld_mean"]
 
