@@ -19,6 +19,7 @@ from convert.distill.gguf_teacher import load_gguf_teacher, write_spm_model
 from convert.distill.launch import is_main_process, wait_for_everyone
 from convert.distill.logit_cache import MANIFEST, LogitCache, write_cache
 from convert.distill.lora import add_lora, merge_lora
+from convert.distill.narrow_mlp import narrow_mlp
 from convert.distill.seqkd import answer_examples, generate_answers, read_prompts
 from convert.distill.student import build_student, decoder_layers, parse_keep_layers, uniform_layers
 from convert.distill.tokenizers import check_same_tokenizer, load_tokenizer
@@ -32,6 +33,8 @@ WORK = ".work"  # intermediate GGUFs, removed at the end
 REPORT = "report.json"
 LOGIT_CACHE = "logit-cache"
 SEQ_KD = "teacher-answers.jsonl"
+STUDENT_ADVICE = ("logit KD needs one vocabulary: pick a student that uses the teacher's tokenizer (e.g. a smaller "
+                  "model of the same family), or drop --student to build one from the teacher's own layers")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class DistillOptions:
     eval_chunks: int | None = 8        # evaluator windows at most
     lora_rank: int = 0                 # > 0: train LoRA adapters of this rank (merged before export)
     cache_topk: int = 0                # > 0: precompute the teacher's top-k logits to disk, then free it
+    intermediate_size: int | None = None  # narrower MLP: keep this many of each layer's FFN channels
+    student: Path | None = None        # an existing smaller checkpoint as the student (instead of a layer subset)
     seq_kd: bool = False               # train on the teacher's own answers to the data's prompts
     seq_kd_max_tokens: int = 128       # longest teacher answer (tokens)
 
@@ -56,7 +61,7 @@ class DistillOptions:
 class DistillReport:
     teacher: str
     output: str | None                 # the shipped GGUF (None when the gate refused it)
-    keep_layers: list[int]
+    keep_layers: list[int] | None      # the teacher layers the student started from (None: --student)
     steps: list[dict[str, Any]]
     models: dict[str, dict[str, Any]]  # teacher / init / student evaluations (evaluator's fields)
     quantize: str
@@ -79,10 +84,13 @@ def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, re
     teacher_path = Path(teacher).expanduser()
     gguf_teacher = teacher_path.suffix == ".gguf" and teacher_path.is_file()
     tokenizer, teacher_model = load_gguf_teacher(teacher_path) if gguf_teacher else _load_teacher(teacher_path)
-    n_layers = len(decoder_layers(teacher_model))
-    keep = parse_keep_layers(options.keep_layers, n_layers) if options.keep_layers else \
-        uniform_layers(n_layers, options.student_layers or max(1, n_layers // 2))
-    student = build_student(teacher_model, keep)
+    if options.student is not None:
+        keep, student = None, _existing_student(Path(options.student).expanduser(), options, tokenizer, teacher_model)
+    else:
+        n_layers = len(decoder_layers(teacher_model))
+        keep = parse_keep_layers(options.keep_layers, n_layers) if options.keep_layers else \
+            uniform_layers(n_layers, options.student_layers or max(1, n_layers // 2))
+        student = build_student(teacher_model, keep)
     main = is_main_process()
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -93,6 +101,8 @@ def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, re
         examples = load_examples(data, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     blocks = make_blocks(examples, options.max_length, pack=options.pack, pad_id=pad or 0)
+    if options.intermediate_size:
+        narrow_mlp(student, options.intermediate_size, blocks)
     init_dir = out / WORK / "init-hf"
     if main:
         _save_hf(student, tokenizer, init_dir, teacher_path if gguf_teacher else None)
@@ -115,6 +125,28 @@ def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, re
     atomic_write_text(out / REPORT, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     shutil.rmtree(out / WORK, ignore_errors=True)
     return report
+
+
+def _existing_student(path: Path, options: DistillOptions, tokenizer: Any, teacher: Any) -> Any:
+    """`--student PATH`: a smaller checkpoint trained as it is, if it reads text as the teacher does."""
+    chosen = [flag for flag, value in (("--student-layers", options.student_layers), ("--keep-layers",
+              options.keep_layers), ("--intermediate-size", options.intermediate_size)) if value]
+    if chosen:
+        raise EdgeAIError(f"{chosen[0]} shapes a student built from the teacher; with --student {path} the student "
+                          f"is that checkpoint as it is: drop {chosen[0]} or --student")
+    if not (path / "config.json").is_file():
+        raise EdgeAIError(f"--student {path} is not a Hugging Face checkpoint folder (no config.json); point at the "
+                          "student's folder")
+    check_same_tokenizer(tokenizer, load_tokenizer(path), advice=STUDENT_ADVICE)
+    try:
+        student = _load_model(path)
+    except (OSError, ValueError) as exc:
+        raise EdgeAIError(f"cannot load --student {path}: {str(exc).splitlines()[0]}") from None
+    t_rows, s_rows = teacher.config.vocab_size, student.config.vocab_size
+    if t_rows != s_rows:
+        raise EdgeAIError(f"the teacher has {t_rows} output rows and the student {s_rows}, so their logits cannot "
+                          "be compared token by token; " + STUDENT_ADVICE)
+    return student
 
 
 def _teacher_answers(teacher: Path, teacher_gguf: Path, data: Path, tokenizer: Any, cache: Path,
@@ -155,15 +187,19 @@ def _logit_cache(teacher: Any, blocks: list, k: int, folder: Path, resume: bool)
 
 def _load_teacher(path: Path) -> tuple[Any, Any]:
     """(tokenizer, float32 model) of a HF checkpoint folder."""
+    if not (path / "config.json").is_file():
+        raise EdgeAIError(f"{path} is neither a GGUF file nor a Hugging Face checkpoint folder (no config.json); "
+                          "point at the teacher's folder or .gguf")
+    return load_tokenizer(path), _load_model(path)
+
+
+def _load_model(path: Path) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own bar shows progress; theirs would break the one-line errors
-    if not (path / "config.json").is_file():
-        raise EdgeAIError(f"{path} is neither a GGUF file nor a Hugging Face checkpoint folder (no config.json); "
-                          "point at the teacher's folder or .gguf")
-    return load_tokenizer(path), AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
 
 def _save_hf(model: Any, tokenizer: Any, folder: Path, gguf_teacher: Path | None) -> None:
@@ -191,7 +227,7 @@ def _eval_text(data: Path, examples: list, tokenizer: Any) -> str:
 
 
 def _ship(teacher: Path, gguf_teacher: bool, init_dir: Path, out: Path, options: DistillOptions, text: str,
-          keep: list[int], log: list[StepLog]) -> DistillReport:
+          keep: list[int] | None, log: list[StepLog]) -> DistillReport:
     """Convert init and student (and a HF teacher) to GGUF, quantize init and student, evaluate all
     three against the teacher (a GGUF teacher is its own reference: the model the user runs), and
     move the student's GGUF into place only if it passes the gate."""

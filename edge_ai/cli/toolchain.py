@@ -283,6 +283,12 @@ def distill_cmd(
                                                                "(default: half)")] = None,
     keep_layers: Annotated[Optional[str], typer.Option("--keep-layers", help="keep exactly these teacher layers, "
                                                                              "e.g. 0,2,4")] = None,
+    intermediate_size: Annotated[Optional[int], typer.Option("--intermediate-size",
+                                                             help="narrower MLP: keep this many FFN channels per "
+                                                                  "layer, the most active on the data")] = None,
+    student: Annotated[Optional[Path], typer.Option("--student", help="an existing smaller checkpoint (same "
+                                                                      "tokenizer) as the student, instead of "
+                                                                      "teacher layers")] = None,
     steps: Annotated[int, typer.Option("--steps", help="optimizer steps")] = 200,
     batch_size: Annotated[int, typer.Option("--batch-size", help="rows per micro-batch")] = 4,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="micro-batches per step")] = 1,
@@ -321,7 +327,7 @@ def distill_cmd(
                                                                "process)")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
-    """Distill TEACHER into a smaller student (a subset of its layers), then ship it as a quantized GGUF."""
+    """Distill TEACHER into a smaller student (a subset of its layers, or --student), then ship it as a quantized GGUF."""
     from convert.distill.launch import in_launched_process, run_as_processes
 
     if processes != 1 and not in_launched_process():
@@ -336,7 +342,8 @@ def distill_cmd(
     options = DistillOptions(train=train_options, student_layers=student_layers, keep_layers=keep_layers,
                              max_length=max_length, pack=not no_pack, outtype=outtype, quantize=quantize_type,
                              accept_kld=accept_kld, eval_ctx=eval_ctx, lora_rank=lora,
-                             cache_topk=cache_topk, seq_kd=seq_kd, seq_kd_max_tokens=seq_kd_max_tokens)
+                             cache_topk=cache_topk, intermediate_size=intermediate_size, student=student,
+                             seq_kd=seq_kd, seq_kd_max_tokens=seq_kd_max_tokens)
     text = _read_text(eval_text) if eval_text else None
     with ProgressBar("distilling") as bar:
         report = distill(teacher, data, out_dir, options, resume=resume, eval_text=text, progress=bar)
@@ -357,7 +364,8 @@ def distill_cmd(
 def _distill_table(report: Any) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"distilled (layers {','.join(map(str, report.keep_layers))}, {report.quantize})")
+    shape = f"layers {','.join(map(str, report.keep_layers))}" if report.keep_layers is not None else "own student"
+    table = Table(title=f"distilled ({shape}, {report.quantize})")
     for column in ("model", "size MiB", "KLD", "top-1 %", "PPL", "decode tok/s"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, row in report.models.items():
