@@ -30,6 +30,7 @@ from convert.distill.losses import LossOptions, distill_loss, divergence, predic
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_write_text
 
+AUTOCAST = ("fp32", "bf16")
 LATEST = "latest"  # file naming the newest complete checkpoint folder
 STATE = "state.pt"
 
@@ -46,6 +47,8 @@ class TrainOptions:
     seed: int = 0                   # data order and torch RNG
     checkpoint_every: int = 0       # steps between checkpoints (0: only at the end)
     loss: LossOptions = field(default_factory=LossOptions)
+    grad_checkpointing: bool = False  # recompute the student's activations in backward: less memory, more time
+    autocast: str = "fp32"          # "bf16": both models' forward passes in bfloat16 autocast (losses in float32)
 
     def check(self) -> None:
         self.loss.check()
@@ -54,12 +57,14 @@ class TrainOptions:
                 raise EdgeAIError(f"--{name.replace('_', '-')} must be at least 1")
         if self.checkpoint_every < 0:
             raise EdgeAIError("--checkpoint-every must be 0 (end only) or a number of steps")
+        if self.autocast not in AUTOCAST:
+            raise EdgeAIError(f"--autocast {self.autocast!r} is unknown; use one of {', '.join(AUTOCAST)}")
 
     def resume_key(self, processes: int = 1) -> dict[str, Any]:
         """What a resumed run must share with the interrupted one for the result to be the same run
         (the global micro-batch, not its split: a run may resume on another number of processes)."""
         data = asdict(self)
-        del data["steps"], data["checkpoint_every"]
+        del data["steps"], data["checkpoint_every"], data["grad_checkpointing"]  # the last changes no number
         data["batch_size"] = self.batch_size * processes
         return data
 
@@ -97,6 +102,8 @@ def train(teacher: Any, student: Any, blocks: Sequence[Block], options: TrainOpt
     if not isinstance(teacher, LogitCache):
         teacher.to(accelerator.device)
     student.train()
+    if options.grad_checkpointing:
+        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     trained = [p for p in student.parameters() if p.requires_grad]  # LoRA: the adapters only
     optimizer = torch.optim.AdamW(trained, lr=options.lr, weight_decay=options.weight_decay)
     torch.manual_seed(options.seed)
@@ -131,6 +138,8 @@ def train(teacher: Any, student: Any, blocks: Sequence[Block], options: TrainOpt
         if progress and accelerator.is_main_process:
             rate = sum(s.tokens for s in log) / max(sum(s.seconds for s in log), 1e-9)
             progress(done, options.steps, f"loss {log[-1].loss:.3f} KL {log[-1].kd:.3f} {rate:.0f} tok/s")
+    if options.grad_checkpointing:
+        student.gradient_checkpointing_disable()
     return log
 
 
@@ -150,7 +159,8 @@ def _micro_step(teacher: Any, model: Any, accelerator: Any, rows: list[int], ids
     n = int(mask.sum())
     world = accelerator.num_processes
     n_global = int(accelerator.reduce(torch.tensor([n], device=ids.device), "sum")) if world > 1 else n
-    logits = model(input_ids=ids, attention_mask=attention).logits
+    with _autocast(ids.device, options):
+        logits = model(input_ids=ids, attention_mask=attention).logits
     if n == 0:
         (logits.sum() * 0.0).backward()
         return torch.zeros(4, dtype=torch.float64)
@@ -160,12 +170,19 @@ def _micro_step(teacher: Any, model: Any, accelerator: Any, rows: list[int], ids
         loss, kd, ce = topk_distill_loss(s_logits, values[:, :-1].to(ids.device)[mask],
                                          token_ids[:, :-1].to(ids.device)[mask], labels[mask], options.loss)
     else:
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(ids.device, options):
             t_logits = teacher(input_ids=ids, attention_mask=attention).logits[:, :-1][mask]
         loss, kd, ce = distill_loss(s_logits, t_logits, labels[mask], options.loss)
     (loss * (n * world / n_global) / options.grad_accum).backward()
     return torch.tensor([float(loss.detach()) * n, float(kd.detach()) * n, float(ce.detach()) * n, n],
                         dtype=torch.float64)
+
+
+def _autocast(device: Any, options: TrainOptions) -> Any:
+    """The forward passes' autocast (backward then runs in the dtypes the forward chose)."""
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.autocast == "bf16")
 
 
 def save_checkpoint(workdir: Path, student: Any, optimizer: Any, options: TrainOptions, step: int,

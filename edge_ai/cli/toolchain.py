@@ -302,6 +302,11 @@ def distill_cmd(
     no_pack: Annotated[bool, typer.Option("--no-pack", help="one document per row (padded) instead of "
                                                             "packing")] = False,
     seed: Annotated[int, typer.Option("--seed", help="data order and initial RNG")] = 0,
+    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing", help="recompute the student's "
+                                                                                  "activations in backward (less "
+                                                                                  "memory, slower)")] = False,
+    autocast: Annotated[str, typer.Option("--autocast", help="fp32, or bf16: forward passes in bfloat16 "
+                                                             "autocast")] = "fp32",
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="steps between checkpoints "
                                                                              "(0: none)")] = 50,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in -o")] = False,
@@ -337,7 +342,8 @@ def distill_cmd(
     from convert.distill.train import TrainOptions
 
     train_options = TrainOptions(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, seed=seed,
-                                 checkpoint_every=checkpoint_every,
+                                 checkpoint_every=checkpoint_every, grad_checkpointing=grad_checkpointing,
+                                 autocast=autocast,
                                  loss=LossOptions(loss, temperature=temperature, alpha=alpha, beta=beta))
     options = DistillOptions(train=train_options, student_layers=student_layers, keep_layers=keep_layers,
                              max_length=max_length, pack=not no_pack, outtype=outtype, quantize=quantize_type,
