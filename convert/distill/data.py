@@ -37,6 +37,16 @@ class Block:
 def load_examples(path: Path, tokenizer: Any) -> list[Example]:
     """Tokenize `path`: `.jsonl` is chat (one `{"messages": [...]}` per line), anything else plain
     text whose documents are separated by blank lines."""
+    if is_chat(path):
+        return [chat_example(messages, where, tokenizer) for where, messages in read_conversations(path)]
+    return [_text_example(doc, tokenizer) for doc in read_documents(path)]
+
+
+def is_chat(path: Path) -> bool:
+    return path.suffix == ".jsonl"
+
+
+def _read(path: Path) -> str:
     try:
         text = path.expanduser().read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -45,9 +55,33 @@ def load_examples(path: Path, tokenizer: Any) -> list[Example]:
         raise EdgeAIError(f"{path} is not UTF-8 text; convert it first (e.g. iconv -t utf-8)") from None
     if not text.strip():
         raise EdgeAIError(f"data file {path} is empty; give it some text or chat lines to learn from")
-    if path.suffix == ".jsonl":
-        return [_chat_example(line, n, path, tokenizer) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    return [_text_example(doc, tokenizer) for doc in text.split("\n\n") if doc.strip()]
+    return text
+
+
+def read_documents(path: Path) -> list[str]:
+    """The blank-line separated documents of a plain text file."""
+    return [doc for doc in _read(path).split("\n\n") if doc.strip()]
+
+
+def read_conversations(path: Path) -> list[tuple[str, list[dict]]]:
+    """(where, messages) of every line of a chat JSONL file, checked: role/content messages with
+    at least one assistant turn."""
+    out = []
+    for n, line in enumerate(_read(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {n}"
+        try:
+            messages = json.loads(line)["messages"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise EdgeAIError(f'{where} is not {{"messages": [...]}} JSON; write one conversation per line') from None
+        if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
+                                                     for m in messages):
+            raise EdgeAIError(f"{where}: messages must be a list of {{\"role\", \"content\"}} objects")
+        if not any(m["role"] == "assistant" for m in messages):
+            raise EdgeAIError(f"{where} has no assistant turn, so nothing to learn; add one or drop the line")
+        out.append((where, messages))
+    return out
 
 
 def _text_example(doc: str, tokenizer: Any) -> Example:
@@ -57,21 +91,26 @@ def _text_example(doc: str, tokenizer: Any) -> Example:
     return Example(tuple(ids), (True,) * len(ids))
 
 
-def _chat_example(line: str, n: int, path: Path, tokenizer: Any) -> Example:
-    where = f"{path} line {n}"
-    try:
-        messages = json.loads(line)["messages"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise EdgeAIError(f'{where} is not {{"messages": [...]}} JSON; write one conversation per line') from None
-    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
-                                                 for m in messages):
-        raise EdgeAIError(f"{where}: messages must be a list of {{\"role\", \"content\"}} objects")
-    if not any(m["role"] == "assistant" for m in messages):
-        raise EdgeAIError(f"{where} has no assistant turn, so nothing to learn; add one or drop the line")
+def continuation_example(prompt: str, continuation: str, tokenizer: Any, *, ended: bool) -> Example:
+    """A text prompt and what was written after it: only the continuation's tokens are targets
+    (and the end of the document, when the writer ended it)."""
+    enc = tokenizer(prompt + continuation, add_special_tokens=True, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    target = [begin >= len(prompt) and end > begin for begin, end in enc["offset_mapping"]]
+    if ended and tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+        target.append(True)
+    return Example(tuple(ids), tuple(target))
+
+
+def chat_example(messages: list[dict], where: str, tokenizer: Any, *, last_turn_only: bool = False) -> Example:
+    """One conversation, tokenized with the tokenizer's chat template: only assistant tokens are
+    targets (only the last assistant turn's with `last_turn_only`)."""
     if not getattr(tokenizer, "chat_template", None):
-        raise EdgeAIError(f"{path} is chat data but the teacher's tokenizer has no chat template; "
-                          "use plain text data or a teacher with a template")
+        raise EdgeAIError(f"{where.rsplit(' line ', 1)[0]} is chat data but the teacher's tokenizer has no chat "
+                          "template; use plain text data or a teacher with a template")
     text, spans = _assistant_spans(messages, tokenizer, where)
+    spans = spans[-1:] if last_turn_only else spans
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     target = tuple(any(start <= begin < end for start, end in spans) for begin, _ in enc["offset_mapping"])
     return Example(tuple(enc["input_ids"]), target)

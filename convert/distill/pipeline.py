@@ -14,10 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convert.distill.data import load_examples, make_blocks
+from convert.distill.data import Example, load_examples, make_blocks
 from convert.distill.gguf_teacher import load_gguf_teacher, write_spm_model
+from convert.distill.launch import is_main_process, wait_for_everyone
 from convert.distill.logit_cache import MANIFEST, LogitCache, write_cache
 from convert.distill.lora import add_lora, merge_lora
+from convert.distill.narrow_mlp import narrow_mlp
+from convert.distill.seqkd import answer_examples, generate_answers, read_prompts
 from convert.distill.student import build_student, decoder_layers, parse_keep_layers, uniform_layers
 from convert.distill.tokenizers import check_same_tokenizer, load_tokenizer
 from convert.distill.train import ProgressFn, StepLog, TrainOptions, train
@@ -29,6 +32,9 @@ STUDENT_HF = "student-hf"
 WORK = ".work"  # intermediate GGUFs, removed at the end
 REPORT = "report.json"
 LOGIT_CACHE = "logit-cache"
+SEQ_KD = "teacher-answers.jsonl"
+STUDENT_ADVICE = ("logit KD needs one vocabulary: pick a student that uses the teacher's tokenizer (e.g. a smaller "
+                  "model of the same family), or drop --student to build one from the teacher's own layers")
 
 
 @dataclass(frozen=True)
@@ -45,13 +51,17 @@ class DistillOptions:
     eval_chunks: int | None = 8        # evaluator windows at most
     lora_rank: int = 0                 # > 0: train LoRA adapters of this rank (merged before export)
     cache_topk: int = 0                # > 0: precompute the teacher's top-k logits to disk, then free it
+    intermediate_size: int | None = None  # narrower MLP: keep this many of each layer's FFN channels
+    student: Path | None = None        # an existing smaller checkpoint as the student (instead of a layer subset)
+    seq_kd: bool = False               # train on the teacher's own answers to the data's prompts
+    seq_kd_max_tokens: int = 128       # longest teacher answer (tokens)
 
 
 @dataclass
 class DistillReport:
     teacher: str
     output: str | None                 # the shipped GGUF (None when the gate refused it)
-    keep_layers: list[int]
+    keep_layers: list[int] | None      # the teacher layers the student started from (None: --student)
     steps: list[dict[str, Any]]
     models: dict[str, dict[str, Any]]  # teacher / init / student evaluations (evaluator's fields)
     quantize: str
@@ -65,24 +75,37 @@ class DistillReport:
 
 
 def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, resume: bool = False,
-            eval_text: str | None = None, progress: ProgressFn | None = None) -> DistillReport:
+            eval_text: str | None = None, progress: ProgressFn | None = None) -> DistillReport | None:
     """Distill `teacher` (a HF folder, or a GGUF file transformers can load) on `data` into `out/`
-    (student-hf/, student-<TYPE>.gguf, report.json)."""
+    (student-hf/, student-<TYPE>.gguf, report.json). In a group of launched processes all train,
+    the first one writes and returns the report, the others return None."""
     if options.lora_rank < 0:
         raise EdgeAIError(f"--lora {options.lora_rank}: give a rank of 1 or more (0 trains all weights)")
     teacher_path = Path(teacher).expanduser()
     gguf_teacher = teacher_path.suffix == ".gguf" and teacher_path.is_file()
     tokenizer, teacher_model = load_gguf_teacher(teacher_path) if gguf_teacher else _load_teacher(teacher_path)
-    n_layers = len(decoder_layers(teacher_model))
-    keep = parse_keep_layers(options.keep_layers, n_layers) if options.keep_layers else \
-        uniform_layers(n_layers, options.student_layers or max(1, n_layers // 2))
-    student = build_student(teacher_model, keep)
-    examples = load_examples(data, tokenizer)
+    if options.student is not None:
+        keep, student = None, _existing_student(Path(options.student).expanduser(), options, tokenizer, teacher_model)
+    else:
+        n_layers = len(decoder_layers(teacher_model))
+        keep = parse_keep_layers(options.keep_layers, n_layers) if options.keep_layers else \
+            uniform_layers(n_layers, options.student_layers or max(1, n_layers // 2))
+        student = build_student(teacher_model, keep)
+    main = is_main_process()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    if options.seq_kd:
+        teacher_gguf = teacher_path if gguf_teacher else out / WORK / f"teacher-{options.outtype}.gguf"
+        examples = _teacher_answers(teacher_path, teacher_gguf, data, tokenizer, out / SEQ_KD, options, progress)
+    else:
+        examples = load_examples(data, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     blocks = make_blocks(examples, options.max_length, pack=options.pack, pad_id=pad or 0)
-    out.mkdir(parents=True, exist_ok=True)
+    if options.intermediate_size:
+        narrow_mlp(student, options.intermediate_size, blocks)
     init_dir = out / WORK / "init-hf"
-    _save_hf(student, tokenizer, init_dir, teacher_path if gguf_teacher else None)
+    if main:
+        _save_hf(student, tokenizer, init_dir, teacher_path if gguf_teacher else None)
     teacher_source = teacher_model
     if options.cache_topk:
         teacher_source = _logit_cache(teacher_model, blocks, options.cache_topk, out / LOGIT_CACHE, resume)
@@ -90,6 +113,8 @@ def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, re
     if options.lora_rank:
         student = add_lora(student, options.lora_rank)
     log = train(teacher_source, student, blocks, options.train, out / CHECKPOINTS, resume=resume, progress=progress)
+    if not main:
+        return None  # the first process exports and reports
     if options.lora_rank:
         student = merge_lora(student)
     _save_hf(student, tokenizer, out / STUDENT_HF, teacher_path if gguf_teacher else None)
@@ -102,27 +127,79 @@ def distill(teacher: Path, data: Path, out: Path, options: DistillOptions, *, re
     return report
 
 
+def _existing_student(path: Path, options: DistillOptions, tokenizer: Any, teacher: Any) -> Any:
+    """`--student PATH`: a smaller checkpoint trained as it is, if it reads text as the teacher does."""
+    chosen = [flag for flag, value in (("--student-layers", options.student_layers), ("--keep-layers",
+              options.keep_layers), ("--intermediate-size", options.intermediate_size)) if value]
+    if chosen:
+        raise EdgeAIError(f"{chosen[0]} shapes a student built from the teacher; with --student {path} the student "
+                          f"is that checkpoint as it is: drop {chosen[0]} or --student")
+    if not (path / "config.json").is_file():
+        raise EdgeAIError(f"--student {path} is not a Hugging Face checkpoint folder (no config.json); point at the "
+                          "student's folder")
+    check_same_tokenizer(tokenizer, load_tokenizer(path), advice=STUDENT_ADVICE)
+    try:
+        student = _load_model(path)
+    except (OSError, ValueError) as exc:
+        raise EdgeAIError(f"cannot load --student {path}: {str(exc).splitlines()[0]}") from None
+    t_rows, s_rows = teacher.config.vocab_size, student.config.vocab_size
+    if t_rows != s_rows:
+        raise EdgeAIError(f"the teacher has {t_rows} output rows and the student {s_rows}, so their logits cannot "
+                          "be compared token by token; " + STUDENT_ADVICE)
+    return student
+
+
+def _teacher_answers(teacher: Path, teacher_gguf: Path, data: Path, tokenizer: Any, cache: Path,
+                     options: DistillOptions, progress: ProgressFn | None) -> list[Example]:
+    """Sequence-level KD data: the data's prompts with the teacher's answers, generated by the first
+    process with our llama.cpp engine (a HF teacher is converted to GGUF for it first)."""
+    prompts = read_prompts(data)
+    answers = None
+    if is_main_process():
+        if not teacher_gguf.is_file():
+            _convert_teacher(teacher, teacher_gguf, options.outtype)
+        answers = generate_answers(teacher_gguf, prompts, cache, max_tokens=options.seq_kd_max_tokens,
+                                   progress=progress)
+    wait_for_everyone()
+    if answers is None:  # the other processes read what the first one wrote
+        answers = generate_answers(teacher_gguf, prompts, cache, max_tokens=options.seq_kd_max_tokens)
+    return answer_examples(prompts, answers, tokenizer)
+
+
+def _convert_teacher(teacher: Path, gguf: Path, outtype: str) -> list[str]:
+    """Convert a HF teacher to GGUF (for the engine and the evaluator); returns the converter's warnings."""
+    from convert.gguf import convert_checkpoint
+
+    gguf.parent.mkdir(parents=True, exist_ok=True)
+    return convert_checkpoint(teacher, gguf, outtype=outtype).warnings
+
+
 def _logit_cache(teacher: Any, blocks: list, k: int, folder: Path, resume: bool) -> LogitCache:
-    """The cache for these blocks: reused on --resume when it matches, else computed now."""
-    if resume and (folder / MANIFEST).is_file():
-        cache = LogitCache(folder, blocks)
-        if cache.k == k:
-            return cache
-    write_cache(teacher, blocks, k, folder)
+    """The cache for these blocks: reused on --resume when it matches, else computed now (by the
+    first process of a group; the others wait for it)."""
+    reuse = resume and (folder / MANIFEST).is_file() and LogitCache(folder, blocks).k == k
+    wait_for_everyone()  # every process has decided before the first one replaces anything
+    if not reuse and is_main_process():
+        write_cache(teacher, blocks, k, folder)
+    wait_for_everyone()
     return LogitCache(folder, blocks)
 
 
 def _load_teacher(path: Path) -> tuple[Any, Any]:
     """(tokenizer, float32 model) of a HF checkpoint folder."""
+    if not (path / "config.json").is_file():
+        raise EdgeAIError(f"{path} is neither a GGUF file nor a Hugging Face checkpoint folder (no config.json); "
+                          "point at the teacher's folder or .gguf")
+    return load_tokenizer(path), _load_model(path)
+
+
+def _load_model(path: Path) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own bar shows progress; theirs would break the one-line errors
-    if not (path / "config.json").is_file():
-        raise EdgeAIError(f"{path} is neither a GGUF file nor a Hugging Face checkpoint folder (no config.json); "
-                          "point at the teacher's folder or .gguf")
-    return load_tokenizer(path), AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
 
 def _save_hf(model: Any, tokenizer: Any, folder: Path, gguf_teacher: Path | None) -> None:
@@ -150,7 +227,7 @@ def _eval_text(data: Path, examples: list, tokenizer: Any) -> str:
 
 
 def _ship(teacher: Path, gguf_teacher: bool, init_dir: Path, out: Path, options: DistillOptions, text: str,
-          keep: list[int], log: list[StepLog]) -> DistillReport:
+          keep: list[int] | None, log: list[StepLog]) -> DistillReport:
     """Convert init and student (and a HF teacher) to GGUF, quantize init and student, evaluate all
     three against the teacher (a GGUF teacher is its own reference: the model the user runs), and
     move the student's GGUF into place only if it passes the gate."""
@@ -164,7 +241,8 @@ def _ship(teacher: Path, gguf_teacher: bool, init_dir: Path, out: Path, options:
     teacher_gguf = teacher
     if not gguf_teacher:
         teacher_gguf = work / f"teacher-{options.outtype}.gguf"
-        warnings += convert_checkpoint(teacher, teacher_gguf, outtype=options.outtype).warnings
+        if not teacher_gguf.is_file():  # --seq-kd converted it already
+            warnings += _convert_teacher(teacher, teacher_gguf, options.outtype)
     quantized = {}
     for name, folder in (("init", init_dir), ("student", out / STUDENT_HF)):
         f16 = work / f"{name}-{options.outtype}.gguf"

@@ -61,10 +61,13 @@ def _show(tokens: list[str]) -> str:
     return ", ".join(repr(tok) for tok in tokens[:_EXAMPLES])
 
 
-def check_same_tokenizer(teacher: Any, student: Any) -> None:
-    """Raise EdgeAIError naming every difference when the student cannot be distilled from the teacher."""
+SAME_TOKENIZER_ADVICE = ("distill into a student with the teacher's tokenizer (the default student, built from the "
+                         "teacher's layers, has it)")
+
+
+def check_same_tokenizer(teacher: Any, student: Any, advice: str = SAME_TOKENIZER_ADVICE) -> None:
+    """Raise EdgeAIError naming every difference (then `advice`) when the student cannot be
+    distilled from the teacher."""
     diffs = tokenizer_differences(teacher, student)
     if diffs:
-        raise EdgeAIError("teacher and student tokenizers differ: " + "; ".join(diffs) +
-                          "; distill into a student with the teacher's tokenizer (the default student, built "
-                          "from the teacher's layers, has it)")
+        raise EdgeAIError("teacher and student tokenizers differ: " + "; ".join(diffs) + "; " + advice)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -282,6 +283,12 @@ def distill_cmd(
                                                                "(default: half)")] = None,
     keep_layers: Annotated[Optional[str], typer.Option("--keep-layers", help="keep exactly these teacher layers, "
                                                                              "e.g. 0,2,4")] = None,
+    intermediate_size: Annotated[Optional[int], typer.Option("--intermediate-size",
+                                                             help="narrower MLP: keep this many FFN channels per "
+                                                                  "layer, the most active on the data")] = None,
+    student: Annotated[Optional[Path], typer.Option("--student", help="an existing smaller checkpoint (same "
+                                                                      "tokenizer) as the student, instead of "
+                                                                      "teacher layers")] = None,
     steps: Annotated[int, typer.Option("--steps", help="optimizer steps")] = 200,
     batch_size: Annotated[int, typer.Option("--batch-size", help="rows per micro-batch")] = 4,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="micro-batches per step")] = 1,
@@ -295,6 +302,11 @@ def distill_cmd(
     no_pack: Annotated[bool, typer.Option("--no-pack", help="one document per row (padded) instead of "
                                                             "packing")] = False,
     seed: Annotated[int, typer.Option("--seed", help="data order and initial RNG")] = 0,
+    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing", help="recompute the student's "
+                                                                                  "activations in backward (less "
+                                                                                  "memory, slower)")] = False,
+    autocast: Annotated[str, typer.Option("--autocast", help="fp32, or bf16: forward passes in bfloat16 "
+                                                             "autocast")] = "fp32",
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="steps between checkpoints "
                                                                              "(0: none)")] = 50,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in -o")] = False,
@@ -310,23 +322,39 @@ def distill_cmd(
     cache_topk: Annotated[int, typer.Option("--cache-topk", help="precompute the teacher's top-K logits to disk "
                                                                  "(fp16 + int32 shards) and free it before training; "
                                                                  "forward KL only (0: teacher stays live)")] = 0,
+    seq_kd: Annotated[bool, typer.Option("--seq-kd", help="sequence-level KD: the teacher (run by our llama.cpp "
+                                                         "engine) answers the data's prompts first and the student "
+                                                         "learns its answers (cached in -o, resumable)")] = False,
+    seq_kd_max_tokens: Annotated[int, typer.Option("--seq-kd-max-tokens", help="longest teacher answer "
+                                                                               "(tokens)")] = 128,
+    processes: Annotated[int, typer.Option("--processes", help="train as N data-parallel processes on this "
+                                                               "machine (accelerate; --batch-size is per "
+                                                               "process)")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
-    """Distill TEACHER into a smaller student (a subset of its layers), then ship it as a quantized GGUF."""
+    """Distill TEACHER into a smaller student (a subset of its layers, or --student), then ship it as a quantized GGUF."""
+    from convert.distill.launch import in_launched_process, run_as_processes
+
+    if processes != 1 and not in_launched_process():
+        raise typer.Exit(run_as_processes(processes, ["-m", "edge_ai", *sys.argv[1:]]))
     from convert.distill.losses import LossOptions
     from convert.distill.pipeline import DistillOptions, distill
     from convert.distill.train import TrainOptions
 
     train_options = TrainOptions(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, seed=seed,
-                                 checkpoint_every=checkpoint_every,
+                                 checkpoint_every=checkpoint_every, grad_checkpointing=grad_checkpointing,
+                                 autocast=autocast,
                                  loss=LossOptions(loss, temperature=temperature, alpha=alpha, beta=beta))
     options = DistillOptions(train=train_options, student_layers=student_layers, keep_layers=keep_layers,
                              max_length=max_length, pack=not no_pack, outtype=outtype, quantize=quantize_type,
                              accept_kld=accept_kld, eval_ctx=eval_ctx, lora_rank=lora,
-                             cache_topk=cache_topk)
+                             cache_topk=cache_topk, intermediate_size=intermediate_size, student=student,
+                             seq_kd=seq_kd, seq_kd_max_tokens=seq_kd_max_tokens)
     text = read_text(eval_text) if eval_text else None
     with ProgressBar("distilling") as bar:
         report = distill(teacher, data, out_dir, options, resume=resume, eval_text=text, progress=bar)
+    if report is None:
+        return  # a secondary training process: the first one reports
     if as_json:
         _print_json(report.to_dict())
     else:
@@ -342,7 +370,8 @@ def distill_cmd(
 def _distill_table(report: Any) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"distilled (layers {','.join(map(str, report.keep_layers))}, {report.quantize})")
+    shape = f"layers {','.join(map(str, report.keep_layers))}" if report.keep_layers is not None else "own student"
+    table = Table(title=f"distilled ({shape}, {report.quantize})")
     for column in ("model", "size MiB", "KLD", "top-1 %", "PPL", "decode tok/s"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, row in report.models.items():

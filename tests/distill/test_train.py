@@ -169,3 +169,20 @@ def test_resume_with_other_settings_or_nothing_to_resume_is_refused(setup, tmp_p
     train(teacher_model, student, blocks, TrainOptions(steps=2, batch_size=1, checkpoint_every=1), tmp_path)
     with pytest.raises(EdgeAIError, match="lr was 0.0005, now 0.001"):
         train(teacher_model, student, blocks, TrainOptions(steps=3, batch_size=1, lr=1e-3), tmp_path, resume=True)
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_changes_no_number_and_bf16_autocast_still_learns(setup, tmp_path: Path) -> None:
+    teacher_model, blocks, _ = setup
+
+    def losses(**kwargs) -> list[float]:
+        student = build_student(teacher_model, [0, 3])
+        options = TrainOptions(steps=4, batch_size=2, lr=3e-3, loss=LossOptions(temperature=1.0, alpha=1.0), **kwargs)
+        return [step.loss for step in train(teacher_model, student, blocks, options, tmp_path)]
+
+    plain, recomputed, bf16 = losses(), losses(grad_checkpointing=True), losses(autocast="bf16")
+    print(f"fp32 {plain}\ncheckpointed {recomputed}\nbf16 {bf16}")
+    assert recomputed == pytest.approx(plain, rel=1e-5)
+    assert bf16 != plain and bf16 == pytest.approx(plain, rel=0.05)  # rounding, not another training
+    with pytest.raises(EdgeAIError, match="--autocast 'fp16' is unknown"):
+        TrainOptions(steps=1, autocast="fp16").check()
