@@ -59,7 +59,7 @@ TITLE_LENGTH = 48
 SAVE_INTERVAL_S = 0.5  # how often a growing reply is rewritten in the history
 FRAME_RATE = 12  # at most, reply updates per second on screen while a reply streams
 SLOWEST_FRAME_RATE = 1  # at least, whatever drawing costs
-UI_CPU_SHARE = 0.03  # of one core, for drawing a streaming reply: the rest is llama.cpp's
+UI_CPU_SHARE = 0.02  # of one core, for drawing a streaming reply: the rest is llama.cpp's
 
 
 def title_from(text: str) -> str:
