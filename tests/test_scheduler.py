@@ -14,7 +14,7 @@ from fake_engine import ScriptedEngine
 from edge_ai.errors import BusyError, EdgeAIError, ModelLoadError, StoppedError
 from runtime.llm.events import DoneEvent, Event, SamplingParams, TokenEvent
 from runtime.llm.interface import ChatEngine
-from runtime.llm.scheduler import Priority, Scheduler
+from runtime.llm.scheduler import Job, Priority, Scheduler
 from runtime.llm.stream import stream
 
 LONG = " ".join(f"w{i}" for i in range(200))
@@ -48,7 +48,7 @@ def chat(engine: ChatEngine, stop: threading.Event) -> Iterator[Event]:
     return engine.chat([{"role": "user", "content": "hi"}], SamplingParams(max_tokens=1000), stop=stop)
 
 
-def submit(scheduler: Scheduler, label: str, log: list[str], **kwargs) -> tuple[Recorder, object]:
+def submit(scheduler: Scheduler, label: str, log: list[str], **kwargs) -> tuple[Recorder, Job]:
     recorder = Recorder(label, log)
     job = scheduler.submit(chat, recorder.on_event, recorder.on_end, **kwargs)
     return recorder, job
@@ -94,10 +94,10 @@ def test_waiting_requests_run_by_priority_then_arrival(gate: threading.Event) ->
     log: list[str] = []
     first = Recorder("first", log)
     scheduler.submit(block_until(gate), first.on_event, first.on_end)
-    wait(lambda: scheduler.busy and not scheduler._heap, "the first job to start")
+    wait(lambda: not scheduler._heap, "the first job to start")
     background, _ = submit(scheduler, "background", log, priority=Priority.BACKGROUND)
     normal_a, _ = submit(scheduler, "normal-a", log)
-    urgent, _ = submit(scheduler, "urgent", log, priority=Priority.URGENT)
+    urgent, urgent_job = submit(scheduler, "urgent", log, priority=Priority.URGENT)
     normal_b, _ = submit(scheduler, "normal-b", log)
     gate.set()
     assert background.ended.wait(5)
@@ -146,12 +146,12 @@ def test_preemption_cancels_a_lower_or_equal_priority_reply_but_not_a_higher_one
     assert barge.ended.wait(5)
     assert reply.done.reason == "cancelled" and barge.done.text == "barge in"
 
-    urgent, _ = submit(scheduler, "urgent", log, priority=Priority.URGENT)
+    urgent, urgent_job = submit(scheduler, "urgent", log, priority=Priority.URGENT)
     wait(lambda: urgent.events, "the urgent reply to start")
     polite, _ = submit(scheduler, "polite", log, preempt=True)  # NORMAL may not preempt URGENT
     time.sleep(0.05)
     urgent_job_still_runs = not urgent.ended.is_set()
-    scheduler.cancel_running()
+    urgent_job.cancel()
     assert polite.ended.wait(5) and urgent_job_still_runs
     assert polite.done.text == "polite"
     scheduler.close()

@@ -87,12 +87,6 @@ class Scheduler:
         """Why no engine is loaded, when the last load failed."""
         return self._error
 
-    @property
-    def busy(self) -> bool:
-        """Whether a request runs or waits."""
-        with self._cond:
-            return self._running is not None or self._waiting > 0
-
     # -- requests --------------------------------------------------------------------------------
 
     def submit(self, call: Call, on_event: EventSink, on_end: EndSink, *,
@@ -155,12 +149,6 @@ class Scheduler:
             self._refuse_when_closing()
             self._enqueue(work, Priority.URGENT, ended, counted=False, preempt=True)
         return future
-
-    def cancel_running(self) -> None:
-        """Stop the running request within a token (Esc); waiting ones keep their place."""
-        with self._cond:
-            if self._running is not None:
-                self._running.stop.set()
 
     def close(self, error: Exception | None = None, timeout: float = 10.0, *, free_engine: bool = True) -> None:
         """Refuse new work, end waiting requests with `error`, stop the running one, free the engine
