@@ -66,11 +66,6 @@ class EventStream:
         if self.job is not None:
             self.job.cancel()
 
-    @property
-    def started(self) -> bool:
-        """Whether the job has left the queue (it runs or has run)."""
-        return self.job is not None and self.job.state != "queued"
-
     def __aiter__(self) -> EventStream:
         return self
 
