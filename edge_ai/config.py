@@ -76,6 +76,44 @@ class TuiSettings:
     theme: str = _setting("textual-dark", "colour theme of the terminal app")
 
 
+VOICE_MODES = ("auto", "full", "half", "headphones")
+"""How the microphone and speaker share the room (`runtime.audio`): full duplex with echo cancellation, the
+microphone gated while the assistant speaks, or headphones (no echo path); `auto` uses what `edge-ai audio test`
+saved, else full duplex when echo cancellation can run, else half duplex."""
+STT_BACKENDS = ("faster-whisper", "whisper", "onnx")
+TTS_BACKENDS = ("espeak", "piper", "kokoro")
+
+
+@dataclass(frozen=True)
+class VoiceSettings:
+    input_device: str = _setting("", "microphone: a device name (or part of it) or index from `edge-ai audio devices`; "
+                                 "empty = the system default")
+    output_device: str = _setting("", "speaker: a device name (or part of it) or index; empty = the system default")
+    mode: str = _setting("auto", "full (echo cancellation), half (microphone muted while the assistant speaks), "
+                         "headphones (no echo), or auto", choices=VOICE_MODES)
+    push_to_talk: bool = _setting(False, "listen only while the talk key is held (toggled) instead of always")
+    vad_threshold: float = _setting(0.5, "speech probability that starts speech (Silero VAD)", 0.01, 0.99)
+    vad_release: float = _setting(0.35, "speech probability below which speech may end (hysteresis)", 0.01, 0.99)
+    min_speech: float = _setting(0.25, "seconds of speech before it counts as the user speaking", 0.03, 5.0)
+    pre_roll: float = _setting(0.3, "seconds of audio kept from before speech starts, so first syllables survive",
+                               0.0, 2.0)
+    turn_pause: float = _setting(0.35, "seconds of silence that end a turn when the words so far are a finished "
+                                 "sentence or question", 0.1, 5.0)
+    turn_wait: float = _setting(1.2, "seconds of silence that end a turn after an unfinished clause "
+                                "(a trailing 'and', 'so', 'um')", 0.1, 10.0)
+    turn_model: str = _setting("", "path to an end-of-turn ONNX model (Smart Turn format); empty = words and silence")
+    stt_backend: str = _setting("faster-whisper", "speech-to-text: faster-whisper (default), whisper (openai-whisper, "
+                                "needs the whisper extra) or onnx (an exported Whisper folder)", choices=STT_BACKENDS)
+    stt_model: str = _setting("", "speech-to-text model: a folder or model file for the backend; empty = the offline "
+                              "Whisper base that ships as a package")
+    language: str = _setting("en", "language spoken to the assistant (a Whisper language code)")
+    tts_backend: str = _setting("espeak", "text-to-speech: espeak (espeak-ng, default), piper or kokoro "
+                                "(neural voices: set tts_model to their files)", choices=TTS_BACKENDS)
+    tts_voice: str = _setting("en-us", "voice name for the text-to-speech backend")
+    tts_model: str = _setting("", "model file of a neural voice (piper .onnx, kokoro .onnx); empty for espeak")
+    tts_rate: float = _setting(1.0, "speaking speed (1 = the voice's normal speed)", 0.5, 3.0)
+
+
 @dataclass(frozen=True)
 class Config:
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -83,6 +121,7 @@ class Config:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     tui: TuiSettings = field(default_factory=TuiSettings)
+    voice: VoiceSettings = field(default_factory=VoiceSettings)
 
     def get(self, key: str) -> Any:
         section, name = _split_key(key)

@@ -58,3 +58,9 @@ install_project() {
     pip_install -e ".[$1]"
   fi
 }
+
+# Silero VAD's ONNX file: its package declares torch and torchaudio, which voice mode never imports, so
+# it is installed without dependencies (runtime.audio.vad finds the file and never imports the package).
+install_voice_models() {
+  pip_install --no-deps silero-vad==6.2.3
+}

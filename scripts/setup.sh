@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-install_system_packages python3-venv python3-dev build-essential cmake
+install_system_packages python3-venv python3-dev build-essential cmake espeak-ng libportaudio2 libsndfile1
 make_venv
-install_project models
+install_project models,voice
+install_voice_models
 [ -n "${EDGE_AI_SETUP_ONLY:-}" ] && exit 0
 exec .venv/bin/edge-ai "$@"

