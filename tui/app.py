@@ -91,6 +91,7 @@ class EdgeAIApp(App[None]):
         self.call_after_refresh(self.load_model, self.cfg.model)
 
     def on_unmount(self) -> None:
+        self.chat_screen.voice.close()  # stops listening and speaking before the model goes
         self.engines.close()  # waits for a reply in progress to stop and be saved, frees the model
         self.history.close()
 

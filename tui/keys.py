@@ -48,6 +48,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("help", "Help", "Show every key binding", "f1,question_mark", "F1 / ? (outside the input)", "Help"),
     Command("toggle_theme", "Toggle light/dark theme", "Switch between light and dark (saved to tui.theme)",
             "ctrl+t", "Ctrl+T"),
+    Command("toggle_voice", "Voice mode", "Talk with the assistant: it listens, answers aloud and stops when you "
+            "cut in (F9 again turns it off)", "f9", "F9", "Voice"),
+    Command("talk", "Talk (push-to-talk)", "With voice.push_to_talk on: start / stop being heard", "f10", "F10"),
 )
 
 INPUT_KEYS: tuple[tuple[str, str], ...] = (

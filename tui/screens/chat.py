@@ -45,10 +45,12 @@ from tui.screens.dialogs import ConfirmScreen, PromptScreen
 from tui.screens.help import HelpScreen
 from tui.screens.model_picker import ModelPickerScreen
 from tui.screens.settings import SettingsScreen
+from tui.voice_mode import VoiceEvent, VoiceMode
 from tui.widgets.chat_log import ChatLog, ErrorView, MessageView
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.sidebar import Sidebar
 from tui.widgets.status_bar import StatusBar
+from tui.widgets.voice_bar import VoiceBar
 
 if TYPE_CHECKING:
     from tui.app import EdgeAIApp
@@ -187,6 +189,7 @@ class ChatScreen(Screen[None]):
         self._job_ids = itertools.count(1)
         self._stream: MarkdownStream | None = None
         self._reply_view: MessageView | None = None
+        self.voice = VoiceMode(self)
 
     @property
     def edge_app(self) -> EdgeAIApp:
@@ -201,6 +204,9 @@ class ChatScreen(Screen[None]):
             with Vertical(id="main"):
                 yield ChatLog(id="chat-log")
                 yield PromptInput(id="prompt")
+        voice_bar = VoiceBar(id="voice-bar")
+        voice_bar.display = False
+        yield voice_bar
         yield StatusBar(id="status")
         yield Footer()
 
@@ -302,24 +308,45 @@ class ChatScreen(Screen[None]):
 
     # -- sending and streaming -----------------------------------------------------------------
 
+    def store_user_message(self, text: str) -> StoredMessage | None:
+        """Store a message of the user's (typed or spoken), starting a conversation if none is open."""
+        history = self.edge_app.history
+        try:
+            if self.conversation is None:
+                self.conversation = history.create_conversation(
+                    title_from(text), model=self.edge_app.model_name, system_prompt=self.edge_app.cfg.chat.system_prompt)
+                self.sub_title = self.conversation.title
+            stored = history.add_message(self.conversation.id, "user", text)
+        except EdgeAIError as exc:
+            self.notify(str(exc), title="History", severity="error")
+            return None
+        self.messages.append(stored)
+        return stored
+
+    def store_assistant_message(self, text: str, metrics: dict[str, Any]) -> StoredMessage | None:
+        """Store a reply that did not come through `start_reply` (a spoken one)."""
+        if self.conversation is None:
+            return None
+        try:
+            stored = self.edge_app.history.add_message(self.conversation.id, "assistant", text, metrics)
+        except EdgeAIError as exc:
+            self.notify(str(exc), title="History", severity="error")
+            return None
+        self.messages.append(stored)
+        return stored
+
+    async def on_voice_event(self, message: VoiceEvent) -> None:
+        await self.voice.handle(message.event)
+
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
         if self._busy():
             return
         text = event.text.strip()
-        history = self.edge_app.history
-        cfg = self.edge_app.cfg
-        try:
-            if self.conversation is None:
-                self.conversation = history.create_conversation(
-                    title_from(text), model=self.edge_app.model_name, system_prompt=cfg.chat.system_prompt)
-                self.sub_title = self.conversation.title
-            stored = history.add_message(self.conversation.id, "user", text)
-        except EdgeAIError as exc:
-            await self.show_error(str(exc))
+        stored = self.store_user_message(text)
+        if stored is None:
             return
         self.prompt.remember(event.text)
         self.prompt.clear()
-        self.messages.append(stored)
         await self.start_reply(MessageView("user", text, message_id=stored.id))
         await self.refresh_sidebar()
 
@@ -665,3 +692,9 @@ class ChatScreen(Screen[None]):
 
     def action_toggle_theme(self) -> None:
         self.edge_app.toggle_theme()
+
+    def action_toggle_voice(self) -> None:
+        self.voice.toggle()
+
+    def action_talk(self) -> None:
+        self.voice.talk()

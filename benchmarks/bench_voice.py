@@ -1,0 +1,282 @@
+"""Voice mode end to end on a PulseAudio room of null sinks; prints JSON.
+
+The room (GUIDE §6): the assistant plays into `asink` and listens to `vsink.monitor`; `vsink` hears
+both the assistant (loopback from `asink.monitor`: the echo path) and the "user" (espeak-ng speech
+played into `usink`, looped into `vsink`). A recorder sink `rec` gets the assistant on its left
+channel and the user on its right, both through loopbacks of the same latency, and one `parec`
+records it: every time below is read from sample positions in that one recording.
+
+- end of user speech -> first assistant audio: p50 / p95 (targets 1.0 / 1.5 s), with the pipeline's
+  own per-stage breakdown (transcript, first token, first audio) from its events;
+- barge-in: user speech onset during playback -> assistant audio stopped, p95 (target 0.3 s);
+- self-interruptions: interruptions in turns where the user said nothing over the reply (target 0);
+- STT: WER of the pipeline's final transcripts vs faster-whisper called directly on the same clips;
+- idle listening CPU (% of one core, target < 5) and, with --soak M, RSS growth over M minutes.
+
+    python benchmarks/bench_voice.py [--turns 20] [--barge-ins 10] [--soak 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "audio"))
+
+from pulse import NullSink, _pactl, ensure_pulse  # noqa: E402
+
+RATE = 16_000
+REC_RATE = 48_000
+ON = 0.01  # amplitude above which a recorded sample is sound
+
+QUESTIONS = (
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "What colour is the sky on a clear day?",
+    "Can you name a fruit that is yellow?",
+    "What is two plus two?",
+    "Which animal says moo?",
+    "What do bees make?",
+    "Where does the sun rise?",
+    "What is frozen water called?",
+    "How many days are in a week?",
+    "What is the opposite of hot?",
+    "Which planet do we live on?",
+)
+INTERRUPTIONS = ("Wait, stop please.", "Hold on a second.", "Sorry, let me interrupt.", "Stop, that is enough.")
+
+
+def build_room() -> dict[str, object]:
+    """Sinks and loopbacks for the room and the two-channel recorder; returns what to unload later."""
+    ensure_pulse()
+    modules = []
+    sinks = {name: NullSink(name) for name in ("asink", "usink", "vsink")}
+    if "rec" not in _pactl("list", "short", "sinks").split():
+        modules.append(_pactl("load-module", "module-null-sink", "sink_name=rec", "channels=2",
+                              f"rate={REC_RATE}", "channel_map=front-left,front-right").strip())
+    for side, channel in (("rec_a", "front-left"), ("rec_u", "front-right")):
+        modules.append(_pactl("load-module", "module-remap-sink", f"sink_name={side}", "master=rec", "channels=1",
+                              f"master_channel_map={channel}", "channel_map=mono").strip())
+    for source, sink in (("asink.monitor", "vsink"), ("usink.monitor", "vsink"),
+                         ("asink.monitor", "rec_a"), ("usink.monitor", "rec_u")):
+        modules.append(_pactl("load-module", "module-loopback", f"source={source}", f"sink={sink}",
+                              "latency_msec=20").strip())
+    _pactl("set-default-sink", "asink")
+    _pactl("set-default-source", "vsink.monitor")
+    return {"modules": modules, "sinks": sinks}
+
+
+def tear_down(room: dict[str, object]) -> None:
+    for module in reversed(room["modules"]):  # type: ignore[index]
+        subprocess.run(["pactl", "unload-module", module], capture_output=True)
+
+
+def wav_of(samples: np.ndarray, path: Path) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+class Recording:
+    """One parec of the recorder sink's monitor: left = assistant, right = user, one clock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.proc = subprocess.Popen(["parec", "-d", "rec.monitor", "--format=s16le", f"--rate={REC_RATE}",
+                                      "--channels=2", "--latency-msec=10"], stdout=path.open("wb"))
+        self.started = time.monotonic()
+
+    def stop(self) -> tuple[np.ndarray, np.ndarray]:
+        self.proc.terminate()
+        self.proc.wait()
+        data = np.frombuffer(self.path.read_bytes(), dtype="<i2").astype(np.float32) / 32768
+        data = data[: data.size // 2 * 2].reshape(-1, 2)
+        return data[:, 0], data[:, 1]
+
+
+def _sound_runs(x: np.ndarray, gap: float) -> list[tuple[int, int]]:
+    """[start, end) sample ranges of sound, merging runs separated by less than `gap` seconds."""
+    loud = np.flatnonzero(np.abs(x) > ON)
+    if not loud.size:
+        return []
+    splits = np.flatnonzero(np.diff(loud) > gap * REC_RATE)
+    starts = np.concatenate([[loud[0]], loud[splits + 1]])
+    ends = np.concatenate([loud[splits], [loud[-1]]]) + 1
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=12, help="questions asked (each answered in full)")
+    parser.add_argument("--barge-ins", type=int, default=8, help="replies interrupted by the user")
+    parser.add_argument("--soak", type=float, default=0.0, help="minutes of scripted conversation for RSS growth")
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle listening to measure CPU")
+    args = parser.parse_args()
+
+    room = build_room()
+    os.environ["PULSE_SINK"], os.environ["PULSE_SOURCE"] = "asink", "vsink.monitor"
+    try:
+        print(json.dumps(run(args), indent=2))
+    finally:
+        tear_down(room)
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    import psutil
+
+    from convert.onnx.speech import normalize, speak, word_errors
+    from edge_ai.config import Config
+    from runtime.audio import events as ev
+    from runtime.audio.session import VoiceSession
+    from runtime.llm.loading import open_engine
+    from runtime.llm.scheduler import Scheduler
+
+    cfg = Config().with_values({"voice.mode": "full", "sampling.temperature": 0.0, "sampling.max_tokens": 48})
+    events: list[object] = []
+    cond = threading.Condition()
+
+    def on_event(event: object) -> None:
+        with cond:
+            events.append(event)
+            cond.notify_all()
+
+    def wait_for(kind: type, after: int, timeout: float) -> object | None:
+        deadline = time.monotonic() + timeout
+        with cond:
+            while True:
+                found = next((e for e in events[after:] if isinstance(e, kind)), None)
+                if found is not None or time.monotonic() > deadline:
+                    return found
+                cond.wait(0.05)
+
+    def wait_listening(after: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with cond:
+            while time.monotonic() < deadline:
+                states = [e.state for e in events[after:] if isinstance(e, ev.StateChanged)]
+                if states and states[-1] is ev.VoiceState.LISTENING and ev.VoiceState.SPEAKING in states:
+                    return
+                cond.wait(0.05)
+
+    scheduler = Scheduler(open_engine(cfg), queue_size=2, name="bench")
+    session = VoiceSession.open(cfg, scheduler, on_event)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-voice-"))
+    process = psutil.Process()
+    session.start()
+    recording = Recording(tmp / "room.raw")
+    try:
+        time.sleep(1.0)
+        cpu0, t0 = process.cpu_times(), time.monotonic()
+        time.sleep(args.idle)
+        cpu1, t1 = process.cpu_times(), time.monotonic()
+        idle_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0) * 100
+
+        turns, transcripts, references, plays = [], [], [], []
+        voices = ("en-us", "en-gb", "en-us+f3")
+        for i in range(args.turns + args.barge_ins):
+            question = QUESTIONS[i % len(QUESTIONS)]
+            clip = speak(question, voices[i % len(voices)])
+            path = wav_of(clip, tmp / f"q{i}.wav")
+            mark = len(events)
+            plays.append(("question", time.monotonic()))
+            subprocess.run(["paplay", "--device=usink", str(path)], check=True)
+            user_turn = wait_for(ev.UserTurn, mark, 10)
+            barge = i >= args.turns
+            if barge and wait_for(ev.TurnLatency, mark, 15) is not None:
+                time.sleep(0.6)
+                words = INTERRUPTIONS[i % len(INTERRUPTIONS)]
+                plays.append(("interruption", time.monotonic()))
+                subprocess.run(["paplay", "--device=usink", str(wav_of(speak(words), tmp / f"b{i}.wav"))],
+                               check=True)
+                wait_for(ev.UserTurn, len(events), 10)
+                time.sleep(0.5)
+                session.assistant.player.stop()  # the bench moves on; the reply to "stop" is not measured
+                time.sleep(0.8)
+            else:
+                wait_listening(mark, 30)
+                time.sleep(0.8)
+            turns.append({"barge": barge, "mark": mark, "user": getattr(user_turn, "text", None)})
+            if user_turn is not None:
+                transcripts.append(user_turn.text)
+                references.append(question)
+            if args.soak and i == 0:
+                rss_start = process.memory_info().rss
+        soak = None
+        if args.soak:
+            rss_start, soak_turns, end = process.memory_info().rss, 0, time.monotonic() + args.soak * 60
+            while time.monotonic() < end:
+                mark = len(events)
+                clip = speak(QUESTIONS[soak_turns % len(QUESTIONS)], voices[soak_turns % len(voices)])
+                subprocess.run(["paplay", "--device=usink", str(wav_of(clip, tmp / "soak.wav"))], check=True)
+                wait_listening(mark, 30)
+                soak_turns += 1
+            soak = {"minutes": args.soak, "turns": soak_turns,
+                    "rss_growth": round(process.memory_info().rss / rss_start - 1, 4)}
+    finally:
+        assistant_audio, user_audio = recording.stop()
+        session.close()
+        scheduler.close()
+
+    latencies, barge_stops, stages = [], [], []
+    assistant_runs = _sound_runs(assistant_audio, gap=0.25)
+    user_runs = _sound_runs(user_audio, gap=0.35)
+    for start, end in user_runs:
+        after = [s for s, _ in assistant_runs if s >= end]
+        during = [(s, e) for s, e in assistant_runs if s < start < e]
+        if during:  # the user spoke over the assistant: how long until it went quiet
+            barge_stops.append((during[0][1] - start) / REC_RATE)
+        elif after:
+            latencies.append((after[0] - end) / REC_RATE)
+    for e in events:
+        if isinstance(e, ev.TurnLatency):
+            stages.append(e)
+    interruptions = sum(isinstance(e, ev.Interrupted) for e in events)
+    self_interruptions = max(0, interruptions - args.barge_ins)
+
+    from runtime.audio.stt import open_stt
+
+    direct = open_stt(cfg)
+    direct_errors = pipeline_errors = words = 0
+    for i, (text, heard) in enumerate(zip(references, transcripts)):
+        clip = speak(text, voices[i % len(voices)])
+        d = direct.transcribe(clip).text
+        errors_direct, n = word_errors(text, d)
+        errors_pipe, _ = word_errors(text, heard)
+        direct_errors, pipeline_errors, words = direct_errors + errors_direct, pipeline_errors + errors_pipe, words + n
+
+    def pct(values: list[float], q: float) -> float | None:
+        return round(float(np.percentile(values, q)), 3) if values else None
+
+    return {
+        "turns": args.turns, "barge_ins": args.barge_ins,
+        "end_of_speech_to_first_audio_s": {"p50": pct(latencies, 50), "p95": pct(latencies, 95), "n": len(latencies),
+                                           "target_p50": 1.0, "target_p95": 1.5},
+        "stages_s": {name: round(statistics.median(getattr(s, name) for s in stages), 3) if stages else None
+                     for name in ("transcript", "first_token", "first_audio")},
+        "barge_in_stop_s": {"p50": pct(barge_stops, 50), "p95": pct(barge_stops, 95), "n": len(barge_stops),
+                            "target_p95": 0.3},
+        "self_interruptions": self_interruptions,
+        "wer": {"pipeline": round(pipeline_errors / max(words, 1), 4), "direct": round(direct_errors / max(words, 1), 4),
+                "sentences": len(references), "normalised": normalize is not None},
+        "idle_cpu_percent_of_one_core": round(idle_cpu, 2),
+        "soak": soak,
+        "mode": session.mode.mode,
+    }
+
+
+if __name__ == "__main__":
+    main()

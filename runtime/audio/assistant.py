@@ -1,0 +1,416 @@
+"""The conversation: listening -> user speaking -> thinking -> speaking, with barge-in from the last two.
+
+    assistant = VoiceAssistant(parts, scheduler, on_event=print)
+    assistant.start()          # opens the duplex stream; events flow to on_event until close()
+
+One controller thread owns the state; everything else reports to it through one queue:
+the audio worker (`Hearing`: speech started/stopped, frames, silence), the speech-to-text worker
+(partials, the final transcript), the model's thread (reply tokens, via the scheduler) and the
+player (a chunk started or finished playing). Blocking work never runs on the controller.
+
+Speculative end of turn (how the reply starts within a second on a 2-core laptop): Whisper costs
+~0.7 s per decode whatever the length, so the final transcript is started at the first short pause
+(`speculate` seconds of silence) and the LLM starts on it as soon as it is ready. Whether the turn
+is over is decided by `TurnPolicy` from the words and the silence: if the user goes on speaking
+first, the transcript and the reply are thrown away and the utterance continues; if the silence
+reaches what the words need, the reply, by then often already generating, is committed and its
+first chunk spoken.
+
+Barge-in (the user speaks while the assistant thinks or speaks): the reply's job is cancelled, the
+speech queue and the player are emptied at once, and the history keeps what the listener heard:
+the chunks that finished playing and the played part of the cut one.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runtime.audio.duplex import Player, Playing
+from runtime.audio.events import (
+    Interrupted,
+    Partial,
+    ReplyText,
+    Spoken,
+    StateChanged,
+    Status,
+    TurnLatency,
+    UserTurn,
+    VoiceEvent,
+    VoiceState,
+)
+from runtime.audio.hearing import HearEvent, Silence, SpeechFrame
+from runtime.audio.turn import TurnPolicy
+from runtime.audio.vad import SpeechStarted
+from runtime.llm.events import DoneEvent, SamplingParams, TokenEvent
+from runtime.llm.scheduler import Job, Priority, Scheduler
+
+log = logging.getLogger(__name__)
+
+PARTIAL_EVERY = 0.5  # seconds of new speech between partial transcripts
+
+
+@dataclass(frozen=True)
+class TurnOptions:
+    policy: TurnPolicy = field(default_factory=TurnPolicy)
+    speculate: float = 0.12  # seconds of silence after which the final transcript and the reply are started
+    system_prompt: str = "You are a helpful voice assistant. Answer in one or two short spoken sentences."
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_tokens=120))
+    reply: bool = True  # False: transcribe turns only (`edge-ai listen`), no model, no speech
+
+
+@dataclass
+class _Turn:
+    """One user utterance and the reply to it."""
+
+    number: int
+    audio: list[np.ndarray] = field(default_factory=list)
+    speech_end: float | None = None  # monotonic time the user's speech ended (None while speaking)
+    transcript: str | None = None  # the speculative final transcript
+    transcript_at: float = 0.0
+    finishing: bool = False  # the final transcript has been asked for
+    committed: bool = False
+    job: Job | None = None
+    reply: str = ""  # generated so far
+    first_token_at: float = 0.0
+    first_audio_at: float = 0.0
+    chunks: list[Playing] = field(default_factory=list)
+    unspoken: list[str] = field(default_factory=list)  # chunks generated before the commit
+    heard: list[str] = field(default_factory=list)  # chunks that finished playing
+    done: bool = False  # the reply has no more tokens
+    latency_told: bool = False
+
+
+class VoiceAssistant:
+    """Runs a spoken conversation on a loaded model; `history` holds what was said and heard."""
+
+    def __init__(self, *, transcriber, tts, chunker: Callable[[], object], scheduler: Scheduler,
+                 player: Player, on_event: Callable[[VoiceEvent], None],
+                 options: TurnOptions = TurnOptions(), history: Sequence[dict[str, str]] = ()) -> None:
+        self.transcriber = transcriber  # runtime.audio.streaming_stt.StreamingTranscriber
+        self.tts = tts  # runtime.audio.tts.TextToSpeech
+        self._new_chunker = chunker  # () -> SpeakableChunker
+        self.scheduler = scheduler
+        self.player = player
+        self.options = options
+        self._emit = on_event
+        self.history: list[dict[str, str]] = list(history)
+        self.state = VoiceState.LISTENING
+        self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        self._stt_jobs: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        self._tts_jobs: queue.SimpleQueue[tuple[int, str] | None] = queue.SimpleQueue()
+        self._turn: _Turn | None = None
+        self._numbers = 0
+        self._chunker = None
+        self._since_partial = 0.0
+        self._partial_pending = False
+        self._threads = [threading.Thread(target=self._control, name="voice-control", daemon=True),
+                         threading.Thread(target=self._listen_worker, name="voice-stt", daemon=True),
+                         threading.Thread(target=self._speak_worker, name="voice-tts", daemon=True)]
+        self._running = False
+
+    # -- wiring -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._running = True
+        for thread in self._threads:
+            thread.start()
+
+    def close(self) -> None:
+        self._running = False
+        self._inbox.put(("close", None))
+        self._stt_jobs.put(("close", None))
+        self._tts_jobs.put(None)
+        turn = self._turn
+        if turn is not None and turn.job is not None:
+            turn.job.cancel()
+        self.player.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def hear(self, event: HearEvent) -> None:
+        """From the audio worker (Hearing's on_hear)."""
+        self._inbox.put(("hear", event))
+
+    @property
+    def assistant_speaking(self) -> bool:
+        """True while a reply is being prepared or played: speech now is a barge-in."""
+        return self.state in (VoiceState.THINKING, VoiceState.SPEAKING)
+
+    # -- the controller thread --------------------------------------------------------------------
+
+    def _control(self) -> None:
+        while True:
+            kind, payload = self._inbox.get()
+            if kind == "close":
+                return
+            try:
+                getattr(self, f"_on_{kind}")(payload)
+            except Exception as exc:  # one bad turn must not end the conversation
+                log.exception("voice controller failed on %s", kind)
+                self._emit(Status(f"voice error: {exc}"))
+
+    def _set_state(self, state: VoiceState) -> None:
+        if state is not self.state:
+            self.state = state
+            self._emit(StateChanged(state))
+
+    def _on_hear(self, event: HearEvent) -> None:
+        if isinstance(event, SpeechStarted):
+            self._speech_started(event)
+        elif isinstance(event, SpeechFrame):
+            turn = self._turn
+            if turn is not None and turn.speech_end is None:
+                turn.audio.append(event.samples)
+                self._stt_jobs.put(("add", event.samples))
+                self._since_partial += event.samples.size / 16_000
+                if self._since_partial >= PARTIAL_EVERY and not self._partial_pending:
+                    self._since_partial, self._partial_pending = 0.0, True
+                    self._stt_jobs.put(("update", turn.number))
+        elif isinstance(event, Silence):
+            self._silence(event.seconds)
+        else:
+            self._emit(event)  # Level
+
+    def _speech_started(self, event: SpeechStarted) -> None:
+        if self.assistant_speaking:
+            self._interrupt()
+        turn = self._turn
+        if turn is not None and not turn.committed:
+            # the user goes on after a pause: the speculative transcript and reply are stale
+            self._discard_speculation(turn)
+            turn.speech_end = None
+            turn.audio.append(event.audio)
+            self._stt_jobs.put(("add", event.audio))
+        else:
+            self._numbers += 1
+            turn = self._turn = _Turn(self._numbers)
+            turn.audio.append(event.audio)
+            self._since_partial, self._partial_pending = 0.0, False
+            self._stt_jobs.put(("reset", None))
+            self._stt_jobs.put(("add", event.audio))
+        self._set_state(VoiceState.USER_SPEAKING)
+
+    def _silence(self, seconds: float) -> None:
+        turn = self._turn
+        if turn is None or turn.committed:
+            return
+        if turn.speech_end is None:
+            turn.speech_end = time.monotonic() - seconds
+        if turn.transcript is None:
+            if seconds >= self.options.speculate and not turn.finishing:
+                turn.finishing = True
+                self._stt_jobs.put(("finish", turn.number))
+            return
+        audio = np.concatenate(turn.audio) if turn.audio else None
+        if seconds >= self.options.policy.silence_needed(turn.transcript, audio):
+            self._commit(turn)
+
+    def _on_partial(self, payload: tuple[int, object]) -> None:
+        number, partial = payload
+        self._partial_pending = False
+        if self._turn is not None and number == self._turn.number and not self._turn.committed:
+            self._emit(Partial(number, partial.confirmed, partial.tentative))
+
+    def _on_final(self, payload: tuple[int, str, float]) -> None:
+        number, text, at = payload
+        turn = self._turn
+        if turn is None or number != turn.number or turn.committed or turn.speech_end is None:
+            return  # the user spoke again meanwhile: this transcript is stale
+        turn.finishing = False
+        text = text.strip()
+        if not text:  # a cough, a noise: nothing to answer
+            self._turn = None
+            self._set_state(VoiceState.LISTENING)
+            return
+        turn.transcript, turn.transcript_at = text, at
+        if self.options.reply:
+            self._start_reply(turn)
+
+    def _start_reply(self, turn: _Turn) -> None:
+        messages = [{"role": "system", "content": self.options.system_prompt}, *self.history,
+                    {"role": "user", "content": turn.transcript or ""}]
+        sampling = self.options.sampling
+        number = turn.number
+
+        def call(engine, stop):
+            return engine.chat(messages, sampling, stop=stop)
+
+        turn.reply, turn.unspoken = "", []
+        self._chunker = self._new_chunker()
+        turn.job = self.scheduler.submit(call, lambda event: self._inbox.put(("token", (number, event))),
+                                         lambda error: self._inbox.put(("reply_end", (number, error))),
+                                         priority=Priority.NORMAL, preempt=True)
+
+    def _discard_speculation(self, turn: _Turn) -> None:
+        if turn.job is not None:
+            turn.job.cancel()
+        turn.job, turn.transcript, turn.reply, turn.unspoken = None, None, "", []
+        turn.finishing, turn.done = False, False
+        self._numbers += 1
+        turn.number = self._numbers  # late results of the stale speculation carry the old number
+
+    def _commit(self, turn: _Turn) -> None:
+        turn.committed = True
+        self._emit(UserTurn(turn.number, turn.transcript or ""))
+        if not self.options.reply:
+            self._turn = None
+            self._set_state(VoiceState.LISTENING)
+            return
+        self._set_state(VoiceState.THINKING)
+        for chunk in turn.unspoken:
+            self._tts_jobs.put((turn.number, chunk))
+        turn.unspoken = []
+        if turn.done:
+            self._tts_jobs.put((turn.number, ""))
+
+    def _on_token(self, payload: tuple[int, object]) -> None:
+        number, event = payload
+        turn = self._turn
+        if turn is None or number != turn.number:
+            return
+        if isinstance(event, TokenEvent) and event.text:
+            if not turn.first_token_at:
+                turn.first_token_at = event.at
+            turn.reply += event.text
+            self._emit(ReplyText(number, turn.reply))
+            for chunk in self._chunker.feed(event.text):
+                self._speak(turn, chunk)
+        elif isinstance(event, DoneEvent):
+            for chunk in self._chunker.flush():
+                self._speak(turn, chunk)
+
+    def _speak(self, turn: _Turn, chunk: str) -> None:
+        if turn.committed:
+            self._tts_jobs.put((turn.number, chunk))
+        else:
+            turn.unspoken.append(chunk)
+
+    def _on_reply_end(self, payload: tuple[int, BaseException | None]) -> None:
+        number, error = payload
+        turn = self._turn
+        if turn is None or number != turn.number:
+            return
+        turn.done = True
+        if error is not None:
+            self._emit(Status(f"the reply failed: {error}"))
+        if turn.committed:
+            self._tts_jobs.put((number, ""))  # the end of the reply's speech, once all before it has played
+
+    def _on_chunk_started(self, payload: tuple[int, Playing]) -> None:
+        number, item = payload
+        turn = self._turn
+        if turn is None or number != turn.number:
+            return
+        if not turn.first_audio_at:
+            turn.first_audio_at = time.monotonic() + self.player.output_latency
+            self._set_state(VoiceState.SPEAKING)
+            self._tell_latency(turn)
+
+    def _on_chunk_done(self, payload: tuple[int, Playing]) -> None:
+        number, item = payload
+        turn = self._turn
+        if turn is None or number != turn.number:
+            return
+        text = str(item.tag)
+        turn.heard.append(text)
+        self._emit(Spoken(number, text))
+
+    def _on_speech_done(self, number: int) -> None:
+        """The TTS worker has queued the reply's last chunk and the player has played it."""
+        turn = self._turn
+        if turn is None or number != turn.number:
+            return
+        self.history += [{"role": "user", "content": turn.transcript or ""},
+                         {"role": "assistant", "content": turn.reply.strip()}]
+        self._turn = None
+        self._set_state(VoiceState.LISTENING)
+
+    def _tell_latency(self, turn: _Turn) -> None:
+        if turn.latency_told or turn.speech_end is None:
+            return
+        turn.latency_told = True
+        end = turn.speech_end
+        self._emit(TurnLatency(turn.number, transcript=turn.transcript_at - end,
+                               first_token=(turn.first_token_at or turn.first_audio_at) - end,
+                               first_audio=turn.first_audio_at - end))
+
+    def _interrupt(self) -> None:
+        turn = self._turn
+        if turn is None:
+            return
+        if turn.job is not None:
+            turn.job.cancel()
+        dropped = self.player.stop()
+        while True:  # chunks not yet synthesised
+            try:
+                self._tts_jobs.get_nowait()
+            except queue.Empty:
+                break
+        cut = next((item for item in dropped if item.played > 0), None)
+        heard = " ".join(turn.heard)
+        if cut is not None:
+            heard = (heard + " " + _played_part(str(cut.tag), cut, self.player.output_latency)).strip()
+        self.history += [{"role": "user", "content": turn.transcript or ""},
+                         {"role": "assistant", "content": heard}]
+        self._emit(Interrupted(turn.number, heard))
+        self._turn = None
+        self._set_state(VoiceState.LISTENING)
+
+    # -- workers ----------------------------------------------------------------------------------
+
+    def _listen_worker(self) -> None:
+        """Speech-to-text: runs the transcriber's decodes so the controller never blocks on Whisper."""
+        while True:
+            kind, payload = self._stt_jobs.get()
+            if kind == "close":
+                return
+            try:
+                if kind == "reset":
+                    self.transcriber.reset()
+                elif kind == "add":
+                    self.transcriber.add(payload)
+                elif kind == "update":
+                    self._inbox.put(("partial", (payload, self.transcriber.update())))
+                elif kind == "finish":
+                    text = self.transcriber.finish()
+                    self._inbox.put(("final", (payload, text, time.monotonic())))
+            except Exception as exc:
+                log.exception("speech-to-text failed")
+                self._inbox.put(("final", (payload, "", time.monotonic())))
+                self._emit(Status(f"speech-to-text failed: {exc}"))
+
+    def _speak_worker(self) -> None:
+        """Text-to-speech: synthesises each chunk while the earlier ones play."""
+        while True:
+            job = self._tts_jobs.get()
+            if job is None:
+                return
+            number, chunk = job
+            if not chunk:  # the reply's end: tell the controller once everything queued has played
+                self.player.play(np.zeros(1, dtype=np.float32), 16_000, tag="",
+                                 on_done=lambda item, n=number: self._inbox.put(("speech_done", n)))
+                continue
+            try:
+                samples = self.tts.synthesize(chunk)
+            except Exception as exc:
+                log.exception("text-to-speech failed")
+                self._emit(Status(f"text-to-speech failed: {exc}"))
+                continue
+            self.player.play(samples, self.tts.sample_rate, tag=chunk,
+                             on_start=lambda item, n=number: self._inbox.put(("chunk_started", (n, item))),
+                             on_done=lambda item, n=number: self._inbox.put(("chunk_done", (n, item))))
+
+
+def _played_part(text: str, item: Playing, output_latency: float) -> str:
+    """The words of a cut chunk the listener heard: its played share, less what was still in the device."""
+    heard_samples = max(0, item.played - int(output_latency * item.rate))
+    share = heard_samples / max(1, item.samples.size)
+    words = text.split()
+    return " ".join(words[: int(len(words) * share)])

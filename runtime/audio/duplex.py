@@ -1,0 +1,213 @@
+"""One duplex PortAudio stream: the microphone and the speaker at once, at the device's rate.
+
+    player = Player()
+    stream = DuplexStream(mic, speaker, player, on_audio)   # on_audio(mic16k, speaker16k) on the audio worker thread
+    stream.start()
+    player.play(samples16k, tag="Hello there.")             # queued after what is playing
+    player.stop()                                           # barge-in: drop everything not yet played, at once
+
+PortAudio's callback only copies: what it recorded and what it just handed to the speaker go to a
+queue, and a worker thread resamples both to 16 kHz and calls `on_audio`. The speaker block is the
+echo canceller's reference, so the two arrive in step. Playback pulls from the `Player`, whose
+`stop()` empties the queue under a lock: nothing of a stopped reply reaches the device afterwards
+(PortAudio's own output buffer, `output_latency`, still drains, which is why that latency is kept
+small). The player counts what each item has played, so the conversation keeps what was heard.
+
+A device that disappears shows up as callbacks that stop coming: the worker reopens the stream
+with a back-off and reports each failure through `on_status` instead of crashing.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.audio.devices import AudioUnavailable, Device, portaudio
+
+log = logging.getLogger(__name__)
+
+RATE = 16_000  # the rate everything after the device works at
+STALL = 0.5  # seconds without a callback after which the stream is considered lost and reopened
+
+
+@dataclass
+class Playing:
+    """One queued item of speech: its samples at the device rate and how much of it has been played."""
+
+    samples: np.ndarray
+    rate: int  # the device's sample rate
+    tag: object  # the caller's handle (e.g. the text chunk it speaks)
+    played: int = 0  # samples handed to the device so far
+    on_start: Callable[[Playing], None] | None = None
+    on_done: Callable[[Playing], None] | None = None
+
+    @property
+    def fraction(self) -> float:
+        return self.played / max(1, self.samples.size)
+
+
+class Player:
+    """The speaker's queue. `play` appends; the audio callback pulls; `stop` drops the rest at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: collections.deque[Playing] = collections.deque()
+        self.device_rate = RATE  # set by the stream that plays it
+        self.output_latency = 0.0  # seconds between handing a sample to PortAudio and it leaving the speaker
+
+    def play(self, samples: np.ndarray, rate: int, tag: object = None, *,
+             on_start: Callable[[Playing], None] | None = None,
+             on_done: Callable[[Playing], None] | None = None) -> Playing:
+        """Queue mono float32 `samples` at `rate`. `on_start(item)` and `on_done(item)` run on the audio
+        thread (keep them short) when its first sample is handed to the device and when its last is."""
+        item = Playing(self._to_device(samples, rate), self.device_rate, tag, on_start=on_start, on_done=on_done)
+        with self._lock:
+            self._queue.append(item)
+        return item
+
+    def _to_device(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if rate == self.device_rate:
+            return samples
+        import soxr
+
+        return soxr.resample(samples, rate, self.device_rate).astype(np.float32)
+
+    def stop(self) -> list[Playing]:
+        """Drop everything queued or half-played; returns the dropped items (with how much each played)."""
+        with self._lock:
+            dropped = list(self._queue)
+            self._queue.clear()
+        return dropped
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._queue)
+
+    def pull(self, out: np.ndarray) -> None:
+        """Fill `out` (the device block) with queued speech, zeros after it. Runs in the audio callback."""
+        filled, started, done = 0, [], []
+        with self._lock:
+            while filled < out.size and self._queue:
+                item = self._queue[0]
+                if item.played == 0:
+                    started.append(item)
+                n = min(out.size - filled, item.samples.size - item.played)
+                out[filled:filled + n] = item.samples[item.played:item.played + n]
+                item.played += n
+                filled += n
+                if item.played >= item.samples.size:
+                    done.append(self._queue.popleft())
+        out[filled:] = 0.0
+        for item in started:
+            if item.on_start is not None:
+                item.on_start(item)
+        for item in done:
+            if item.on_done is not None:
+                item.on_done(item)
+
+
+class DuplexStream:
+    """The microphone and the speaker on one PortAudio stream, handed on as 16 kHz blocks in step."""
+
+    def __init__(self, mic: Device, speaker: Device, player: Player,
+                 on_audio: Callable[[np.ndarray, np.ndarray], None],
+                 on_status: Callable[[str], None] = lambda message: None) -> None:
+        self.mic, self.speaker = mic, speaker
+        self.rate = int(speaker.sample_rate)
+        self.player = player
+        player.device_rate = self.rate
+        self._on_audio = on_audio
+        self._on_status = on_status
+        self._blocks: queue.SimpleQueue[tuple[np.ndarray, np.ndarray] | None] = queue.SimpleQueue()
+        self._stream = None
+        self._running = False
+        self._last_callback = 0.0
+        self._worker: threading.Thread | None = None
+        self._mic_resampler = self._ref_resampler = None
+        self.callbacks = 0
+
+    def start(self) -> None:
+        """Open the device and start the worker; raises AudioUnavailable/EdgeAIError if it cannot open at all."""
+        self._open()
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name="audio-duplex", daemon=True)
+        self._worker.start()
+
+    def close(self) -> None:
+        self._running = False
+        self._blocks.put(None)
+        if self._worker is not None:
+            self._worker.join(timeout=5)
+        self._close_stream()
+
+    def _open(self) -> None:
+        import soxr
+
+        sd = portaudio()
+        self._mic_resampler = soxr.ResampleStream(self.rate, RATE, 1, dtype="float32")
+        self._ref_resampler = soxr.ResampleStream(self.rate, RATE, 1, dtype="float32")
+        try:
+            # latency "high": on PulseAudio's ALSA plugin "low" stalls or dies (ALSA ContinuePoll); the
+            # block size keeps the callback period, and so the barge-in reaction, near 20 ms anyway
+            stream = sd.Stream(samplerate=self.rate, blocksize=self.rate // 50, device=(self.mic.index, self.speaker.index),
+                               channels=(1, 1), dtype="float32", latency="high", callback=self._callback)
+            stream.start()
+        except sd.PortAudioError as exc:
+            raise AudioUnavailable(f"cannot open the audio devices ({self.mic.name} / {self.speaker.name}): "
+                                   f"{exc}") from exc
+        self._stream = stream
+        self.player.output_latency = float(stream.latency[1])
+        self._last_callback = time.monotonic()
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.abort()
+                stream.close()
+            except Exception:  # a device that vanished fails to close too; nothing else to free
+                log.debug("closing the audio stream failed", exc_info=True)
+
+    def _callback(self, indata: np.ndarray, outdata: np.ndarray, frames: int, time_info: object,
+                  status: object) -> None:
+        self.player.pull(outdata[:, 0])
+        self._blocks.put((indata[:, 0].copy(), outdata[:, 0].copy()))
+        self._last_callback = time.monotonic()
+        self.callbacks += 1
+
+    def _work(self) -> None:
+        backoff = 0.2
+        while self._running:
+            try:
+                block = self._blocks.get(timeout=STALL)
+            except queue.Empty:
+                block = ()
+            if block is None:
+                return
+            if block:
+                mic, ref = block
+                self._on_audio(self._mic_resampler.resample_chunk(mic), self._ref_resampler.resample_chunk(ref))
+                backoff = 0.2
+                continue
+            if time.monotonic() - self._last_callback < STALL:
+                continue
+            self._on_status(f"audio device stopped responding ({self.mic.name} / {self.speaker.name}); "
+                            f"reopening in {backoff:.1f} s")
+            self._close_stream()
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            try:
+                self._open()
+                self._on_status("audio device reopened")
+            except Exception as exc:  # the device is still gone: keep trying, keep saying so
+                self._on_status(f"audio device unavailable: {exc}")
+                self._last_callback = 0.0

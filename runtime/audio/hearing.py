@@ -1,0 +1,89 @@
+"""The microphone side of a conversation: echo cancellation, voice activity, the level meter.
+
+    hearing = Hearing(mode="full", vad=VadOptions(), on_hear=handle)
+    stream = DuplexStream(mic, speaker, player, hearing.on_audio)     # runs on the audio worker thread
+
+Each 16 kHz block from the duplex stream is cleaned (full duplex: AEC3 against what the speaker was
+sent; half duplex: dropped while the assistant speaks; headphones: used as it is), cut into Silero's
+32 ms frames and scored. `on_hear` receives `SpeechStarted` (with the pre-roll), every frame from
+then until `SpeechStopped` (pauses included: the transcript needs them), a `Silence` tick per frame
+once speech has stopped (the turn logic times the pause with it), and a `Level` every 100 ms.
+
+While the assistant speaks, the speech needed to count as a barge-in is `barge_in` seconds rather
+than `min_speech`: an interruption must stop the reply within a fraction of a second, and the echo
+canceller keeps the assistant's own voice from reaching the VAD.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.audio.echo import EchoCanceller
+from runtime.audio.events import Level
+from runtime.audio.vad import FRAME, FRAME_SECONDS, SileroVad, SpeechStarted, SpeechStopped, VadOptions, VadSegmenter
+
+LEVEL_EVERY = 3  # frames between level reports (~100 ms)
+
+
+@dataclass(frozen=True)
+class SpeechFrame:
+    """32 ms of the user's speech (or of a pause inside it), 16 kHz."""
+
+    samples: np.ndarray
+
+
+@dataclass(frozen=True)
+class Silence:
+    """Seconds since the user's speech stopped; sent every frame until speech starts again."""
+
+    seconds: float
+
+
+HearEvent = SpeechStarted | SpeechFrame | SpeechStopped | Silence | Level
+
+
+class Hearing:
+    def __init__(self, mode: str, on_hear: Callable[[HearEvent], None], vad: VadOptions = VadOptions(),
+                 barge_in: float = 0.15, assistant_speaking: Callable[[], bool] = lambda: False) -> None:
+        self.mode = mode
+        self._aec = EchoCanceller() if mode == "full" else None
+        self._vad = SileroVad()
+        self._segmenter = VadSegmenter(vad)
+        self._listen_frames = self._segmenter.start_frames
+        self._barge_frames = max(1, round(barge_in / FRAME_SECONDS))
+        self._on_hear = on_hear
+        self._assistant_speaking = assistant_speaking
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._frames = 0
+        self.muted = False  # push-to-talk released: frames are treated as silence
+
+    def on_audio(self, mic: np.ndarray, speaker: np.ndarray) -> None:
+        """A block from the duplex stream: the microphone and what the speaker played, both 16 kHz."""
+        speaking = self._assistant_speaking()
+        if self._aec is not None:
+            mic = self._aec.process(mic, speaker)
+        elif self.mode == "half" and speaking:
+            mic = np.zeros_like(mic)  # the microphone is gated while the assistant talks
+        self._pending = np.concatenate([self._pending, mic])
+        self._segmenter.start_frames = self._barge_frames if speaking else self._listen_frames
+        while self._pending.size >= FRAME:
+            frame, self._pending = self._pending[:FRAME], self._pending[FRAME:]
+            self._frame(frame)
+
+    def _frame(self, frame: np.ndarray) -> None:
+        probability = 0.0 if self.muted else self._vad(frame)
+        event = self._segmenter.push(frame, probability)
+        self._frames += 1
+        if self._frames % LEVEL_EVERY == 0:
+            rms = float(np.sqrt(np.mean(np.square(frame, dtype=np.float64))))
+            self._on_hear(Level(db=20 * math.log10(max(rms, 1e-5)), speech=probability))
+        if event is not None:
+            self._on_hear(event)
+        if self._segmenter.in_speech and not isinstance(event, SpeechStarted):
+            self._on_hear(SpeechFrame(frame))
+        elif not self._segmenter.in_speech and not isinstance(event, SpeechStopped) and self._segmenter.spoke:
+            self._on_hear(Silence(self._segmenter.silence))

@@ -1,0 +1,165 @@
+"""Voice activity: Silero VAD's ONNX model on onnxruntime, and a four-state segmenter with hysteresis.
+
+    vad = SileroVad()                                   # the file from the silero-vad wheel (never its torch package)
+    p = vad(frame)                                      # 512 samples at 16 kHz (32 ms) -> speech probability
+    segmenter = VadSegmenter(VadOptions())
+    for event in segmenter.push(frame, p): ...          # SpeechStarted (with pre-roll), SpeechStopped
+
+The segmenter follows pipecat's VAD analyzer: QUIET -> STARTING -> SPEAKING -> STOPPING, parameters in
+seconds. Speech starts when the probability stays >= `threshold` for `min_speech`; it stops when it
+stays < `release` for `min_silence` (two thresholds: a probability hovering near one value does not
+flap). When speech starts, the `pre_roll` seconds before it are handed over too, so the first
+syllable, which Silero scores low, reaches the transcript.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from edge_ai.errors import EdgeAIError
+
+SAMPLE_RATE = 16_000
+FRAME = 512  # samples per Silero frame at 16 kHz (32 ms): the only size the model takes
+FRAME_SECONDS = FRAME / SAMPLE_RATE
+CONTEXT = 64  # samples of the previous frame the model sees before each new one
+
+
+def silero_model_file() -> Path:
+    """silero_vad.onnx inside the silero-vad wheel, found without importing the package (it imports torch)."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise EdgeAIError("the Silero VAD model is missing: pip install --no-deps silero-vad "
+                          "(scripts/setup.sh does it)")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "data" / "silero_vad.onnx"
+        if path.is_file():
+            return path
+    raise EdgeAIError("the silero-vad package has no data/silero_vad.onnx; reinstall it: pip install --no-deps "
+                      "--force-reinstall silero-vad")
+
+
+class SileroVad:
+    """Speech probability per 32 ms frame; keeps the model's recurrent state between calls."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        from runtime.onnx_session import open_session
+
+        self._session = open_session(path or silero_model_file(), threads=1)
+        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the audio so far (a new stream)."""
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._context = np.zeros(CONTEXT, dtype=np.float32)
+
+    def __call__(self, frame: np.ndarray) -> float:
+        if frame.shape != (FRAME,):
+            raise ValueError(f"Silero VAD takes {FRAME} samples at 16 kHz, got {frame.shape}")
+        x = np.concatenate([self._context, frame.astype(np.float32, copy=False)])[None, :]
+        out, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": self._sr})
+        self._context = x[0, -CONTEXT:]
+        return float(out[0, 0])
+
+
+@dataclass(frozen=True)
+class VadOptions:
+    threshold: float = 0.5  # probability at or above which a frame is speech
+    release: float = 0.35  # probability below which a frame is silence (between the two: no change)
+    min_speech: float = 0.25  # seconds of speech frames before speech counts as started
+    min_silence: float = 0.1  # seconds of silence frames before speech counts as paused
+    pre_roll: float = 0.3  # seconds of audio before the start handed over with it
+
+    def __post_init__(self) -> None:
+        if not 0 < self.release <= self.threshold < 1:
+            raise EdgeAIError(f"VAD thresholds must satisfy 0 < release ({self.release}) <= threshold "
+                              f"({self.threshold}) < 1")
+
+
+class VadState(Enum):
+    QUIET = "quiet"
+    STARTING = "starting"
+    SPEAKING = "speaking"
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    audio: np.ndarray  # the pre-roll and the frames that confirmed speech, oldest first
+    start: float  # stream seconds where the first speech frame began
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    end: float  # stream seconds where the last speech frame ended (silence since then)
+
+
+class VadSegmenter:
+    """Turns per-frame probabilities into speech start/stop events, in stream seconds (frames counted)."""
+
+    def __init__(self, options: VadOptions = VadOptions()) -> None:
+        self.options = options
+        self.start_frames = max(1, round(options.min_speech / FRAME_SECONDS))
+        self._stop_frames = max(1, round(options.min_silence / FRAME_SECONDS))
+        self._history: collections.deque[np.ndarray] = collections.deque(
+            maxlen=round(options.pre_roll / FRAME_SECONDS) + self.start_frames)
+        self.state = VadState.QUIET
+        self._run = 0  # frames in a row that argue for leaving the current state
+        self._frames = 0
+        self._last_speech_end = 0.0
+        self.spoke = False  # speech has started at least once
+
+    @property
+    def in_speech(self) -> bool:
+        """Speech has started and not yet stopped (a short pause inside it included)."""
+        return self.state in (VadState.SPEAKING, VadState.STOPPING)
+
+    @property
+    def now(self) -> float:
+        """Stream seconds at the end of the last frame pushed."""
+        return self._frames * FRAME_SECONDS
+
+    @property
+    def silence(self) -> float:
+        """Seconds since the last speech frame ended, while speech is pausing or over."""
+        return self.now - self._last_speech_end if self.state in (VadState.STOPPING, VadState.QUIET) else 0.0
+
+    def push(self, frame: np.ndarray, probability: float) -> SpeechStarted | SpeechStopped | None:
+        self._frames += 1
+        self._history.append(frame)
+        opts = self.options
+        speech, silent = probability >= opts.threshold, probability < opts.release
+        if self.state is VadState.QUIET and speech:
+            self.state, self._run = VadState.STARTING, 0
+        if self.state is VadState.STARTING:
+            self._run = self._run + 1 if not silent else 0
+            if self._run == 0:
+                self.state = VadState.QUIET
+            elif self._run >= self.start_frames:
+                self.state, self._run = VadState.SPEAKING, 0
+                self._last_speech_end = self.now
+                self.spoke = True
+                start = self.now - self.start_frames * FRAME_SECONDS
+                return SpeechStarted(audio=np.concatenate(list(self._history)), start=start)
+            return None
+        if self.state is VadState.SPEAKING:
+            if not silent:
+                self._last_speech_end = self.now
+                return None
+            self.state, self._run = VadState.STOPPING, 0
+        if self.state is VadState.STOPPING:
+            if not silent:
+                self.state, self._run = VadState.SPEAKING, 0
+                self._last_speech_end = self.now
+                return None
+            self._run += 1
+            if self._run >= self._stop_frames:
+                self.state, self._run = VadState.QUIET, 0
+                return SpeechStopped(end=self._last_speech_end)
+        return None

@@ -1,0 +1,121 @@
+"""The duplex stream, the player and echo cancellation on a real PulseAudio null sink: what is played
+comes back on the microphone after the loop's delay, like a laptop's speaker heard by its microphone."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from convert.onnx.speech import speak
+from runtime.audio.devices import pick_device
+from runtime.audio.duplex import DuplexStream, Player
+from runtime.audio.echo import EchoCanceller, erle_db
+from runtime.audio.hearing import Hearing
+from runtime.audio.selftest import analyse
+from runtime.audio.vad import SpeechStarted
+
+pytestmark = pytest.mark.slow
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.mic: list[np.ndarray] = []
+        self.ref: list[np.ndarray] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, mic: np.ndarray, ref: np.ndarray) -> None:
+        with self.lock:
+            self.mic.append(mic)
+            self.ref.append(ref)
+
+    def audio(self) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            return np.concatenate(self.mic), np.concatenate(self.ref)
+
+
+def open_stream(on_audio, player: Player | None = None) -> tuple[DuplexStream, Player]:
+    player = player or Player()
+    stream = DuplexStream(pick_device("", "input"), pick_device("", "output"), player, on_audio)
+    stream.start()
+    return stream, player
+
+
+def play_and_wait(player: Player, samples: np.ndarray, tail: float = 0.5) -> None:
+    done = threading.Event()
+    player.play(samples, 16000, on_done=lambda item: done.set())
+    assert done.wait(samples.size / 16000 + 5), "the player never finished"
+    time.sleep(tail)
+
+
+def test_what_is_played_comes_back_on_the_microphone(room):
+    recorder = Recorder()
+    stream, player = open_stream(recorder)
+    try:
+        time.sleep(0.3)
+        play_and_wait(player, speak("Testing the loop between the speaker and the microphone."))
+    finally:
+        stream.close()
+    mic, ref = recorder.audio()
+    check = analyse(mic, ref, threshold=0.5)
+    assert 0 < check.delay_ms < 500
+    assert check.echo_db > -10  # the null sink's monitor returns the signal at full level
+    assert stream.rate == pick_device("", "output").sample_rate
+
+
+def test_echo_cancellation_removes_the_assistants_voice_from_the_loop(room):
+    recorder = Recorder()
+    stream, player = open_stream(recorder)
+    try:
+        time.sleep(0.3)
+        play_and_wait(player, np.concatenate([speak("Echo cancellation needs a few seconds of speech to converge "
+                                                    "on the delay of this loop, and then it should remove it."),
+                                              speak("Everything the assistant says must vanish from the microphone.",
+                                                    voice="en-gb")]))
+    finally:
+        stream.close()
+    mic, ref = recorder.audio()
+    cleaned = EchoCanceller().process(mic, ref)
+    second_half = slice(mic.size // 2, cleaned.size)
+    assert erle_db(mic[second_half], cleaned[second_half]) >= 20  # the issue's target on the loop
+
+
+def test_stop_drops_queued_speech_at_once(room):
+    recorder = Recorder()
+    stream, player = open_stream(recorder)
+    try:
+        time.sleep(0.3)
+        item = player.play(speak("This sentence is long enough that it will be cut off well before its end."), 16000)
+        while item.played == 0:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        blocks_at_stop = stream.callbacks  # on_audio gets the callbacks' blocks in order, a little later
+        dropped = player.stop()
+        time.sleep(0.3)
+    finally:
+        stream.close()
+    assert dropped == [item] and 0 < item.fraction < 0.5
+    after = np.concatenate(recorder.ref[blocks_at_stop + 2:])  # the block being filled at the stop may end the item
+    assert np.max(np.abs(after)) < 1e-4  # silence (the resampler's filter tail aside)
+
+
+@pytest.mark.parametrize("mode, false_starts", [("full", False), ("headphones", True)])
+def test_the_assistants_own_voice_triggers_the_vad_only_without_echo_cancellation(room, mode, false_starts):
+    heard: list[object] = []
+    playing = threading.Event()
+    hearing = Hearing(mode, heard.append, assistant_speaking=playing.is_set)
+    stream, player = open_stream(hearing.on_audio)
+    try:
+        time.sleep(0.3)
+        playing.set()
+        play_and_wait(player, np.concatenate([speak(text, voice) for text, voice in (
+            ("Hello! I am your assistant, and I am speaking through the speaker right now.", "en-us"),
+            ("The microphone hears every word I say, but I must never interrupt myself.", "en-gb"),
+            ("Echo cancellation is what keeps me from hearing my own voice as yours.", "en-us"))]))
+        playing.clear()
+    finally:
+        stream.close()
+    started = [e for e in heard if isinstance(e, SpeechStarted)]
+    assert bool(started) is false_starts

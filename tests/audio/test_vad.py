@@ -1,0 +1,95 @@
+"""Silero VAD on onnxruntime and the four-state segmenter, on real espeak-ng speech and silence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convert.onnx.speech import speak
+from edge_ai.errors import EdgeAIError
+from runtime.audio.vad import (
+    FRAME,
+    FRAME_SECONDS,
+    SileroVad,
+    SpeechStarted,
+    SpeechStopped,
+    VadOptions,
+    VadSegmenter,
+    silero_model_file,
+)
+
+
+def frames(samples: np.ndarray) -> list[np.ndarray]:
+    n = samples.size // FRAME * FRAME
+    return list(samples[:n].reshape(-1, FRAME))
+
+
+def segment(samples: np.ndarray, options: VadOptions = VadOptions()) -> list[SpeechStarted | SpeechStopped]:
+    vad, seg = SileroVad(), VadSegmenter(options)
+    events = [seg.push(frame, vad(frame)) for frame in frames(samples)]
+    return [e for e in events if e is not None]
+
+
+def test_the_model_file_comes_from_the_wheel_without_importing_its_torch_package():
+    import sys
+
+    path = silero_model_file()
+    assert path.name == "silero_vad.onnx" and path.stat().st_size > 1_000_000
+    assert "silero_vad" not in sys.modules and "torch" not in sys.modules
+
+
+def test_speech_scores_high_and_silence_and_noise_low():
+    vad = SileroVad()
+    speech = speak("The quick brown fox jumps over the lazy dog near the river bank.")
+    speech_p = [vad(f) for f in frames(speech)]
+    vad.reset()
+    rng = np.random.default_rng(0)
+    noise_p = [vad(f) for f in frames(rng.normal(0, 0.01, 16000 * 2).astype(np.float32))]
+    assert np.mean(np.array(speech_p) > 0.5) > 0.6
+    assert max(noise_p) < 0.3
+
+
+def test_segments_speech_between_silences_with_pre_roll():
+    silence = np.zeros(16000, dtype=np.float32)
+    speech = speak("Please turn on the kitchen lights.")
+    audio = np.concatenate([silence, speech, silence])
+    events = segment(audio)
+    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped]
+    started, stopped = events
+    onset = np.flatnonzero(np.abs(speech) > 0.01)[0] / 16000 + 1.0
+    offset = np.flatnonzero(np.abs(speech) > 0.01)[-1] / 16000 + 1.0
+    assert abs(started.start - onset) < 0.2
+    assert abs(stopped.end - offset) < 0.25
+    pre_roll_and_start = VadOptions().pre_roll + VadOptions().min_speech
+    assert started.audio.size == pytest.approx(pre_roll_and_start * 16000, abs=2 * FRAME)
+
+
+def trimmed(samples: np.ndarray) -> np.ndarray:
+    """espeak-ng's clip without its leading and trailing silence."""
+    loud = np.flatnonzero(np.abs(samples) > 0.01)
+    return samples[loud[0]:loud[-1] + 1]
+
+
+def test_a_short_pause_inside_a_sentence_does_not_end_speech_with_a_longer_min_silence():
+    pause = np.zeros(int(0.4 * 16000), dtype=np.float32)
+    audio = np.concatenate([np.zeros(8000, np.float32), trimmed(speak("I want to go to")), pause,
+                            trimmed(speak("the market.")), np.zeros(16000, np.float32)])
+    assert [type(e) for e in segment(audio, VadOptions(min_silence=0.6))] == [SpeechStarted, SpeechStopped]
+    assert [type(e) for e in segment(audio, VadOptions(min_silence=0.1))].count(SpeechStarted) == 2
+
+
+def test_hysteresis_holds_speech_between_the_two_thresholds():
+    seg = VadSegmenter(VadOptions(threshold=0.6, release=0.3, min_speech=2 * FRAME_SECONDS, min_silence=FRAME_SECONDS))
+    frame = np.zeros(FRAME, np.float32)
+    probabilities = [0.9, 0.9, 0.45, 0.45, 0.45, 0.2]
+    events = [seg.push(frame, p) for p in probabilities]
+    assert isinstance(events[1], SpeechStarted)
+    assert events[2:5] == [None, None, None]  # 0.45: below the start threshold, above the release one
+    assert isinstance(events[5], SpeechStopped)
+
+
+def test_bad_thresholds_and_frames_are_refused():
+    with pytest.raises(EdgeAIError, match="release"):
+        VadOptions(threshold=0.3, release=0.5)
+    with pytest.raises(ValueError, match="512"):
+        SileroVad()(np.zeros(480, np.float32))

@@ -1,0 +1,196 @@
+"""Voice mode in the chat screen: the spoken conversation shown and stored like a typed one.
+
+The voice session (`runtime.audio.session`) runs on its own threads and on the app's model
+scheduler; its events are posted to the screen as messages and drawn here: the user's finished
+turn and the assistant's reply become messages of the current conversation (stored in the
+history as they end), the voice bar shows the state, the microphone level, the live partial
+transcript, the reply with its spoken part highlighted, and the last turn's latency breakdown.
+An interrupted reply is stored as what the listener heard, marked interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from textual import work
+from textual.message import Message
+
+from edge_ai.errors import EdgeAIError
+from runtime.audio import events as ev
+from tui.widgets.chat_log import MessageView
+from tui.widgets.voice_bar import VoiceBar
+
+if TYPE_CHECKING:
+    from runtime.audio.session import VoiceSession
+    from tui.screens.chat import ChatScreen
+
+log = logging.getLogger(__name__)
+
+
+class VoiceEvent(Message):
+    """A voice pipeline event, posted from its threads to the chat screen."""
+
+    def __init__(self, event: Any) -> None:
+        super().__init__()
+        self.event = event
+
+
+def describe_latency(event: ev.TurnLatency) -> str:
+    return (f"end of speech → transcript {event.transcript:.2f} s → first token {event.first_token:.2f} s → "
+            f"first audio {event.first_audio:.2f} s")
+
+
+class VoiceMode:
+    def __init__(self, screen: ChatScreen) -> None:
+        self.screen = screen
+        self.session: VoiceSession | None = None
+        self.opening = False
+        self._reply_view: MessageView | None = None
+        self._reply_turn = -1
+        self._reply_text = ""
+        self._latency = ""
+
+    @property
+    def on(self) -> bool:
+        return self.session is not None
+
+    @property
+    def bar(self) -> VoiceBar:
+        return self.screen.query_one("#voice-bar", VoiceBar)
+
+    def toggle(self) -> None:
+        if self.opening:
+            return
+        if self.session is not None:
+            self._close(self.session)
+            self.session = None
+            self.bar.display = False
+            self.bar.state = "off"
+            self.screen.notify("Voice mode off.", title="Voice")
+            return
+        self.opening = True
+        self.bar.display = True
+        self.bar.state = "starting…"
+        self._open()
+
+    @work(thread=True, group="voice", exit_on_error=False)
+    def _open(self) -> None:
+        from runtime.audio.session import VoiceSession
+
+        app = self.screen.edge_app
+        history = [m for m in self.screen.engine_messages() if m["role"] != "system"]
+        try:
+            session = VoiceSession.open(app.cfg, app.engines, self._post, history=history)
+            session.start()
+        except EdgeAIError as exc:
+            app.call_from_thread(self._failed, str(exc))
+            return
+        except Exception as exc:  # a library failure must not take the app down; text chat goes on
+            log.exception("voice mode failed to start")
+            app.call_from_thread(self._failed, f"unexpected {type(exc).__name__}: {exc} (see the log file)")
+            return
+        app.call_from_thread(self._opened, session)
+
+    def _opened(self, session: VoiceSession) -> None:
+        self.opening = False
+        self.session = session
+        push_to_talk = self.screen.edge_app.cfg.voice.push_to_talk
+        session.hearing.muted = push_to_talk
+        self.bar.push_to_talk = "F10 to talk" if push_to_talk else ""
+        self.bar.state = "listening"
+
+    def _failed(self, reason: str) -> None:
+        self.opening = False
+        self.bar.display = False
+        self.bar.state = "off"
+        self.screen.notify(f"Voice mode is unavailable: {reason}. Text chat works as before.", title="Voice",
+                           severity="error", timeout=15)
+
+    @work(thread=True, group="voice-close", exit_on_error=False)
+    def _close(self, session: VoiceSession) -> None:
+        session.close()
+
+    def close(self) -> None:
+        """On leaving the app: stop listening and speaking (blocking: the threads join)."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def talk(self) -> None:
+        """Push-to-talk: toggle whether the microphone is heard."""
+        if self.session is None:
+            self.screen.notify("Voice mode is off (F9 turns it on).", severity="warning")
+            return
+        hearing = self.session.hearing
+        hearing.muted = not hearing.muted
+        self.bar.push_to_talk = "F10 to talk" if hearing.muted else "talking — F10 when done"
+
+    def _post(self, event: Any) -> None:
+        self.screen.post_message(VoiceEvent(event))
+
+    # -- events, on the event loop ----------------------------------------------------------------
+
+    async def handle(self, event: Any) -> None:
+        bar = self.bar
+        if isinstance(event, ev.Level):
+            bar.level_db = event.db
+        elif isinstance(event, ev.StateChanged):
+            bar.state = event.state.value
+            if event.state is ev.VoiceState.LISTENING and self._reply_view is not None:
+                await self._reply_spoken()
+        elif isinstance(event, ev.Partial):
+            bar.partial = f"{event.confirmed} {event.tentative}".strip()
+        elif isinstance(event, ev.UserTurn):
+            bar.partial, bar.reply, bar.heard = "", "", 0
+            await self._user_said(event.text)
+        elif isinstance(event, ev.ReplyText):
+            await self._reply_grew(event)
+        elif isinstance(event, ev.Spoken):
+            bar.heard = min(len(bar.reply), bar.heard + len(event.text) + 1)
+        elif isinstance(event, ev.Interrupted):
+            await self._interrupted(event)
+        elif isinstance(event, ev.TurnLatency):
+            self._latency = describe_latency(event)
+            bar.latency = "last turn: " + self._latency
+            if self._reply_view is not None:
+                self._reply_view.set_footer("speaking… · " + self._latency)
+        elif isinstance(event, ev.Status):
+            self.screen.notify(event.message, title="Voice")
+
+    async def _user_said(self, text: str) -> None:
+        screen = self.screen
+        stored = screen.store_user_message(text)
+        if stored is not None:
+            await screen.chat_log.add(MessageView("user", text, message_id=stored.id))
+
+    async def _reply_grew(self, event: ev.ReplyText) -> None:
+        if self._reply_view is None or event.turn != self._reply_turn:
+            self._reply_turn, self._latency = event.turn, ""
+            self._reply_view = MessageView("assistant", footer="speaking…")
+            await self.screen.chat_log.add(self._reply_view)
+        self._reply_text = event.text
+        self.bar.reply = event.text.strip()
+        await self._reply_view.body.update(event.text)
+        self.screen.chat_log.anchor()
+
+    async def _reply_spoken(self) -> None:
+        await self._store_reply(self._reply_text.strip(), {"finish_reason": "stop", "voice_latency": self._latency})
+
+    async def _interrupted(self, event: ev.Interrupted) -> None:
+        if self._reply_view is None:
+            return
+        await self._reply_view.body.update(event.heard)
+        await self._store_reply(event.heard, {"finish_reason": "cancelled", "voice_latency": self._latency})
+        self.bar.reply, self.bar.heard = "", 0
+
+    async def _store_reply(self, text: str, metrics: dict[str, Any]) -> None:
+        view, self._reply_view = self._reply_view, None
+        if view is None:
+            return
+        stored = self.screen.store_assistant_message(text, metrics)
+        footer = ("⏹ interrupted · heard what is shown" if metrics["finish_reason"] == "cancelled" else "spoken")
+        if self._latency:
+            footer += " · " + self._latency
+        view.finish(stored.id if stored else None, stored.metrics if stored else None)
+        view.set_footer(footer)
