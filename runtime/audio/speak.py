@@ -134,30 +134,37 @@ def _open_stream(sd: Any, device: int | None, rate: int) -> tuple[Any, int, int]
 
 
 def play(audio: Iterable[np.ndarray], rate: int, device: str = "") -> float:
-    """Play mono float32 chunks at `rate` on a speaker, returning when the last one has been heard;
-    returns the seconds played."""
+    """Play mono float32 chunks at `rate` on a speaker; returns the seconds played, once they have been heard."""
     sd = _sounddevice()
     index = output_device(device)
     try:
         stream, stream_rate, channels = _open_stream(sd, index, rate)
     except sd.PortAudioError as exc:
         raise EdgeAIError(f"cannot open the audio output ({exc}); write a file with -o out.wav") from None
+    played = 0.0
+    with stream:
+        for block in device_blocks(audio, rate, stream_rate, channels):
+            stream.write(block)
+            played += len(block) / stream_rate
+        stream.stop()  # returns once every buffered frame has played
+    return played
+
+
+def device_blocks(audio: Iterable[np.ndarray], rate: int, stream_rate: int, channels: int) -> Iterator[np.ndarray]:
+    """Mono chunks at `rate` as a stream at `stream_rate` with `channels` takes them: resampled by one
+    streaming resampler (chunk joins stay continuous) and copied to each channel."""
     resampler = None
     if stream_rate != rate:
         import soxr
 
         resampler = soxr.ResampleStream(rate, stream_rate, 1, dtype="float32")
-    frames = 0
-    with stream:
-        for samples in audio:
-            frames += len(samples)
-            if resampler is not None:
-                samples = resampler.resample_chunk(samples)
-            if len(samples):
-                stream.write(np.repeat(samples[:, None], channels, axis=1).astype(np.float32))
+    for samples in audio:
+        samples = samples.astype(np.float32)
         if resampler is not None:
-            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-            if len(tail):
-                stream.write(np.repeat(tail[:, None], channels, axis=1).astype(np.float32))
-        stream.stop()  # returns once every buffered frame has played
-    return frames / rate
+            samples = resampler.resample_chunk(samples)
+        if len(samples):
+            yield np.repeat(samples[:, None], channels, axis=1)
+    if resampler is not None:
+        tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        if len(tail):
+            yield np.repeat(tail[:, None], channels, axis=1)

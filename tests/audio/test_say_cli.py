@@ -154,3 +154,40 @@ def test_output_device_helper_rejects_a_bad_index(room):
 
     with pytest.raises(EdgeAIError, match="no audio output device '999'"):
         output_device("999")
+
+
+def test_device_blocks_resample_chunks_as_one_continuous_signal():
+    import soxr
+
+    from runtime.audio.speak import device_blocks
+
+    rate, stream_rate = 22050, 48000
+    tone = np.sin(2 * np.pi * 440 * np.arange(rate) / rate).astype(np.float32) * 0.5
+    cuts = [0, 1000, 1003, 7000, 15000, rate]
+    chunks = [tone[a:b] for a, b in zip(cuts, cuts[1:])]
+    blocks = list(device_blocks(chunks, rate, stream_rate, channels=2))
+    out = np.concatenate(blocks)
+    assert out.shape[1] == 2 and np.array_equal(out[:, 0], out[:, 1])
+    whole = soxr.resample(tone, rate, stream_rate)
+    assert abs(len(out) - len(whole)) <= 2
+    n = min(len(out), len(whole))
+    np.testing.assert_allclose(out[:n, 0], whole[:n], atol=2e-3)  # no clicks where the chunks were joined
+
+
+def test_synthesis_runs_ahead_in_order_and_passes_errors_on():
+    from runtime.audio.speak import synthesize_ahead
+    from runtime.audio.tts import EspeakTTS
+
+    tts = EspeakTTS()
+    chunks = ["First chunk.", "Second one, a bit longer.", "Third."]
+    got = list(synthesize_ahead(tts, chunks))
+    assert [len(a) for a in got] == [len(tts.synthesize(c)) for c in chunks]
+
+    def failing():
+        yield "Fine."
+        raise EdgeAIError("the reply was cut")
+
+    audio = synthesize_ahead(tts, failing())
+    assert len(next(audio)) > 0
+    with pytest.raises(EdgeAIError, match="the reply was cut"):
+        next(audio)
