@@ -32,12 +32,13 @@ from dataclasses import dataclass
 
 CODE_BLOCK_REMARK = "Code block omitted."  # said once per fenced code block
 
-# words whose trailing period is not a sentence end (lowercase, inner dots removed: "e.g." -> "eg")
+# words whose trailing period is not a sentence end (lowercase). Dotted letters ("e.g.", "U.S.", "a.m.")
+# are abbreviations by their shape; words that also end sentences ("no", "us", "am") are not listed.
 ABBREVIATIONS = frozenset({
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "eg", "ie", "cf", "al", "approx", "fig", "no",
-    "vol", "inc", "ltd", "co", "corp", "dept", "est", "mt", "am", "pm", "us", "uk", "jan", "feb", "mar", "apr",
-    "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "cf", "al", "approx", "fig", "vol", "dept", "mt",
+    "jan", "feb", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov",
 })
+_DOTTED_LETTERS = re.compile(r"^(?:[a-zA-Z]\.)+[a-zA-Z]$")
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ def _is_abbreviation(text: str, dot: int) -> bool:
     if not match:
         return False
     word = match.group(1)
-    return word.replace(".", "").lower() in ABBREVIATIONS or (len(word) == 1 and word.isalpha() and word.isupper())
+    return (word.lower() in ABBREVIATIONS or _DOTTED_LETTERS.match(word) is not None
+            or (len(word) == 1 and word.isalpha() and word.isupper()))
 
 
 def _sentence_ends(text: str) -> list[int]:

@@ -161,3 +161,14 @@ def test_empty_and_whitespace_replies_have_no_chunks():
     assert chunks_of("") == []
     assert chunks_of("  \n\n  ") == []
     assert chunks_of("```\ncode only\n```") == [CODE_BLOCK_REMARK]
+
+
+@pytest.mark.parametrize("text,chunks", [
+    ("He told us. Then he left.", ["He told us.", "Then he left."]),
+    ("I said no. It is late.", ["I said no.", "It is late."]),
+    ("They met at 9 a.m. in the U.S. office today.", ["They met at 9 a.m. in the U.S. office today."]),
+    ("Apples, pears, etc. Then more.", ["Apples, pears, etc.", "Then more."]),
+    ("Well... I think so. Yes!", ["Well...", "I think so.", "Yes!"]),
+])
+def test_sentence_ends_next_to_abbreviation_like_words(text, chunks):
+    assert chunks_of(text) == chunks
