@@ -142,11 +142,15 @@ def play(audio: Iterable[np.ndarray], rate: int, device: str = "") -> float:
     except sd.PortAudioError as exc:
         raise EdgeAIError(f"cannot open the audio output ({exc}); write a file with -o out.wav") from None
     played = 0.0
-    with stream:
-        for block in device_blocks(audio, rate, stream_rate, channels):
-            stream.write(block)
-            played += len(block) / stream_rate
-        stream.stop()  # returns once every buffered frame has played
+    try:
+        with stream:
+            for block in device_blocks(audio, rate, stream_rate, channels):
+                stream.write(block)
+                played += len(block) / stream_rate
+            stream.stop()  # returns once every buffered frame has played
+    except sd.PortAudioError as exc:  # the device went away (unplugged headset, sound server restarted)
+        raise EdgeAIError(f"the audio output stopped after {played:.1f} s ({exc}); check the speaker or write a "
+                          "file with -o out.wav") from None
     return played
 
 
