@@ -81,7 +81,7 @@ VOICE_MODES = ("auto", "full", "half", "headphones")
 microphone gated while the assistant speaks, or headphones (no echo path); `auto` uses what `edge-ai audio test`
 saved, else full duplex when echo cancellation can run, else half duplex."""
 STT_BACKENDS = ("faster-whisper", "whisper", "onnx")
-TTS_BACKENDS = ("espeak", "piper", "kokoro")
+TTS_BACKENDS = ("espeak", "piper")
 
 
 @dataclass(frozen=True)
@@ -107,10 +107,10 @@ class VoiceSettings:
     stt_model: str = _setting("", "speech-to-text model: a folder or model file for the backend; empty = the offline "
                               "Whisper base that ships as a package")
     language: str = _setting("en", "language spoken to the assistant (a Whisper language code)")
-    tts_backend: str = _setting("espeak", "text-to-speech: espeak (espeak-ng, default), piper or kokoro "
-                                "(neural voices: set tts_model to their files)", choices=TTS_BACKENDS)
+    tts_backend: str = _setting("espeak", "text-to-speech: espeak (espeak-ng, default) or piper "
+                                "(a neural voice: set tts_model to its .onnx)", choices=TTS_BACKENDS)
     tts_voice: str = _setting("en-us", "voice name for the text-to-speech backend")
-    tts_model: str = _setting("", "model file of a neural voice (piper .onnx, kokoro .onnx); empty for espeak")
+    tts_model: str = _setting("", "model file of a neural voice (piper .onnx, its .onnx.json beside it); empty for espeak")
     tts_rate: float = _setting(1.0, "speaking speed (1 = the voice's normal speed)", 0.5, 3.0)
 
 

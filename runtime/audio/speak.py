@@ -1,0 +1,174 @@
+"""Say text: chunks synthesised ahead in a thread while earlier ones play, or written to a WAV file.
+
+    audio = synthesize_ahead(tts, chunks)          # an iterator of float32 arrays, one per chunk
+    play(audio, tts.sample_rate, device="")        # the default speaker, or a name/index
+    write_wav(path, audio, tts.sample_rate)        # 16-bit mono, atomically
+
+Synthesis runs one chunk ahead of playback (a bounded queue), so a long text starts playing after
+its first chunk is made and never waits between chunks. A speaker that does not take the voice's
+rate gets the audio resampled (soxr, streaming: no clicks at chunk joins) to its own rate.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import wave
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_ai.errors import EdgeAIError
+from edge_ai.fileio import atomic_path
+from runtime.audio.tts import TextToSpeech
+
+_AHEAD = 2  # chunks synthesised before they are needed
+
+
+def synthesize_ahead(tts: TextToSpeech, chunks: Iterable[str]) -> Iterator[np.ndarray]:
+    """Audio for each chunk, made in a worker thread up to `_AHEAD` chunks before it is consumed."""
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=_AHEAD)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        """Queue `item` unless the consumer has gone; returns whether it was queued."""
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for chunk in chunks:
+                if not put(("audio", tts.synthesize(chunk))):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+            put(("error", exc))
+
+    worker = threading.Thread(target=work, name="tts-synthesis", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, item = ready.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+def write_wav(path: Path, audio: Iterable[np.ndarray], rate: int) -> float:
+    """Write 16-bit mono PCM to `path` atomically; returns the seconds written."""
+    frames = 0
+    with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        for samples in audio:
+            out.writeframes(to_int16(samples).tobytes())
+            frames += len(samples)
+    return frames / rate
+
+
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
+
+
+def _sounddevice() -> Any:
+    try:
+        import sounddevice
+    except OSError as exc:  # the PortAudio library is missing
+        raise EdgeAIError(f"no audio output: {exc}; install PortAudio (apt-get install libportaudio2) or write a "
+                          "file with -o out.wav") from None
+    return sounddevice
+
+
+def output_device(name: str) -> int | None:
+    """The PortAudio output device for voice.output_device: "" = the default, an index, or part of a name."""
+    sd = _sounddevice()
+    try:
+        devices = list(sd.query_devices())
+        default = sd.default.device[1]
+    except sd.PortAudioError as exc:
+        raise EdgeAIError(f"no audio output device ({exc}); write a file with -o out.wav") from None
+    outputs = [(i, d["name"]) for i, d in enumerate(devices) if d["max_output_channels"] > 0]
+    if not outputs:
+        raise EdgeAIError("no audio output device found; connect a speaker or write a file with -o out.wav")
+    if not name:
+        return None if default is not None and default >= 0 else outputs[0][0]
+    if name.isdigit():
+        if int(name) in dict(outputs):
+            return int(name)
+    else:
+        matches = [i for i, device in outputs if name.lower() in device.lower()]
+        if matches:
+            return matches[0]
+    listed = "; ".join(f"{i}: {device}" for i, device in outputs[:8])
+    raise EdgeAIError(f"no audio output device {name!r}; set voice.output_device to one of: {listed}")
+
+
+def _open_stream(sd: Any, device: int | None, rate: int) -> tuple[Any, int, int]:
+    """An output stream at the voice's rate if the device takes it, else at the device's own rate."""
+    info = sd.query_devices(device, "output")
+    for channels in (1, 2):
+        if channels > info["max_output_channels"]:
+            break
+        for stream_rate in (rate, int(info["default_samplerate"])):
+            try:
+                sd.check_output_settings(device=device, channels=channels, dtype="float32", samplerate=stream_rate)
+            except (sd.PortAudioError, ValueError):
+                continue
+            stream = sd.OutputStream(samplerate=stream_rate, channels=channels, dtype="float32", device=device)
+            return stream, stream_rate, channels
+    raise EdgeAIError(f"audio output device {info['name']!r} takes neither {rate} Hz nor its own rate; choose "
+                      "another voice.output_device or write a file with -o out.wav")
+
+
+def play(audio: Iterable[np.ndarray], rate: int, device: str = "") -> float:
+    """Play mono float32 chunks at `rate` on a speaker; returns the seconds played, once they have been heard."""
+    sd = _sounddevice()
+    index = output_device(device)
+    try:
+        stream, stream_rate, channels = _open_stream(sd, index, rate)
+    except sd.PortAudioError as exc:
+        raise EdgeAIError(f"cannot open the audio output ({exc}); write a file with -o out.wav") from None
+    played = 0.0
+    try:
+        with stream:
+            for block in device_blocks(audio, rate, stream_rate, channels):
+                stream.write(block)
+                played += len(block) / stream_rate
+            stream.stop()  # returns once every buffered frame has played
+    except sd.PortAudioError as exc:  # the device went away (unplugged headset, sound server restarted)
+        raise EdgeAIError(f"the audio output stopped after {played:.1f} s ({exc}); check the speaker or write a "
+                          "file with -o out.wav") from None
+    return played
+
+
+def device_blocks(audio: Iterable[np.ndarray], rate: int, stream_rate: int, channels: int) -> Iterator[np.ndarray]:
+    """Mono chunks at `rate` as a stream at `stream_rate` with `channels` takes them: resampled by one
+    streaming resampler (chunk joins stay continuous) and copied to each channel."""
+    resampler = None
+    if stream_rate != rate:
+        import soxr
+
+        resampler = soxr.ResampleStream(rate, stream_rate, 1, dtype="float32")
+    for samples in audio:
+        samples = samples.astype(np.float32)
+        if resampler is not None:
+            samples = resampler.resample_chunk(samples)
+        if len(samples):
+            yield np.repeat(samples[:, None], channels, axis=1)
+    if resampler is not None:
+        tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        if len(tail):
+            yield np.repeat(tail[:, None], channels, axis=1)
