@@ -15,7 +15,7 @@ from rich.table import Table
 
 from edge_ai import __version__, registry
 from edge_ai import config as config_mod
-from edge_ai.cli import plan, toolchain
+from edge_ai.cli import plan, toolchain, transcribe
 from edge_ai.console import ProgressBar, err, out
 from edge_ai.errors import EdgeAIError
 from edge_ai.paths import get_paths
@@ -28,6 +28,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 toolchain.register(app)
 plan.register(app)
+transcribe.register(app)
 
 
 # Flags shared by commands that generate text: (flag name, config key).
