@@ -35,6 +35,7 @@ import numpy as np
 from runtime.audio.duplex import Player, Playing
 from runtime.audio.events import (
     Interrupted,
+    Level,
     Partial,
     ReplyText,
     Spoken,
@@ -175,8 +176,9 @@ class VoiceAssistant:
                     self._stt_jobs.put(("update", turn.number))
         elif isinstance(event, Silence):
             self._silence(event.seconds)
-        else:
-            self._emit(event)  # Level
+        elif isinstance(event, Level):
+            self._emit(event)
+        # SpeechStopped: the Silence ticks that follow it time the pause
 
     def _speech_started(self, event: SpeechStarted) -> None:
         if self.assistant_speaking:

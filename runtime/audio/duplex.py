@@ -195,7 +195,11 @@ class DuplexStream:
                 return
             if block:
                 mic, ref = block
-                self._on_audio(self._mic_resampler.resample_chunk(mic), self._ref_resampler.resample_chunk(ref))
+                try:
+                    self._on_audio(self._mic_resampler.resample_chunk(mic), self._ref_resampler.resample_chunk(ref))
+                except Exception as exc:  # a failing consumer must not silence the microphone for good
+                    log.exception("processing microphone audio failed")
+                    self._on_status(f"audio processing failed: {exc}")
                 backoff = 0.2
                 continue
             if time.monotonic() - self._last_callback < STALL:

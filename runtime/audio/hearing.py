@@ -3,11 +3,13 @@
     hearing = Hearing(mode="full", vad=VadOptions(), on_hear=handle)
     stream = DuplexStream(mic, speaker, player, hearing.on_audio)     # runs on the audio worker thread
 
-Each 16 kHz block from the duplex stream is cleaned (full duplex: AEC3 against what the speaker was
-sent; half duplex: dropped while the assistant speaks; headphones: used as it is), cut into Silero's
-32 ms frames and scored. `on_hear` receives `SpeechStarted` (with the pre-roll), every frame from
-then until `SpeechStopped` (pauses included: the transcript needs them), a `Silence` tick per frame
-once speech has stopped (the turn logic times the pause with it), and a `Level` every 100 ms.
+Each 16 kHz block from the duplex stream is cleaned (full duplex: AEC3 against what the speaker
+was sent, while there is echo to cancel; a second after the speaker falls silent the microphone is
+used as it is, which halves the cost of listening while nobody speaks; half duplex: dropped while
+the assistant speaks; headphones: used as it is), cut into Silero's 32 ms frames and scored.
+`on_hear` receives `SpeechStarted` (with the pre-roll), every frame from then until
+`SpeechStopped` (pauses included: the transcript needs them), a `Silence` tick per frame once
+speech has stopped (the turn logic times the pause with it), and a `Level` every 100 ms.
 
 While the assistant speaks, the speech needed to count as a barge-in is `barge_in` seconds rather
 than `min_speech`: an interruption must stop the reply within a fraction of a second, and the echo
@@ -27,6 +29,8 @@ from runtime.audio.events import Level
 from runtime.audio.vad import FRAME, FRAME_SECONDS, SileroVad, SpeechStarted, SpeechStopped, VadOptions, VadSegmenter
 
 LEVEL_EVERY = 3  # frames between level reports (~100 ms)
+ECHO_TAIL = 1.0  # seconds after the speaker falls silent during which echo may still arrive: AEC runs until then
+RATE = 16_000
 
 
 @dataclass(frozen=True)
@@ -59,12 +63,17 @@ class Hearing:
         self._assistant_speaking = assistant_speaking
         self._pending = np.zeros(0, dtype=np.float32)
         self._frames = 0
+        self._speaker_quiet = 0  # samples since the speaker last played anything
         self.muted = False  # push-to-talk released: frames are treated as silence
 
     def on_audio(self, mic: np.ndarray, speaker: np.ndarray) -> None:
         """A block from the duplex stream: the microphone and what the speaker played, both 16 kHz."""
         speaking = self._assistant_speaking()
-        if self._aec is not None:
+        if np.any(speaker):
+            self._speaker_quiet = 0
+        else:
+            self._speaker_quiet += speaker.size
+        if self._aec is not None and self._speaker_quiet < ECHO_TAIL * RATE:
             mic = self._aec.process(mic, speaker)
         elif self.mode == "half" and speaking:
             mic = np.zeros_like(mic)  # the microphone is gated while the assistant talks

@@ -1,0 +1,119 @@
+"""Voice turns end to end on the PulseAudio null sink with the real default models: Whisper base hears
+espeak-ng questions played into the room, Gemma 3 270M answers, espeak-ng speaks, and the assistant
+hears its own voice come back through the sink (the echo path) the whole time."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert.onnx.speech import speak, word_errors
+from edge_ai.config import Config
+from runtime.audio import events as ev
+from runtime.audio.session import VoiceSession
+from runtime.llm.events import SamplingParams
+from runtime.llm.scheduler import Scheduler
+
+pytestmark = pytest.mark.slow
+
+
+class Events:
+    def __init__(self) -> None:
+        self.items: list[object] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, event: object) -> None:
+        with self.cond:
+            self.items.append(event)
+            self.cond.notify_all()
+
+    def wait(self, predicate, timeout: float) -> object | None:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while time.monotonic() < deadline:
+                found = next((e for e in self.items if predicate(e)), None)
+                if found is not None:
+                    return found
+                self.cond.wait(0.05)
+        return None
+
+    def summary(self) -> str:
+        """The events but the level meter's, for a failure message."""
+        with self.cond:
+            return "; ".join(repr(e) for e in self.items if not isinstance(e, ev.Level))
+
+    def of(self, kind: type) -> list:
+        with self.cond:
+            return [e for e in self.items if isinstance(e, kind)]
+
+
+def say_into_room(text: str, tmp: Path, voice: str = "en-us") -> None:
+    """The user speaks: espeak-ng speech played into the room's sink, which the assistant's microphone hears."""
+    path = tmp / "user.wav"
+    samples = speak(text, voice)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    subprocess.run(["paplay", "--device=vsink", str(path)], check=True, timeout=30)
+
+
+@pytest.fixture
+def conversation(room, model_path):
+    from runtime.llm.engine import Engine, EngineOptions
+
+    cfg = Config().with_values({"voice.mode": "full", "sampling.temperature": 0.0, "sampling.max_tokens": 60})
+    scheduler = Scheduler(Engine(model_path, name="gemma3-270m", options=EngineOptions(context=2048)), name="voice")
+    events = Events()
+    session = VoiceSession.open(cfg, scheduler, events)
+    session.start()
+    time.sleep(0.5)
+    yield session, events
+    session.close()
+    scheduler.close()
+
+
+def test_a_spoken_question_is_transcribed_answered_and_spoken(conversation, tmp_path):
+    session, events = conversation
+    question = "What is the capital of France?"
+    say_into_room(question, tmp_path)
+    turn = events.wait(lambda e: isinstance(e, ev.UserTurn), 60)
+    assert turn is not None, "the question was never heard"
+    errors, words = word_errors(question, turn.text)
+    assert errors / words <= 0.2, turn.text
+    done = events.wait(lambda e: isinstance(e, ev.StateChanged) and e.state is ev.VoiceState.LISTENING
+                       and any(isinstance(x, ev.Spoken) for x in events.items), 90)
+    assert done is not None, "the reply was never spoken to its end"
+    latency = events.of(ev.TurnLatency)[0]
+    assert 0 < latency.transcript <= latency.first_token <= latency.first_audio
+    reply = events.of(ev.ReplyText)[-1].text.strip()
+    assert reply
+    assert session.assistant.history[-2:] == [{"role": "user", "content": turn.text},
+                                              {"role": "assistant", "content": reply}]
+    assert not events.of(ev.Interrupted)  # its own voice, heard through the sink, never cut it off
+
+
+def test_cutting_in_stops_the_reply_and_history_keeps_what_was_heard(conversation, tmp_path):
+    session, events = conversation
+    session.assistant.options = dataclasses.replace(session.assistant.options,
+                                                    sampling=SamplingParams(temperature=0.0, max_tokens=200))
+    say_into_room("Tell me a long story about a dragon and a knight.", tmp_path)
+    assert events.wait(lambda e: isinstance(e, ev.StateChanged) and e.state is ev.VoiceState.SPEAKING, 90)
+    time.sleep(1.0)
+    say_into_room("Stop, please stop.", tmp_path, voice="en-gb")
+    interrupted = events.wait(lambda e: isinstance(e, ev.Interrupted), 30)
+    assert interrupted is not None, f"the interruption was not noticed: {events.summary()}"
+    reply = events.of(ev.ReplyText)[-1].text
+    heard_words = interrupted.heard.split()
+    assert " ".join(reply.split()).startswith(" ".join(heard_words))  # a prefix of the reply, by words
+    assert len(heard_words) < len(reply.split())
+    assert {"role": "assistant", "content": interrupted.heard} in session.assistant.history
+    assert not session.assistant.player.busy
