@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from textual import work
 from textual.message import Message
 
 from edge_ai.errors import EdgeAIError
@@ -63,7 +62,7 @@ class VoiceMode:
         if self.opening:
             return
         if self.session is not None:
-            self._close(self.session)
+            self.screen.run_worker(self.session.close, thread=True, group="voice", exit_on_error=False)
             self.session = None
             self.bar.display = False
             self.bar.state = "off"
@@ -72,10 +71,10 @@ class VoiceMode:
         self.opening = True
         self.bar.display = True
         self.bar.state = "starting…"
-        self._open()
+        self.screen.run_worker(self._open, thread=True, group="voice", exit_on_error=False)
 
-    @work(thread=True, group="voice", exit_on_error=False)
     def _open(self) -> None:
+        """In a thread worker: loading Whisper and opening the devices takes a second or two."""
         from runtime.audio.session import VoiceSession
 
         app = self.screen.edge_app
@@ -106,10 +105,6 @@ class VoiceMode:
         self.bar.state = "off"
         self.screen.notify(f"Voice mode is unavailable: {reason}. Text chat works as before.", title="Voice",
                            severity="error", timeout=15)
-
-    @work(thread=True, group="voice-close", exit_on_error=False)
-    def _close(self, session: VoiceSession) -> None:
-        session.close()
 
     def close(self) -> None:
         """On leaving the app: stop listening and speaking (blocking: the threads join)."""

@@ -1,0 +1,94 @@
+"""The terminal app's voice mode through Pilot, on the PulseAudio null sink with the real default models:
+F9 starts listening, a spoken question becomes a stored user message, the spoken reply a stored
+assistant message, and the voice bar shows the state and the latency breakdown."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import wave
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert.onnx.speech import speak
+from edge_ai.config import Config
+from edge_ai.history import HistoryStore
+from edge_ai.paths import get_paths
+
+pytestmark = pytest.mark.slow
+
+
+async def wait_for(pilot, condition: Callable[[], object], what: str, seconds: float = 120) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def play_into_room(text: str, path: Path) -> None:
+    samples = speak(text)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    subprocess.run(["paplay", "--device=vsink", str(path)], check=True, timeout=30)
+
+
+def make_app(**values: object):
+    from tui.app import EdgeAIApp
+
+    base = {"model.context": 1024, "sampling.max_tokens": 30, "sampling.temperature": 0.0, "voice.mode": "full"}
+    return EdgeAIApp(Config().with_values({**base, **values}))
+
+
+async def test_voice_mode_turns_a_spoken_question_into_a_stored_spoken_reply(room, registered_model, tmp_path):
+    from tui.widgets.chat_log import MessageView
+    from tui.widgets.voice_bar import VoiceBar
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
+        screen = app.chat_screen
+        bar = screen.query_one("#voice-bar", VoiceBar)
+        assert not bar.display
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: screen.voice.on and bar.state == "listening", "voice mode to start")
+        assert bar.display
+        await asyncio.to_thread(play_into_room, "What is the capital of France?", tmp_path / "q.wav")
+
+        def views(role: str) -> list[MessageView]:
+            return [v for v in screen.chat_log.views() if v.role == role]
+
+        await wait_for(pilot, lambda: views("user") and "capital" in views("user")[0].text.lower(), "the question")
+        await wait_for(pilot, lambda: views("assistant") and views("assistant")[0].footer.startswith("spoken"),
+                       "the reply to be spoken")
+        assert "transcript" in bar.latency and "first audio" in bar.latency
+        assert screen.conversation is not None
+        with HistoryStore(get_paths().history_db) as store:
+            stored = store.messages(screen.conversation.id)
+        assert [m.role for m in stored] == ["user", "assistant"]
+        assert stored[1].content == views("assistant")[0].text.strip()
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: not screen.voice.on and not bar.display, "voice mode to stop")
+
+
+async def test_voice_mode_that_cannot_start_says_why_and_text_chat_goes_on(room, registered_model):
+    from tui.widgets.voice_bar import VoiceBar
+
+    app = make_app(**{"voice.input_device": "no-such-microphone"})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
+        screen = app.chat_screen
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: any("no-such-microphone" in str(n.message) for n in app._notifications),
+                       "the reason voice mode is unavailable")
+        assert not screen.voice.on and not screen.query_one("#voice-bar", VoiceBar).display
+        screen.prompt.focus()
+        await pilot.press(*"Hello")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.last_done is not None, "a typed reply")
