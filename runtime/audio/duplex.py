@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 RATE = 16_000  # the rate everything after the device works at
 STALL = 0.5  # seconds without a callback after which the stream is considered lost and reopened
+CLOSE_TIMEOUT = 1.0  # seconds to wait for PortAudio to close a stream before abandoning it
 
 
 @dataclass
@@ -169,13 +170,29 @@ class DuplexStream:
         self._last_callback = time.monotonic()
 
     def _close_stream(self) -> None:
+        """Stop and free the stream. A stream whose sound server died can block inside PortAudio for
+        good: it is then left to its thread, and PortAudio's exit handler (which would block the
+        same way at interpreter exit) is dropped."""
         stream, self._stream = self._stream, None
-        if stream is not None:
+        if stream is None:
+            return
+
+        def close() -> None:
             try:
                 stream.abort()
                 stream.close()
             except Exception:  # a device that vanished fails to close too; nothing else to free
                 log.debug("closing the audio stream failed", exc_info=True)
+
+        closer = threading.Thread(target=close, name="audio-close", daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT)
+        if closer.is_alive():
+            log.warning("the audio stream did not close within %.0f s; abandoning it", CLOSE_TIMEOUT)
+            import atexit
+
+            sd = portaudio()
+            atexit.unregister(sd._exit_handler)
 
     def _callback(self, indata: np.ndarray, outdata: np.ndarray, frames: int, time_info: object,
                   status: object) -> None:

@@ -50,16 +50,21 @@ class NullSink:
     def __init__(self, name: str) -> None:
         self.name = name
         self.monitor = f"{name}.monitor"
-        if name not in _pactl("list", "short", "sinks").split():
-            _pactl("load-module", "module-null-sink", f"sink_name={name}",
-                   f"sink_properties=device.description={name}")
+        self._create()
         self._reader: subprocess.Popen[bytes] | None = None
 
+    def _create(self) -> None:
+        if self.name not in _pactl("list", "short", "sinks").split():
+            _pactl("load-module", "module-null-sink", f"sink_name={self.name}",
+                   f"sink_properties=device.description={self.name}")
+
     def make_default(self) -> None:
-        """Route the default speaker into this sink and the default microphone from its monitor."""
+        """Route the default speaker into this sink and the default microphone from its monitor
+        (again after a restarted server: the sink and the monitor's reader are recreated)."""
+        self._create()
         _pactl("set-default-sink", self.name)
         _pactl("set-default-source", self.monitor)
-        if self._reader is None:
+        if self._reader is None or self._reader.poll() is not None:
             self._reader = subprocess.Popen(["parec", "--latency-msec=10", "-d", self.monitor],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -1,0 +1,130 @@
+"""`edge-ai audio devices|test`, `edge-ai listen` and the paths where audio is missing, run as a user runs them,
+on the PulseAudio null sink; and a sound server that goes away under a running stream."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pulse import ensure_pulse
+
+from convert.onnx.speech import speak
+
+pytestmark = pytest.mark.slow
+
+
+def edge_ai(*args: str, timeout: float = 300, env: dict[str, str] | None = None,
+            prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*prefix, sys.executable, "-m", "edge_ai", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+
+
+def test_devices_are_listed(room):
+    result = edge_ai("audio", "devices", "--json")
+    assert result.returncode == 0, result.stderr
+    devices = json.loads(result.stdout)
+    assert any(d["default_input"] and d["inputs"] > 0 for d in devices)
+    assert any(d["default_output"] and d["outputs"] > 0 for d in devices)
+
+
+def test_audio_test_measures_the_loop_and_recommends_full_duplex(room, edge_home):
+    result = edge_ai("audio", "test", "--json")
+    assert result.returncode == 0, result.stderr
+    check = json.loads(result.stdout)
+    assert 0 < check["delay_ms"] < 500
+    assert check["erle_db"] >= 20
+    assert check["vad_false_rate_raw"] > 0.3  # the assistant's voice alone does trigger a VAD...
+    assert check["vad_false_rate_aec"] <= 0.02  # ...until the echo is cancelled
+    assert check["recommended"] == "full"
+    assert check["seconds"] < 15
+    saved = json.loads((edge_home / "data" / "audio.json").read_text()) if (edge_home / "data").exists() else None
+    from runtime.audio.session import saved_audio_check
+
+    assert (saved or saved_audio_check())["recommended"] == "full"
+
+
+def test_listen_prints_what_is_said(room, tmp_path):
+    path = tmp_path / "said.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.clip(speak("Please turn on the kitchen lights."), -1, 1) * 32767).astype("<i2").tobytes())
+
+    def speak_later() -> None:
+        time.sleep(8)
+        subprocess.run(["paplay", "--device=vsink", str(path)], check=True, timeout=30)
+
+    talker = threading.Thread(target=speak_later)
+    talker.start()
+    result = edge_ai("listen", "--seconds", "25", "--events")
+    talker.join()
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    turns = [e["text"] for e in events if e["event"] == "UserTurn"]
+    assert turns and "kitchen lights" in turns[0].lower()
+
+
+def test_a_missing_device_is_one_line_and_a_non_zero_exit(room):
+    result = edge_ai("voice", "--input", "no-such-microphone", "--mode", "full")
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "no-such-microphone" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs root and unshare")
+def test_without_portaudio_voice_says_why_and_text_chat_still_works(registered_model, tmp_path):
+    """PortAudio hidden from the process (an empty file mounted over the library, in a private mount namespace)."""
+    found = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    paths = [line.split("=>")[-1].strip() for line in found.splitlines() if "libportaudio.so" in line]
+    assert paths, "PortAudio is not installed (apt-get install libportaudio2)"
+    library = Path(paths[0])
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    hide = ("unshare", "-m", "sh", "-c", f'mount --bind "{empty}" "{library.resolve()}" && exec "$0" "$@"')
+    devices = edge_ai("audio", "devices", prefix=hide)
+    assert devices.returncode != 0 and "PortAudio" in devices.stderr and "Traceback" not in devices.stderr
+    answer = edge_ai("ask", "-n", "8", "Hello", prefix=hide)
+    assert answer.returncode == 0 and answer.stdout.strip()
+
+
+def test_a_sound_server_that_goes_away_is_reported_and_the_stream_reopens(room):
+    from runtime.audio.devices import pick_device
+    from runtime.audio.duplex import DuplexStream, Player
+
+    statuses: list[str] = []
+    blocks = []
+    stream = DuplexStream(pick_device("", "input"), pick_device("", "output"), Player(),
+                          lambda mic, ref: blocks.append(mic.size), on_status=statuses.append)
+    stream.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not blocks and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert blocks
+        subprocess.run(["pulseaudio", "--kill"], capture_output=True, timeout=30)
+        deadline = time.monotonic() + 20
+        while not any("stopped responding" in s for s in statuses) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any("stopped responding" in s for s in statuses), statuses
+        ensure_pulse()
+        room.make_default()
+        deadline = time.monotonic() + 30
+        while not any(s == "audio device reopened" for s in statuses) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "audio device reopened" in statuses, statuses
+        count, deadline = len(blocks), time.monotonic() + 10
+        while len(blocks) < count + 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(blocks) >= count + 10, statuses  # audio flows again
+    finally:
+        stream.close()
