@@ -244,9 +244,11 @@ class PiperTTS:
         out = _run_espeak(["-q", "--ipa"], text, self.config.espeak_voice).decode("utf-8", "replace")
         clauses = [_LANGUAGE_SWITCH.sub("", line).strip() for line in out.splitlines()]
         clauses = [c for c in clauses if c]
-        marks = [m.group(0)[-1] for m in _CLAUSE_PUNCTUATION.finditer(text.strip())]
+        text = text.strip()
+        marks = [m.group(0)[-1] for m in _CLAUSE_PUNCTUATION.finditer(text)]
         if len(marks) != len(clauses):
-            marks = [""] * (len(clauses) - 1) + [marks[-1] if marks else ""]
+            last = marks[-1] if marks and _CLAUSE_PUNCTUATION.search(text[-1]) else ""
+            marks = [""] * (len(clauses) - 1) + [last]
         return " ".join(clause + mark for clause, mark in zip(clauses, marks))
 
     def phoneme_ids(self, phonemes: list[str]) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +229,10 @@ def test_multi_speaker_voice_without_sid_input_is_refused(tmp_path: Path):
     config_path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(EdgeAIError, match=r"not a piper voice.*takes input, input_lengths, scales, sid"):
         PiperTTS(model)
+
+
+def test_piper_clause_marks_when_espeak_splits_otherwise(tmp_path: Path):
+    tts = PiperTTS(build_piper_voice(tmp_path))
+    ipa = "".join(tts.phonemes("Dr. Smith is here"))  # espeak-ng ends a clause at "Dr.": marks cannot be matched
+    assert not ipa.endswith(".") and "smˈɪθ" in unicodedata.normalize("NFC", ipa)
+    assert "".join(tts.phonemes("Dr. Smith is here!")).endswith("!")
