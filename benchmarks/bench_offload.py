@@ -33,12 +33,12 @@ import llama_cpp
 import psutil
 
 from edge_ai.gguf_file import read_gguf
+from edge_ai.tensor_roles import weights
 from runtime.llm.engine import Engine, EngineOptions
 from runtime.llm.events import DoneEvent, SamplingParams
 from runtime.planner.bandwidth import measure_read_bandwidth
 from runtime.planner.plan import Budget, Request, expert_overrides, make_plan
 from runtime.planner.profile import require_moe
-from runtime.planner.tensors import weights
 
 TARGET_RATIO = 0.95
 PROMPT = "The old lighthouse keeper climbed the stairs every evening and"

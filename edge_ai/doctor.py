@@ -12,8 +12,8 @@ from edge_ai import config as config_mod
 from edge_ai import registry
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import diagnose, read_gguf
-from edge_ai.hardware import GIB, HardwareReport, model_memory_bytes, probe
-from edge_ai.kv_cache import kv_cache_bytes
+from edge_ai.hardware import GIB, HardwareReport, probe
+from edge_ai.memory import footprint
 from edge_ai.paths import get_paths
 
 
@@ -88,8 +88,8 @@ def run_doctor(console: Console, llama_backends: str, gpu_offload: bool) -> int:
             model_failed = True
             continue
         n_ctx = min(context, info.context_length or context)
-        need = model_memory_bytes(info, n_ctx, batch, swa_full=cfg.model.swa_full)
-        kv = kv_cache_bytes(info, n_ctx, n_ubatch=batch, swa_full=cfg.model.swa_full)
+        sized = footprint(info, n_ctx, n_ubatch=batch, swa_full=cfg.model.swa_full)
+        need, kv = sized.total, sized.kv_cache
         issues = diagnose(info)
         fits = need <= report.ram_available
         status = "ok" if fits and not issues else ("; ".join(issues) if issues else "does not fit in free RAM")

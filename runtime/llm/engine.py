@@ -24,7 +24,8 @@ import numpy as np
 from edge_ai.chat_format import FormatChoice, choose_format
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import GGUFInfo, check_gguf
-from edge_ai.hardware import check_fits_in_ram, default_threads
+from edge_ai.hardware import default_threads
+from edge_ai.memory import check_fits_in_ram
 from runtime.llamacpp import model as llama
 from runtime.llamacpp import overrides
 from runtime.llamacpp.load import ggml_type, load_llama
@@ -81,7 +82,8 @@ class Engine:
         self.n_ctx = min(options.context, trained)
         self.threads = options.threads or default_threads()
         self.chat_format: FormatChoice = choose_format(self.info, options.chat_format)
-        check_fits_in_ram(self.info, self.n_ctx, options.batch, swa_full=options.swa_full)
+        check_fits_in_ram(self.info, self.n_ctx, options.batch, kv_type=options.kv_type, flash_attn=options.flash_attn,
+                          swa_full=options.swa_full, use_mmap=options.use_mmap, use_mlock=options.use_mlock)
         for key, source in self.info.chat_templates.items():  # llama-cpp-python's own error would not name it
             origin = self.path.name if key == "tokenizer.chat_template" else f"{self.path.name} ({key})"
             ChatTemplate(source, bos_token="", eos_token="", origin=origin)

@@ -20,13 +20,13 @@ import shlex
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from edge_ai.buffers import compute_buffer_bytes, head_dim, output_buffer_bytes, repacked_bytes
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import GGUFInfo
-from edge_ai.hardware import RUNTIME_OVERHEAD_BYTES
 from edge_ai.kv_cache import CELL_PAD, KV_TYPE_BYTES, kv_cache_bytes
-from runtime.planner.buffers import compute_buffer_bytes, head_dim, output_buffer_bytes, repacked_bytes
+from edge_ai.memory import RUNTIME_OVERHEAD_BYTES, footprint
+from edge_ai.tensor_roles import Role, Weights, weights
 from runtime.planner.profile import ExpertProfile
-from runtime.planner.tensors import Role, Weights, weights
 
 MIB = 1024**2
 GIB = 1024**3
@@ -176,6 +176,7 @@ class _Sizer:
         self.request = request
         self.w: Weights = weights(info)
         self.n_layer = info.block_count or 0
+        self.cpu_flags = cpu_flags
         self.repack = repacked_bytes(info, cpu_flags)
         self.output_layer = (self.w.by_role.get(Role.OUTPUT, 0) or
                              (self.w.by_role.get(Role.EMBEDDINGS, 0) if self.w.tied_output else 0))
@@ -198,9 +199,10 @@ class _Sizer:
                                     flash_attn=flash_attn, swa_full=self.request.swa_full)
 
     def cpu_only(self, ctx: int, kv_type: str, budget: int) -> Pool:
-        flash = kv_type != "f16"
-        host = self.compute(ctx, flash) + output_buffer_bytes(self.w.n_vocab) + RUNTIME_OVERHEAD_BYTES
-        return Pool(self.w.total + self.repack, self.kv(ctx, kv_type), host, budget)
+        """Everything in system RAM, sized as the engine's RAM check sizes it (edge_ai.memory)."""
+        need = footprint(self.info, ctx, n_ubatch=self.request.n_ubatch, kv_type=kv_type, flash_attn=kv_type != "f16",
+                         swa_full=self.request.swa_full, cpu_flags=self.cpu_flags, w=self.w)
+        return Pool(need.weights + need.repacked, need.kv_cache + need.recurrent, need.buffers, budget)
 
     def split(self, ctx: int, kv_type: str, budget: Budget) -> tuple[Pool, Pool, int, int]:
         """(cpu, gpu, n_gpu_layers, n_cpu_moe) for the most offloading that fits `budget.vram`."""

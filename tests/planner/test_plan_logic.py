@@ -14,8 +14,8 @@ import pytest
 
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import read_gguf
+from edge_ai.tensor_roles import Role, role_of, weights
 from runtime.planner.plan import GIB, MIB, Budget, Request, impossible_message, make_plan
-from runtime.planner.tensors import Role, role_of, weights
 
 
 def _edge_ai(*args: str) -> subprocess.CompletedProcess[str]:
