@@ -125,6 +125,7 @@ def _print_plan(plan, bandwidth: float, speed: tuple[float, float] | None) -> No
     out.print(table)
     out.print(f"mode: {plan.mode}; context {plan.ctx}; KV cache {plan.kv_type}; flash attention "
               f"{'on' if plan.flash_attn else 'off'}; GPU layers {plan.n_gpu_layers}")
+    out.print(f"mmap {plan.mmap_reason}")
     if speed:
         out.print(f"expected decode: {speed[0]:.1f}-{speed[1]:.1f} tok/s (full to empty context) from a measured "
                   f"{bandwidth / 1e9:.1f} GB/s memory read bandwidth (one thread)")

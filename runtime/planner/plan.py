@@ -107,6 +107,8 @@ class Plan:
     gpu_applied: bool  # False: the GPU placement was computed for a --vram budget this build cannot use
     bytes_per_token: float  # weight bytes one decoded token reads
     kv_bytes_full: int  # KV bytes a token at the full context also reads
+    use_mmap: bool = True  # map the file (llama.cpp's default); see mmap_choice
+    mmap_reason: str = ""
     notes: list[str] = field(default_factory=list)
     # From an expert profile when experts are paged: per block, the experts that fit in RAM
     # (busiest first), and the share of the profiled router picks they would serve.
@@ -133,7 +135,8 @@ class Plan:
         gpu = self.gpu_applied or self.mode == "unified"
         return {"context": self.ctx, "kv_type": self.kv_type, "flash_attn": self.flash_attn,
                 "n_gpu_layers": self.n_gpu_layers if gpu else 0,
-                "tensor_overrides": [list(o) for o in self.tensor_overrides()] if gpu or self.user_moe else []}
+                "tensor_overrides": [list(o) for o in self.tensor_overrides()] if gpu or self.user_moe else [],
+                "use_mmap": self.use_mmap if gpu else True, "use_mlock": False}
 
     def llama_cpp_flags(self) -> list[str]:
         """The llama.cpp command-line flags (llama-cli / llama-server) that load the same placement."""
@@ -144,6 +147,8 @@ class Plan:
         if self.kv_type != "f16":
             flags += ["-ctk", self.kv_type, "-ctv", self.kv_type]
         flags += ["-fa", "on" if self.flash_attn else "off"]
+        if not self.use_mmap:
+            flags.append("--no-mmap")
         return flags
 
     def command(self) -> str:
@@ -304,6 +309,28 @@ def make_plan(info: GGUFInfo, budget: Budget, request: Request = Request(), *, n
     return chosen
 
 
+def mmap_choice(mode: str, n_gpu_layers: int, n_layer: int, experts_overridden: bool) -> tuple[bool, str]:
+    """(use mmap, why), from what llama.cpp 0.3.36 does with a mapping and tensor overrides.
+
+    llama.cpp wraps the mapped file as the buffer of every tensor whose buffer type is the CPU
+    device's default one (llama-model.cpp: use_mmap && buffer_from_host_ptr && is_default_buft), with
+    no copy; a tensor in any other buffer (a GPU, a pinned host buffer, ggml-cpu's repacked copies)
+    is allocated and copied out of the mapping at load. An override to "CPU" goes through the normal
+    weight-buffer choice, so the overridden experts land in that default buffer and stay mapped."""
+    if mode == "mmap-paged":
+        return True, ("on: the routed experts stay pages of the mapped file, which the kernel reads in as the "
+                      "router picks them and drops under memory pressure; --no-mmap would read the whole file "
+                      "into RAM, and llama.cpp's mlock would pin the whole mapping, experts included")
+    if experts_overridden:
+        return True, ("on: the experts overridden to CPU land in llama.cpp's default CPU buffer, which maps the "
+                      "file without a copy (page cache, reclaimable); the offloaded weights are copied to the GPU "
+                      "from the mapping")
+    if mode == "gpu" and n_gpu_layers > n_layer:
+        return False, ("off: every layer and the output are copied to the GPU, so a mapping would only add the "
+                       "file to the page cache; without it llama.cpp reads each tensor once into its buffer")
+    return True, "on: the weights are read in place from the mapped file (shared with the page cache, fast start)"
+
+
 def _place(sizer: _Sizer, budget: Budget, ctx: int, kv_type: str, name: str) -> Plan:
     w = sizer.w
     info = sizer.info
@@ -329,6 +356,8 @@ def _place(sizer: _Sizer, budget: Budget, ctx: int, kv_type: str, name: str) -> 
             mode, fits, missing = "mmap-paged", True, 0
             notes.append(f"bigger than the RAM budget: the model runs from mmap, {_gib(experts)} of routed "
                          "experts paged in from disk as tokens use them; speed then follows disk bandwidth")
+    overridden = n_cpu_moe > 0 and (ngl > 0 or sizer.request.cpu_moe_below is not None)  # Plan.tensor_overrides
+    use_mmap, mmap_reason = mmap_choice(mode, ngl, sizer.n_layer, overridden)
     return Plan(model=name, path=str(Path(info.path)), architecture=info.architecture or "", n_layer=sizer.n_layer,
                 ctx=ctx, kv_type=kv_type, flash_attn=kv_type != "f16", n_ubatch=sizer.ubatch(ctx),
                 weights_by_role={role.value: n for role, n in w.by_role.items()}, repacked=sizer.repack,
@@ -336,7 +365,7 @@ def _place(sizer: _Sizer, budget: Budget, ctx: int, kv_type: str, name: str) -> 
                 n_gpu_layers=ngl, n_cpu_moe=n_cpu_moe, expert_layers=w.expert_layers,
                 user_moe=sizer.request.cpu_moe_below is not None, mode=mode, fits=fits,
                 missing=missing, gpu_applied=use_gpu and budget.gpu_backend, bytes_per_token=w.read_per_token(),
-                kv_bytes_full=sizer.kv(ctx, kv_type), notes=notes)
+                kv_bytes_full=sizer.kv(ctx, kv_type), use_mmap=use_mmap, mmap_reason=mmap_reason, notes=notes)
 
 
 def _with_hot_experts(plan: Plan, w: Weights, profile: ExpertProfile) -> Plan:
