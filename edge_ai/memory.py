@@ -50,6 +50,22 @@ class Footprint:
         return self.total - self.experts
 
 
+@dataclass(frozen=True)
+class ModelFit:
+    """The memory planner's verdict on one model, as `edge-ai doctor` and the model picker show it
+    (made by runtime.planner.plan.model_fit; defined here so the core can show it without importing
+    the runtime)."""
+
+    verdict: str  # "fits", "fits with experts in RAM", "pages from disk" or "does not fit"
+    detail: str  # context and KV type, or what is missing
+    fits: bool  # False only for "does not fit"
+    ram: int  # bytes of system RAM the plan uses
+    kv_cache: int  # bytes of KV cache at the planned context
+
+    def line(self) -> str:
+        return f"{self.verdict} ({self.detail})"
+
+
 def footprint(info: GGUFInfo, n_ctx: int, *, n_ubatch: int = 512, kv_type: str = "f16", flash_attn: bool = False,
               swa_full: bool = False, cpu_flags: set[str] | None = None, w: Weights | None = None) -> Footprint:
     """The CPU footprint of `info` at `n_ctx` tokens, micro-batches of `n_ubatch` (llama-cpp-python clamps

@@ -24,7 +24,7 @@ from edge_ai.buffers import compute_buffer_bytes, head_dim, output_buffer_bytes,
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import GGUFInfo
 from edge_ai.kv_cache import CELL_PAD, KV_TYPE_BYTES, kv_cache_bytes
-from edge_ai.memory import RUNTIME_OVERHEAD_BYTES, footprint
+from edge_ai.memory import RUNTIME_OVERHEAD_BYTES, ModelFit, footprint
 from edge_ai.tensor_roles import Role, Weights, weights
 from runtime.planner.profile import ExpertProfile
 
@@ -366,6 +366,27 @@ def _place(sizer: _Sizer, budget: Budget, ctx: int, kv_type: str, name: str) -> 
                 user_moe=sizer.request.cpu_moe_below is not None, mode=mode, fits=fits,
                 missing=missing, gpu_applied=use_gpu and budget.gpu_backend, bytes_per_token=w.read_per_token(),
                 kv_bytes_full=sizer.kv(ctx, kv_type), use_mmap=use_mmap, mmap_reason=mmap_reason, notes=notes)
+
+
+def model_fit(info: GGUFInfo, *, ram: int, ctx: int, n_ubatch: int = 512, swa_full: bool = False,
+              vram: int = 0, gpu_backend: bool = False) -> ModelFit:
+    """Whether and how `info` fits `ram` (and `vram`) bytes at context `ctx` (the planner may quantize the
+    KV cache to reach it), in the words doctor and the model picker show. Plain values, so callers in the
+    core (edge_ai.doctor) take this function without importing the planner's types."""
+    plan = make_plan(info, Budget(ram=ram, vram=vram, gpu_backend=gpu_backend),
+                     Request(ctx=ctx, n_ubatch=n_ubatch, swa_full=swa_full))
+    kv = plan.cpu.kv_cache + plan.gpu.kv_cache
+    where = f"context {plan.ctx}, {plan.kv_type} KV cache {_gib(kv)}"
+    if not plan.fits:
+        return ModelFit("does not fit", f"{_gib(plan.missing)} short at context {plan.ctx}", False, plan.cpu.total, kv)
+    if plan.mode == "mmap-paged":
+        experts = plan.weights_by_role.get(Role.EXPERTS.value, 0)
+        return ModelFit("pages from disk", f"{_gib(experts)} of experts paged in from the file, {where}", True,
+                        plan.cpu.total - experts, kv)
+    if plan.cpu_moe_layers and plan.n_gpu_layers:
+        return ModelFit("fits with experts in RAM", f"experts of {len(plan.cpu_moe_layers)} of "
+                        f"{len(plan.expert_layers)} layers in RAM, the rest on the GPU, {where}", True, plan.cpu.total, kv)
+    return ModelFit("fits", where, True, plan.cpu.total, kv)
 
 
 def _with_hot_experts(plan: Plan, w: Weights, profile: ExpertProfile) -> Plan:
