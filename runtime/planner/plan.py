@@ -136,7 +136,9 @@ class Plan:
         return {"context": self.ctx, "kv_type": self.kv_type, "flash_attn": self.flash_attn,
                 "n_gpu_layers": self.n_gpu_layers if gpu else 0,
                 "tensor_overrides": [list(o) for o in self.tensor_overrides()] if gpu or self.user_moe else [],
-                "use_mmap": self.use_mmap if gpu else True, "use_mlock": False}
+                "use_mmap": self.use_mmap if gpu else True, "use_mlock": False,
+                "lock_resident": self.mode == "mmap-paged",
+                "hot_experts": [[il, experts] for il, experts in self.hot_experts.items() if experts]}
 
     def llama_cpp_flags(self) -> list[str]:
         """The llama.cpp command-line flags (llama-cli / llama-server) that load the same placement."""
@@ -320,7 +322,8 @@ def mmap_choice(mode: str, n_gpu_layers: int, n_layer: int, experts_overridden: 
     if mode == "mmap-paged":
         return True, ("on: the routed experts stay pages of the mapped file, which the kernel reads in as the "
                       "router picks them and drops under memory pressure; --no-mmap would read the whole file "
-                      "into RAM, and llama.cpp's mlock would pin the whole mapping, experts included")
+                      "into RAM, and llama.cpp's mlock would pin the whole mapping, experts included; the engine "
+                      "locks only the always-used weights (and any hot experts) in the mapping instead")
     if experts_overridden:
         return True, ("on: the experts overridden to CPU land in llama.cpp's default CPU buffer, which maps the "
                       "file without a copy (page cache, reclaimable); the offloaded weights are copied to the GPU "
@@ -414,7 +417,7 @@ def _with_hot_experts(plan: Plan, w: Weights, profile: ExpertProfile) -> Plan:
     share = kept / max(1, sum(sum(row) for row in profile.counts.values()))
     note = (f"expert profile: {sum(map(len, hot.values()))} of {w.n_expert * len(hot)} experts fit in RAM "
             f"({', '.join(f'blk.{il}: {len(es)}' for il, es in hot.items())}) and would serve {share:.0%} of the "
-            "profiled router picks; loading does not lock them in RAM yet (the page cache keeps what is used)")
+            "profiled router picks; loading locks them in RAM with the always-used weights")
     return replace(plan, hot_experts=hot, resident_routing_share=share, notes=[*plan.notes, note])
 
 

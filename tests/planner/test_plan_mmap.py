@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from edge_ai import registry
 from edge_ai.gguf_file import read_gguf
 from edge_ai.tensor_roles import Role, weights
 from runtime.llm.engine import EngineOptions
+from runtime.llm.loading import with_saved_plan
 from runtime.planner.plan import GIB, MARGIN_FRACTION, Budget, Request, make_plan
 
 
@@ -22,8 +24,11 @@ def test_paged_experts_keep_mmap_on_and_mlock_off(tiny_moe) -> None:
     assert paged.mode == "mmap-paged" and paged.use_mmap and "--no-mmap" not in paged.llama_cpp_flags()
     assert "whole file" in paged.mmap_reason and "mlock" in paged.mmap_reason
     options = paged.load_options()
-    assert options["use_mmap"] is True and options["use_mlock"] is False
-    EngineOptions(**{k: tuple(map(tuple, v)) if k == "tensor_overrides" else v for k, v in options.items()})
+    assert options["use_mmap"] is True and options["use_mlock"] is False and options["lock_resident"] is True
+    registry.save_plan("paged", options)  # through JSON, as `edge-ai plan --apply` saves it
+    loaded = with_saved_plan(EngineOptions(), "paged")
+    assert loaded.use_mmap and loaded.lock_resident and not loaded.use_mlock and loaded.context == 256
+    assert whole.load_options()["lock_resident"] is False
 
 
 @pytest.mark.slow
