@@ -12,12 +12,23 @@ adds time):
 The plan's tok/s estimate (from measured bandwidth) is printed beside the measurements.
 
 A GPU section runs when llama.cpp reports GPU offload support (a CUDA/Metal/Vulkan build); here it
-says plainly when it does not. The memory-cgroup case (a model twice the size of a memory limit,
-plain mmap vs resident hot experts) is not measured by this version.
+says plainly when it does not.
+
+The memory-cgroup case (`--cgroup`, root and cgroup v1's memory controller needed): a bigger random
+Qwen3-MoE (32 experts of width 768, q8_0, ~160 MB) decoded in a child process whose memory cgroup
+allows half the file size, so the kernel must page the model from disk: plain mmap (llama.cpp's
+default) vs the plan for that budget (mmap-paged: the always-used weights and the profile's hot
+experts locked with mlock, the cold experts paged). The file is dropped from the page cache
+(posix_fadvise DONTNEED) before each run so the child's cgroup is charged for what it reads.
+Target there: planned / plain >= 1.3 (the issue's); reported, not enforced (disk and host vary).
+Measured on 2 shared cores: 1.25 (1 round of 16 tokens), then 0.88 (2 rounds of 12): not met. The
+limit leaves room for only 2 hot experts of 128 beside the buffers, a random router spreads its
+picks almost evenly (they served 7%), and the kernel's LRU already keeps the always-used pages
+(3.8 MiB) that every token touches; a real model's skewed routing is what hot experts are for.
 Target: planned / all_in_one >= 0.95 (the plan never costs speed where everything fits). Exits 1
 when missed.
 
-    python benchmarks/bench_offload.py [--model PATH | --workdir DIR] [--rounds 5] [--tokens 64]
+    python benchmarks/bench_offload.py [--model PATH | --workdir DIR] [--rounds 5] [--tokens 64] [--cgroup]
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,12 +46,12 @@ import llama_cpp
 import psutil
 
 from edge_ai.gguf_file import read_gguf
+from edge_ai.tensor_roles import weights
 from runtime.llm.engine import Engine, EngineOptions
 from runtime.llm.events import DoneEvent, SamplingParams
 from runtime.planner.bandwidth import measure_read_bandwidth
 from runtime.planner.plan import Budget, Request, expert_overrides, make_plan
 from runtime.planner.profile import require_moe
-from runtime.planner.tensors import weights
 
 TARGET_RATIO = 0.95
 PROMPT = "The old lighthouse keeper climbed the stairs every evening and"
@@ -55,6 +68,82 @@ def build_model(folder: Path) -> Path:
 
     checkpoint = build_more("qwen3moe", folder / "hf", **SMALL_MOE)
     return convert_checkpoint(checkpoint.path, folder / "moe-q8_0.gguf", outtype="q8_0").output
+
+
+BIG_MOE = {**SMALL_MOE, "num_experts": 32, "moe_intermediate_size": 768}
+CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+CGROUP_CTX = 512
+
+
+def build_big_model(folder: Path) -> Path:
+    """The cgroup case's model: ~160 MB of q8_0, nearly all of it routed experts."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "convert"))
+    from tiny_hf_more import build_more
+
+    from convert.gguf import convert_checkpoint
+
+    target = folder / "big-moe-q8_0.gguf"
+    if target.exists():
+        return target
+    checkpoint = build_more("qwen3moe", folder / "hf-big", shard_size="2GB", **BIG_MOE)
+    return convert_checkpoint(checkpoint.path, target, outtype="q8_0").output
+
+
+def _drop_from_page_cache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _child(path: Path, options_json: str, tokens: int) -> None:
+    """In the cgroup: load with the given EngineOptions fields, decode, print tok/s and peak memory."""
+    fields = json.loads(options_json)
+    fields["tensor_overrides"] = tuple(tuple(o) for o in fields.get("tensor_overrides", ()))
+    fields["hot_experts"] = tuple((int(il), tuple(es)) for il, es in fields.get("hot_experts", ()))
+    rate = decode_rate(path, EngineOptions(**fields), tokens)
+    print(json.dumps({"decode_tok_s": rate}))
+
+
+def cgroup_case(work: Path, tokens: int, rounds: int) -> dict[str, object]:
+    """Plain mmap vs the plan under a memory limit of half the model file (module docstring)."""
+    if os.geteuid() != 0 or not (CGROUP_ROOT / "memory.limit_in_bytes").exists():
+        return {"run": False, "why": "needs root and cgroup v1's memory controller at /sys/fs/cgroup/memory"}
+    from runtime.planner.profile import run_profile
+
+    path = build_big_model(work)
+    info = read_gguf(path)
+    limit = info.file_size // 2
+    profile = run_profile(info, (PROMPT + " ") * 40, n_ctx=CGROUP_CTX)
+    plan = make_plan(info, Budget(ram=limit), Request(ctx=CGROUP_CTX, n_ubatch=64), profile=profile)
+    base = {"context": CGROUP_CTX, "batch": 64}
+    configs = {"plain_mmap": base, "planned": {**base, **plan.load_options()}}
+    group = CGROUP_ROOT / f"edge-ai-bench-{os.getpid()}"
+    group.mkdir()
+    rates: dict[str, list[float]] = {name: [] for name in configs}
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(limit))
+        for _ in range(rounds):
+            for name, options in configs.items():
+                _drop_from_page_cache(path)
+                (group / "memory.max_usage_in_bytes").write_text("0")
+                run = subprocess.run(
+                    [sys.executable, __file__, "--child", str(path), json.dumps(options), str(tokens)],
+                    capture_output=True, text=True, timeout=600,
+                    preexec_fn=lambda: (group / "cgroup.procs").write_text(str(os.getpid())))
+                if run.returncode != 0:
+                    raise SystemExit(f"{name} under the cgroup failed: {run.stderr.strip().splitlines()[-1:]}")
+                rates[name].append(json.loads(run.stdout.strip().splitlines()[-1])["decode_tok_s"])
+    finally:
+        group.rmdir()
+    best = {name: max(values) for name, values in rates.items()}
+    return {"run": True, "model": str(path), "file_bytes": info.file_size, "limit_bytes": limit,
+            "plan_mode": plan.mode, "locked_always_used_and_hot": plan.mode == "mmap-paged",
+            "hot_experts_per_layer": {il: len(es) for il, es in plan.hot_experts.items()},
+            "hot_routing_share": plan.resident_routing_share, "decode_tok_s_best": best, "decode_tok_s_all": rates,
+            "planned_over_plain_mmap": best["planned"] / best["plain_mmap"], "target": "planned / plain_mmap >= 1.3"}
 
 
 def decode_rate(path: Path, options: EngineOptions, tokens: int) -> float:
@@ -79,7 +168,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--workdir", type=Path, help="build the model here and keep it (default: a temp dir)")
+    parser.add_argument("--cgroup", action="store_true", help="also run the memory-cgroup case (root)")
+    parser.add_argument("--cgroup-only", action="store_true", help="run only the memory-cgroup case")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # internal: one run inside the cgroup
     args = parser.parse_args()
+    if args.child:
+        _child(Path(args.child[0]), args.child[1], int(args.child[2]))
+        return
+    if args.cgroup_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps({"cgroup_mmap_case": cgroup_case(args.workdir or Path(tmp), args.tokens, args.rounds)},
+                             indent=2))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         built = work / "moe-q8_0.gguf"
@@ -110,7 +210,8 @@ def main() -> None:
                                 "source": "plan: measured one-thread read bandwidth / bytes per token"},
             "gpu": ("GPU build: this version plans for free RAM only, no offload measured" if gpu
                     else "not run: this llama.cpp build reports no GPU offload support"),
-            "cgroup_mmap_case": "not measured by this version",
+            "cgroup_mmap_case": (cgroup_case(work, args.tokens, args.rounds) if args.cgroup
+                                 else {"run": False, "why": "pass --cgroup (root) to measure it"}),
             "target": f"planned / all_in_one >= {TARGET_RATIO}", "meets_target": ratio >= TARGET_RATIO,
         }
     print(json.dumps(report, indent=2))

@@ -47,7 +47,8 @@ from convert.quantize import (
 )
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import GGUFInfo, check_gguf
-from edge_ai.hardware import GIB, default_threads, model_memory_bytes
+from edge_ai.hardware import GIB, default_threads
+from edge_ai.memory import footprint
 from runtime.llamacpp import model as llama
 from runtime.llamacpp.load import load_llama
 
@@ -231,7 +232,7 @@ def _windows(n_tokens: int, ctx: int, stride: int | None, max_chunks: int | None
 
 def _scorer_memory(info: GGUFInfo, n_ctx: int, ctx: int) -> int:
     """RAM one loaded _Scorer needs: its compute buffer follows n_ubatch = min(ctx, 512)."""
-    return model_memory_bytes(info, n_ctx, min(ctx, 512))
+    return footprint(info, n_ctx, n_ubatch=min(ctx, 512)).total
 
 
 def _check_memory(infos: list[GGUFInfo], n_ctx: int, ctx: int) -> None:

@@ -45,7 +45,8 @@ from convert.imatrix_file import EXPERT_COUNTS_KEY, ImatrixEntry, write_imatrix
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_path
 from edge_ai.gguf_file import check_gguf
-from edge_ai.hardware import check_fits_in_ram, default_threads
+from edge_ai.hardware import default_threads
+from edge_ai.memory import check_fits_in_ram
 from runtime.llamacpp import ggml_tensor as gt
 
 DEFAULT_CTX = 512

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -12,9 +13,13 @@ from edge_ai import config as config_mod
 from edge_ai import registry
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import diagnose, read_gguf
-from edge_ai.hardware import GIB, HardwareReport, model_memory_bytes, probe
-from edge_ai.kv_cache import kv_cache_bytes
+from edge_ai.hardware import GIB, HardwareReport, probe
+from edge_ai.memory import ModelFit
 from edge_ai.paths import get_paths
+
+# runtime.planner.plan.model_fit, given by the CLI (the core does not import the runtime):
+# fit(info, ram=, ctx=, n_ubatch=, swa_full=, gpu_backend=) -> the planner's verdict
+FitFn = Callable[..., ModelFit]
 
 
 def _problems(report: HardwareReport) -> list[str]:
@@ -38,10 +43,12 @@ def _models_dir_summary(models_dir: Path) -> str:
     return f"{models_dir} ({len(files)} file{'s' if len(files) != 1 else ''}, {size / GIB:.2f} GiB)"
 
 
-def run_doctor(console: Console, llama_backends: str, gpu_offload: bool) -> int:
+def run_doctor(console: Console, llama_backends: str, gpu_offload: bool, *, fit: FitFn) -> int:
     """Print the report; return 1 if the config is broken or a registered model cannot be used, else 0.
 
-    `llama_backends` and `gpu_offload` describe the llama.cpp build (`runtime.llamacpp.system.build()`).
+    `llama_backends` and `gpu_offload` describe the llama.cpp build (`runtime.llamacpp.system.build()`);
+    `fit` is the memory planner's verdict on a model in the free RAM (`runtime.planner.plan.model_fit`):
+    fits, fits with experts in RAM, pages from disk, or does not fit, one line per model.
 
     A broken config is reported as a problem (with the defaults used for the rest of the report)
     rather than ending the report half-way: doctor is what a user runs when something is wrong.
@@ -72,30 +79,34 @@ def run_doctor(console: Console, llama_backends: str, gpu_offload: bool) -> int:
 
     model_failed = False
     context, batch = cfg.model.context, cfg.model.batch
-    models = Table("model", "size", f"RAM at context {context}", "status", box=None)
+    models = Table("model", "size", f"RAM at context {context}", "fit (memory planner)", "status", box=None)
     for entry in registry.list_models():
         if not entry.available:
             if entry.source == "user":
-                models.add_row(entry.name, "", "", f"file missing: {entry.path}; `edge-ai models rm {entry.name}`")
+                models.add_row(entry.name, "", "", "", f"file missing: {entry.path}; `edge-ai models rm {entry.name}`")
                 model_failed = True
             else:
-                models.add_row(entry.name, "", "", "not assembled yet (done on first use)")
+                models.add_row(entry.name, "", "", "", "not assembled yet (done on first use)")
             continue
         try:
             info = read_gguf(entry.path)
         except EdgeAIError as exc:
-            models.add_row(entry.name, "", "", f"broken: {exc}")
+            models.add_row(entry.name, "", "", "", f"broken: {exc}")
             model_failed = True
             continue
         n_ctx = min(context, info.context_length or context)
-        need = model_memory_bytes(info, n_ctx, batch, swa_full=cfg.model.swa_full)
-        kv = kv_cache_bytes(info, n_ctx, n_ubatch=batch, swa_full=cfg.model.swa_full)
+        size = f"{info.file_size / GIB:.2f} GiB"
         issues = diagnose(info)
-        fits = need <= report.ram_available
-        status = "ok" if fits and not issues else ("; ".join(issues) if issues else "does not fit in free RAM")
-        model_failed |= not fits or bool(issues)
-        ram = f"{need / GIB:.2f} GiB (KV cache {kv / 1024**2:.0f} MiB)"
-        models.add_row(entry.name, f"{info.file_size / GIB:.2f} GiB", ram, status)
+        if issues:  # the planner sizes the model from the same header: only a sound one
+            models.add_row(entry.name, size, "", "", "; ".join(issues))
+            model_failed = True
+            continue
+        n_ctx = min(context, info.context_length or context)
+        verdict = fit(info, ram=report.ram_available, ctx=n_ctx, n_ubatch=batch, swa_full=cfg.model.swa_full,
+                      gpu_backend=report.gpu_offload)
+        model_failed |= not verdict.fits
+        ram = f"{verdict.ram / GIB:.2f} GiB (KV cache {verdict.kv_cache / 1024**2:.0f} MiB)"
+        models.add_row(entry.name, size, ram, verdict.line(), "ok" if verdict.fits else "does not fit in free RAM")
     console.print(models)
     if not registry.list_models():
         problems.append("no models: run `pip install 'edge-ai[models]'` or `edge-ai models add FILE.gguf`")

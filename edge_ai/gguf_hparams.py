@@ -286,6 +286,7 @@ def _per_layer_problems(info: GGUFInfo, arch: str, n_layer: int) -> list[str]:
     problems += head_problems + kv_problems + ff_problems
     if heads is not None and kv_heads is not None:
         problems += _gqa_problems(info, head_key, heads, kv_key, kv_heads)
+        problems += _kv_shape_problems(info, arch, heads, kv_key, kv_heads)
     return problems
 
 
@@ -321,6 +322,33 @@ def _gqa_problems(info: GGUFInfo, head_key: str, heads: list[int], kv_key: str, 
         if n_kv and (n_head == 0 or n_head % n_kv):
             where = "" if info.metadata_types[kv_key] == UINT32 else f" (layer {layer})"
             return [f"{info.path.name}: {kv_key} is {n_kv}{where} but must divide {head_key} {n_head}; {RECONVERT}"]
+    return []
+
+
+def _kv_shape_problems(info: GGUFInfo, arch: str, heads: list[int], kv_key: str, kv_heads: list[int]) -> list[str]:
+    """Each layer's attn_k.weight must be head_count_kv x key_length wide (llama.cpp creates it as
+    {n_embd, n_embd_k_gqa(il)} and refuses the file otherwise). A per-layer head_count_kv array
+    written by hand or by a broken converter can disagree with the tensors while every value stays
+    in range; the KV cache would also be sized from it. Sliding-window layers may use key_length_swa."""
+    n_embd = info.metadata.get(Keys.LLM.EMBEDDING_LENGTH.format(arch=arch))
+    key_len = info.metadata.get(Keys.Attention.KEY_LENGTH.format(arch=arch))
+    if not isinstance(key_len, int):
+        if not isinstance(n_embd, int) or not heads or not heads[0]:
+            return []
+        key_len = n_embd // heads[0]
+    key_len_swa = info.metadata.get(Keys.Attention.KEY_LENGTH_SWA.format(arch=arch), key_len)
+    for tensor in info.tensors:
+        parts = tensor.name.split(".")
+        if len(parts) != 4 or parts[0] != "blk" or parts[2:] != ["attn_k", "weight"] or len(tensor.shape) != 2:
+            continue
+        layer = int(parts[1])
+        if layer >= len(kv_heads):
+            continue  # a tensor beyond block_count is another check's problem
+        width = tensor.shape[1]
+        if width not in (kv_heads[layer] * key_len, kv_heads[layer] * key_len_swa):
+            where = "" if info.metadata_types[kv_key] == UINT32 else f" for layer {layer}"
+            return [f"{info.path.name}: {kv_key} is {kv_heads[layer]}{where} but {tensor.name} is {width} "
+                    f"values wide, not {kv_heads[layer]} heads x {key_len}; {RECONVERT}"]
     return []
 
 

@@ -1,7 +1,7 @@
 """What this machine can do: CPU features, memory, llama.cpp backends, audio, display.
 
-Used by `edge-ai doctor`, and by the engine for defaults (threads) and the RAM check that refuses
-a model before llama.cpp would start swapping or be killed.
+Used by `edge-ai doctor`, and by the engine for defaults (threads); what a model needs against the
+free RAM is edge_ai.memory's job.
 """
 
 from __future__ import annotations
@@ -12,13 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from edge_ai.errors import EdgeAIError
-from edge_ai.gguf_file import GGUFInfo
-from edge_ai.kv_cache import kv_cache_bytes, recurrent_state_bytes
-
 GIB = 1024**3
-# Runtime overhead beyond weights, KV cache and the logits-sized compute buffer; a margin.
-RUNTIME_OVERHEAD_BYTES = 64 * 1024**2
 
 
 def default_threads() -> int:
@@ -42,35 +36,6 @@ def _cpuinfo_field(*keys: str) -> str | None:
 def cpu_flags() -> set[str]:
     """CPU feature flags (x86 'flags', ARM 'Features'); empty where /proc/cpuinfo has none."""
     return set((_cpuinfo_field("flags", "Features") or "").split())
-
-
-def compute_buffer_bytes(info: GGUFInfo, n_batch: int) -> int:
-    """llama.cpp's compute buffer is dominated by f32 logits for a batch: vocab x batch x 4 bytes
-    (514 MiB measured for Gemma 3's 262k vocabulary at batch 512)."""
-    tokens = info.metadata.get("tokenizer.ggml.tokens")
-    n_vocab = getattr(tokens, "length", None) or len(tokens or [])
-    return n_vocab * n_batch * 4
-
-
-def model_memory_bytes(info: GGUFInfo, n_ctx: int, n_batch: int = 512, *, swa_full: bool = False) -> int:
-    """RAM the model needs: weights + KV cache + recurrent state + compute buffer + runtime overhead.
-
-    `n_batch` is the micro-batch (n_ubatch) llama.cpp computes at once: it sizes the compute buffer
-    and the sliding-window cache."""
-    return (info.file_size + kv_cache_bytes(info, n_ctx, n_ubatch=n_batch, swa_full=swa_full)
-            + recurrent_state_bytes(info) + compute_buffer_bytes(info, n_batch) + RUNTIME_OVERHEAD_BYTES)
-
-
-def check_fits_in_ram(info: GGUFInfo, n_ctx: int, n_batch: int = 512, *, swa_full: bool = False) -> None:
-    """Refuse a model that does not fit in the memory available now."""
-    need = model_memory_bytes(info, n_ctx, n_batch, swa_full=swa_full)
-    available = psutil.virtual_memory().available
-    if need > available:
-        raise EdgeAIError(
-            f"{info.path.name} needs about {need / GIB:.1f} GiB (weights {info.file_size / GIB:.1f} GiB + "
-            f"KV cache at context {n_ctx}) but only {available / GIB:.1f} GiB of RAM is free; "
-            "pick a smaller quantization, lower model.context, or close other programs"
-        )
 
 
 @dataclass(frozen=True)

@@ -183,8 +183,9 @@ def doctor() -> None:
     """Check this machine: CPU, memory, llama.cpp backends, audio, display, models."""
     from edge_ai.doctor import run_doctor
     from runtime.llamacpp.system import build
+    from runtime.planner.plan import model_fit
 
-    raise typer.Exit(run_doctor(out, *build()))
+    raise typer.Exit(run_doctor(out, *build(), fit=model_fit))
 
 
 @config_app.command("show")

@@ -125,6 +125,7 @@ def _print_plan(plan, bandwidth: float, speed: tuple[float, float] | None) -> No
     out.print(table)
     out.print(f"mode: {plan.mode}; context {plan.ctx}; KV cache {plan.kv_type}; flash attention "
               f"{'on' if plan.flash_attn else 'off'}; GPU layers {plan.n_gpu_layers}")
+    out.print(f"mmap {plan.mmap_reason}")
     if speed:
         out.print(f"expected decode: {speed[0]:.1f}-{speed[1]:.1f} tok/s (full to empty context) from a measured "
                   f"{bandwidth / 1e9:.1f} GB/s memory read bandwidth (one thread)")
@@ -163,6 +164,40 @@ def moe_profile_cmd(
     for line in profile.heatmap():
         out.print(line)
     err.print(f"saved {target}")
+
+
+@moe_app.command("prune")
+def moe_prune_cmd(
+    model: Annotated[str, typer.Argument(help="model name or .gguf path (a mixture-of-experts model)")],
+    profile: Annotated[Path, typer.Option("--profile", help="expert profile JSON (edge-ai moe profile)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the pruned .gguf to write")],
+    keep: Annotated[float, typer.Option("--keep", help="fraction of each layer's experts to keep")] = 0.75,
+    text: Annotated[Optional[Path], typer.Option(
+        "--text", help="UTF-8 text: report KL divergence and top-1 agreement against the full model")] = None,
+    ctx: Annotated[int, typer.Option("--ctx", help="tokens per evaluation window")] = 512,
+    force: Annotated[bool, typer.Option("--force", help="overwrite OUTPUT if it exists")] = False,
+) -> None:
+    """Drop the least-picked experts of every layer (the same count per layer): a smaller copy of MODEL."""
+    from convert.moe_prune import prune_experts
+    from edge_ai.gguf_file import check_gguf
+    from runtime.planner.profile import ExpertProfile
+
+    if output.exists() and not force:
+        raise EdgeAIError(f"{output} exists; pass --force to overwrite it")
+    with ProgressBar("assembling model", in_bytes=True) as bar:
+        info = check_gguf(registry.resolve(model, progress=bar))
+    report = prune_experts(info, ExpertProfile.load(profile), keep, output)
+    out.print(f"{output}: {report.n_kept} of {report.n_expert} experts per layer, "
+              f"{_size(report.bytes_after)} (was {_size(report.bytes_before)}); the kept experts served "
+              f"{report.routing_share:.1%} of the profiled router picks")
+    if text is None:
+        return
+    from convert.evaluate import evaluate
+    from edge_ai.cli.toolchain import read_text
+
+    result = evaluate(output, read_text(text), reference=info.path, ctx=ctx, speed=False)
+    out.print(f"against the full model: KL divergence {result.kld_mean:.4f} (p99 {result.kld_p99:.4f}), "
+              f"top-1 agreement {result.top1:.1f}%, perplexity {result.ppl:.2f} vs {result.reference_ppl:.2f}")
 
 
 def register(app: typer.Typer) -> None:

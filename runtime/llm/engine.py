@@ -24,14 +24,17 @@ import numpy as np
 from edge_ai.chat_format import FormatChoice, choose_format
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import GGUFInfo, check_gguf
-from edge_ai.hardware import check_fits_in_ram, default_threads
+from edge_ai.hardware import default_threads
+from edge_ai.memory import check_fits_in_ram
 from runtime.llamacpp import model as llama
 from runtime.llamacpp import overrides
 from runtime.llamacpp.load import ggml_type, load_llama
+from runtime.llamacpp.residency import lock_file_ranges
 from runtime.llamacpp.sampling import Chain, Grammar
 from runtime.llm.context import FittedPrompt, Message, fit_messages
 from runtime.llm.events import DoneEvent, Event, FinishReason, Metrics, SamplingParams, TokenEvent, TokenLogprob
 from runtime.llm.templates import BUILTIN_FORMATS, TRANSCRIPT, BuiltinFormat, ChatTemplate, UnsafeTemplateError
+from runtime.planner.residency import resident_ranges
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,11 @@ class EngineOptions:
     n_gpu_layers: int = 0
     tensor_overrides: tuple[tuple[str, str], ...] = ()
     use_mmap: bool = True
-    use_mlock: bool = False
+    use_mlock: bool = False  # llama.cpp's: locks the whole mapping
+    # A model bigger than RAM run from mmap (a plan's "mmap-paged"): lock only the always-used weights
+    # and these hot experts ((layer, expert ids) pairs) in RAM, so that only cold experts page from disk.
+    lock_resident: bool = False
+    hot_experts: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
 
 class Engine:
@@ -81,7 +88,8 @@ class Engine:
         self.n_ctx = min(options.context, trained)
         self.threads = options.threads or default_threads()
         self.chat_format: FormatChoice = choose_format(self.info, options.chat_format)
-        check_fits_in_ram(self.info, self.n_ctx, options.batch, swa_full=options.swa_full)
+        check_fits_in_ram(self.info, self.n_ctx, options.batch, kv_type=options.kv_type, flash_attn=options.flash_attn,
+                          swa_full=options.swa_full, use_mmap=options.use_mmap, use_mlock=options.use_mlock)
         for key, source in self.info.chat_templates.items():  # llama-cpp-python's own error would not name it
             origin = self.path.name if key == "tokenizer.chat_template" else f"{self.path.name} ({key})"
             ChatTemplate(source, bos_token="", eos_token="", origin=origin)
@@ -92,6 +100,13 @@ class Engine:
             n_threads_batch=self.threads, swa_full=options.swa_full, type_k=kv_type, type_v=kv_type,
             flash_attn=options.flash_attn, n_gpu_layers=options.n_gpu_layers, use_mmap=options.use_mmap,
             use_mlock=options.use_mlock), tensor_overrides=options.tensor_overrides, info=self.info)
+        self.locked_bytes = 0
+        if options.lock_resident:
+            try:
+                self.locked_bytes = lock_file_ranges(self.path, resident_ranges(self.info, dict(options.hot_experts)))
+            except BaseException:
+                self._llm.close()
+                raise
         self._vocab = llama.vocab(self._llm)
         self._n_swa = llama.n_swa(self._llm)
         self._recurrent = llama.is_recurrent(self._llm)

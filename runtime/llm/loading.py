@@ -38,4 +38,6 @@ def with_saved_plan(options: EngineOptions, model: str) -> EngineOptions:
                           f"run `edge-ai plan {model} --apply` again")
     if "tensor_overrides" in saved:
         saved = {**saved, "tensor_overrides": tuple(tuple(o) for o in saved["tensor_overrides"])}
+    if "hot_experts" in saved:  # JSON lists back to the hashable tuples EngineOptions holds
+        saved = {**saved, "hot_experts": tuple((int(il), tuple(es)) for il, es in saved["hot_experts"])}
     return dataclasses.replace(options, **saved)

@@ -20,13 +20,13 @@ import shlex
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from edge_ai.buffers import compute_buffer_bytes, head_dim, output_buffer_bytes, repacked_bytes
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import GGUFInfo
-from edge_ai.hardware import RUNTIME_OVERHEAD_BYTES
 from edge_ai.kv_cache import CELL_PAD, KV_TYPE_BYTES, kv_cache_bytes
-from runtime.planner.buffers import compute_buffer_bytes, head_dim, output_buffer_bytes, repacked_bytes
+from edge_ai.memory import RUNTIME_OVERHEAD_BYTES, ModelFit, footprint
+from edge_ai.tensor_roles import Role, Weights, weights
 from runtime.planner.profile import ExpertProfile
-from runtime.planner.tensors import Role, Weights, weights
 
 MIB = 1024**2
 GIB = 1024**3
@@ -107,6 +107,8 @@ class Plan:
     gpu_applied: bool  # False: the GPU placement was computed for a --vram budget this build cannot use
     bytes_per_token: float  # weight bytes one decoded token reads
     kv_bytes_full: int  # KV bytes a token at the full context also reads
+    use_mmap: bool = True  # map the file (llama.cpp's default); see mmap_choice
+    mmap_reason: str = ""
     notes: list[str] = field(default_factory=list)
     # From an expert profile when experts are paged: per block, the experts that fit in RAM
     # (busiest first), and the share of the profiled router picks they would serve.
@@ -133,7 +135,10 @@ class Plan:
         gpu = self.gpu_applied or self.mode == "unified"
         return {"context": self.ctx, "kv_type": self.kv_type, "flash_attn": self.flash_attn,
                 "n_gpu_layers": self.n_gpu_layers if gpu else 0,
-                "tensor_overrides": [list(o) for o in self.tensor_overrides()] if gpu or self.user_moe else []}
+                "tensor_overrides": [list(o) for o in self.tensor_overrides()] if gpu or self.user_moe else [],
+                "use_mmap": self.use_mmap if gpu else True, "use_mlock": False,
+                "lock_resident": self.mode == "mmap-paged",
+                "hot_experts": [[il, experts] for il, experts in self.hot_experts.items() if experts]}
 
     def llama_cpp_flags(self) -> list[str]:
         """The llama.cpp command-line flags (llama-cli / llama-server) that load the same placement."""
@@ -144,6 +149,8 @@ class Plan:
         if self.kv_type != "f16":
             flags += ["-ctk", self.kv_type, "-ctv", self.kv_type]
         flags += ["-fa", "on" if self.flash_attn else "off"]
+        if not self.use_mmap:
+            flags.append("--no-mmap")
         return flags
 
     def command(self) -> str:
@@ -176,6 +183,7 @@ class _Sizer:
         self.request = request
         self.w: Weights = weights(info)
         self.n_layer = info.block_count or 0
+        self.cpu_flags = cpu_flags
         self.repack = repacked_bytes(info, cpu_flags)
         self.output_layer = (self.w.by_role.get(Role.OUTPUT, 0) or
                              (self.w.by_role.get(Role.EMBEDDINGS, 0) if self.w.tied_output else 0))
@@ -198,9 +206,10 @@ class _Sizer:
                                     flash_attn=flash_attn, swa_full=self.request.swa_full)
 
     def cpu_only(self, ctx: int, kv_type: str, budget: int) -> Pool:
-        flash = kv_type != "f16"
-        host = self.compute(ctx, flash) + output_buffer_bytes(self.w.n_vocab) + RUNTIME_OVERHEAD_BYTES
-        return Pool(self.w.total + self.repack, self.kv(ctx, kv_type), host, budget)
+        """Everything in system RAM, sized as the engine's RAM check sizes it (edge_ai.memory)."""
+        need = footprint(self.info, ctx, n_ubatch=self.request.n_ubatch, kv_type=kv_type, flash_attn=kv_type != "f16",
+                         swa_full=self.request.swa_full, cpu_flags=self.cpu_flags, w=self.w)
+        return Pool(need.weights + need.repacked, need.kv_cache + need.recurrent, need.buffers, budget)
 
     def split(self, ctx: int, kv_type: str, budget: Budget) -> tuple[Pool, Pool, int, int]:
         """(cpu, gpu, n_gpu_layers, n_cpu_moe) for the most offloading that fits `budget.vram`."""
@@ -302,6 +311,29 @@ def make_plan(info: GGUFInfo, budget: Budget, request: Request = Request(), *, n
     return chosen
 
 
+def mmap_choice(mode: str, n_gpu_layers: int, n_layer: int, experts_overridden: bool) -> tuple[bool, str]:
+    """(use mmap, why), from what llama.cpp 0.3.36 does with a mapping and tensor overrides.
+
+    llama.cpp wraps the mapped file as the buffer of every tensor whose buffer type is the CPU
+    device's default one (llama-model.cpp: use_mmap && buffer_from_host_ptr && is_default_buft), with
+    no copy; a tensor in any other buffer (a GPU, a pinned host buffer, ggml-cpu's repacked copies)
+    is allocated and copied out of the mapping at load. An override to "CPU" goes through the normal
+    weight-buffer choice, so the overridden experts land in that default buffer and stay mapped."""
+    if mode == "mmap-paged":
+        return True, ("on: the routed experts stay pages of the mapped file, which the kernel reads in as the "
+                      "router picks them and drops under memory pressure; --no-mmap would read the whole file "
+                      "into RAM, and llama.cpp's mlock would pin the whole mapping, experts included; the engine "
+                      "locks only the always-used weights (and any hot experts) in the mapping instead")
+    if experts_overridden:
+        return True, ("on: the experts overridden to CPU land in llama.cpp's default CPU buffer, which maps the "
+                      "file without a copy (page cache, reclaimable); the offloaded weights are copied to the GPU "
+                      "from the mapping")
+    if mode == "gpu" and n_gpu_layers > n_layer:
+        return False, ("off: every layer and the output are copied to the GPU, so a mapping would only add the "
+                       "file to the page cache; without it llama.cpp reads each tensor once into its buffer")
+    return True, "on: the weights are read in place from the mapped file (shared with the page cache, fast start)"
+
+
 def _place(sizer: _Sizer, budget: Budget, ctx: int, kv_type: str, name: str) -> Plan:
     w = sizer.w
     info = sizer.info
@@ -327,6 +359,8 @@ def _place(sizer: _Sizer, budget: Budget, ctx: int, kv_type: str, name: str) -> 
             mode, fits, missing = "mmap-paged", True, 0
             notes.append(f"bigger than the RAM budget: the model runs from mmap, {_gib(experts)} of routed "
                          "experts paged in from disk as tokens use them; speed then follows disk bandwidth")
+    overridden = n_cpu_moe > 0 and (ngl > 0 or sizer.request.cpu_moe_below is not None)  # Plan.tensor_overrides
+    use_mmap, mmap_reason = mmap_choice(mode, ngl, sizer.n_layer, overridden)
     return Plan(model=name, path=str(Path(info.path)), architecture=info.architecture or "", n_layer=sizer.n_layer,
                 ctx=ctx, kv_type=kv_type, flash_attn=kv_type != "f16", n_ubatch=sizer.ubatch(ctx),
                 weights_by_role={role.value: n for role, n in w.by_role.items()}, repacked=sizer.repack,
@@ -334,7 +368,28 @@ def _place(sizer: _Sizer, budget: Budget, ctx: int, kv_type: str, name: str) -> 
                 n_gpu_layers=ngl, n_cpu_moe=n_cpu_moe, expert_layers=w.expert_layers,
                 user_moe=sizer.request.cpu_moe_below is not None, mode=mode, fits=fits,
                 missing=missing, gpu_applied=use_gpu and budget.gpu_backend, bytes_per_token=w.read_per_token(),
-                kv_bytes_full=sizer.kv(ctx, kv_type), notes=notes)
+                kv_bytes_full=sizer.kv(ctx, kv_type), use_mmap=use_mmap, mmap_reason=mmap_reason, notes=notes)
+
+
+def model_fit(info: GGUFInfo, *, ram: int, ctx: int, n_ubatch: int = 512, swa_full: bool = False,
+              vram: int = 0, gpu_backend: bool = False) -> ModelFit:
+    """Whether and how `info` fits `ram` (and `vram`) bytes at context `ctx` (the planner may quantize the
+    KV cache to reach it), in the words doctor and the model picker show. Plain values, so callers in the
+    core (edge_ai.doctor) take this function without importing the planner's types."""
+    plan = make_plan(info, Budget(ram=ram, vram=vram, gpu_backend=gpu_backend),
+                     Request(ctx=ctx, n_ubatch=n_ubatch, swa_full=swa_full))
+    kv = plan.cpu.kv_cache + plan.gpu.kv_cache
+    where = f"context {plan.ctx}, {plan.kv_type} KV cache {_gib(kv)}"
+    if not plan.fits:
+        return ModelFit("does not fit", f"{_gib(plan.missing)} short at context {plan.ctx}", False, plan.cpu.total, kv)
+    if plan.mode == "mmap-paged":
+        experts = plan.weights_by_role.get(Role.EXPERTS.value, 0)
+        return ModelFit("pages from disk", f"{_gib(experts)} of experts paged in from the file, {where}", True,
+                        plan.cpu.total - experts, kv)
+    if plan.cpu_moe_layers and plan.n_gpu_layers:
+        return ModelFit("fits with experts in RAM", f"experts of {len(plan.cpu_moe_layers)} of "
+                        f"{len(plan.expert_layers)} layers in RAM, the rest on the GPU, {where}", True, plan.cpu.total, kv)
+    return ModelFit("fits", where, True, plan.cpu.total, kv)
 
 
 def _with_hot_experts(plan: Plan, w: Weights, profile: ExpertProfile) -> Plan:
@@ -362,7 +417,7 @@ def _with_hot_experts(plan: Plan, w: Weights, profile: ExpertProfile) -> Plan:
     share = kept / max(1, sum(sum(row) for row in profile.counts.values()))
     note = (f"expert profile: {sum(map(len, hot.values()))} of {w.n_expert * len(hot)} experts fit in RAM "
             f"({', '.join(f'blk.{il}: {len(es)}' for il, es in hot.items())}) and would serve {share:.0%} of the "
-            "profiled router picks; loading does not lock them in RAM yet (the page cache keeps what is used)")
+            "profiled router picks; loading locks them in RAM with the always-used weights")
     return replace(plan, hot_experts=hot, resident_routing_share=share, notes=[*plan.notes, note])
 
 

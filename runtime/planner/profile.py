@@ -16,7 +16,7 @@ from pathlib import Path
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_write_text
 from edge_ai.gguf_file import GGUFInfo
-from runtime.planner.tensors import weights
+from edge_ai.tensor_roles import weights
 
 TOPK_PREFIX = "ffn_moe_topk-"
 SHADES = " .:-=+*#%@"  # heatmap: share of the busiest expert of the layer

@@ -14,9 +14,9 @@ import pytest
 
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import read_gguf
+from edge_ai.tensor_roles import Role, weights
 from runtime.planner.plan import GIB, Budget, Request, make_plan
 from runtime.planner.profile import TOPK_PREFIX, ExpertProfile, run_profile
-from runtime.planner.tensors import Role, weights
 
 TEXT = ("The river bends past the mill where the old miller keeps his cats. In spring the water rises "
         "and the children watch boats drift by, counting sails: one, two, three, and then many more. ") * 12

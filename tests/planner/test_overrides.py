@@ -20,11 +20,11 @@ from edge_ai import registry
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import read_gguf
 from edge_ai.paths import get_paths
+from edge_ai.tensor_roles import expert_tensor_names
 from runtime.llm.engine import Engine, EngineOptions
 from runtime.llm.events import SamplingParams, TokenEvent
 from runtime.llm.loading import with_saved_plan
 from runtime.planner.plan import expert_overrides
-from runtime.planner.tensors import expert_tensor_names
 
 PROMPT = "the cat sat on the mat and then"
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24, seed=1)

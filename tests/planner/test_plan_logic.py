@@ -14,8 +14,8 @@ import pytest
 
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import read_gguf
+from edge_ai.tensor_roles import Role, role_of, weights
 from runtime.planner.plan import GIB, MIB, Budget, Request, impossible_message, make_plan
-from runtime.planner.tensors import Role, role_of, weights
 
 
 def _edge_ai(*args: str) -> subprocess.CompletedProcess[str]:
@@ -107,6 +107,7 @@ def test_cli_prints_the_plan_and_flags(model_path: Path) -> None:
     table = _edge_ai("plan", str(model_path), "--ram", "2G", "--vram", "1G")
     assert table.returncode == 0, table.stderr
     assert "llama.cpp: llama-cli -m" in table.stdout and "no GPU backend" in table.stdout
+    assert "mmap off: every layer and the output are copied to the GPU" in table.stdout  # what a GPU build loads
 
 
 @pytest.mark.parametrize(("args", "wording"), [

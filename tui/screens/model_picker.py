@@ -1,7 +1,12 @@
-"""Pick a registered model; the app loads it in a worker and closes the old one."""
+"""Pick a registered model; the app loads it in a worker and closes the old one.
+
+Each model whose file is here also shows the memory planner's verdict at the configured context in
+the RAM free now (fits / pages from disk / does not fit), worked out off the event loop: it reads
+each file's header."""
 
 from __future__ import annotations
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -23,6 +28,7 @@ class ModelPickerScreen(ModalScreen[str | None]):
         super().__init__(classes="dialog")
         self.current = current
         self.entries: list[ModelEntry] = []
+        self.fits: dict[str, str] = {}  # model name -> the planner's one-line verdict
         self.problem = ""
         try:
             self.entries = list_models()
@@ -58,7 +64,35 @@ class ModelPickerScreen(ModalScreen[str | None]):
         if self._missing(entry):
             return f"{mark}{entry.name}  [{entry.source}]  file missing: {entry.path}"
         state = "" if entry.available else "  (assembled on first use)"
-        return f"{mark}{entry.name}  [{entry.source}]  {entry.path}{state}"
+        fit = f"\n     {self.fits[entry.name]}" if entry.name in self.fits else ""
+        return f"{mark}{entry.name}  [{entry.source}]  {entry.path}{state}{fit}"
+
+    @work(thread=True, exclusive=True, group="model-fit")
+    def _plan_fits(self) -> None:
+        """The planner's verdict for each model whose file is here, shown as each one is known."""
+        import psutil
+
+        from edge_ai.gguf_file import read_gguf
+        from runtime.llamacpp.system import build
+        from runtime.planner.plan import model_fit
+
+        model = self.app.cfg.model  # the running app's settings (tui.app.EdgeAIApp)
+        ram, gpu = psutil.virtual_memory().available, build()[1]
+        for entry in self.entries:
+            if not entry.available:
+                continue
+            try:
+                info = read_gguf(entry.path)
+                ctx = min(model.context, info.context_length or model.context)
+                line = model_fit(info, ram=ram, ctx=ctx, n_ubatch=model.batch, swa_full=model.swa_full,
+                                 gpu_backend=gpu).line()
+            except EdgeAIError as exc:
+                line = f"cannot plan: {exc}"
+            self.app.call_from_thread(self._show_fit, entry, line)
+
+    def _show_fit(self, entry: ModelEntry, line: str) -> None:
+        self.fits[entry.name] = line
+        self.query_one("#models", OptionList).replace_option_prompt(entry.name, Content(self._describe(entry)))
 
     def on_mount(self) -> None:
         option_list = self.query_one("#models", OptionList)
@@ -66,6 +100,7 @@ class ModelPickerScreen(ModalScreen[str | None]):
         if self.current in names:
             option_list.highlighted = [e.name for e in self.entries].index(self.current)
         option_list.focus()
+        self._plan_fits()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         if not event.option.disabled:
