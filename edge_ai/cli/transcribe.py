@@ -6,8 +6,9 @@
 
 Thin: runtime.audio reads the file as a stream of 16 kHz blocks and decodes it window by window,
 so a long recording uses bounded memory and text, srt and vtt segments appear as they are decoded
-(json, one document, comes at the end). With -o the output is written to a temp file renamed into
-place at the end, so a failure never leaves a half-written transcript.
+(json, one document with word times, comes at the end). Timed formats ask for word timestamps, which
+end segments where the words end. With -o the output is written to a temp file renamed into place at
+the end, so a failure never leaves a half-written transcript.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def write_transcript(job: Iterable, fmt: str, sink: IO[str]) -> int:  # job: run
     if fmt == "json":
         json.dump({"text": " ".join(s.text for s in segments), "language": job.language,
                    "duration": round(job.duration, 3),
-                   "segments": [{"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text} for s in segments]},
+                   "segments": [{"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text,
+                                 "words": [{"text": w.text.strip(), "start": round(w.start, 3), "end": round(w.end, 3)}
+                                           for w in s.words]} for s in segments]},
                   sink, ensure_ascii=False, indent=2)
         sink.write("\n")
     return len(segments)
@@ -85,7 +88,8 @@ def transcribe_cmd(
     blocks = read_audio_blocks(Path(file))
     first = next(blocks, None)  # a missing, empty or non-audio file fails now, before the model loads
     stt = open_stt(cfg)
-    job = LongTranscription(stt, itertools.chain([first] if first is not None else [], blocks))
+    job = LongTranscription(stt, itertools.chain([first] if first is not None else [], blocks),
+                            word_timestamps=fmt != "text")  # subtitles need times that follow the words
     if output is None:
         write_transcript(job, fmt, sys.stdout)
         return

@@ -9,7 +9,8 @@ Whisper reads 30 s at a time. Audio is buffered up to one window and decoded; th
 full window are kept except the last, which may be cut off by the window's edge: the next window
 starts where it started, so a word on the boundary is decoded whole (openai-whisper's own `seek`
 rule). The text kept so far, its last 200 characters, is the next window's prompt, as whisper does
-with `condition_on_previous_text`. Memory is one window plus one read block, whatever the length.
+with `condition_on_previous_text`, until a window without words: across minutes of silence Whisper
+would rather repeat an old prompt than hear new words. Memory is one window plus one read block, whatever the length.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from runtime.audio.stt import SAMPLE_RATE, Segment, SpeechToText, Word
 
 WINDOW_SECONDS = 30.0  # Whisper's input length
 MIN_ADVANCE = 1.0  # seconds: a window always moves the stream on at least this much
+SILENT_KEEP = 5.0  # seconds kept from a window with no words: speech cut off by its edge is often not transcribed
 PROMPT_CHARS = 200
 
 
 class LongTranscription:
     """Iterate to transcribe; `language`, `duration` and `decode_seconds` are filled in as it goes."""
 
-    def __init__(self, stt: SpeechToText, blocks: Iterable[np.ndarray], *, window_seconds: float = WINDOW_SECONDS) -> None:
+    def __init__(self, stt: SpeechToText, blocks: Iterable[np.ndarray], *, window_seconds: float = WINDOW_SECONDS,
+                 word_timestamps: bool = False) -> None:
         self.stt = stt
+        self.word_timestamps = word_timestamps  # also tightens segment times to the words (Whisper's own start at 0.0)
         self.blocks = blocks
         self.window = int(window_seconds * SAMPLE_RATE)
         self.language = ""
@@ -56,7 +60,7 @@ class LongTranscription:
     def _decode(self, clip: np.ndarray, offset: float, *, final: bool) -> tuple[list[Segment], int]:
         """(segments to emit, in stream time; samples of `clip` they account for)."""
         start = time.perf_counter()
-        result = self.stt.transcribe(clip, prompt=self._prompt)
+        result = self.stt.transcribe(clip, prompt=self._prompt, word_timestamps=self.word_timestamps)
         self.decode_seconds += time.perf_counter() - start
         self.windows += 1
         self.language = self.language or result.language
@@ -66,11 +70,13 @@ class LongTranscription:
             if segments and segments[-1].start >= MIN_ADVANCE:  # hold the last segment back: it may be cut off
                 used = int(segments[-1].start * SAMPLE_RATE)
                 segments = segments[:-1]
-            elif not segments:  # silence: keep the last second, a word may begin at the edge
-                used = len(clip) - int(MIN_ADVANCE * SAMPLE_RATE)
+            elif not segments:  # no words: speech may begin at the edge, decode that part again whole
+                used = len(clip) - int(SILENT_KEEP * SAMPLE_RATE)
         kept = [Segment(s.start + offset, s.end + offset, s.text,
                         tuple(Word(w.text, w.start + offset, w.end + offset) for w in s.words))
                 for s in segments if s.text]
         if kept:
             self._prompt = (self._prompt + " " + " ".join(s.text for s in kept)).strip()[-PROMPT_CHARS:]
+        elif not result.segments:  # a window without words ends the context: an old prompt would be copied
+            self._prompt = ""
         return kept, used

