@@ -138,7 +138,7 @@ def main() -> None:
 def run(args: argparse.Namespace) -> dict[str, object]:
     import psutil
 
-    from convert.onnx.speech import normalize, speak, word_errors
+    from convert.onnx.speech import speak, word_errors
     from edge_ai.config import Config
     from runtime.audio import events as ev
     from runtime.audio.session import VoiceSession
@@ -213,8 +213,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             if user_turn is not None:
                 transcripts.append(user_turn.text)
                 references.append(question)
-            if args.soak and i == 0:
-                rss_start = process.memory_info().rss
         soak = None
         if args.soak:
             rss_start, soak_turns, end = process.memory_info().rss, 0, time.monotonic() + args.soak * 60
@@ -271,7 +269,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                             "target_p95": 0.3},
         "self_interruptions": self_interruptions,
         "wer": {"pipeline": round(pipeline_errors / max(words, 1), 4), "direct": round(direct_errors / max(words, 1), 4),
-                "sentences": len(references), "normalised": normalize is not None},
+                "sentences": len(references)},
         "idle_cpu_percent_of_one_core": round(idle_cpu, 2),
         "soak": soak,
         "mode": session.mode.mode,

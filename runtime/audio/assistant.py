@@ -54,7 +54,7 @@ from runtime.llm.scheduler import Job, Priority, Scheduler
 
 log = logging.getLogger(__name__)
 
-PARTIAL_EVERY = 0.5  # seconds of new speech between partial transcripts
+PARTIAL_EVERY = 1.0  # seconds of new speech between partial transcripts (a decode costs ~1.7 s on 2 AVX2 cores)
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,7 @@ class VoiceAssistant:
         self.state = VoiceState.LISTENING
         self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self._stt_jobs: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        self._finish_wanted = threading.Event()
         self._tts_jobs: queue.SimpleQueue[tuple[int, str] | None] = queue.SimpleQueue()
         self._turn: _Turn | None = None
         self._numbers = 0
@@ -208,11 +209,15 @@ class VoiceAssistant:
         if turn.transcript is None:
             if seconds >= self.options.speculate and not turn.finishing:
                 turn.finishing = True
+                self._finish_wanted.set()  # a partial decode still waiting would only delay the final one
                 self._stt_jobs.put(("finish", turn.number))
             return
         audio = np.concatenate(turn.audio) if turn.audio else None
         if seconds >= self.options.policy.silence_needed(turn.transcript, audio):
             self._commit(turn)
+
+    def _on_partial_skipped(self, number: int) -> None:
+        self._partial_pending = False
 
     def _on_partial(self, payload: tuple[int, object]) -> None:
         number, partial = payload
@@ -379,8 +384,12 @@ class VoiceAssistant:
                 elif kind == "add":
                     self.transcriber.add(payload)
                 elif kind == "update":
-                    self._inbox.put(("partial", (payload, self.transcriber.update())))
+                    if self._finish_wanted.is_set():
+                        self._inbox.put(("partial_skipped", payload))
+                    else:
+                        self._inbox.put(("partial", (payload, self.transcriber.update())))
                 elif kind == "finish":
+                    self._finish_wanted.clear()
                     text = self.transcriber.finish()
                     self._inbox.put(("final", (payload, text, time.monotonic())))
             except Exception as exc:
