@@ -27,14 +27,13 @@ import sys
 import tempfile
 import threading
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "audio"))
 
-from pulse import NullSink, _pactl, ensure_pulse  # noqa: E402
+from pulse import NullSink, _pactl, ensure_pulse, play_into  # noqa: E402
 
 RATE = 16_000
 REC_RATE = 48_000
@@ -80,15 +79,6 @@ def build_room() -> dict[str, object]:
 def tear_down(room: dict[str, object]) -> None:
     for module in reversed(room["modules"]):  # type: ignore[index]
         subprocess.run(["pactl", "unload-module", module], capture_output=True)
-
-
-def wav_of(samples: np.ndarray, path: Path) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
 
 
 class Recording:
@@ -185,23 +175,19 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         cpu1, t1 = process.cpu_times(), time.monotonic()
         idle_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0) * 100
 
-        turns, transcripts, references, plays = [], [], [], []
+        transcripts, references = [], []
         voices = ("en-us", "en-gb", "en-us+f3")
         for i in range(args.turns + args.barge_ins):
             question = QUESTIONS[i % len(QUESTIONS)]
             clip = speak(question, voices[i % len(voices)])
-            path = wav_of(clip, tmp / f"q{i}.wav")
             mark = len(events)
-            plays.append(("question", time.monotonic()))
-            subprocess.run(["paplay", "--device=usink", str(path)], check=True)
+            play_into("usink", clip, tmp / f"q{i}.wav")
             user_turn = wait_for(ev.UserTurn, mark, 10)
             barge = i >= args.turns
             if barge and wait_for(ev.TurnLatency, mark, 15) is not None:
                 time.sleep(0.6)
                 words = INTERRUPTIONS[i % len(INTERRUPTIONS)]
-                plays.append(("interruption", time.monotonic()))
-                subprocess.run(["paplay", "--device=usink", str(wav_of(speak(words), tmp / f"b{i}.wav"))],
-                               check=True)
+                play_into("usink", speak(words), tmp / f"b{i}.wav")
                 wait_for(ev.UserTurn, len(events), 10)
                 time.sleep(0.5)
                 session.assistant.player.stop()  # the bench moves on; the reply to "stop" is not measured
@@ -209,7 +195,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             else:
                 wait_listening(mark, 30)
                 time.sleep(0.8)
-            turns.append({"barge": barge, "mark": mark, "user": getattr(user_turn, "text", None)})
             if user_turn is not None:
                 transcripts.append(user_turn.text)
                 references.append(question)
@@ -219,7 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             while time.monotonic() < end:
                 mark = len(events)
                 clip = speak(QUESTIONS[soak_turns % len(QUESTIONS)], voices[soak_turns % len(voices)])
-                subprocess.run(["paplay", "--device=usink", str(wav_of(clip, tmp / "soak.wav"))], check=True)
+                play_into("usink", clip, tmp / "soak.wav")
                 wait_listening(mark, 30)
                 soak_turns += 1
             soak = {"minutes": args.soak, "turns": soak_turns,

@@ -14,6 +14,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+import wave
+from pathlib import Path
+
+import numpy as np
 
 
 class PulseUnavailable(RuntimeError):
@@ -73,3 +77,13 @@ class NullSink:
             self._reader.terminate()
             self._reader.wait(timeout=5)
             self._reader = None
+
+
+def play_into(sink: str, samples: np.ndarray, path: Path, rate: int = 16_000) -> None:
+    """Play mono float `samples` into `sink` (a person speaking into the room), waiting until played."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    subprocess.run(["paplay", f"--device={sink}", str(path)], check=True, timeout=60)

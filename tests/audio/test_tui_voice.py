@@ -5,13 +5,11 @@ assistant message, and the voice bar shows the state and the latency breakdown."
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import wave
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
+from pulse import play_into
 
 from convert.onnx.speech import speak
 from edge_ai.config import Config
@@ -30,13 +28,7 @@ async def wait_for(pilot, condition: Callable[[], object], what: str, seconds: f
 
 
 def play_into_room(text: str, path: Path) -> None:
-    samples = speak(text)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    subprocess.run(["paplay", "--device=vsink", str(path)], check=True, timeout=30)
+    play_into("vsink", speak(text), path)
 
 
 def make_app(**values: object):

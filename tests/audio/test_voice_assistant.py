@@ -5,14 +5,12 @@ hears its own voice come back through the sink (the echo path) the whole time.""
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import threading
 import time
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
+from pulse import play_into
 
 from convert.onnx.speech import speak, word_errors
 from edge_ai.config import Config
@@ -56,14 +54,7 @@ class Events:
 
 def say_into_room(text: str, tmp: Path, voice: str = "en-us") -> None:
     """The user speaks: espeak-ng speech played into the room's sink, which the assistant's microphone hears."""
-    path = tmp / "user.wav"
-    samples = speak(text, voice)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    subprocess.run(["paplay", "--device=vsink", str(path)], check=True, timeout=30)
+    play_into("vsink", speak(text, voice), tmp / "user.wav")
 
 
 @pytest.fixture

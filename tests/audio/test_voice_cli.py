@@ -10,12 +10,10 @@ import subprocess
 import sys
 import threading
 import time
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
-from pulse import ensure_pulse
+from pulse import ensure_pulse, play_into
 
 from convert.onnx.speech import speak
 
@@ -53,16 +51,9 @@ def test_audio_test_measures_the_loop_and_recommends_full_duplex(room, edge_home
 
 
 def test_listen_prints_what_is_said(room, tmp_path):
-    path = tmp_path / "said.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.clip(speak("Please turn on the kitchen lights."), -1, 1) * 32767).astype("<i2").tobytes())
-
     def speak_later() -> None:
         time.sleep(8)
-        subprocess.run(["paplay", "--device=vsink", str(path)], check=True, timeout=30)
+        play_into("vsink", speak("Please turn on the kitchen lights."), tmp_path / "said.wav")
 
     talker = threading.Thread(target=speak_later)
     talker.start()
