@@ -158,6 +158,7 @@ class VoiceMode:
         stored = screen.store_user_message(text)
         if stored is not None:
             await screen.chat_log.add(MessageView("user", text, message_id=stored.id))
+            await screen.refresh_sidebar()
 
     async def _reply_grew(self, event: ev.ReplyText) -> None:
         if self._reply_view is None or event.turn != self._reply_turn:

@@ -10,6 +10,8 @@ OSError when the PortAudio library is missing, which must become a reason, not a
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
@@ -44,7 +46,26 @@ def portaudio() -> ModuleType:
     except OSError as exc:  # sounddevice raises OSError when libportaudio cannot be loaded
         raise AudioUnavailable(f"the PortAudio library is missing ({exc}); install it: apt-get install "
                                "libportaudio2 (Debian/Ubuntu) or brew install portaudio (macOS)") from exc
+    _quiet_alsa()
     return sounddevice
+
+
+_alsa_handler = None  # the no-op error handler given to libasound, kept alive for as long as the process
+
+
+def _quiet_alsa() -> None:
+    """Stop libasound printing notes ("underrun occurred") straight to stderr: in the terminal app they
+    would be written over its screen. Underruns are seen by the stream itself."""
+    global _alsa_handler
+    if _alsa_handler is not None or sys.platform != "linux":
+        return
+    try:
+        asound = ctypes.cdll.LoadLibrary("libasound.so.2")
+    except OSError:
+        return  # no ALSA: nothing prints
+    handler_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p)
+    _alsa_handler = handler_type(lambda *args: None)
+    asound.snd_lib_error_set_handler(_alsa_handler)
 
 
 def list_devices() -> list[Device]:
