@@ -76,6 +76,7 @@ class _Turn:
     transcript: str | None = None  # the speculative final transcript
     transcript_at: float = 0.0
     finishing: bool = False  # the final transcript has been asked for
+    silence_needed: float = 0.0  # the pause that ends this turn, decided from its transcript
     committed: bool = False
     job: Job | None = None
     reply: str = ""  # generated so far
@@ -212,8 +213,7 @@ class VoiceAssistant:
                 self._finish_wanted.set()  # a partial decode still waiting would only delay the final one
                 self._stt_jobs.put(("finish", turn.number))
             return
-        audio = np.concatenate(turn.audio) if turn.audio else None
-        if seconds >= self.options.policy.silence_needed(turn.transcript, audio):
+        if seconds >= turn.silence_needed:
             self._commit(turn)
 
     def _on_partial_skipped(self, number: int) -> None:
@@ -237,6 +237,8 @@ class VoiceAssistant:
             self._set_state(VoiceState.LISTENING)
             return
         turn.transcript, turn.transcript_at = text, at
+        audio = np.concatenate(turn.audio) if self.options.policy.model is not None else None
+        turn.silence_needed = self.options.policy.silence_needed(text, audio)  # once: a turn model costs ms
         if self.options.reply:
             self._start_reply(turn)
 
