@@ -74,7 +74,7 @@ def conversation(room, model_path):
 
 def test_a_spoken_question_is_transcribed_answered_and_spoken(conversation, tmp_path):
     session, events = conversation
-    question = "What is the capital of France?"
+    question = "What color is the sky on a clear day?"
     say_into_room(question, tmp_path)
     turn = events.wait(lambda e: isinstance(e, ev.UserTurn), 60)
     assert turn is not None, "the question was never heard"
