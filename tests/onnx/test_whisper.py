@@ -175,10 +175,11 @@ def test_beam_search_and_temperature_fallback_on_real_speech(whisper_onnx: dict[
     from runtime.audio.onnx_whisper import DecodeOptions, OnnxWhisper
 
     stt = OnnxWhisper(whisper_onnx["int8"])
-    for text, samples in (fixed_set[0], fixed_set[1], fixed_set[4]):  # clear speech: beam agrees with greedy
+    for text, samples in (fixed_set[0], fixed_set[1], fixed_set[4]):  # clear speech: beam gets every word
         greedy = stt.transcribe(samples)
         beam = stt.transcribe(samples, DecodeOptions(beam_size=5))
-        assert beam.text == greedy.text and word_errors(text, beam.text)[0] == 0, (greedy.text, beam.text)
+        # greedy int8 may drop a short word where beam search keeps it (seen on an AVX2-only CPU: "with light breeze")
+        assert word_errors(text, beam.text)[0] == 0 and word_errors(text, greedy.text)[0] <= 1, (greedy.text, beam.text)
         assert [a.temperature for a in greedy.windows[0].attempts] == [0.0]  # no fallback needed
 
     # Speech under white noise at -10 dB SNR: the greedy text is improbable, so hotter samples are tried
