@@ -8,8 +8,8 @@ the audio worker (`Hearing`: speech started/stopped, frames, silence), the speec
 (partials, the final transcript), the model's thread (reply tokens, via the scheduler) and the
 player (a chunk started or finished playing). Blocking work never runs on the controller.
 
-Speculative end of turn (how the reply starts within a second on a 2-core laptop): Whisper costs
-~0.7 s per decode whatever the length, so the final transcript is started at the first short pause
+Speculative end of turn (how the reply starts within a second on a 2-core laptop): Whisper base
+costs ~0.3-0.5 s per decode of a spoken question, so the final transcript is started at the first short pause
 (`speculate` seconds of silence) and the LLM starts on it as soon as it is ready. Whether the turn
 is over is decided by `TurnPolicy` from the words and the silence: if the user goes on speaking
 first, the transcript and the reply are thrown away and the utterance continues; if the silence
@@ -54,7 +54,7 @@ from runtime.llm.scheduler import Job, Priority, Scheduler
 
 log = logging.getLogger(__name__)
 
-PARTIAL_EVERY = 1.0  # seconds of new speech between partial transcripts (a decode costs ~1.7 s on 2 AVX2 cores)
+PARTIAL_EVERY = 0.5  # seconds of new speech between partial transcripts (a decode costs ~0.4 s on 2 AVX2 cores)
 
 
 @dataclass(frozen=True)

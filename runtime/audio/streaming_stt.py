@@ -1,5 +1,5 @@
-"""Partial transcripts of one utterance while it is spoken, that never take a word back, and a final
-transcript that only decodes what is still unconfirmed.
+"""Partial transcripts of one utterance while it is spoken, that never take a word back, and its
+final transcript at the end.
 
     streamer = StreamingTranscriber(stt)
     streamer.add(chunk)                  # as audio arrives (cheap)
@@ -13,13 +13,17 @@ far; a word is confirmed when two consecutive hypotheses agree on it, i.e. the l
 prefix of the last two hypotheses (beyond what is already confirmed). Confirmed text only grows,
 so a display of it never flickers; the rest of the newest hypothesis is the tentative tail.
 
-Once words are confirmed, the audio up to the end of the last of them (word timestamps) is dropped
-from the buffer and the confirmed text becomes the decoding prompt, so each later decode, and the
-final one, covers only the unconfirmed tail: Whisper costs about the same per decode whatever the
-clip's length, but a shorter clip is decoded with fewer, surer tokens and the final transcript
-does not wait for the whole utterance again. Words a decode repeats from the confirmed part (the
-cut is at a word boundary the model might place slightly differently) are recognised by time and
-by matching the confirmed tail, and dropped.
+Whisper decodes a short clip cheaply (the encoder window is fitted to the clip, see
+`runtime.audio.fitted_whisper`), so an utterance shorter than `CUT_AFTER_SECONDS` is decoded whole
+each time, and its final transcript is a decode of all of it: the same text as transcribing the clip
+directly. Cutting confirmed audio away loses the words' context (5 points of WER on the bench's
+sentences, 8 on its long utterances: partial decodes of a clip that ends mid-word confirm wrong
+words); it is kept for long utterances, where a whole decode grows slow (~1.5 s for 18 s of speech). Then the
+audio up to the end of the confirmed words (word timestamps) is dropped from the buffer and the
+confirmed text becomes the decoding prompt, so each later decode, and the final one, covers only
+the unconfirmed tail. Words a decode repeats from the confirmed part (the cut is at a word boundary
+the model might place slightly differently) are recognised by time and by matching the confirmed
+tail, and dropped.
 
 A backend without word timestamps (onnx) still gets stable partials; its buffer is never cut, so
 every decode re-reads the whole utterance.
@@ -35,7 +39,11 @@ import numpy as np
 from runtime.audio.stt import SAMPLE_RATE, SpeechToText, Transcription, Word
 
 PROMPT_CHARS = 200  # confirmed text passed as the prompt: whisper_streaming's choice, well under Whisper's 224 tokens
-KEPT_WORDS = 2  # confirmed words left in the buffer before the cut: context, since word timestamps are rough
+CUT_AFTER_SECONDS = 20.0  # a longer buffer drops the audio of its confirmed words before the next decode
+MAX_BUFFER_SECONDS = 24.0  # a buffer this long is cut even where no sentence ends and nobody paused
+KEPT_WORDS = 2  # confirmed words left in the buffer by that cut: context, since word timestamps are rough
+SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
+PAUSE_SECONDS = 0.25  # a gap between two words that makes a clean place to cut
 MAX_WORDS_PER_SECOND = 6.0  # more words than this (+1) in a clip is Whisper copying its prompt, not hearing speech
 MAX_REPEATED_WORDS = 5  # confirmed words a decode of the tail may repeat at its start
 # languages written without spaces between words: their text is compared character by character
@@ -72,6 +80,7 @@ class StreamingTranscriber:
         self._previous: list[Word] = []  # the last decode's words after the confirmed ones
         self._cut_words = 0  # confirmed words whose audio is cut away: the prompt
         self._decoded_samples = -1  # buffer length at the last decode: nothing new, no decode
+        self._last: Transcription | None = None  # that decode
         self.decoded_seconds = 0.0  # seconds of audio the last decode covered (update or finish)
 
     def add(self, samples: np.ndarray) -> None:
@@ -100,16 +109,21 @@ class StreamingTranscriber:
             agreed += 1
         self._confirmed += words[:agreed]
         self._previous = words[agreed:]
-        if agreed and result.words:
+        if agreed and result.words and len(self._buffer) > CUT_AFTER_SECONDS * SAMPLE_RATE:
             self._cut()
         return Partial(self.confirmed, _text(self._previous), result.decode_seconds)
 
     def finish(self) -> str:
-        """The utterance's whole text: the confirmed words plus a decode of the unconfirmed tail."""
+        """The utterance's whole text: a decode of all of it, or, once audio was cut away, the confirmed
+        words plus a decode of the unconfirmed tail."""
         self._take_chunks()
         if not len(self._buffer):
             return self.confirmed
-        result = self._decode()
+        result = self._last  # the last update's decode, when no audio came after it
+        if result is None or len(self._buffer) != self._decoded_samples:
+            result = self._decode()
+        if not self._offset:  # nothing cut: this decode heard the whole utterance
+            return result.text
         return _text(self._confirmed + self._new_words(result))
 
     # --- internals ---------------------------------------------------------------------------
@@ -132,22 +146,21 @@ class StreamingTranscriber:
             retry = self.stt.transcribe(self._buffer, word_timestamps=True)
             result = retry if _count_words(retry) <= plausible else Transcription(
                 "", (), result.language, result.duration, result.decode_seconds + retry.decode_seconds)
+        self._last = result
         return result
 
     def _new_words(self, result: Transcription) -> list[Word]:
-        """The decode's words in utterance time, without those that repeat the confirmed part."""
-        if result.words:
-            words = [Word(w.text, w.start + self._offset, w.end + self._offset) for w in result.words]
-            repeatable = MAX_REPEATED_WORDS
-        else:  # no word timestamps: the whole utterance was decoded again, confirmed words included
-            words = [Word(w, 0.0, 0.0) for s in result.segments for w in self._split(s.text)]
-            repeatable = len(self._confirmed)
-        for n in range(min(repeatable, len(self._confirmed), len(words)), 0, -1):
+        """The decode's words in utterance time after the confirmed ones."""
+        if not self._offset:  # a decode of the whole utterance: the words after as many as are confirmed
+            words = list(result.words) or [Word(w, 0.0, 0.0) for s in result.segments for w in self._split(s.text)]
+            return words[len(self._confirmed):]
+        # a decode of the tail after a cut: it may repeat the confirmed words still in the buffer
+        words = [Word(w.text, w.start + self._offset, w.end + self._offset) for w in result.words]
+        for n in range(min(MAX_REPEATED_WORDS, len(self._confirmed), len(words)), 0, -1):
             if [_key(w.text) for w in self._confirmed[-n:]] == [_key(w.text) for w in words[:n]]:
                 return words[n:]
-        if result.words and self._confirmed:  # heard differently this time: drop what lies in the confirmed time
-            return [w for w in words if (w.start + w.end) / 2 >= self._confirmed[-1].end]
-        return words
+        # heard differently this time: drop what lies in the confirmed time
+        return [w for w in words if (w.start + w.end) / 2 >= self._confirmed[-1].end]
 
     def _split(self, text: str) -> list[str]:
         if self.language in UNSPACED_LANGUAGES:
@@ -155,12 +168,17 @@ class StreamingTranscriber:
         return [" " + w for w in text.split()]
 
     def _cut(self) -> None:
-        """Drop the buffered audio of the confirmed words but the last KEPT_WORDS (they give the next decode
-        context and a word boundary to align on); the words cut away become the prompt."""
-        if len(self._confirmed) <= KEPT_WORDS:
+        """Drop the buffered audio of the confirmed words up to the last sentence end or pause among them, so
+        the next decode starts on a clean boundary; past MAX_BUFFER_SECONDS without one, of all but the last
+        KEPT_WORDS (context, and a word boundary to align on). The words cut away become the prompt."""
+        words = self._confirmed
+        cut_words = next((i + 1 for i in range(len(words) - 2, self._cut_words - 1, -1)
+                          if _boundary(words[i], words[i + 1])), 0)
+        if not cut_words and len(self._buffer) > MAX_BUFFER_SECONDS * SAMPLE_RATE:
+            cut_words = len(words) - KEPT_WORDS
+        if cut_words <= self._cut_words:
             return
-        cut_words = len(self._confirmed) - KEPT_WORDS
-        cut = min(self._confirmed[cut_words - 1].end, self._confirmed[cut_words].start)
+        cut = (words[cut_words - 1].end + words[cut_words].start) / 2
         samples = min(int(round((cut - self._offset) * SAMPLE_RATE)), len(self._buffer))
         if samples <= 0:
             return
@@ -168,6 +186,11 @@ class StreamingTranscriber:
         self._offset += samples / SAMPLE_RATE
         self._cut_words = cut_words
         self._decoded_samples = -1  # the buffer changed: the next update decodes even without new audio
+
+
+def _boundary(word: Word, following: Word) -> bool:
+    """A sentence ends after `word`, or the speaker paused before `following`."""
+    return word.text.rstrip().endswith(SENTENCE_ENDS) or following.start - word.end >= PAUSE_SECONDS
 
 
 def _count_words(result: Transcription) -> int:

@@ -15,7 +15,7 @@ import pytest
 from convert.onnx.speech import speak, wer_set, word_errors
 from edge_ai import config
 from edge_ai.errors import EdgeAIError
-from runtime.audio.streaming_stt import StreamingTranscriber
+from runtime.audio.streaming_stt import CUT_AFTER_SECONDS, StreamingTranscriber
 from runtime.audio.stt import FasterWhisperSTT, OnnxWhisperSTT, OpenAIWhisperSTT, SpeechToText, open_stt
 from runtime.audio.whisper_model import FOLDER_NAME, package_data, whisper_base
 
@@ -149,21 +149,36 @@ def test_partials_never_rewrite_confirmed_words(streamed: list[dict]) -> None:
         for before, after in zip(confirmed, confirmed[1:]):
             assert after.startswith(before), (before, after)
         assert confirmed[-1], "nothing was confirmed while the sentence was spoken"
-        assert run["final"].startswith(confirmed[-1])
 
 
-def test_final_text_is_as_good_as_decoding_the_whole_clip(streamed: list[dict]) -> None:
-    streaming = sum(word_errors(r["text"], r["final"])[0] for r in streamed)
-    whole = sum(word_errors(r["text"], r["whole"])[0] for r in streamed)
-    words = sum(word_errors(r["text"], r["text"])[1] for r in streamed)
-    assert streaming <= whole + 2, [(r["whole"], r["final"]) for r in streamed]
-    assert streaming / words < 0.12
+def test_final_text_of_a_short_utterance_is_the_whole_clip_decoded(streamed: list[dict]) -> None:
+    """Under CUT_AFTER_SECONDS nothing is cut away: the final transcript is a decode of all the audio, so
+    the pipeline loses no accuracy to streaming (the WER target); the last update's decode is reused."""
+    for run in streamed:
+        assert run["final"] == run["whole"]
+        assert run["tail"] == pytest.approx(run["seconds"])
 
 
-def test_finish_decodes_only_the_tail(streamed: list[dict]) -> None:
-    assert all(run["tail"] < run["seconds"] for run in streamed)
-    tails, clips = sum(run["tail"] for run in streamed), sum(run["seconds"] for run in streamed)
-    assert tails < 0.6 * clips, [(round(run["tail"], 2), round(run["seconds"], 2)) for run in streamed]
+def _utterance(sentences: list[tuple[str, str]]) -> np.ndarray:
+    """Sentences said one after another with 0.3 s pauses: one long utterance."""
+    pause = np.zeros(4800, dtype=np.float32)
+    return np.concatenate([part for text, voice in sentences for part in (speak(text, voice), pause)])
+
+
+def test_a_long_utterance_is_cut_and_finish_decodes_only_its_tail(stt: SpeechToText) -> None:
+    sentences = [wer_set()[i] for i in (0, 4, 8, 12, 16, 20, 24, 28)]  # one voice, 29 s together
+    samples = _utterance(sentences)
+    seconds = len(samples) / 16000
+    assert seconds > CUT_AFTER_SECONDS + 3
+    streamer = StreamingTranscriber(stt)
+    for i in range(0, len(samples), CHUNK):
+        streamer.add(samples[i:i + CHUNK])
+        streamer.update()
+    final = streamer.finish()
+    assert streamer.decoded_seconds < 0.6 * seconds
+    text = " ".join(t for t, _ in sentences)
+    whole = stt.transcribe(samples).text
+    assert word_errors(text, final)[0] <= word_errors(text, whole)[0] + 6, (whole, final)
 
 
 def test_finish_without_updates_decodes_everything(stt: SpeechToText) -> None:
