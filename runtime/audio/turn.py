@@ -22,13 +22,19 @@ import numpy as np
 
 from edge_ai.errors import EdgeAIError
 
-# Words after which an English speaker is almost never done: conjunctions, fillers, articles,
-# prepositions, and the start of a clause.
-UNFINISHED_ENDINGS = frozenset("""
-and or but so because since although though while if when whereas unless until then also plus
-um uh erm er ah hmm like well mean
-the a an my your our their his her its this that these those some any every
-to of in on at for with from by about into over under between through as than
+# Words after which an English speaker is not done, even when Whisper ends the fragment with a question
+# mark: conjunctions, fillers, articles, possessives.
+NEVER_LAST = frozenset("""
+and or but so because since although though while if whereas unless until then also plus than between
+um uh erm er ah hmm
+the a an my your our their every
+""".split())
+# Words that end a fragment more often than a sentence, but can end a question ("Where are you from?",
+# "Do you know what it is?"): prepositions, pronouns, auxiliaries, the start of a clause.
+RARELY_LAST = frozenset("""
+when like well mean
+this that these those some any his her its
+to of in on at for with from by about into over under through as
 is are was were be been am do does did have has had will would can could should might must
 i we you they he she it what which who where how why
 """.split())
@@ -44,7 +50,7 @@ def looks_finished(text: str) -> bool | None:
     if text.endswith(("...", "…", ",", ";", ":", "-", "—")):
         return False
     words = _WORD.findall(text.lower())
-    if words and words[-1] in UNFINISHED_ENDINGS and not text.endswith(("?", "!")):
+    if words and (words[-1] in NEVER_LAST or words[-1] in RARELY_LAST and not text.endswith(("?", "!"))):
         return False
     if text.endswith(("?", "!", ".")):
         return True

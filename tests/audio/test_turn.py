@@ -21,6 +21,9 @@ from runtime.audio.turn import SmartTurnModel, TurnPolicy, looks_finished
     ("Tell me about the", False),
     ("Can you tell me...", False),
     ("And what about you?", True),  # a question is finished even when it starts with "and"
+    ("Where are you from?", True),  # a preposition can end a question
+    ("What is the difference between?", False),  # Whisper's question mark on a fragment
+    ("I need milk, eggs and?", False),
     ("the weather in Paris", None),
     ("", None),
 ])
