@@ -22,6 +22,7 @@ import numpy as np
 
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_path
+from runtime.audio.devices import Device, pick_device, portaudio
 from runtime.audio.tts import TextToSpeech
 
 _AHEAD = 2  # chunks synthesised before they are needed
@@ -83,37 +84,14 @@ def to_int16(samples: np.ndarray) -> np.ndarray:
     return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
 
 
-def _sounddevice() -> Any:
+def output_device(spec: str) -> Device:
+    """The speaker voice.output_device names ("" = the default, an index, or part of a name), with the
+    way out for `say` when there is none: write a file."""
     try:
-        import sounddevice
-    except OSError as exc:  # the PortAudio library is missing
-        raise EdgeAIError(f"no audio output: {exc}; install PortAudio (apt-get install libportaudio2) or write a "
-                          "file with -o out.wav") from None
-    return sounddevice
-
-
-def output_device(name: str) -> int | None:
-    """The PortAudio output device for voice.output_device: "" = the default, an index, or part of a name."""
-    sd = _sounddevice()
-    try:
-        devices = list(sd.query_devices())
-        default = sd.default.device[1]
-    except sd.PortAudioError as exc:
-        raise EdgeAIError(f"no audio output device ({exc}); write a file with -o out.wav") from None
-    outputs = [(i, d["name"]) for i, d in enumerate(devices) if d["max_output_channels"] > 0]
-    if not outputs:
-        raise EdgeAIError("no audio output device found; connect a speaker or write a file with -o out.wav")
-    if not name:
-        return None if default is not None and default >= 0 else outputs[0][0]
-    if name.isdigit():
-        if int(name) in dict(outputs):
-            return int(name)
-    else:
-        matches = [i for i, device in outputs if name.lower() in device.lower()]
-        if matches:
-            return matches[0]
-    listed = "; ".join(f"{i}: {device}" for i, device in outputs[:8])
-    raise EdgeAIError(f"no audio output device {name!r}; set voice.output_device to one of: {listed}")
+        return pick_device(spec, "output")
+    except EdgeAIError as exc:
+        setting = f" (voice.output_device is {spec!r})" if spec else ""
+        raise EdgeAIError(f"{exc}{setting}; or write a file with -o out.wav") from None
 
 
 def _open_stream(sd: Any, device: int | None, rate: int) -> tuple[Any, int, int]:
@@ -135,10 +113,10 @@ def _open_stream(sd: Any, device: int | None, rate: int) -> tuple[Any, int, int]
 
 def play(audio: Iterable[np.ndarray], rate: int, device: str = "") -> float:
     """Play mono float32 chunks at `rate` on a speaker; returns the seconds played, once they have been heard."""
-    sd = _sounddevice()
-    index = output_device(device)
+    speaker = output_device(device)
+    sd = portaudio()
     try:
-        stream, stream_rate, channels = _open_stream(sd, index, rate)
+        stream, stream_rate, channels = _open_stream(sd, speaker.index, rate)
     except sd.PortAudioError as exc:
         raise EdgeAIError(f"cannot open the audio output ({exc}); write a file with -o out.wav") from None
     played = 0.0

@@ -139,7 +139,8 @@ def test_say_on_a_named_device(speaker: NullSink):
 def test_unknown_output_device_lists_the_devices(room):
     result = edge_ai("say", "hello", env={"EDGE_AI_VOICE_OUTPUT_DEVICE": "no-such-speaker"})
     assert result.returncode == 1
-    assert "no audio output device 'no-such-speaker'" in result.stderr and "voice.output_device" in result.stderr
+    assert "no speaker named like 'no-such-speaker'" in result.stderr and "voice.output_device" in result.stderr
+    assert "-o out.wav" in result.stderr
 
 
 def test_no_audio_device_suggests_a_file():
@@ -152,7 +153,7 @@ def test_no_audio_device_suggests_a_file():
 def test_output_device_helper_rejects_a_bad_index(room):
     from runtime.audio.speak import output_device
 
-    with pytest.raises(EdgeAIError, match="no audio output device '999'"):
+    with pytest.raises(EdgeAIError, match="no speaker with index 999.*-o out.wav"):
         output_device("999")
 
 
