@@ -89,11 +89,27 @@ def _language(language: str) -> str | None:
     return None if language in ("", "auto") else language
 
 
-def _silence(duration: float, language: str) -> Transcription:
-    return Transcription("", (), language, duration, 0.0)
+class _Backend:
+    """What every backend's `transcribe` does around its own decode: timing, and no decode of silence."""
+
+    language: str | None
+
+    def transcribe(self, samples: np.ndarray, *, prompt: str = "", word_timestamps: bool = False) -> Transcription:
+        start = time.perf_counter()
+        clip = _as_clip(samples)
+        duration = len(clip) / SAMPLE_RATE
+        if is_silent(clip):
+            return Transcription("", (), self.language or "", duration, 0.0)
+        segments, language = self._decode(clip, duration, prompt, word_timestamps)
+        return Transcription(_join(segments), segments, language, duration, time.perf_counter() - start)
+
+    def _decode(self, clip: np.ndarray, duration: float, prompt: str,
+                word_timestamps: bool) -> tuple[tuple[Segment, ...], str]:
+        """The clip's segments (times clipped to `duration`) and its language."""
+        raise NotImplementedError
 
 
-class FasterWhisperSTT:
+class FasterWhisperSTT(_Backend):
     """faster-whisper (CTranslate2) on the CPU with int8 weights, the encoder window fitted to the clip
     (`runtime.audio.fitted_whisper`): Whisper base decodes a 3 s question in ~0.4 s on 2 AVX2 cores
     instead of ~1.5 s for a window padded to 30 s."""
@@ -119,22 +135,18 @@ class FasterWhisperSTT:
         self.beam_size = beam_size  # 1 (greedy): each partial must come fast; faster-whisper's own default is 5
         self.temperatures = tuple(temperatures)
 
-    def transcribe(self, samples: np.ndarray, *, prompt: str = "", word_timestamps: bool = False) -> Transcription:
-        start = time.perf_counter()
-        samples = _as_clip(samples)
-        duration = len(samples) / SAMPLE_RATE
-        if is_silent(samples):
-            return _silence(duration, self.language or "")
-        found, info = self._model.transcribe(samples, language=self.language, beam_size=self.beam_size,
+    def _decode(self, clip: np.ndarray, duration: float, prompt: str,
+                word_timestamps: bool) -> tuple[tuple[Segment, ...], str]:
+        found, info = self._model.transcribe(clip, language=self.language, beam_size=self.beam_size,
                                              temperature=list(self.temperatures), initial_prompt=prompt or None,
                                              word_timestamps=word_timestamps, vad_filter=False)
         segments = tuple(Segment(s.start, min(s.end, duration), s.text.strip(),
                                  tuple(Word(w.word, w.start, min(w.end, duration)) for w in (s.words or ())))
                          for s in found)  # a generator: decoding happens here
-        return Transcription(_join(segments), segments, info.language, duration, time.perf_counter() - start)
+        return segments, info.language
 
 
-class OpenAIWhisperSTT:
+class OpenAIWhisperSTT(_Backend):
     """openai-whisper (PyTorch) on the CPU in float32, from a checkpoint that is already on disk:
     it never downloads (load_model(name) would)."""
 
@@ -157,21 +169,16 @@ class OpenAIWhisperSTT:
         self.language = _language(language)
         self.temperatures = tuple(temperatures)
 
-    def transcribe(self, samples: np.ndarray, *, prompt: str = "", word_timestamps: bool = False) -> Transcription:
-        start = time.perf_counter()
-        samples = _as_clip(samples)
-        duration = len(samples) / SAMPLE_RATE
-        if is_silent(samples):
-            return _silence(duration, self.language or "")
+    def _decode(self, clip: np.ndarray, duration: float, prompt: str,
+                word_timestamps: bool) -> tuple[tuple[Segment, ...], str]:
         result: dict[str, Any] = self._model.transcribe(
-            samples, language=self.language, initial_prompt=prompt or None, word_timestamps=word_timestamps,
+            clip, language=self.language, initial_prompt=prompt or None, word_timestamps=word_timestamps,
             temperature=self.temperatures, fp16=False, verbose=None)
         segments = tuple(Segment(float(s["start"]), min(float(s["end"]), duration), s["text"].strip(),
                                  tuple(Word(w["word"], float(w["start"]), min(float(w["end"]), duration))
                                        for w in s.get("words", ())))
                          for s in result["segments"])
-        return Transcription(_join(segments), segments, result.get("language") or self.language or "", duration,
-                             time.perf_counter() - start)
+        return segments, result.get("language") or self.language or ""
 
 
 def _openai_checkpoint(model: str, whisper: Any) -> Path:
@@ -191,7 +198,7 @@ def _openai_checkpoint(model: str, whisper: Any) -> Path:
                       f"({', '.join(urls)})")
 
 
-class OnnxWhisperSTT:
+class OnnxWhisperSTT(_Backend):
     """An exported Whisper folder on onnxruntime (`runtime.audio.onnx_whisper`). It has segment
     timestamps but no word timestamps and takes no prompt: streaming then re-decodes the whole utterance."""
 
@@ -208,15 +215,10 @@ class OnnxWhisperSTT:
         self._options = DecodeOptions(language=_language(language), temperatures=tuple(temperatures))
         self.language = self._options.language
 
-    def transcribe(self, samples: np.ndarray, *, prompt: str = "", word_timestamps: bool = False) -> Transcription:
-        start = time.perf_counter()
-        samples = _as_clip(samples)
-        duration = len(samples) / SAMPLE_RATE
-        if is_silent(samples):
-            return _silence(duration, self.language or "")
-        result = self._model.transcribe(samples, self._options)
-        segments = tuple(Segment(s.start, min(s.end, duration), s.text.strip(), ()) for s in result.segments)
-        return Transcription(_join(segments), segments, result.language, duration, time.perf_counter() - start)
+    def _decode(self, clip: np.ndarray, duration: float, prompt: str,
+                word_timestamps: bool) -> tuple[tuple[Segment, ...], str]:
+        result = self._model.transcribe(clip, self._options)  # no prompt, no word timestamps
+        return tuple(Segment(s.start, min(s.end, duration), s.text.strip(), ()) for s in result.segments), result.language
 
 
 def _join(segments: tuple[Segment, ...]) -> str:
