@@ -228,7 +228,7 @@ _PHONE_PATTERNS = (
                 rf"{_PHONE_GAP}\d{{4}}(?![\w-]|[.,:]\d)"), False),
     # national numbers with a trunk 0: 020 7946 0958, 07700 900123, 030 12345678, (030) 1234567, 089/1234567,
     # 06 12 34 56 78
-    (re.compile(r"(?<![\w.+/-])(?<!\d[ \t])(?:\(0\d{1,4}\)[ \t]?|0\d{1,4}(?:[ \t]{1,2}|[/-]))\d{2,4}"
+    (re.compile(r"(?<![\w.+/-])(?<!\d[ \t])(?:\(0\d{1,4}\)[ \t]?|0\d{1,4}(?:[ \t]{1,2}|[ \t]?[/-][ \t]?))\d{2,4}"
                 r"(?:[ \t.-]?\d{2,5}){0,3}(?![\w-]|[.,:/]\d)"), False),
     (re.compile(r"(?<![\w.+/-])0[1-9](?:\.\d{2}){4}(?![\w-]|[.,:/]\d)"), False),  # 06.12.34.56.78
 )
@@ -320,9 +320,10 @@ def _labelled_keys(text: str) -> Iterator[Finding]:
 
 _PASSWORD = re.compile(
     r"(?i)(?<![a-z])(?P<label>[a-z_]*pass(?:word|wd|phrase|wort)?|pwd|pw|pin|kennwort|mot de passe|contrase[ñn]a)"
-    r"(?![a-z])[\"']?(?P<gap>[ \t]*(?::=|=>|[:=]|\bis\b)?[ \t]*)"
+    r"(?![a-z])[\"']?(?P<gap>[ \t]*(?::=|=>|[:=]|\bis\b:?)?[ \t]*)"
     r"(?P<value>\"[^\"\n]{1,128}\"|'[^'\n]{1,128}'|[^\s\"',;]{1,128})")
 _MASKED = re.compile(r"^[*•●·]+$")
+_HTML_PASSWORD = re.compile(r"(?i)<input\b[^>]*\btype=[\"']?password\b[^>]*\bvalue=[\"'](?P<value>[^\"'\n]{1,128})[\"']")
 _URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]{1,64}:(?P<value>[^\s@/]{1,128})@")
 
 
@@ -339,7 +340,9 @@ def _passwords(text: str) -> Iterator[Finding]:
         bare = value.strip("\"'")
         if not bare or _MASKED.match(bare) or bare in _PLACEHOLDERS:
             continue  # nothing shown, or redacted already
-        strong_sep = gap in (":", "=", ":=", "=>")
+        if bare[-1] in ":=" and not quoted:
+            continue  # another label ('type="password" value="..."'), not a value
+        strong_sep = gap in (":", "=", ":=", "=>", "is:")
         if label in ("pw", "pin", "pass") and not strong_sep:
             continue  # "pass the test", "pin the version"
         if not strong_sep and (not m.group("gap") or not (quoted or _password_like(bare))):
@@ -348,7 +351,7 @@ def _passwords(text: str) -> Iterator[Finding]:
             continue  # "Password: must be at least 12 characters"
         start = m.start("value") + (1 if quoted else 0)
         yield Finding("password", start, start + len(bare))
-    for m in _URL_PASSWORD.finditer(text):
+    for m in (*_URL_PASSWORD.finditer(text), *_HTML_PASSWORD.finditer(text)):
         if m.group("value") not in _PLACEHOLDERS:
             yield Finding("password", m.start("value"), m.end("value"))
 

@@ -128,6 +128,7 @@ IBANS = (
     _case("iban", "PL dashes", "Numer konta: {}", grouped(_ibans["PL"], sep="-")),
     _case("iban", "SE in a document", "Payment is due within 30 days to {} (SEB).", grouped(_ibans["SE"])),
     _case("iban", "IE in terminal output", "$ bank-cli show payee 7\nname: Ciara Byrne\niban: {}", grouped(_ibans["IE"])),
+    _case("iban", "sentence end", "Bank: ING, IBAN {}.", grouped(iban("NL", "ABNA0123456789"))),
     _case("iban", "NO short IBAN", "Kontonummer (IBAN) {}", grouped(_ibans["NO"])),
 )
 
@@ -186,6 +187,8 @@ PHONES = (
     _case("phone", "OCR double space", "call me {}", "(415)  555-0178"),
     _case("phone", "E.164 compact in a contact card", "BEGIN:VCARD\nFN:Ines Duarte\nTEL;TYPE=cell:{}\nEND:VCARD",
           "+351912345678"),
+    _case("phone", "German area code / number", "Kontakt: {}", "0221 / 987654"),
+    _case("phone", "German mobile with (0)", "Mob. {}", "+49 (0) 151 23456789"),
     _case("phone", "CSV row", "name,email,phone\nIvo Petrov,,{}", "+359 2 987 6543"),
 )
 
@@ -203,6 +206,7 @@ EMAILS = (
     _case("email", "CSV", "id,email\n17,{}", "o.osei@uni-ghana.edu.gh"),
     _case("email", "JSON config", "{{\"admin_email\": \"{}\"}}", "ops@internal.example.org"),
     _case("email", "terminal ssh prompt", "{}'s password:", "deploy@build-03.example.net"),
+    _case("email", "sentence end", "Invite sent to {}.", "first_last@company.co.jp"),
     _case("email", "digits and hyphens", "Reply-To: {}", "no-reply-42@notify.service-7.com"),
 )
 
@@ -252,6 +256,9 @@ PASSWORDS = (
     _case("password", "CLI flag", "$ mysql -u root --password={} shop", "r00tpw!"),
     _case("password", "URL credentials", "DATABASE_URL=postgres://app:{}@db.internal:5432/app", "pG9xK2mQ"),
     _case("password", "German form", "Passwort: {}", "Sonnenblume#12"),
+    _case("password", "'is:' in an email", "Your temporary password is: {}", "Xk9-pQ2-mZ7"),
+    _case("password", "HTML input value", "<input type=\"password\" name=\"pw\" value=\"{}\">", "hunter22"),
+    _case("password", "docker compose environment", "environment:\n  MYSQL_ROOT_PASSWORD: {}", "rootpass123"),
     _case("password", "PIN", "PIN: {}", "4821"),
     _case("password", "passphrase in a note", "backup passphrase: {}", "velvet-otter-92"),
     _case("password", "single quoted in Python", "conn = connect(user='etl', password='{}')", "etl_Pa55"),
