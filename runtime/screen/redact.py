@@ -296,8 +296,15 @@ def _private_keys(text: str) -> Iterator[Finding]:
         yield Finding("key", begin.start(), end)
 
 
+_PART = re.compile(r"[^_.\-/]+")
+
+
 def _looks_random(value: str) -> bool:
-    """A token rather than a word, path or version: long, mixed, high entropy."""
+    """A token rather than a word, path, version or identifier: mixed characters, high entropy, and not
+    mostly words joined by separators ("user_id_2024_backup")."""
+    parts = _PART.findall(value)
+    if sum(part.isalpha() and len(part) >= 3 for part in parts) * 2 >= len(parts) > 1:
+        return False
     has_digit = any(ch.isdigit() for ch in value)
     has_upper, has_lower = any(ch.isupper() for ch in value), any(ch.islower() for ch in value)
     mixed = has_digit and (has_upper or has_lower) or (has_upper and has_lower and len(value) >= 20)
@@ -319,9 +326,12 @@ def _labelled_keys(text: str) -> Iterator[Finding]:
 
 
 _PASSWORD = re.compile(
-    r"(?i)(?<![a-z])(?P<label>[a-z_]*pass(?:word|wd|phrase|wort)?|pwd|pw|pin|kennwort|mot de passe|contrase[ñn]a)"
+    r"(?i)(?<![a-z])(?P<label>[a-z_]*pass(?:word|wd|phrase|wort)|(?:[a-z]*_)?pass|pwd|pw|pin|kennwort|mot de passe"
+    r"|contrase[ñn]a)"
     r"(?![a-z])[\"']?(?P<gap>[ \t]*(?::=|=>|[:=]|\bis\b:?)?[ \t]*)"
     r"(?P<value>\"[^\"\n]{1,128}\"|'[^'\n]{1,128}'|[^\s\"',;]{1,128})")
+_NOT_SECRETS = frozenset({"true", "false", "yes", "no", "on", "off", "null", "none", "nil", "required", "optional",
+                          "empty", "hidden", "masked", "n/a", "unset"})
 _MASKED = re.compile(r"^[*•●·]+$")
 _HTML_PASSWORD = re.compile(r"(?i)<input\b[^>]*\btype=[\"']?password\b[^>]*\bvalue=[\"'](?P<value>[^\"'\n]{1,128})[\"']")
 _URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]{1,64}:(?P<value>[^\s@/]{1,128})@")
@@ -338,13 +348,14 @@ def _passwords(text: str) -> Iterator[Finding]:
         label, gap, value = m.group("label").lower(), m.group("gap").strip().lower(), m.group("value")
         quoted = value[0] in "\"'"
         bare = value.strip("\"'")
-        if not bare or _MASKED.match(bare) or bare in _PLACEHOLDERS:
-            continue  # nothing shown, or redacted already
+        if not bare or _MASKED.match(bare) or bare in _PLACEHOLDERS or bare.lower() in _NOT_SECRETS:
+            continue  # nothing shown, redacted already, or a setting ("pin: true")
         if bare[-1] in ":=" and not quoted:
             continue  # another label ('type="password" value="..."'), not a value
         strong_sep = gap in (":", "=", ":=", "=>", "is:")
-        if label in ("pw", "pin", "pass") and not strong_sep:
-            continue  # "pass the test", "pin the version"
+        if label in ("pw", "pin") or label.endswith("pass"):
+            if not strong_sep or (label == "pin" and not (bare.isdigit() and 4 <= len(bare) <= 8)):
+                continue  # "pass the test", "pin the version", "pin = 13"
         if not strong_sep and (not m.group("gap") or not (quoted or _password_like(bare))):
             continue  # "password-protected", "the password is stored"
         if gap == ":" and not quoted and bare.isalpha() and bare.islower() and _prose_follows(text, m.end()):

@@ -91,8 +91,15 @@ def test_passwords_need_a_value_that_is_not_prose() -> None:
     assert find("The password is stored hashed, never in plain text.") == []
     assert find("Use a password manager; password-protected files are skipped.") == []
     assert [f.kind for f in find("the password is Hunter2!")] == ["password"]
+    assert find("pin: true\npassword_required: yes\npass: false\nint pin = 13;\nbypass=1") == []
     text = "password=abc def"
     assert [text[f.start:f.end] for f in find(text)] == ["abc"]
+
+
+def test_values_after_key_words_must_look_random() -> None:
+    assert find("Primary key: user_id_2024_backup\ntoken: the next word\nkey = /usr/share/keyrings/ubuntu") == []
+    text = "session token: 7f3c2a9e-5b1d-4e8f-a6c0-93d2b7e41f05"
+    assert [(f.kind, text[f.start:f.end]) for f in find(text)] == [("key", "7f3c2a9e-5b1d-4e8f-a6c0-93d2b7e41f05")]
 
 
 def test_empty_and_clean_text_pass_through() -> None:
