@@ -332,6 +332,8 @@ _PASSWORD = re.compile(
     r"(?P<value>\"[^\"\n]{1,128}\"|'[^'\n]{1,128}'|[^\s\"',;]{1,128})")
 _NOT_SECRETS = frozenset({"true", "false", "yes", "no", "on", "off", "null", "none", "nil", "required", "optional",
                           "empty", "hidden", "masked", "n/a", "unset"})
+_NOT_A_VALUE = re.compile(r"^(?:~?/|\.\.?/)|[:=]$")  # a path, or the next label
+_SETTING = re.compile(r"^[A-Za-z_-]+[=:]")
 _MASKED = re.compile(r"^[*•●·]+$")
 _HTML_PASSWORD = re.compile(r"(?i)<input\b[^>]*\btype=[\"']?password\b[^>]*\bvalue=[\"'](?P<value>[^\"'\n]{1,128})[\"']")
 _URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]{1,64}:(?P<value>[^\s@/]{1,128})@")
@@ -350,9 +352,9 @@ def _passwords(text: str) -> Iterator[Finding]:
         bare = value.strip("\"'")
         if not bare or _MASKED.match(bare) or bare in _PLACEHOLDERS or bare.lower() in _NOT_SECRETS:
             continue  # nothing shown, redacted already, or a setting ("pin: true")
-        if bare[-1] in ":=" and not quoted:
-            continue  # another label ('type="password" value="..."'), not a value
         strong_sep = gap in (":", "=", ":=", "=>", "is:")
+        if not quoted and (len(bare) < 3 or _NOT_A_VALUE.match(bare) or (not strong_sep and _SETTING.match(bare))):
+            continue  # "PWD=/home/ana" is the shell's working directory; 'type=password value="..."' another setting
         if label in ("pw", "pin") or label.endswith("pass"):
             if not strong_sep or (label == "pin" and not (bare.isdigit() and 4 <= len(bare) <= 8)):
                 continue  # "pass the test", "pin the version", "pin = 13"

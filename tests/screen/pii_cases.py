@@ -449,4 +449,39 @@ conference bridge code 8812. Invoice 2024/05/001234 of 15.05.2024, total 1.250,0
 2001:db8::ff00:42:8329. The 2024 budget is 12 345 678 euros. Flight LH 2024 departs 07:45, seat 23A, booking code
 X7K9QP. Call 911 or 112 in an emergency. Commit 9fceb02d0ae598e95dc970b74767f19372d61af8 was signed by the key
 maintainer. Tracking: 9400 1000 0000 0000 0000 00. Ticket 415-555-0132 was closed. Order no. 020 7946 0958 shipped.""",
+    """$ ls -l
+total 48
+-rw-r--r-- 1 ana staff  10754 May 17 10:22 README.md
+drwxr-xr-x 6 ana staff   4096 May 17 10:20 src
+-rwxr-xr-x 1 ana staff 183296 May 16 18:03 build.sh
+$ ps aux | head -4
+USER       PID %CPU %MEM    VSZ   RSS TTY      STAT START   TIME COMMAND
+root         1  0.0  0.1 167744 11452 ?        Ss   08:01   0:02 /sbin/init splash
+ana      48213 12.4  3.2 2845120 262144 pts/1  Sl+  10:15   1:07 python -m http.server 8000
+$ df -h /
+Filesystem      Size  Used Avail Use% Mounted on
+/dev/nvme0n1p2  468G  201G  244G  46% /
+$ env | sort | head -5
+HOME=/home/ana
+LANG=en_GB.UTF-8
+OLDPWD=/home/ana/src
+PWD=/home/ana/src/app
+SHELL=/bin/bash
+$ ip -4 addr show wlp2s0
+3: wlp2s0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP group default qlen 1000
+    inet 192.168.1.23/24 brd 192.168.1.255 scope global dynamic noprefixroute wlp2s0
+       valid_lft 84328sec preferred_lft 84328sec
+$ pip list | grep -i num
+numpy          2.1.3
+numexpr        2.10.2
+$ git log --oneline -3
+a41f9e2 (HEAD -> main) pin the image library to 10.3.0
+9c1e4b2 parser: keep the token position in error messages
+3f2c9a1 docs: explain the password rules for the admin page
+$ uptime
+ 10:31:07 up 2 days,  2:29,  3 users,  load average: 1.12, 0.98, 0.87
+$ date -u +%s
+1715941867
+$ sha1sum dist/app-2.14.3.tar.gz
+2fd4e1c67a2d28fced849ee1bb76e7391b93eb12  dist/app-2.14.3.tar.gz""",
 )
