@@ -212,7 +212,7 @@ def _national_ids(text: str) -> Iterator[Finding]:
 
 
 _PHONE_LABEL = re.compile(r"(?i)(?:\b(?:tel|telephone|phone|ph|mobile|mob|cell|fax|call|calling|whatsapp|sms|text me"
-                          r"|contact|handy|telefon|tél|téléphone|portable)\b|(?:^|\s)[TMF]\b)\.?:?\s*(?:\+|\(|\d)")
+                          r"|contact|handy|telefon|tél|téléphone|portable)\b\.?:?|(?:^|\s)[TMF]:)\s*(?:\+|\(|\d)")
 _NOT_PHONE_LABEL = re.compile(r"(?i)(?:\b(?:order|invoice|inv|ref|reference|ticket|tracking|case|po|sku|serial|isbn|"
                               r"account|acct|id|no|nr|build|version|ver|iban|bic|card|ssn|nhs|pesel|bsn)\b|#)"
                               r"(?:\s+(?:number|num|no|nr|id))?(?:\s+(?:is|was))?\W{0,3}$")
@@ -233,6 +233,7 @@ _PHONE_PATTERNS = (
     (re.compile(r"(?<![\w.+/-])0[1-9](?:\.\d{2}){4}(?![\w-]|[.,:/]\d)"), False),  # 06.12.34.56.78
 )
 _PHONE_LABELLED = re.compile(r"(?<![\w+])\+?\(?\d[\d \t().-]{5,18}\d(?![\w])")
+_DATE_OR_DECIMAL = re.compile(r"^(?:\d{4}[-./ ]\d{1,2}[-./ ]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})(?!\d)|^\d+\.\d+$")
 
 
 def _phone_digits_ok(value: str) -> bool:
@@ -251,7 +252,7 @@ def _phones(text: str) -> Iterator[Finding]:
             yield Finding("phone", m.start(), m.end())
     for label in _PHONE_LABEL.finditer(text):  # after "tel:", "mobile" ...: any number of phone length
         m = _PHONE_LABELLED.match(text, label.end() - 1)
-        if m and _phone_digits_ok(m.group()):
+        if m and _phone_digits_ok(m.group()) and not _DATE_OR_DECIMAL.match(m.group()):
             yield Finding("phone", m.start(), m.end())
 
 

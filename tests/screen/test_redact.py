@@ -84,7 +84,9 @@ def test_numbers_shaped_like_ordinary_ones_need_their_label() -> None:
     assert [f.kind for f in find("PESEL: 44051401359")] == ["national_id"]
     assert find("row 44051401359") == []
     assert [f.kind for f in find("mobile: 0612345678")] == ["phone"]
+    assert [f.kind for f in find("tel. 555-0132")] == ["phone"]
     assert find("batch 0612345678") == []
+    assert find("Phone: 2024-05-17\ncall 2024 05 17\nphone 3.14159265\nM 12 345 678 901") == []
 
 
 def test_passwords_need_a_value_that_is_not_prose() -> None:
