@@ -304,8 +304,9 @@ def _looks_random(value: str) -> bool:
     """A token rather than a word, path, version or identifier: mixed characters, high entropy, and not
     mostly words joined by separators ("user_id_2024_backup")."""
     parts = _PART.findall(value)
-    if sum(part.isalpha() and len(part) >= 3 for part in parts) * 2 >= len(parts) > 1:
-        return False
+    words = [part for part in parts if part.isalpha() and len(part) >= 3]
+    if len(words) * 2 >= len(parts) > 1 and len(value) - sum(map(len, words)) < 16:
+        return False  # but "django-insecure-<40 random characters>" is a key
     has_digit = any(ch.isdigit() for ch in value)
     has_upper, has_lower = any(ch.isupper() for ch in value), any(ch.islower() for ch in value)
     mixed = has_digit and (has_upper or has_lower) or (has_upper and has_lower and len(value) >= 20)
@@ -331,13 +332,15 @@ _PASSWORD = re.compile(
     r"|contrase[ñn]a)"
     r"(?![a-z])[\"']?(?P<gap>[ \t]*(?::=|=>|[:=]|\bis\b:?)?[ \t]*)"
     r"(?P<value>\"[^\"\n]{1,128}\"|'[^'\n]{1,128}'|[^\s\"',;]{1,128})")
+_PASSWORD_BELOW = re.compile(r"(?im)^[ \t]*(?:new |current |confirm )?(?:password|passwort|kennwort|passphrase"
+                             r"|mot de passe|contrase[ñn]a)[ \t]*:?[ \t]*\n[ \t]*(?P<value>\S{3,128})[ \t]*$")
 _NOT_SECRETS = frozenset({"true", "false", "yes", "no", "on", "off", "null", "none", "nil", "required", "optional",
                           "empty", "hidden", "masked", "n/a", "unset"})
 _NOT_A_VALUE = re.compile(r"^(?:~?/|\.\.?/)|[:=]$")  # a path, or the next label
 _SETTING = re.compile(r"^[A-Za-z_-]+[=:]")
 _MASKED = re.compile(r"^[*•●·]+$")
 _HTML_PASSWORD = re.compile(r"(?i)<input\b[^>]*\btype=[\"']?password\b[^>]*\bvalue=[\"'](?P<value>[^\"'\n]{1,128})[\"']")
-_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]{1,64}:(?P<value>[^\s@/]{1,128})@")
+_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]{0,64}:(?P<value>[^\s@/]{1,128})@")
 
 
 def _password_like(value: str) -> bool:
@@ -367,6 +370,10 @@ def _passwords(text: str) -> Iterator[Finding]:
         yield Finding("password", start, start + len(bare))
     for m in (*_URL_PASSWORD.finditer(text), *_HTML_PASSWORD.finditer(text)):
         if m.group("value") not in _PLACEHOLDERS:
+            yield Finding("password", m.start("value"), m.end("value"))
+    for m in _PASSWORD_BELOW.finditer(text):  # a form OCR'd as two lines; a word below is the next label
+        value = m.group("value")
+        if value not in _PLACEHOLDERS and not _MASKED.match(value) and _password_like(value):
             yield Finding("password", m.start("value"), m.end("value"))
 
 

@@ -189,6 +189,8 @@ PHONES = (
           "+351912345678"),
     _case("phone", "German area code / number", "Kontakt: {}", "0221 / 987654"),
     _case("phone", "German mobile with (0)", "Mob. {}", "+49 (0) 151 23456789"),
+    _case("phone", "Australian with area code in parentheses", "reach us: {}", "(02) 9876 5432"),
+    _case("phone", "label on the line above", "Phone\n{}", "+46 8 123 456 78"),
     _case("phone", "CSV row", "name,email,phone\nIvo Petrov,,{}", "+359 2 987 6543"),
 )
 
@@ -238,6 +240,10 @@ KEYS = (
     _case("key", "generic hex secret in YAML", "webhook:\n  secret: {}", token("0123456789abcdef", 40)),
     _case("key", "bearer token in curl", "curl -H 'Authorization: Bearer {}' https://api.example.com/v1/items",
           token(_ALNUM, 40)),
+    _case("key", "Django secret key", "SECRET_KEY = '{}'", "django-insecure-" + token(_URLSAFE, 40)),
+    _case("key", "token in a git remote URL", "git remote set-url origin https://{}@github.com/acme/app.git",
+          "ghp_" + token(_ALNUM, 36)),
+    _case("key", "HTTP basic credentials", "Authorization: Basic {}", "dXNlcjpwYXNzd29yZDEyMzQ1Njc4OTA="),
     _case("key", "Slack webhook URL", "SLACK_WEBHOOK_URL={}",
           f"https://hooks.slack.com/services/T{token(_UPPER_B32, 8)}/B{token(_UPPER_B32, 10)}/{token(_ALNUM, 24)}"),
 )
@@ -259,6 +265,8 @@ PASSWORDS = (
     _case("password", "'is:' in an email", "Your temporary password is: {}", "Xk9-pQ2-mZ7"),
     _case("password", "HTML input value", "<input type=\"password\" name=\"pw\" value=\"{}\">", "hunter22"),
     _case("password", "docker compose environment", "environment:\n  MYSQL_ROOT_PASSWORD: {}", "rootpass123"),
+    _case("password", "form OCR'd as two lines", "Password\n{}\n[ Log in ]", "Winter2025!"),
+    _case("password", "URL with an empty user", "REDIS_URL=redis://:{}@cache:6379/0", "s3cretRedis"),
     _case("password", "PIN", "PIN: {}", "4821"),
     _case("password", "passphrase in a note", "backup passphrase: {}", "velvet-otter-92"),
     _case("password", "single quoted in Python", "conn = connect(user='etl', password='{}')", "etl_Pa55"),

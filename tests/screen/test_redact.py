@@ -95,6 +95,7 @@ def test_passwords_need_a_value_that_is_not_prose() -> None:
     assert [f.kind for f in find("the password is Hunter2!")] == ["password"]
     assert find("pin: true\npassword_required: yes\npass: false\nint pin = 13;\nbypass=1") == []
     assert find("PWD=/work/app\nOLDPWD=~/src\n<input type=password value=...>\nthe password is: X") == []
+    assert find("Password\n********\nPassword\nForgot password?") == []
     text = "password=abc def"
     assert [text[f.start:f.end] for f in find(text)] == ["abc"]
 
