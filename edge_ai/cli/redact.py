@@ -23,10 +23,10 @@ from edge_ai.errors import EdgeAIError, NotFoundError
 
 
 def _read(file: str | None) -> str:
-    """The text of FILE, or stdin for '-' or no FILE."""
+    """The text of FILE, or stdin for '-' or no FILE (when something is piped in)."""
     if file is None or file == "-":
-        if sys.stdin is None:
-            raise EdgeAIError("no input; pass a file or pipe text in (edge-ai redact - < notes.txt)")
+        if sys.stdin is None or (file is None and sys.stdin.isatty()):  # '-' from a terminal: typed, ended by Ctrl-D
+            raise EdgeAIError("nothing to redact; pass a file, or pipe text in (edge-ai redact - < notes.txt)")
         return sys.stdin.buffer.read().decode("utf-8", errors="replace")
     path = Path(file).expanduser()
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 from collections import Counter
@@ -160,3 +161,14 @@ def test_cli_bytes_that_are_not_utf8_do_not_hide_the_rest(tmp_path: Path) -> Non
     source.write_bytes(b"\xff\xfe binary \x80 then mail jo@example.com\n")
     result = edge_ai("redact", str(source))
     assert result.returncode == 0 and "[email]" in result.stdout and "jo@example.com" not in result.stdout
+
+
+def test_cli_without_input_from_a_terminal_says_what_to_do() -> None:
+    primary, secondary = pty.openpty()  # stdin is a terminal: waiting for typed text would look like a hang
+    try:
+        result = subprocess.run([*EDGE_AI, "redact"], stdin=secondary, capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: nothing to redact") and len(result.stderr.strip().splitlines()) == 1
