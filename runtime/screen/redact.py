@@ -13,8 +13,15 @@ Dutch BSN, an unseparated phone number), when a label such as "SSN" or "tel" sta
 them. Candidates that overlap are settled by kind priority (a private key block over the key-like
 lines inside it, a card over the phone number it could also be), then by length.
 
-OCR noise handled: one or two spaces (or a dash) where a number's groups meet, e.g. "4111  1111 1111 1111".
-Letters read as digits (O/0, l/1) are not guessed at: a guess would redact ordinary words.
+Passwords are the value after a password label ("Password: x", "pwd=x", "passwd x", JSON/YAML/env keys,
+URL credentials, an HTML password input, or the line below a lone "Password" label of a form); a bare word
+after "password" in prose ("the password is stored hashed") is not one. Keys are the providers' token
+formats, private key blocks (also cut off by the screen edge) and random-looking values after words like
+key/token/secret.
+
+OCR noise handled: one or two spaces (or a dash) where a number's groups meet, e.g. "4111  1111 1111 1111",
+and a label on the line above its value. Letters read as digits (O/0, l/1) are not guessed at: a guess
+would redact ordinary words.
 """
 
 from __future__ import annotations
