@@ -221,15 +221,16 @@ def _national_ids(text: str) -> Iterator[Finding]:
 _PHONE_LABEL = re.compile(r"(?i)(?:\b(?:tel|telephone|phone|ph|mobile|mob|cell|fax|call|calling|whatsapp|sms|text me"
                           r"|contact|handy|telefon|tél|téléphone|portable)\b\.?:?|(?:^|\s)[TMF]:)\s*(?:\+|\(|\d)")
 _NOT_PHONE_LABEL = re.compile(r"(?i)(?:\b(?:order|invoice|inv|ref|reference|ticket|tracking|case|po|sku|serial|isbn|"
-                              r"account|acct|id|no|nr|build|version|ver|iban|bic|card|ssn|nhs|pesel|bsn)\b|#)"
+                              r"account|acct|id|no|nr|build|version|ver|iban|bic|card|ssn|nhs|pesel|bsn|clause|section|article|rfc|iso"
+                              r"|din|patent)\b|[#§])"
                               r"(?:\s+(?:number|num|no|nr|id))?(?:\s+(?:is|was))?\W{0,3}$")
 _PHONE_GAP = r"(?:[ \t]{1,2}|[ \t]?[.-][ \t]?)"  # between groups: a space or two (OCR), or a dot or dash
 # (pattern, international): a number starting with + or 00 is a phone number whatever precedes it; a national
 # one is not when a label such as "order" or "invoice" stands right before it.
 _PHONE_PATTERNS = (
     # +CC or 00CC, then groups (an area code may sit in parentheses, "(0)" included)
-    (re.compile(r"(?<![\w+])(?:\+|00)[1-9]\d{0,2}(?:(?:[ \t.-]{1,2}|[ \t]?(?=\())\(?\d{1,5}\)?){2,6}(?![\w])"), True),
-    (re.compile(r"(?<![\w+])\+[1-9]\d{7,14}(?![\w])"), True),  # E.164 written compact: +14155550132
+    (re.compile(r"(?<![\w+])(?:\+|00)[1-9]\d{0,2}(?:(?:[ \t.-]{1,2}|[ \t]?(?=\())\(?\d{1,5}\)?){2,6}(?![\w]|[.,]\d)"), True),
+    (re.compile(r"(?<![\w+])\+[1-9]\d{7,14}(?![\w]|[.,]\d)"), True),  # E.164 written compact: +14155550132
     # North American: (415) 555-0132, 415-555-0132, 415.555.0132, 415 555 0132, 1-800-555-0199
     (re.compile(rf"(?<![\w.+-])(?<!\d[ \t])(?:1[ .-])?(?:\([2-9]\d{{2}}\)[ \t]{{0,2}}|[2-9]\d{{2}}{_PHONE_GAP})[2-9]\d{{2}}"
                 rf"{_PHONE_GAP}\d{{4}}(?![\w-]|[.,:]\d)"), False),
@@ -239,6 +240,7 @@ _PHONE_PATTERNS = (
                 r"(?:[ \t.-]?\d{2,5}){0,3}(?![\w-]|[.,:/]\d)"), False),
     (re.compile(r"(?<![\w.+/-])0[1-9](?:\.\d{2}){4}(?![\w-]|[.,:/]\d)"), False),  # 06.12.34.56.78
 )
+_ZIP_PLUS_4 = re.compile(r"^\d{5}-\d{4}$")  # "Boston, MA 02110-1301"
 _PHONE_LABELLED = re.compile(r"(?<![\w+])\+?\(?\d[\d \t().-]{5,18}\d(?![\w])")
 _DATE_OR_DECIMAL = re.compile(r"^(?:\d{4}[-./ ]\d{1,2}[-./ ]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})(?!\d)|^\d+\.\d+$")
 
@@ -254,7 +256,8 @@ def _phones(text: str) -> Iterator[Finding]:
             digits = sum(ch.isdigit() for ch in m.group())
             if not _phone_digits_ok(m.group()) or (not international and digits < 9):
                 continue
-            if not international and _NOT_PHONE_LABEL.search(text, max(0, m.start() - 20), m.start()):
+            if not international and (_ZIP_PLUS_4.match(m.group())
+                                      or _NOT_PHONE_LABEL.search(text, max(0, m.start() - 20), m.start())):
                 continue
             yield Finding("phone", m.start(), m.end())
     for label in _PHONE_LABEL.finditer(text):  # after "tel:", "mobile" ...: any number of phone length
@@ -281,9 +284,10 @@ _PRIVATE_KEY_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)-
 _KEY_BODY_LINE = re.compile(r"\n[ \t]*(?:[A-Za-z0-9+/=]{8,}|[A-Za-z-]+: .*|)[ \t]*(?=\n|$)")
 # A value after a word like key/token/secret: "API_KEY=...", "token: ...", "Authorization: Bearer ..."
 _KEY_LABELLED = re.compile(
-    r"(?i)(?:api[_ -]?key|apikey|access[_ -]?key(?:[_ -]?id)?|secret(?:[_ -]?(?:access[_ -]?)?key)?|client[_ -]?secret"
-    r"|token|auth(?:orization)?|bearer|credentials?|private[_ -]?key|signing[_ -]?key|session[_ -]?(?:id|key)|"
-    r"webhook[_ -]?secret|\bkey)[\"']?[ \t]*(?::=|=>|[:=])?[ \t]*(?:\n[ \t]*)?(?:bearer[ \t]+|token[ \t]+|basic[ \t]+)?"
+    r"(?i)(?<![a-z])(?:api[_ -]?key|apikey|access[_ -]?key(?:[_ -]?id)?|secret(?:[_ -]?(?:access[_ -]?)?key)?"
+    r"|client[_ -]?secret|token|auth(?:orization)?|bearer|credentials?|private[_ -]?key|signing[_ -]?key"
+    r"|session[_ -]?(?:id|key)|webhook[_ -]?secret|key)[\"']?[ \t]*(?::=|=>|[:=])?[ \t]*(?:\n[ \t]*)?"
+    r"(?:bearer[ \t]+|token[ \t]+|basic[ \t]+)?"
     r"[\"']?(?P<value>[A-Za-z0-9+/_.~=-]{16,512})")
 
 
@@ -304,12 +308,15 @@ def _private_keys(text: str) -> Iterator[Finding]:
         yield Finding("key", begin.start(), end)
 
 
+_PATH = re.compile(r"^(?:~?/|\.\.?/)|/.*\.[A-Za-z]{1,5}$")  # /usr/share/x, src/plugins/edwards25519.c
 _PART = re.compile(r"[^_.\-/]+")
 
 
 def _looks_random(value: str) -> bool:
     """A token rather than a word, path, version or identifier: mixed characters, high entropy, and not
     mostly words joined by separators ("user_id_2024_backup")."""
+    if _PATH.search(value):
+        return False
     parts = _PART.findall(value)
     words = [part for part in parts if part.isalpha() and len(part) >= 3]
     if len(words) * 2 >= len(parts) > 1 and len(value) - sum(map(len, words)) < 16:
@@ -347,13 +354,29 @@ _NOT_A_VALUE = re.compile(r"^(?:~?/|\.\.?/)|[:=]$")  # a path, or the next label
 _SETTING = re.compile(r"^[A-Za-z_-]+[=:]")
 _MASKED = re.compile(r"^[*•●·]+$")
 _HTML_PASSWORD = re.compile(r"(?i)<input\b[^>]*\btype=[\"']?password\b[^>]*\bvalue=[\"'](?P<value>[^\"'\n]{1,128})[\"']")
-_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]{0,64}:(?P<value>[^\s@/]{1,128})@")
+_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]{0,64}:(?P<value>[^\s:@/]{1,128})@")
 
 
-def _password_like(value: str) -> bool:
+def _password_like(value: str, strict: bool = False) -> bool:
     """A bare word after "password" is prose ("the password manager"); a secret has a digit, a symbol or
-    inner capitals ("hunter2", "S3cr3t!", "correctHorse")."""
-    return len(value) >= 4 and (any(not ch.isalpha() for ch in value) or any(ch.isupper() for ch in value[1:]))
+    inner capitals ("hunter2", "S3cr3t!", "correctHorse"). `strict` (no ':' or '=' before it): the
+    punctuation of prose ("and/or", "don't", "well-known") does not count as a symbol."""
+    symbols = [ch for ch in value if not ch.isalnum() and not (strict and ch in "/-'")]
+    return len(value) >= 4 and (any(ch.isdigit() for ch in value) or bool(symbols)
+                                or any(ch.isupper() for ch in value[1:]))
+
+
+_CODE_VALUE = re.compile(r"[()\[\]]")
+_CODE_AFTER = re.compile(r"[ \t]+(?:[-+*/%]|=(?!=))[ \t]")  # "passwd + suffix", "passwd = acct = ''"
+
+
+def _is_code(text: str, m: re.Match[str], value: str) -> bool:
+    """A password label in source code: the value is an expression (a call, an index), the expression goes
+    on ("passwd + suffix", "a = b = c"), or the label is an attribute and the value a plain name."""
+    if _CODE_VALUE.search(value) or _CODE_AFTER.match(text, m.end()):
+        return True
+    attribute = m.start() > 0 and text[m.start() - 1] == "."
+    return attribute and value.isidentifier()
 
 
 def _passwords(text: str) -> Iterator[Finding]:
@@ -366,10 +389,12 @@ def _passwords(text: str) -> Iterator[Finding]:
         strong_sep = gap in (":", "=", ":=", "=>", "is:")
         if not quoted and (len(bare) < 3 or _NOT_A_VALUE.match(bare) or (not strong_sep and _SETTING.match(bare))):
             continue  # "PWD=/home/ana" is the shell's working directory; 'type=password value="..."' another setting
-        if label in ("pw", "pin") or label.endswith("pass"):
+        if not quoted and _is_code(text, m, bare):
+            continue  # "pwd = os.getcwd()", "passwd = passwd + suffix", "self.password = password"
+        if label in ("pw", "pwd", "pin") or label.endswith("pass"):
             if not strong_sep or (label == "pin" and not (bare.isdigit() and 4 <= len(bare) <= 8)):
                 continue  # "pass the test", "pin the version", "pin = 13"
-        if not strong_sep and (not m.group("gap") or not (quoted or _password_like(bare))):
+        if not strong_sep and (not m.group("gap") or not (quoted or _password_like(bare.rstrip(".,;:!?)"), strict=True))):
             continue  # "password-protected", "the password is stored"
         if gap == ":" and not quoted and bare.isalpha() and bare.islower() and _prose_follows(text, m.end()):
             continue  # "Password: must be at least 12 characters"

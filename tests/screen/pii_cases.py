@@ -492,4 +492,24 @@ $ date -u +%s
 1715941867
 $ sha1sum dist/app-2.14.3.tar.gz
 2fd4e1c67a2d28fced849ee1bb76e7391b93eb12  dist/app-2.14.3.tar.gz""",
+    """def login(self, user, password=None):
+    \"\"\"Log in; ask for the password when none is given.\"\"\"
+    if password is None:
+        password = getpass.getpass(f"Password for {user}: ")
+    self.user, self.password = user, password
+    digest = hmac.new(self.salt, password.encode("utf-8"), "sha256").hexdigest()
+    pwd = os.getcwd()
+    passwd = passwd + suffix
+    userid = passwd = acct = ''
+    pw = pw[:-1]
+    return Decimal('+35236450.6').quantize(Decimal('0.01'))
+
+This program is free software; you can redistribute it and/or modify it under the terms of the GNU General
+Public License. You should have received a copy of the license along with this program; if not, write to the
+Free Software Foundation, Inc., 51 Franklin Street, Fifth Floor, Boston, MA 02110-1301, USA. Use, duplication
+or disclosure by the Government is subject to restrictions as set forth in Clause 252.227-7013 (c) (1) of the
+Rights in Technical Data and Computer Software clause. Files under "src/plugins/preauth/spake/edwards25519.c"
+carry their own notice. Sources: the binutils module in the project's old CVS repository. Get the
+user name from the environment or the password database, and/or ask the user. The PWD request returns the
+current directory.""",
 )

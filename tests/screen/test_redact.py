@@ -97,6 +97,7 @@ def test_passwords_need_a_value_that_is_not_prose() -> None:
     assert find("pin: true\npassword_required: yes\npass: false\nint pin = 13;\nbypass=1") == []
     assert find("PWD=/work/app\nOLDPWD=~/src\n<input type=password value=...>\nthe password is: X") == []
     assert find("Password\n********\nPassword\nForgot password?") == []
+    assert [f.kind for f in find("cvs -d :pserver:anoncvs@cvs.example.org:/src co binutils")] == ["email"]
     text = "password=abc def"
     assert [text[f.start:f.end] for f in find(text)] == ["abc"]
 
