@@ -1,0 +1,1 @@
+"""Screen awareness: capture, privacy, OCR and redaction of what is on the screen."""
