@@ -25,7 +25,7 @@ import numpy as np
 
 from edge_ai.errors import EdgeAIError
 from runtime.screen.privacy import PrivacyPolicy, apply_mask, private_mask
-from runtime.screen.windows import Rect, active_window, check_x11_session, connect, list_windows
+from runtime.screen.windows import Rect, Window, WindowTracker, active_window, check_x11_session, connect
 
 MAX_PIXELS = 2 * 7680 * 4320  # two 8K monitors; a frame this size is ~200 MB of RGB
 STRIP_PIXELS = 1 << 20  # pixels read per mss grab: 4 MB of BGRA at a time (a 1280x800 screen is one strip)
@@ -47,6 +47,9 @@ class ScreenCapture:
         self.policy = policy or PrivacyPolicy()
         name = display or check_x11_session()
         self._x = connect(name)
+        self._tracker = WindowTracker(self._x)
+        self._mask_key: tuple[int, Rect] | None = None
+        self._mask: np.ndarray | None = None
         try:
             import mss
 
@@ -104,31 +107,41 @@ class ScreenCapture:
         if area.width * area.height > MAX_PIXELS:
             raise EdgeAIError(f"the capture is {area.width}x{area.height}, over the {MAX_PIXELS / 1e6:.0f} MP limit; "
                               "capture one monitor (--monitor N) or a region")
-        before = self._private_mask(area)
+        before = self._windows()
+        mask = self._private_mask(before, area)
         pixels = self._read(area)
-        after = self._private_mask(area)
-        mask = before if after is None else after if before is None else before | after
+        after = self._windows()
+        if after is not before:  # the windows changed during the grab: blank what was private before and after
+            late = private_mask(after, self.policy, area)
+            mask = late if mask is None else mask if late is None else mask | late
         apply_mask(pixels, mask)
         return Frame(pixels, area, int(mask.sum()) if mask is not None else 0)
 
-    def _private_mask(self, area: Rect) -> np.ndarray | None:
+    def _windows(self) -> list[Window]:
         try:
-            windows = list_windows(self._x)
+            return self._tracker.windows()
         except Exception as exc:  # a lost X connection: refuse rather than return unmasked pixels
             raise EdgeAIError(f"cannot list the windows to mask private ones ({exc}); nothing was captured") from None
-        return private_mask(windows, self.policy, area)
+
+    def _private_mask(self, windows: list[Window], area: Rect) -> np.ndarray | None:
+        """The mask for this window list and area, kept while neither changes (a static screen)."""
+        key = (self._tracker.generation, area)
+        if key != self._mask_key:
+            self._mask, self._mask_key = private_mask(windows, self.policy, area), key
+        return self._mask
 
     def _read(self, area: Rect) -> np.ndarray:
         """The area's pixels as RGB, read in strips of rows."""
-        from PIL import Image
+        import cv2
 
         out = np.empty((area.height, area.width, 3), dtype=np.uint8)
         rows = max(1, STRIP_PIXELS // area.width)
         for top in range(0, area.height, rows):
             height = min(rows, area.height - top)
             shot = self._grab({"left": area.x, "top": area.y + top, "width": area.width, "height": height})
-            # PIL's BGRX unpacker is ~3x faster than numpy's strided channel swap (5 vs 13 ms at 1280x800)
-            out[top:top + height] = Image.frombuffer("RGB", (shot.width, shot.height), shot.raw, "raw", "BGRX", 0, 1)
+            bgra = np.frombuffer(shot.raw, dtype=np.uint8).reshape(shot.height, shot.width, 4)
+            # OpenCV's SIMD swap: 0.6 ms at 1280x800, against 5 ms for PIL's unpacker and 13 ms for numpy's strided copy
+            cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGB, dst=out[top:top + height])
         return out
 
     def _grab(self, box: dict[str, int]) -> Any:

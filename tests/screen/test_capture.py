@@ -152,3 +152,18 @@ def test_an_8k_screen_is_captured_in_strips_with_bounded_memory():
     assert frame.pixels.shape == (4320, 7680, 3)
     # the RGB frame plus a few copies of one 4 MB strip, not a 4-byte (133 MB) copy of the screen
     assert peak < frame.pixels.nbytes + 4 * 4 * STRIP_PIXELS
+
+
+def test_a_window_whose_title_turns_private_is_masked_on_the_next_grab(display, xterm):
+    xterm("Bank statement draft", "balance 1234 " * 10, geometry="50x6+40+40")
+    with ScreenCapture(PrivacyPolicy(excluded_titles=("Online Banking",), excluded_classes=())) as cap:
+        assert cap.grab().masked_pixels == 0
+        with open_display() as x:
+            target = next(w for w in list_windows(x) if w.title == "Bank statement draft")
+            window = x.create_resource_object("window", target.client_id)
+            window.set_wm_name("Online Banking - Account")  # as a browser tab switching to the bank's site
+            x.sync()
+        frame = cap.grab()  # the very next grab: the window list is re-read on the PropertyNotify
+    rect = target.rect
+    assert frame.masked_pixels == rect.width * rect.height
+    assert frame.pixels[rect.y:rect.y + rect.height, rect.x:rect.x + rect.width].max() == 0
