@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 install_system_packages python3-venv python3-dev build-essential cmake tmux espeak-ng libportaudio2 libsndfile1 \
-  pulseaudio pulseaudio-utils sox xvfb x11-apps xterm
+  pulseaudio pulseaudio-utils sox xvfb x11-apps xterm fonts-dejavu-core
 make_venv
 install_project models,voice,screen,dev,convert
 install_voice_models
