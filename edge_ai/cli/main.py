@@ -15,7 +15,7 @@ from rich.table import Table
 
 from edge_ai import __version__, registry
 from edge_ai import config as config_mod
-from edge_ai.cli import plan, say, toolchain, transcribe, voice
+from edge_ai.cli import plan, say, screen, toolchain, transcribe, voice
 from edge_ai.console import ProgressBar, err, out
 from edge_ai.errors import EdgeAIError
 from edge_ai.paths import get_paths
@@ -31,6 +31,7 @@ plan.register(app)
 voice.register(app)
 say.register(app)
 transcribe.register(app)
+screen.register(app)
 
 
 # Flags shared by commands that generate text: (flag name, config key).

@@ -92,7 +92,7 @@ class ScreenOCR:
                 raise EdgeAIError("OCR needs rapidocr; install the screen extra: pip install 'edge-ai[screen]'") from exc
             threads = self.threads if self.threads > 0 else -1
             self._engine = RapidOCR(params={
-                "Global.log_level": "warning", "Global.max_side_len": MAX_SIDE,
+                "Global.log_level": "error", "Global.max_side_len": MAX_SIDE,
                 "EngineConfig.onnxruntime.intra_op_num_threads": threads,
             })
         return self._engine

@@ -18,19 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_ai.config import SCREEN_EXCLUDED_CLASSES, SCREEN_EXCLUDED_TITLES, ScreenSettings
 from runtime.screen.windows import Rect, Window
 
-DEFAULT_EXCLUDED_TITLES: tuple[str, ...] = (
-    # password managers (titles carry the app name, e.g. "Passwords.kdbx - KeePassXC")
-    "KeePassXC", "KeePass", "1Password", "Bitwarden", "Passwords and Keys", "Seahorse", "gnome-keyring",
-    # banking
-    "bank", "banking",
-    # private browsing: Firefox, Edge, Chrome/Chromium
-    "Private Browsing", "InPrivate", "Incognito",
-)
-DEFAULT_EXCLUDED_CLASSES: tuple[str, ...] = (
-    "keepassxc", "keepass", "1password", "bitwarden", "seahorse", "gcr-prompter", "gnome-keyring",
-)
+# password managers, banking, private browsing (the `screen.excluded_*` settings' defaults)
+DEFAULT_EXCLUDED_TITLES: tuple[str, ...] = tuple(SCREEN_EXCLUDED_TITLES)
+DEFAULT_EXCLUDED_CLASSES: tuple[str, ...] = tuple(SCREEN_EXCLUDED_CLASSES)
 MASK_VALUE = 0  # masked pixels are black: no text for OCR, nothing for a vision model
 
 
@@ -40,6 +33,10 @@ class PrivacyPolicy:
 
     excluded_titles: tuple[str, ...] = DEFAULT_EXCLUDED_TITLES
     excluded_classes: tuple[str, ...] = DEFAULT_EXCLUDED_CLASSES
+
+    @classmethod
+    def from_settings(cls, settings: ScreenSettings) -> PrivacyPolicy:
+        return cls(tuple(settings.excluded_titles), tuple(settings.excluded_classes))
 
     def is_private(self, window: Window) -> bool:
         title = window.title.casefold()
