@@ -64,16 +64,21 @@ def capture_cmd(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG file to write "
                                                    "(default: screenshot-<time>.png here)")] = None,
     region: RegionOpt = None, window: WindowOpt = False, monitor: MonitorOpt = None,
+    downscale: Annotated[bool, typer.Option("--downscale", help="write the copy a model gets "
+                                            "(screen.downscale_width pixels wide)")] = False,
 ) -> None:
     """Save a screenshot, private windows blanked, as PNG."""
     from PIL import Image
 
+    from runtime.screen.capture import downscale as shrink
+
     cfg = config_mod.load()
     frame = _grab(cfg, region, window, monitor)
+    pixels = shrink(frame.pixels, cfg.screen.downscale_width) if downscale else frame.pixels
     target = (output or Path(time.strftime("screenshot-%Y%m%d-%H%M%S.png"))).expanduser()
     with atomic_path(target) as tmp:
-        Image.fromarray(frame.pixels).save(tmp, format="PNG")
-    height, width = frame.pixels.shape[:2]
+        Image.fromarray(pixels).save(tmp, format="PNG")
+    height, width = pixels.shape[:2]
     blanked = f", {frame.masked_pixels} private pixels blanked" if frame.masked_pixels else ""
     err.print(f"wrote {target} ({width}x{height}{blanked})")
 

@@ -93,6 +93,9 @@ class ScreenOCR:
             threads = self.threads if self.threads > 0 else -1
             self._engine = RapidOCR(params={
                 "Global.log_level": "error", "Global.max_side_len": MAX_SIDE,
+                # screen text is upright: the 180-degree angle classifier only adds cost and, on a terminal
+                # line ("user@laptop:~/project$ python3 train.py --epochs 3"), flipped it into "u s- h"
+                "Global.use_cls": False,
                 "EngineConfig.onnxruntime.intra_op_num_threads": threads,
             })
         return self._engine

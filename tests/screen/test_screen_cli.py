@@ -40,6 +40,9 @@ def test_capture_of_a_region_and_its_bad_input(display, tmp_path: Path):
     out = tmp_path / "region.png"
     assert edge_ai("screen", "capture", "-o", str(out), "--region", "10,20,300,200").returncode == 0
     assert Image.open(out).size == (300, 200)
+    env = dict(os.environ, EDGE_AI_SCREEN_DOWNSCALE_WIDTH="640")
+    assert edge_ai("screen", "capture", "-o", str(out), "--downscale", env=env).returncode == 0
+    assert Image.open(out).size == (640, 400)
     for args, message in [(("--region", "1200,700,200,200"), "not inside the screen"),
                           (("--region", "1,2,3"), "x,y,w,h"),
                           (("--monitor", "3"), "no monitor 3"),
@@ -93,6 +96,13 @@ def test_no_display_and_wayland_fail_with_one_line(display, env_change, message,
         assert result.returncode == 1 and message in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1
     assert not out.exists()
+
+
+def test_the_cli_imports_no_screen_library_until_a_screen_command_runs():
+    code = ("import sys, edge_ai.cli.main; heavy = {'mss', 'rapidocr', 'Xlib', 'cv2', 'PIL'} & set(sys.modules); "
+            "print(sorted(heavy))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 @pytest.mark.slow
