@@ -189,8 +189,8 @@ def active_window(display: Any) -> Window:
         for window in list_windows(display):
             if target in (window.id, window.client_id) or _is_descendant(display, target, window.id):
                 return window
-    raise EdgeAIError("no active window: nothing has the input focus; click a window first, or capture the "
-                      "whole screen (drop --window)")
+    raise EdgeAIError("no visible active window: nothing has the input focus, or the focused window is minimized; "
+                      "click a window first, or capture the whole screen (drop --window)")
 
 
 def _is_descendant(display: Any, target: int, ancestor: int) -> bool:

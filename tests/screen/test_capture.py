@@ -167,3 +167,14 @@ def test_a_window_whose_title_turns_private_is_masked_on_the_next_grab(display, 
     rect = target.rect
     assert frame.masked_pixels == rect.width * rect.height
     assert frame.pixels[rect.y:rect.y + rect.height, rect.x:rect.x + rect.width].max() == 0
+
+
+def test_window_capture_without_a_focused_window_says_so(display, xterm):
+    from Xlib import X
+
+    xterm("plain", "hello", geometry="20x3+10+10")
+    with open_display() as x:
+        x.set_input_focus(X.NONE, X.RevertToNone, X.CurrentTime)
+        x.sync()
+        with ScreenCapture() as cap, pytest.raises(EdgeAIError, match="no visible active window"):
+            cap.grab(window=True)
