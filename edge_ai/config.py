@@ -114,6 +114,25 @@ class VoiceSettings:
     tts_rate: float = _setting(1.0, "speaking speed (1 = the voice's normal speed)", 0.5, 3.0)
 
 
+SCREEN_EXCLUDED_TITLES = [
+    # password managers (their titles carry the app name, e.g. "Passwords.kdbx - KeePassXC")
+    "KeePassXC", "KeePass", "1Password", "Bitwarden", "Passwords and Keys", "Seahorse", "gnome-keyring",
+    "bank", "banking",
+    "Private Browsing", "InPrivate", "Incognito",  # Firefox, Edge, Chrome/Chromium
+]
+SCREEN_EXCLUDED_CLASSES = ["keepassxc", "keepass", "1password", "bitwarden", "seahorse", "gcr-prompter", "gnome-keyring"]
+
+
+@dataclass(frozen=True)
+class ScreenSettings:
+    excluded_titles: list[str] = _setting(SCREEN_EXCLUDED_TITLES, "windows whose title contains one of these "
+                                          "(case-insensitive) are blanked out of every capture before OCR sees it")
+    excluded_classes: list[str] = _setting(SCREEN_EXCLUDED_CLASSES, "windows whose WM_CLASS contains one of these "
+                                           "(case-insensitive) are blanked out of every capture")
+    downscale_width: int = _setting(1280, "width of the copy of a capture given to a model (pixels)", 64, 7680)
+    ocr_budget_tokens: int = _setting(1500, "most tokens of screen text given to the model by `screen ask`", 50, 100000)
+
+
 @dataclass(frozen=True)
 class Config:
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -122,6 +141,7 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     tui: TuiSettings = field(default_factory=TuiSettings)
     voice: VoiceSettings = field(default_factory=VoiceSettings)
+    screen: ScreenSettings = field(default_factory=ScreenSettings)
 
     def get(self, key: str) -> Any:
         section, name = _split_key(key)

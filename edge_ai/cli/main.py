@@ -15,7 +15,7 @@ from rich.table import Table
 
 from edge_ai import __version__, registry
 from edge_ai import config as config_mod
-from edge_ai.cli import plan, redact, say, toolchain, transcribe, voice
+from edge_ai.cli import plan, redact, say, screen, toolchain, transcribe, voice
 from edge_ai.console import ProgressBar, err, out
 from edge_ai.errors import EdgeAIError
 from edge_ai.paths import get_paths
@@ -32,6 +32,7 @@ voice.register(app)
 say.register(app)
 transcribe.register(app)
 redact.register(app)
+screen.register(app)
 
 
 # Flags shared by commands that generate text: (flag name, config key).

@@ -1,0 +1,159 @@
+"""`edge-ai screen capture|ocr|ask`: what is on the screen, with private windows blanked first.
+
+Thin: runtime.screen.capture grabs (the privacy mask applied before a frame is returned),
+runtime.screen.ocr reads, and `ask` gives the screen's text to the default LLM through the same
+engine-opening path as `edge-ai ask`. mss, python-xlib and rapidocr are imported only when a
+command runs, so `edge-ai --help` does not pay for them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from edge_ai import config as config_mod
+from edge_ai.console import err
+from edge_ai.errors import EdgeAIError
+from edge_ai.fileio import atomic_path
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from runtime.screen.capture import Frame
+
+screen_app = typer.Typer(help="Look at the screen: capture it, read its text, ask about it (private windows blanked).",
+                         no_args_is_help=True)
+
+RegionOpt = Annotated[Optional[str], typer.Option("--region", help="capture x,y,w,h (pixels) instead of the screen")]
+WindowOpt = Annotated[bool, typer.Option("--window", help="capture the active window")]
+MonitorOpt = Annotated[Optional[int], typer.Option("--monitor", help="capture monitor N (from 1)")]
+
+
+def _grab(cfg: config_mod.Config, region: str | None, window: bool, monitor: int | None) -> Frame:
+    from runtime.screen.capture import ScreenCapture, parse_region
+    from runtime.screen.privacy import PrivacyPolicy
+
+    area = parse_region(region) if region is not None else None
+    with ScreenCapture(PrivacyPolicy.from_settings(cfg.screen)) as cap:
+        return cap.grab(region=area, monitor=monitor, window=window)
+
+
+def _load_image(path: Path) -> np.ndarray:
+    """An image file as RGB pixels, or a one-line error."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.width * image.height > 2 * 7680 * 4320:
+                raise EdgeAIError(f"{path} is {image.width}x{image.height}, too large to OCR; crop or scale it first")
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise EdgeAIError(f"no image file {path}; check the path") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise EdgeAIError(f"cannot read image {path}: {exc}; give a PNG or JPEG file") from None
+
+
+def capture_cmd(
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG file to write "
+                                                   "(default: screenshot-<time>.png here)")] = None,
+    region: RegionOpt = None, window: WindowOpt = False, monitor: MonitorOpt = None,
+    downscale: Annotated[bool, typer.Option("--downscale", help="write the copy a model gets "
+                                            "(screen.downscale_width pixels wide)")] = False,
+) -> None:
+    """Save a screenshot, private windows blanked, as PNG."""
+    from PIL import Image
+
+    from runtime.screen.capture import downscale as shrink
+
+    cfg = config_mod.load()
+    frame = _grab(cfg, region, window, monitor)
+    pixels = shrink(frame.pixels, cfg.screen.downscale_width) if downscale else frame.pixels
+    target = (output or Path(time.strftime("screenshot-%Y%m%d-%H%M%S.png"))).expanduser()
+    with atomic_path(target) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
+    height, width = pixels.shape[:2]
+    blanked = f", {frame.masked_pixels} private pixels blanked" if frame.masked_pixels else ""
+    err.print(f"wrote {target} ({width}x{height}{blanked})")
+
+
+def ocr_cmd(
+    image: Annotated[Optional[Path], typer.Option("--image", help="read this image file instead of the screen")] = None,
+    region: RegionOpt = None, window: WindowOpt = False, monitor: MonitorOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="lines with boxes and confidence as JSON")] = False,
+) -> None:
+    """Print the text on the screen (or in an image file), in reading order."""
+    from runtime.screen.ocr import ScreenOCR
+
+    if image is not None and (region is not None or window or monitor is not None):
+        raise EdgeAIError("--image reads a file; --region, --window and --monitor are for the screen")
+    pixels = _load_image(image.expanduser()) if image is not None else _grab(config_mod.load(), region, window,
+                                                                            monitor).pixels
+    result = ScreenOCR().read(pixels)
+    if as_json:
+        print(json.dumps([{"text": line.text, "box": [line.box.x, line.box.y, line.box.width, line.box.height],
+                           "confidence": round(line.confidence, 4), "block": line.block} for line in result.lines],
+                         indent=2))
+    elif result.lines:
+        print(result.as_text())
+    else:
+        err.print("no text found")
+
+
+def ask_cmd(
+    question: Annotated[str, typer.Argument(help="the question about what is on the screen")],
+    region: RegionOpt = None, window: WindowOpt = False, monitor: MonitorOpt = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="model name or .gguf path")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", "-t", help="sampling temperature")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", "-n")] = None,
+) -> None:
+    """Answer a question about the screen: its text (private windows blanked) goes to the model."""
+    from edge_ai.cli.main import load_config, open_engine
+    from runtime.llm.events import DoneEvent, SamplingParams
+    from runtime.screen.ocr import ScreenOCR
+
+    if not question.strip():
+        raise EdgeAIError("no question given; say what you want to know about the screen")
+    cfg = load_config(**{"model.name": model, "sampling.temperature": temperature, "sampling.seed": seed,
+                         "sampling.max_tokens": max_tokens})
+    result = ScreenOCR().read(_grab(cfg, region, window, monitor).pixels)
+    if not result.lines:
+        raise EdgeAIError("no text found on the screen; OCR reads text only (is the window you mean visible?)")
+    engine = open_engine(cfg)
+    budget = min(cfg.screen.ocr_budget_tokens, max(64, engine.n_ctx // 2))
+    screen_text = result.as_text(budget, count_tokens=lambda s: len(engine.tokenize(s, special=False)))
+    messages = [{"role": "system", "content": cfg.chat.system_prompt}] if cfg.chat.system_prompt else []
+    messages.append({"role": "user", "content": f"Text on my screen:\n{screen_text}\n\n{question.strip()}"})
+    done: DoneEvent | None = None
+    try:
+        for event in engine.chat(messages, SamplingParams.from_settings(cfg.sampling)):
+            if isinstance(event, DoneEvent):
+                done = event
+            else:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        err.print("[stopped]")
+        raise typer.Exit(130) from None
+    finally:
+        engine.close()
+    assert done is not None
+    sys.stdout.write("\n")
+
+
+screen_app.command("capture")(capture_cmd)
+screen_app.command("ocr")(ocr_cmd)
+screen_app.command("ask")(ask_cmd)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `screen` to the main `edge-ai` app."""
+    app.add_typer(screen_app, name="screen")
