@@ -1,9 +1,10 @@
 """`edge-ai screen capture|ocr|ask`: what is on the screen, with private windows blanked first.
 
 Thin: runtime.screen.capture grabs (the privacy mask applied before a frame is returned),
-runtime.screen.ocr reads, and `ask` gives the screen's text to the default LLM through the same
-engine-opening path as `edge-ai ask`. mss, python-xlib and rapidocr are imported only when a
-command runs, so `edge-ai --help` does not pay for them.
+runtime.screen.ocr reads, runtime.screen.redact replaces PII and secrets, and `ask` gives the
+screen's redacted text to the default LLM through the same engine-opening path as `edge-ai ask`.
+mss, python-xlib and rapidocr are imported only when a command runs, so `edge-ai --help` does not
+pay for them.
 """
 
 from __future__ import annotations
@@ -87,9 +88,15 @@ def ocr_cmd(
     image: Annotated[Optional[Path], typer.Option("--image", help="read this image file instead of the screen")] = None,
     region: RegionOpt = None, window: WindowOpt = False, monitor: MonitorOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="lines with boxes and confidence as JSON")] = False,
+    redacted: Annotated[bool, typer.Option("--redact", help="replace PII and secrets, as `screen ask` gives the "
+                                           "text to the model")] = False,
 ) -> None:
     """Print the text on the screen (or in an image file), in reading order."""
     from runtime.screen.ocr import ScreenOCR
+    from runtime.screen.redact import redact
+
+    def shown(text: str) -> str:
+        return redact(text).text if redacted else text
 
     if image is not None and (region is not None or window or monitor is not None):
         raise EdgeAIError("--image reads a file; --region, --window and --monitor are for the screen")
@@ -97,11 +104,11 @@ def ocr_cmd(
                                                                             monitor).pixels
     result = ScreenOCR().read(pixels)
     if as_json:
-        print(json.dumps([{"text": line.text, "box": [line.box.x, line.box.y, line.box.width, line.box.height],
+        print(json.dumps([{"text": shown(line.text), "box": [line.box.x, line.box.y, line.box.width, line.box.height],
                            "confidence": round(line.confidence, 4), "block": line.block} for line in result.lines],
                          indent=2))
     elif result.lines:
-        print(result.as_text())
+        print(shown(result.as_text()))
     else:
         err.print("no text found")
 
@@ -114,10 +121,12 @@ def ask_cmd(
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", "-n")] = None,
 ) -> None:
-    """Answer a question about the screen: its text (private windows blanked) goes to the model."""
+    """Answer a question about the screen: its text (private windows blanked, PII and secrets replaced) goes to
+    the model."""
     from edge_ai.cli.main import load_config, open_engine
     from runtime.llm.events import DoneEvent, SamplingParams
     from runtime.screen.ocr import ScreenOCR
+    from runtime.screen.redact import redact
 
     if not question.strip():
         raise EdgeAIError("no question given; say what you want to know about the screen")
@@ -128,7 +137,7 @@ def ask_cmd(
         raise EdgeAIError("no text found on the screen; OCR reads text only (is the window you mean visible?)")
     engine = open_engine(cfg)
     budget = min(cfg.screen.ocr_budget_tokens, max(64, engine.n_ctx // 2))
-    screen_text = result.as_text(budget, count_tokens=lambda s: len(engine.tokenize(s, special=False)))
+    screen_text = redact(result.as_text(budget, count_tokens=lambda s: len(engine.tokenize(s, special=False)))).text
     messages = [{"role": "system", "content": cfg.chat.system_prompt}] if cfg.chat.system_prompt else []
     messages.append({"role": "user", "content": f"Text on my screen:\n{screen_text}\n\n{question.strip()}"})
     done: DoneEvent | None = None

@@ -61,6 +61,16 @@ def test_ocr_prints_the_screen_text(display, xterm):
     assert word_accuracy("make: *** No rule to make target 'install'. Stop.", result.stdout) >= 0.8, result.stdout
 
 
+def test_ocr_redact_prints_what_the_model_would_receive(display, xterm):
+    xterm("mail", "Reply to ana.lopez@example.com, card 4111 1111 1111 1111", geometry="70x3+0+0")
+    plain = edge_ai("screen", "ocr")
+    assert plain.returncode == 0 and "ana.lopez@example.com" in plain.stdout, plain.stdout
+    result = edge_ai("screen", "ocr", "--redact")
+    assert result.returncode == 0, result.stderr
+    assert "[email]" in result.stdout and "[card]" in result.stdout, result.stdout
+    assert "example.com" not in result.stdout and "1111" not in result.stdout
+
+
 def test_ocr_of_an_image_file_and_of_a_file_that_is_not_an_image(tmp_path: Path):
     page = tmp_path / "page.png"
     Image.fromarray(render_page(DOCUMENT_TEXT)).save(page)
