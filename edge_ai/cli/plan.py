@@ -131,8 +131,9 @@ def _print_plan(plan, bandwidth: float, speed: tuple[float, float] | None) -> No
         table.add_row(role.replace("_", " "), _size(n), where)
     if plan.repacked:
         table.add_row("repacked copies (CPU kernels)", _size(plan.repacked), "RAM")
-    table.add_row(f"KV cache ({plan.kv_type}, {plan.ctx} tokens)", _size(plan.cpu.kv_cache + plan.gpu.kv_cache), "")
-    table.add_row("compute + output buffers, runtime", _size(plan.cpu.compute + plan.gpu.compute), "")
+    pools = [plan.cpu, plan.gpu, *plan.rpc_pools]
+    table.add_row(f"KV cache ({plan.kv_type}, {plan.ctx} tokens)", _size(sum(p.kv_cache for p in pools)), "")
+    table.add_row("compute + output buffers, runtime", _size(sum(p.compute for p in pools)), "")
     for label, pool in (("RAM", plan.cpu), ("VRAM", plan.gpu)):
         if pool.budget:
             table.add_row(f"total {label}", _size(pool.total), f"budget {_size(pool.budget)}")

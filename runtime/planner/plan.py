@@ -275,26 +275,32 @@ class _Sizer:
 
 
     def rpc_split(self, ctx: int, kv_type: str, budget: Budget) -> tuple[Pool, list[Pool], list[int]]:
-        """(this machine's pool, one pool per helper device, layers per helper device).
+        """(this machine's pool, one pool per helper device, units per helper device).
 
-        llama.cpp gives the last n_gpu_layers of its units (the blocks, then the output layer) to the
-        devices in order, by tensor_split. The units are cut so that each machine's share of their bytes
-        (weights and KV cache) follows the room it has once its fixed costs are paid: here the token
-        embedding, compute and output buffers; on a helper its compute buffer. A helper's ggml keeps
-        its weights in its plain CPU buffer: no repacked copies there."""
+        llama.cpp counts units as the blocks, then the output layer, and gives the last n_gpu_layers
+        of them to the devices in order, by tensor_split: as soon as any block leaves this machine, the
+        output layer goes to the last device with a share (a copy of the token embedding when the head
+        is tied). So the output layer is a fixed cost of one helper, the last one with room for it, and
+        the blocks are cut so that each machine's share of their bytes (weights and KV cache) follows
+        the room it has left once its fixed costs are paid: here the token embedding, compute and
+        output buffers; on a helper its compute buffer. A helper's ggml keeps its weights in its plain
+        CPU buffer: no repacked copies there."""
         flash = kv_type != "f16"
         kv_total = self.kv(ctx, kv_type)
         kv_layer = kv_total / max(1, self.n_layer)
         compute = self.compute(ctx, flash)
         host_extra = output_buffer_bytes(self.w.n_vocab) + RUNTIME_OVERHEAD_BYTES
-        layer_weights = [self.w.layer_bytes(il) for il in range(self.n_layer)] + [self.output_layer]
-        costs = [*(w + kv_layer for w in layer_weights[:-1]), self.output_layer]
-        head = self.w.total - sum(layer_weights) + (self.output_layer if self.w.tied_output else 0)
+        unit_weights = [self.w.layer_bytes(il) for il in range(self.n_layer)] + [self.output_layer]
+        head = self.w.total - sum(unit_weights) + (self.output_layer if self.w.tied_output else 0)
         budgets = [budget.ram, *(helper.memory for helper in budget.rpc)]
         fixed = [head + compute + host_extra, *(compute for _ in budget.rpc)]
-        room = [max(1.0, b * (1 - MARGIN_FRACTION) - f) for b, f in zip(budgets, fixed)]
-        cuts = _proportional_cuts(costs, room)
-        counts = [b - a for a, b in zip([0, *cuts], [*cuts, len(costs)])]
+        room = [max(0.0, b * (1 - MARGIN_FRACTION) - f) for b, f in zip(budgets, fixed)]
+        fitting = [p for p in range(1, len(room)) if room[p] >= self.output_layer]
+        holder = fitting[-1] if fitting else 0  # no helper can take the output layer: no block leaves
+        room[holder] -= self.output_layer if holder else 0
+        room[holder + 1:] = [0.0] * (len(room) - holder - 1)  # after the holder, nothing: the output is last
+        counts = _proportional_counts([w + kv_layer for w in unit_weights[:-1]], room)
+        counts[holder if any(counts[1:]) else 0] += 1  # the output unit
 
         def units(p: int) -> range:
             start = sum(counts[:p])
@@ -304,7 +310,7 @@ class _Sizer:
         for p, helper in enumerate(budget.rpc, start=1):
             held = units(p)
             layers = [u for u in held if u < self.n_layer]
-            weight = sum(layer_weights[u] for u in held)
+            weight = sum(unit_weights[u] for u in held)
             helpers.append(Pool(weight, round(kv_layer * len(layers)), compute if held else 0, helper.memory))
         output_away = counts[0] <= self.n_layer  # the output layer is the last unit
         local_weights = self.w.total - sum(p.weights for p in helpers) + (
@@ -315,10 +321,13 @@ class _Sizer:
         return cpu, helpers, counts[1:]
 
 
-def _proportional_cuts(costs: list[float], room: list[float]) -> list[int]:
-    """Where to cut `costs` (in order) into len(room) consecutive runs whose sums follow `room`: each
-    cut at the unit boundary nearest its share of the total."""
+def _proportional_counts(costs: list[float], room: list[float]) -> list[int]:
+    """How many of `costs` (in order) each of len(room) pools takes, consecutively, so that their sums
+    follow `room`: each cut at the boundary nearest its share of the total (all to the first pool
+    when no pool has room)."""
     total, capacity = sum(costs), sum(room)
+    if capacity <= 0:
+        return [len(costs)] + [0] * (len(room) - 1)
     bounds = [0.0]
     for cost in costs:
         bounds.append(bounds[-1] + cost)
@@ -326,10 +335,9 @@ def _proportional_cuts(costs: list[float], room: list[float]) -> list[int]:
     for share in room[:-1]:
         reached += share
         target = total * reached / capacity
-        cut = min(range(previous, len(costs) + 1), key=lambda i: abs(bounds[i] - target))
-        cuts.append(cut)
-        previous = cut
-    return cuts
+        previous = min(range(previous, len(costs) + 1), key=lambda i: abs(bounds[i] - target))
+        cuts.append(previous)
+    return [b - a for a, b in zip([0, *cuts], [*cuts, len(costs)])]
 
 
 def expert_overrides(layers: list[int]) -> list[tuple[str, str]]:

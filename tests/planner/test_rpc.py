@@ -30,8 +30,8 @@ from runtime.planner.plan import Budget, Helper, Request, impossible_message, ma
 
 EDGE_AI = [sys.executable, "-m", "edge_ai"]
 MIB = 1024**2
-OFFERS = (160, 320)  # MiB each server offers: the second should get about twice the layers
-LOCAL_RAM = "560M"  # this machine's budget in the plan: small enough that the servers get layers
+OFFERS = (160, 320)  # MiB each server offers; the second also takes the output layer (a copy of the tied embedding)
+LOCAL_RAM = "400M"  # this machine's budget in the plan: too small for the model alone
 PROMPT = "The capital of France is Paris. The capital of Italy is"
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24, seed=1, logprobs=0)  # logprobs: the token pieces
 
@@ -122,9 +122,9 @@ def test_two_rpc_servers_decode_the_same_tokens_as_one_process(model_path: Path,
     servers = _servers(rpc_servers)
     info = check_gguf(model_path)
     helpers = tuple(Helper(d.server, d.free) for d in rpc.device_memory(servers))
-    plan = make_plan(info, Budget(ram=560 * MIB, rpc=helpers), Request(ctx=512, n_ubatch=64))
+    plan = make_plan(info, Budget(ram=400 * MIB, rpc=helpers), Request(ctx=512, n_ubatch=64))
     assert plan.fits and plan.mode == "rpc", impossible_message(plan)
-    assert all(n > 0 for n in plan.rpc_layers) and plan.rpc_layers[1] > plan.rpc_layers[0]
+    assert all(n > 0 for n in plan.rpc_layers)
     placement = plan.load_options()
     base = EngineOptions(context=512, threads=2, batch=64)
     alone, _ = _generate(model_path, base, caplog)
@@ -174,7 +174,7 @@ def test_plan_apply_then_ask_runs_over_the_servers(registered_model: Path, rpc_s
 def test_planner_splits_layers_by_the_memory_each_helper_offers(model_path: Path) -> None:
     info = check_gguf(model_path)
     helpers = (Helper("10.0.0.2:50052", 200 * MIB), Helper("10.0.0.3:50052", 600 * MIB))
-    plan = make_plan(info, Budget(ram=200 * MIB, rpc=helpers), Request(ctx=512, n_ubatch=64))
+    plan = make_plan(info, Budget(ram=400 * MIB, rpc=helpers), Request(ctx=512, n_ubatch=64))
     assert plan.fits and plan.n_gpu_layers == sum(plan.rpc_layers) <= plan.n_layer + 1
     assert 0 < plan.rpc_layers[0] < plan.rpc_layers[1]
     for pool in (plan.cpu, *plan.rpc_pools):
@@ -182,7 +182,7 @@ def test_planner_splits_layers_by_the_memory_each_helper_offers(model_path: Path
     options = plan.load_options()
     assert options["rpc_servers"] == ["10.0.0.2:50052", "10.0.0.3:50052"]
     assert options["tensor_split"] == [float(n) for n in plan.rpc_layers]
-    alone = make_plan(info, Budget(ram=200 * MIB), Request(ctx=512, n_ubatch=64))
+    alone = make_plan(info, Budget(ram=400 * MIB), Request(ctx=512, n_ubatch=64, kv_type=plan.kv_type))
     assert not alone.fits  # the helpers' memory is what makes it fit
     too_small = make_plan(info, Budget(ram=200 * MIB, rpc=(Helper("10.0.0.2:50052", 40 * MIB),)),
                           Request(ctx=512, n_ubatch=64))
