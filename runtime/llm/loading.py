@@ -12,6 +12,7 @@ and the servers by the memory each has, as `edge-ai plan --rpc` shows it; withou
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from edge_ai.rpc_servers import parse_servers
 from runtime.llamacpp import rpc
 from runtime.llm.engine import Engine, EngineOptions
 from runtime.planner.plan import Budget, Helper, Request, impossible_message, make_plan
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
@@ -52,6 +55,9 @@ def with_rpc(options: EngineOptions, path: Path, servers: Sequence[str]) -> Engi
                              swa_full=options.swa_full))
     if not plan.fits:
         raise EdgeAIError(impossible_message(plan))
+    if not plan.n_gpu_layers:  # a server takes one client at a time: do not hold it for nothing
+        log.info("%s: every layer fits here (RPC servers %s unused)", path.name, ",".join(servers))
+        return options
     return dataclasses.replace(options, n_gpu_layers=plan.n_gpu_layers, rpc_servers=tuple(plan.rpc_servers()),
                                tensor_split=tuple(float(n) for n in plan.rpc_layers))
 

@@ -156,7 +156,7 @@ class Plan:
             "use_mmap": self.use_mmap if gpu else True, "use_mlock": False,
             "lock_resident": self.mode == "mmap-paged",
             "hot_experts": [[il, experts] for il, experts in self.hot_experts.items() if experts]}
-        if self.rpc:
+        if self.rpc and self.n_gpu_layers:  # no layer there: leave the servers free for other clients
             options |= {"rpc_servers": self.rpc_servers(), "tensor_split": [float(n) for n in self.rpc_layers]}
         return options
 
@@ -272,7 +272,6 @@ class _Sizer:
                 return cpu, gpu, ngl, n_cpu_moe
         cpu, gpu = pools(0, len(experts))
         return cpu, gpu, 0, len(experts)
-
 
     def rpc_split(self, ctx: int, kv_type: str, budget: Budget) -> tuple[Pool, list[Pool], list[int]]:
         """(this machine's pool, one pool per helper device, units per helper device).

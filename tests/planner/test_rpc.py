@@ -148,7 +148,8 @@ def test_plan_apply_then_ask_runs_over_the_servers(registered_model: Path, rpc_s
     flagged = _edge_ai("ask", "--json", "-t", "0", "-n", "16", "--system", "", "--rpc", servers, PROMPT)
     assert flagged.returncode == 0, flagged.stderr  # split by this machine's free RAM: maybe all of it here
     assert json.loads(flagged.stdout)["reply"] == json.loads(alone.stdout)["reply"]
-    assert f"on RPC servers {servers}" in get_paths().log_file.read_text()
+    log = get_paths().log_file.read_text()  # this machine's free RAM holds the model: maybe every layer stays
+    assert f"on RPC servers {servers}" in log or f"every layer fits here (RPC servers {servers} unused)" in log
     planned = _edge_ai("plan", "gemma3-270m", "--rpc", servers, "--ram", LOCAL_RAM, "--ctx", "512", "--batch", "64",
                        "--json")
     assert planned.returncode == 0, planned.stderr
