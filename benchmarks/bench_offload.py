@@ -42,11 +42,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import llama_cpp
 import psutil
 
 from edge_ai.gguf_file import read_gguf
 from edge_ai.tensor_roles import weights
+from runtime.llamacpp.system import build
 from runtime.llm.engine import Engine, EngineOptions
 from runtime.llm.events import DoneEvent, SamplingParams
 from runtime.planner.bandwidth import measure_read_bandwidth
@@ -187,7 +187,7 @@ def main() -> None:
         info = read_gguf(path)
         require_moe(info)
         plan = make_plan(info, Budget(ram=psutil.virtual_memory().available,
-                                      gpu_backend=bool(llama_cpp.llama_supports_gpu_offload())), Request(ctx=1024))
+                                      gpu_backend=build()[1]), Request(ctx=1024))
         base = EngineOptions(context=1024, batch=256)
         planned = dict(plan.load_options())
         planned["tensor_overrides"] = tuple(tuple(o) for o in planned["tensor_overrides"])
@@ -201,7 +201,7 @@ def main() -> None:
         best = {name: max(values) for name, values in rates.items()}
         slow, fast = plan.tokens_per_second(measure_read_bandwidth()) or (0.0, 0.0)
         ratio = best["planned"] / best["all_in_one"]
-        gpu = bool(llama_cpp.llama_supports_gpu_offload())
+        gpu = build()[1]  # a GPU device: an RPC build also reports offload support
         report = {
             "model": str(path), "file_bytes": info.file_size, "plan_mode": plan.mode, "plan_ctx": plan.ctx,
             "decode_tok_s_best": best, "decode_tok_s_all": rates,

@@ -43,6 +43,8 @@ class ModelSettings:
     format: str = _setting("auto", "prompt format: auto (decided per model), template (the file's chat template), "
                            "builtin (the family's turn tokens) or transcript (User:/Assistant: text, for base models)",
                            choices=FORMAT_CHOICES)
+    rpc: list[str] = _setting([], "llama.cpp RPC servers (host:port, `edge-ai rpc-server` on other machines) that hold "
+                              "part of the model's layers, split by the memory each offers; empty = this machine alone")
 
 
 @dataclass(frozen=True)

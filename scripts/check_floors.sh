@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 install_system_packages python3-venv python3-dev build-essential cmake tmux
-llama_cpp_build_flags  # from scripts/lib.sh: llama.cpp without the AMX kernels that crash here
+llama_cpp_build_flags  # from scripts/lib.sh: llama.cpp without the AMX kernels that crash here, with RPC
 venv="${FLOORS_VENV:-/tmp/edge-ai-floors}"
 rm -rf "$venv"
 "${PYTHON:-python3}" -m venv "$venv"

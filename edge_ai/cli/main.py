@@ -15,7 +15,7 @@ from rich.table import Table
 
 from edge_ai import __version__, registry
 from edge_ai import config as config_mod
-from edge_ai.cli import plan, redact, say, screen, toolchain, transcribe, voice
+from edge_ai.cli import plan, redact, rpc, say, screen, toolchain, transcribe, voice
 from edge_ai.console import ProgressBar, err, out
 from edge_ai.errors import EdgeAIError
 from edge_ai.paths import get_paths
@@ -33,6 +33,7 @@ say.register(app)
 transcribe.register(app)
 redact.register(app)
 screen.register(app)
+rpc.register(app)
 
 
 # Flags shared by commands that generate text: (flag name, config key).
@@ -48,6 +49,15 @@ MaxTokOpt = Annotated[Optional[int], typer.Option("--max-tokens", "-n")]
 StopOpt = Annotated[Optional[list[str]], typer.Option("--stop", help="stop string (repeatable)")]
 ContextOpt = Annotated[Optional[int], typer.Option("--context", "-c", help="context window in tokens")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads")]
+RpcOpt = Annotated[Optional[str], typer.Option(
+    "--rpc", help="llama.cpp RPC servers host:port,... (edge-ai rpc-server) that hold part of the model's layers")]
+
+
+def _rpc(servers: str | None) -> list[str] | None:
+    """The --rpc list checked now, before any model is assembled or loaded."""
+    from edge_ai.rpc_servers import parse_servers
+
+    return None if servers is None else list(parse_servers(servers))
 
 
 def _setup_logging() -> None:
@@ -82,25 +92,26 @@ def open_engine(cfg: config_mod.Config):  # -> runtime.llm.engine.Engine (import
 def main_callback(ctx: typer.Context,
                   version: Annotated[bool, typer.Option("--version", help="print the version")] = False,
                   model: ModelOpt = None, system: SystemOpt = None, temperature: TempOpt = None,
-                  context: ContextOpt = None, threads: ThreadsOpt = None) -> None:
+                  context: ContextOpt = None, threads: ThreadsOpt = None, rpc_servers: RpcOpt = None) -> None:
     """Start the terminal assistant (or answer stdin when it is not a terminal)."""
     _setup_logging()
     if version:
         out.print(f"edge-ai {__version__}")
         raise typer.Exit()
     flags = {"model.name": model, "chat.system_prompt": system, "sampling.temperature": temperature,
-             "model.context": context, "model.threads": threads}
+             "model.context": context, "model.threads": threads, "model.rpc": rpc_servers}
     if ctx.invoked_subcommand is not None:
         if any(v is not None for v in flags.values()):
             raise EdgeAIError(f"options before '{ctx.invoked_subcommand}' are for the chat app; "
                               f"put them after the command (edge-ai {ctx.invoked_subcommand} --help lists its own)")
         return
     if not sys.stdin.isatty() or not sys.stdout.isatty():
-        ask(question=None, model=model, system=system, temperature=temperature, context=context, threads=threads)
+        ask(question=None, model=model, system=system, temperature=temperature, context=context, threads=threads,
+            rpc_servers=rpc_servers)
         return
     from tui.app import run_app
 
-    run_app(load_config(**flags))
+    run_app(load_config(**{**flags, "model.rpc": _rpc(rpc_servers)}))
 
 
 @app.command()
@@ -109,6 +120,7 @@ def ask(
     model: ModelOpt = None, system: SystemOpt = None, temperature: TempOpt = None, top_p: TopPOpt = None,
     top_k: TopKOpt = None, min_p: MinPOpt = None, repeat_penalty: RepeatOpt = None, seed: SeedOpt = None,
     max_tokens: MaxTokOpt = None, stop: StopOpt = None, context: ContextOpt = None, threads: ThreadsOpt = None,
+    rpc_servers: RpcOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the reply and its metrics as JSON")] = False,
 ) -> None:
     """Answer one question, streaming the reply to stdout."""
@@ -121,7 +133,7 @@ def ask(
         "model.name": model, "chat.system_prompt": system, "sampling.temperature": temperature,
         "sampling.top_p": top_p, "sampling.top_k": top_k, "sampling.min_p": min_p,
         "sampling.repeat_penalty": repeat_penalty, "sampling.seed": seed, "sampling.max_tokens": max_tokens,
-        "sampling.stop": stop, "model.context": context, "model.threads": threads,
+        "sampling.stop": stop, "model.context": context, "model.threads": threads, "model.rpc": _rpc(rpc_servers),
     })
     engine = open_engine(cfg)
     messages = [{"role": "system", "content": cfg.chat.system_prompt}] if cfg.chat.system_prompt else []
@@ -166,7 +178,7 @@ def serve(
     host: Annotated[Optional[str], typer.Option(help="address to bind (default 127.0.0.1)")] = None,
     port: Annotated[Optional[int], typer.Option(help="port to listen on")] = None,
     api_key: Annotated[Optional[str], typer.Option("--api-key", help="require this bearer token")] = None,
-    model: ModelOpt = None, context: ContextOpt = None, threads: ThreadsOpt = None,
+    model: ModelOpt = None, context: ContextOpt = None, threads: ThreadsOpt = None, rpc_servers: RpcOpt = None,
     queue_size: Annotated[Optional[int], typer.Option("--queue-size", help="waiting requests before 429")] = None,
     allow_unauthenticated: Annotated[bool, typer.Option(
         "--allow-unauthenticated", help="serve an address beyond loopback with no API key")] = False,
@@ -176,7 +188,7 @@ def serve(
 
     cfg = load_config(**{"server.host": host, "server.port": port, "server.api_key": api_key,
                          "model.name": model, "model.context": context, "model.threads": threads,
-                         "server.queue_size": queue_size})
+                         "model.rpc": _rpc(rpc_servers), "server.queue_size": queue_size})
     run_server(cfg, lambda: open_engine(cfg), log=err, allow_unauthenticated=allow_unauthenticated)
 
 

@@ -52,6 +52,8 @@ def plan_cmd(
         "--n-cpu-moe", help="keep the routed experts of the first N layers in system RAM")] = None,
     profile: Annotated[Optional[Path], typer.Option(
         "--profile", help="expert profile (edge-ai moe profile): list the busiest experts that fit in RAM")] = None,
+    rpc_servers: Annotated[Optional[str], typer.Option(
+        "--rpc", help="RPC servers host:port,... (edge-ai rpc-server): their memory joins the budget")] = None,
     apply: Annotated[bool, typer.Option("--apply", help="save the plan: chat, ask and serve load MODEL with it")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
 ) -> None:
@@ -59,9 +61,10 @@ def plan_cmd(
     import psutil
 
     from edge_ai.gguf_file import check_gguf
+    from edge_ai.rpc_servers import parse_servers
     from runtime.llamacpp.system import build
     from runtime.planner.bandwidth import measure_read_bandwidth
-    from runtime.planner.plan import KV_TYPES, Budget, Request, impossible_message, make_plan
+    from runtime.planner.plan import KV_TYPES, Budget, Helper, Request, impossible_message, make_plan
 
     if kv_type is not None and kv_type not in KV_TYPES:
         raise EdgeAIError(f"--kv-type {kv_type!r} is not one of {', '.join(KV_TYPES)}")
@@ -73,10 +76,19 @@ def plan_cmd(
         raise EdgeAIError(f"--n-cpu-moe {n_cpu_moe} must be a positive number of layers")
     if ctx is not None and ctx < 1:
         raise EdgeAIError(f"--ctx {ctx} must be a positive number of tokens")
+    servers = parse_servers(rpc_servers) if rpc_servers is not None else ()
+    if servers and (vram is not None or unified is not None or cpu_moe or n_cpu_moe is not None or profile is not None):
+        raise EdgeAIError("--rpc splits whole layers between this machine's RAM and the RPC servers; give it with "
+                          "--ram, --ctx, --kv-type and --batch only")
     pool = parse_size(unified, "--unified") if unified is not None else None
+    helpers: tuple[Helper, ...] = ()
+    if servers:
+        from runtime.llamacpp.rpc import device_memory
+
+        helpers = tuple(Helper(device.server, device.free) for device in device_memory(servers))
     budget = Budget(ram=pool or (parse_size(ram, "--ram") if ram else psutil.virtual_memory().available),
                     vram=parse_size(vram, "--vram") if vram else 0, unified=pool is not None,
-                    gpu_backend=build()[1])
+                    gpu_backend=build()[1], rpc=helpers)
     with ProgressBar("assembling model", in_bytes=True) as bar:
         info = check_gguf(registry.resolve(model, progress=bar))
     below = info.block_count if cpu_moe else n_cpu_moe
@@ -111,20 +123,30 @@ def _print_plan(plan, bandwidth: float, speed: tuple[float, float] | None) -> No
     all_gpu = bool(plan.gpu.budget) and plan.n_gpu_layers > plan.n_layer
     for role, n in plan.weights_by_role.items():
         where = "RAM" if not plan.gpu.budget or role == "embeddings" else ("VRAM" if all_gpu else "RAM+VRAM")
+        if plan.rpc and role != "embeddings":
+            where = "RAM+RPC" if plan.n_gpu_layers <= plan.n_layer else "RPC"
         if role == "experts":
             where = "disk (mmap)" if plan.mode == "mmap-paged" else (
                 f"RAM: {len(cpu_experts)} of {len(plan.expert_layers)} layers" if plan.gpu.budget else "RAM")
         table.add_row(role.replace("_", " "), _size(n), where)
     if plan.repacked:
         table.add_row("repacked copies (CPU kernels)", _size(plan.repacked), "RAM")
-    table.add_row(f"KV cache ({plan.kv_type}, {plan.ctx} tokens)", _size(plan.cpu.kv_cache + plan.gpu.kv_cache), "")
-    table.add_row("compute + output buffers, runtime", _size(plan.cpu.compute + plan.gpu.compute), "")
+    pools = [plan.cpu, plan.gpu, *plan.rpc_pools]
+    table.add_row(f"KV cache ({plan.kv_type}, {plan.ctx} tokens)", _size(sum(p.kv_cache for p in pools)), "")
+    table.add_row("compute + output buffers, runtime", _size(sum(p.compute for p in pools)), "")
     for label, pool in (("RAM", plan.cpu), ("VRAM", plan.gpu)):
         if pool.budget:
             table.add_row(f"total {label}", _size(pool.total), f"budget {_size(pool.budget)}")
+    first = plan.n_layer + 1 - plan.n_gpu_layers  # llama.cpp's units: the blocks, then the output layer
+    for helper, layers, pool in zip(plan.rpc, plan.rpc_layers, plan.rpc_pools):
+        units = [f"blk.{u}" if u < plan.n_layer else "output" for u in range(first, first + layers)]
+        held = f"{units[0]}..{units[-1]}" if len(units) > 1 else (units[0] if units else "nothing")
+        table.add_row(f"total RPC {helper.server}", _size(pool.total), f"{held}, offers {_size(pool.budget)}")
+        first += layers
     out.print(table)
+    offloaded = f"RPC layers {plan.n_gpu_layers}" if plan.rpc else f"GPU layers {plan.n_gpu_layers}"
     out.print(f"mode: {plan.mode}; context {plan.ctx}; KV cache {plan.kv_type}; flash attention "
-              f"{'on' if plan.flash_attn else 'off'}; GPU layers {plan.n_gpu_layers}")
+              f"{'on' if plan.flash_attn else 'off'}; {offloaded}")
     out.print(f"mmap {plan.mmap_reason}")
     if speed:
         out.print(f"expected decode: {speed[0]:.1f}-{speed[1]:.1f} tok/s (full to empty context) from a measured "

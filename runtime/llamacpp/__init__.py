@@ -11,4 +11,5 @@ llama-cpp-python upgrade touches this package only (tests/test_layers.py enforce
     ggml_tensor  a ctypes mirror of ggml's tensor struct, read inside that callback
     quantize     llama_model_quantize and its parameter structs
     system       what the build can do (backends, GPU offload), for `edge-ai doctor`
+    rpc          llama.cpp's RPC backend: layers on other machines' servers, and the server itself
 """

@@ -10,7 +10,8 @@ the cost (one extra load, measured in benchmarks/bench_load_check.py) is paid on
 
 `load_llama` is that check followed by the real load, for the engine and `edge-ai eval`; code that
 builds its own context from llama.h (imatrix) or only reads the file (quantize) calls
-`ensure_loads` first.
+`ensure_loads` first. A load spread over RPC servers is checked the same way, servers included (the
+child's connection ends before ours begins: a server takes one client at a time).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from edge_ai import registry
 from edge_ai.errors import ModelLoadError
 from edge_ai.gguf_file import GGUFInfo, check_gguf
 from runtime.llamacpp import log as llama_log
-from runtime.llamacpp import overrides
+from runtime.llamacpp import overrides, rpc
 
 _ERROR_PREFIX = "ERROR "  # how the child marks llama.cpp's error log lines on its stderr
 _ABORT_LINE = re.compile(r"^(?P<file>\S+?):(?P<line>\d+): (?P<message>.+)$")  # ggml_abort: "file:line: text"
@@ -41,13 +42,15 @@ _WHAT_LINE = re.compile(r"^\s*what\(\):\s*(?P<message>.+)$")  # an uncaught C++ 
 _CHILD_ENV = {"GGML_NO_BACKTRACE": "1"}  # else ggml_abort forks gdb to print a backtrace: slow, noisy
 
 
-def ensure_loads(path: Path, params: dict[str, Any]) -> None:
-    """Raise a one-line `EdgeAIError` if loading `path` with llama_cpp.Llama(**params) crashes or
-    fails; load it in a child process unless it is known to load fine."""
+def ensure_loads(path: Path, params: dict[str, Any], rpc_servers: Sequence[str] = ()) -> None:
+    """Raise a one-line `EdgeAIError` if loading `path` with llama_cpp.Llama(**params) (layers on
+    `rpc_servers` as load_llama places them) crashes or fails; load it in a child process unless it is
+    known to load fine."""
     if registry.loads_fine(path):
         return
+    request = {"params": {**params, "model_path": str(path)}, "rpc_servers": list(rpc_servers)}
     result = subprocess.run(
-        [sys.executable, "-m", "runtime.llamacpp.load", json.dumps({**params, "model_path": str(path)})],
+        [sys.executable, "-m", "runtime.llamacpp.load", json.dumps(request)],
         stdin=subprocess.DEVNULL, capture_output=True, env={**os.environ, **_CHILD_ENV}, check=False,
     )
     if result.returncode == 0:
@@ -62,9 +65,10 @@ def ggml_type(name: str) -> int:
 
 
 def load_llama(path: Path, params: dict[str, Any], *, tensor_overrides: Sequence[tuple[str, str]] = (),
-               info: GGUFInfo | None = None) -> Llama:
+               info: GGUFInfo | None = None, rpc_servers: Sequence[str] = ()) -> Llama:
     """`Llama(model_path=path, **params)`, after `ensure_loads`; a failure is one `ModelLoadError` line.
-    `tensor_overrides` ((regex, device) pairs, checked against `info`) place tensors (runtime.planner).
+    `tensor_overrides` ((regex, device) pairs, checked against `info`) place tensors (runtime.planner);
+    the offloaded layers (params' n_gpu_layers, split by tensor_split) go to the devices of `rpc_servers`.
 
     verbose=True because verbose=False redirects the process's stdout/stderr file descriptors
     while loading, which blanks a running TUI; llama.cpp's own log already goes to our callback,
@@ -72,11 +76,14 @@ def load_llama(path: Path, params: dict[str, Any], *, tensor_overrides: Sequence
     """
     if tensor_overrides and info is None:
         info = check_gguf(path)
-    ensure_loads(path, params)  # a native abort in a child process, not in ours
+    for server in rpc_servers:  # each unreachable or busy server in one line, before a child aborts on it
+        rpc.probe(server)
+    ensure_loads(path, params, rpc_servers)  # a native abort in a child process, not in ours
     llama_log.install()
     mark = llama_log.mark()
     try:
-        with llama_log.python_prints_to_log(), overrides.applied(info, tensor_overrides):
+        with (llama_log.python_prints_to_log(), overrides.applied(info, tensor_overrides),
+              rpc.applied(rpc_servers)):
             llm = Llama(model_path=str(path), **params, verbose=True)
     except Exception as exc:  # llama-cpp-python raises bare ValueError/RuntimeError
         reason = "; ".join(llama_log.errors_since(mark)) or str(exc)
@@ -122,9 +129,11 @@ def _child(arguments: str) -> int:
     """Load the model once and exit: 0 when it loaded, 1 when llama-cpp-python refused it."""
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(message)s")
     llama_log.install()
+    request = json.loads(arguments)
     try:
         # verbose=True: verbose=False redirects stderr while loading, hiding the assertion text.
-        llm = Llama(**json.loads(arguments), verbose=True)
+        with rpc.applied(request["rpc_servers"]):
+            llm = Llama(**request["params"], verbose=True)
     except (ValueError, RuntimeError):  # the reason is already on stderr, from llama.cpp's log
         return 1
     llm.close()

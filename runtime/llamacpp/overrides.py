@@ -29,7 +29,9 @@ from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import GGUFInfo
 
 GGML_BACKEND_DEVICE_TYPE_CPU = 0  # enum ggml_backend_dev_type
-_patch_lock = threading.Lock()  # one Llama(...) at a time may see patched default params
+# One Llama(...) at a time may see patched default params; reentrant so that patches nest (overrides
+# and RPC devices on one load), each `original` being the one patched before it.
+_patch_lock = threading.RLock()
 
 
 class BuftOverride(ctypes.Structure):
@@ -38,7 +40,7 @@ class BuftOverride(ctypes.Structure):
     _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
 
 
-def _function(name: str, restype: object, argtypes: list[object]) -> ctypes._CFuncPtr:
+def lib_function(name: str, restype: object, argtypes: list[object]) -> ctypes._CFuncPtr:
     fn = getattr(llama_lib._lib, name)  # dlsym on libllama's handle also finds its ggml's symbols
     fn.restype, fn.argtypes = restype, argtypes
     return fn
@@ -47,12 +49,12 @@ def _function(name: str, restype: object, argtypes: list[object]) -> ctypes._CFu
 def buffer_type(device: str) -> int:
     """The ggml buffer type of `device` ("CPU", or a backend device name such as "CUDA0")."""
     if device.upper() == "CPU":
-        dev = _function("ggml_backend_dev_by_type", ctypes.c_void_p, [ctypes.c_int])(GGML_BACKEND_DEVICE_TYPE_CPU)
+        dev = lib_function("ggml_backend_dev_by_type", ctypes.c_void_p, [ctypes.c_int])(GGML_BACKEND_DEVICE_TYPE_CPU)
     else:
-        dev = _function("ggml_backend_dev_by_name", ctypes.c_void_p, [ctypes.c_char_p])(device.encode())
+        dev = lib_function("ggml_backend_dev_by_name", ctypes.c_void_p, [ctypes.c_char_p])(device.encode())
     if not dev:
         raise EdgeAIError(f"this llama.cpp build has no device {device!r}; use CPU or a device it lists at load")
-    buft = _function("ggml_backend_dev_buffer_type", ctypes.c_void_p, [ctypes.c_void_p])(dev)
+    buft = lib_function("ggml_backend_dev_buffer_type", ctypes.c_void_p, [ctypes.c_void_p])(dev)
     if not buft:
         raise EdgeAIError(f"llama.cpp device {device!r} has no buffer type")
     return buft
@@ -96,7 +98,7 @@ def applied(info: GGUFInfo | None, overrides: Sequence[tuple[str, str]]) -> Iter
     assert info is not None, "overrides are checked against the model's tensors"
     check_patterns(info, overrides)
     table = Overrides(overrides)
-    with _patched_defaults("llama_model_default_params", lambda p: setattr(p, "tensor_buft_overrides", table.address)):
+    with patched_defaults("llama_model_default_params", lambda p: setattr(p, "tensor_buft_overrides", table.address)):
         yield table
 
 class _TensorHead(ctypes.Structure):
@@ -117,8 +119,8 @@ class TensorTap:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix.encode()
         self.rows: dict[int, list[list[int]]] = {}
-        self._get_name = _function("ggml_get_name", ctypes.c_char_p, [ctypes.c_void_p])
-        self._tensor_get = _function("ggml_backend_tensor_get", None,
+        self._get_name = lib_function("ggml_get_name", ctypes.c_char_p, [ctypes.c_void_p])
+        self._tensor_get = lib_function("ggml_backend_tensor_get", None,
                                      [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t])
         self.callback = llama_lib.ggml_backend_sched_eval_callback(self._on_tensor)
 
@@ -143,12 +145,12 @@ class TensorTap:
 def tapped(tap: TensorTap) -> Iterator[TensorTap]:
     """Within the block, `llama_cpp.Llama(...)` creates its context with `tap` as the eval callback.
     The context keeps calling it: keep `tap` alive as long as the Llama."""
-    with _patched_defaults("llama_context_default_params", lambda p: setattr(p, "cb_eval", tap.callback)):
+    with patched_defaults("llama_context_default_params", lambda p: setattr(p, "cb_eval", tap.callback)):
         yield tap
 
 
 @contextlib.contextmanager
-def _patched_defaults(name: str, edit: Callable[[Any], None]) -> Iterator[None]:
+def patched_defaults(name: str, edit: Callable[[Any], None]) -> Iterator[None]:
     """Within the block, llama_cpp's `name()` (the default model or context params `Llama` starts
     from) returns its defaults changed by `edit`."""
     original = getattr(llama_lib, name)

@@ -74,6 +74,10 @@ class EngineOptions:
     # and these hot experts ((layer, expert ids) pairs) in RAM, so that only cold experts page from disk.
     lock_resident: bool = False
     hot_experts: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    # llama.cpp RPC servers (host:port) holding the n_gpu_layers offloaded layers, split between their
+    # devices by tensor_split (layers per device, in order); from a plan made with `--rpc`.
+    rpc_servers: tuple[str, ...] = ()
+    tensor_split: tuple[float, ...] = ()
 
 
 class Engine:
@@ -88,18 +92,26 @@ class Engine:
         self.n_ctx = min(options.context, trained)
         self.threads = options.threads or default_threads()
         self.chat_format: FormatChoice = choose_format(self.info, options.chat_format)
-        check_fits_in_ram(self.info, self.n_ctx, options.batch, kv_type=options.kv_type, flash_attn=options.flash_attn,
-                          swa_full=options.swa_full, use_mmap=options.use_mmap, use_mlock=options.use_mlock)
+        if not options.rpc_servers:  # spread over RPC servers, the plan checked every machine's share
+            check_fits_in_ram(self.info, self.n_ctx, options.batch, kv_type=options.kv_type,
+                              flash_attn=options.flash_attn, swa_full=options.swa_full, use_mmap=options.use_mmap,
+                              use_mlock=options.use_mlock)
         for key, source in self.info.chat_templates.items():  # llama-cpp-python's own error would not name it
             origin = self.path.name if key == "tokenizer.chat_template" else f"{self.path.name} ({key})"
             ChatTemplate(source, bos_token="", eos_token="", origin=origin)
         overrides.check_patterns(self.info, options.tensor_overrides)
         kv_type = ggml_type(options.kv_type)
+        split = {"tensor_split": list(options.tensor_split)} if options.tensor_split else {}
         self._llm = load_llama(self.path, dict(
             n_ctx=self.n_ctx, n_batch=options.batch, n_ubatch=options.batch, n_threads=self.threads,
             n_threads_batch=self.threads, swa_full=options.swa_full, type_k=kv_type, type_v=kv_type,
             flash_attn=options.flash_attn, n_gpu_layers=options.n_gpu_layers, use_mmap=options.use_mmap,
-            use_mlock=options.use_mlock), tensor_overrides=options.tensor_overrides, info=self.info)
+            use_mlock=options.use_mlock, **split), tensor_overrides=options.tensor_overrides, info=self.info,
+            rpc_servers=options.rpc_servers)
+        if options.rpc_servers:
+            log.info("%s: %d of %d layers (the output layer counts as one) on RPC servers %s, split %s",
+                     self.path.name, min(options.n_gpu_layers, (self.info.block_count or 0) + 1),
+                     (self.info.block_count or 0) + 1, ",".join(options.rpc_servers), list(options.tensor_split))
         self.locked_bytes = 0
         if options.lock_resident:
             try:

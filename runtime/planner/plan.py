@@ -12,6 +12,8 @@ expert_used_count / expert_count of them):
    (`--n-cpu-moe N` keeps the experts of the first N layers in system RAM).
 4. CPU only and bigger than RAM: a MoE model whose always-used part fits runs from mmap with
    its experts paged in from disk; anything else is impossible and the plan says by how much.
+5. RPC helpers (`--rpc`, llama.cpp's RPC backend): their memory joins the budget and whole layers are
+   split between this machine and each helper in proportion to the memory each can give them.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ QUANT_BLOCK = 32
 
 
 @dataclass(frozen=True)
+class Helper:
+    """One device of an RPC server (`edge-ai rpc-server` on another machine) and the memory it offers."""
+
+    server: str  # host:port
+    memory: int  # bytes the server reports free on this device (its --mem, else its free RAM)
+
+
+@dataclass(frozen=True)
 class Budget:
     """The memory a plan may use, in bytes."""
 
@@ -44,6 +54,7 @@ class Budget:
     vram: int = 0  # a discrete GPU's memory; 0: none
     unified: bool = False  # `ram` is one pool the CPU and an integrated GPU share
     gpu_backend: bool = False  # this llama.cpp build can offload (CUDA, Metal, Vulkan...)
+    rpc: tuple[Helper, ...] = ()  # RPC devices, in the order llama.cpp gets them
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,11 @@ class Plan:
     # (busiest first), and the share of the profiled router picks they would serve.
     hot_experts: dict[int, list[int]] = field(default_factory=dict)
     resident_routing_share: float | None = None
+    # RPC ("rpc" mode): the helpers' devices in llama.cpp's order, the layers each holds (the output
+    # layer counts as one, after the last block, as llama.cpp counts it) and their memory.
+    rpc: list[Helper] = field(default_factory=list)
+    rpc_layers: list[int] = field(default_factory=list)
+    rpc_pools: list[Pool] = field(default_factory=list)
 
     @property
     def is_moe(self) -> bool:
@@ -133,16 +149,26 @@ class Plan:
         """The runtime.llm.engine.EngineOptions fields that load this plan in this llama.cpp build
         (a GPU placement only where a GPU backend exists)."""
         gpu = self.gpu_applied or self.mode == "unified"
-        return {"context": self.ctx, "kv_type": self.kv_type, "flash_attn": self.flash_attn,
-                "n_gpu_layers": self.n_gpu_layers if gpu else 0,
-                "tensor_overrides": [list(o) for o in self.tensor_overrides()] if gpu or self.user_moe else [],
-                "use_mmap": self.use_mmap if gpu else True, "use_mlock": False,
-                "lock_resident": self.mode == "mmap-paged",
-                "hot_experts": [[il, experts] for il, experts in self.hot_experts.items() if experts]}
+        options: dict[str, object] = {
+            "context": self.ctx, "kv_type": self.kv_type, "flash_attn": self.flash_attn,
+            "n_gpu_layers": self.n_gpu_layers if gpu or self.rpc else 0,
+            "tensor_overrides": [list(o) for o in self.tensor_overrides()] if gpu or self.user_moe else [],
+            "use_mmap": self.use_mmap if gpu else True, "use_mlock": False,
+            "lock_resident": self.mode == "mmap-paged",
+            "hot_experts": [[il, experts] for il, experts in self.hot_experts.items() if experts]}
+        if self.rpc and self.n_gpu_layers:  # no layer there: leave the servers free for other clients
+            options |= {"rpc_servers": self.rpc_servers(), "tensor_split": [float(n) for n in self.rpc_layers]}
+        return options
+
+    def rpc_servers(self) -> list[str]:
+        """The RPC servers (host:port) of the plan's helper devices, each once, in order."""
+        return list(dict.fromkeys(helper.server for helper in self.rpc))
 
     def llama_cpp_flags(self) -> list[str]:
         """The llama.cpp command-line flags (llama-cli / llama-server) that load the same placement."""
         flags = ["-m", self.path, "-c", str(self.ctx), "-ub", str(self.n_ubatch), "-ngl", str(self.n_gpu_layers)]
+        if self.rpc:
+            flags += ["--rpc", ",".join(self.rpc_servers()), "-ts", ",".join(str(n) for n in self.rpc_layers)]
         if self.n_cpu_moe and (self.n_gpu_layers or self.user_moe):
             whole = self.n_cpu_moe == len(self.expert_layers)
             flags += ["--cpu-moe"] if whole else ["--n-cpu-moe", str(self.expert_layers[self.n_cpu_moe - 1] + 1)]
@@ -170,6 +196,8 @@ class Plan:
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
         data["cpu"]["total"], data["gpu"]["total"] = self.cpu.total, self.gpu.total
+        for pool, entry in zip(self.rpc_pools, data["rpc_pools"]):
+            entry["total"] = pool.total
         data["overrides"] = [f"{pattern}={device}" for pattern, device in self.tensor_overrides()]
         data["llama_cpp_flags"] = self.llama_cpp_flags()
         return data
@@ -244,6 +272,71 @@ class _Sizer:
                 return cpu, gpu, ngl, n_cpu_moe
         cpu, gpu = pools(0, len(experts))
         return cpu, gpu, 0, len(experts)
+
+    def rpc_split(self, ctx: int, kv_type: str, budget: Budget) -> tuple[Pool, list[Pool], list[int]]:
+        """(this machine's pool, one pool per helper device, units per helper device).
+
+        llama.cpp counts units as the blocks, then the output layer, and gives the last n_gpu_layers
+        of them to the devices in order, by tensor_split: as soon as any block leaves this machine, the
+        output layer goes to the last device with a share (a copy of the token embedding when the head
+        is tied). So the output layer is a fixed cost of one helper, the last one with room for it, and
+        the blocks are cut so that each machine's share of their bytes (weights and KV cache) follows
+        the room it has left once its fixed costs are paid: here the token embedding, compute and
+        output buffers; on a helper its compute buffer. A helper's ggml keeps its weights in its plain
+        CPU buffer: no repacked copies there."""
+        flash = kv_type != "f16"
+        kv_total = self.kv(ctx, kv_type)
+        kv_layer = kv_total / max(1, self.n_layer)
+        compute = self.compute(ctx, flash)
+        host_extra = output_buffer_bytes(self.w.n_vocab) + RUNTIME_OVERHEAD_BYTES
+        unit_weights = [self.w.layer_bytes(il) for il in range(self.n_layer)] + [self.output_layer]
+        head = self.w.total - sum(unit_weights) + (self.output_layer if self.w.tied_output else 0)
+        budgets = [budget.ram, *(helper.memory for helper in budget.rpc)]
+        fixed = [head + compute + host_extra, *(compute for _ in budget.rpc)]
+        room = [max(0.0, b * (1 - MARGIN_FRACTION) - f) for b, f in zip(budgets, fixed)]
+        fitting = [p for p in range(1, len(room)) if room[p] >= self.output_layer]
+        holder = fitting[-1] if fitting else 0  # no helper can take the output layer: no block leaves
+        room[holder] -= self.output_layer if holder else 0
+        room[holder + 1:] = [0.0] * (len(room) - holder - 1)  # after the holder, nothing: the output is last
+        counts = _proportional_counts([w + kv_layer for w in unit_weights[:-1]], room)
+        counts[holder if any(counts[1:]) else 0] += 1  # the output unit
+
+        def units(p: int) -> range:
+            start = sum(counts[:p])
+            return range(start, start + counts[p])
+
+        helpers = []
+        for p, helper in enumerate(budget.rpc, start=1):
+            held = units(p)
+            layers = [u for u in held if u < self.n_layer]
+            weight = sum(unit_weights[u] for u in held)
+            helpers.append(Pool(weight, round(kv_layer * len(layers)), compute if held else 0, helper.memory))
+        output_away = counts[0] <= self.n_layer  # the output layer is the last unit
+        local_weights = self.w.total - sum(p.weights for p in helpers) + (
+            self.output_layer if self.w.tied_output and output_away else 0)  # a tied head is copied to its device
+        repack = round(self.repack * min(counts[0], self.n_layer) / max(1, self.n_layer))
+        cpu = Pool(local_weights + repack, kv_total - sum(p.kv_cache for p in helpers), compute + host_extra,
+                   budget.ram)
+        return cpu, helpers, counts[1:]
+
+
+def _proportional_counts(costs: list[float], room: list[float]) -> list[int]:
+    """How many of `costs` (in order) each of len(room) pools takes, consecutively, so that their sums
+    follow `room`: each cut at the boundary nearest its share of the total (all to the first pool
+    when no pool has room)."""
+    total, capacity = sum(costs), sum(room)
+    if capacity <= 0:
+        return [len(costs)] + [0] * (len(room) - 1)
+    bounds = [0.0]
+    for cost in costs:
+        bounds.append(bounds[-1] + cost)
+    cuts, reached, previous = [], 0.0, 0
+    for share in room[:-1]:
+        reached += share
+        target = total * reached / capacity
+        previous = min(range(previous, len(costs) + 1), key=lambda i: abs(bounds[i] - target))
+        cuts.append(previous)
+    return [b - a for a, b in zip([0, *cuts], [*cuts, len(costs)])]
 
 
 def expert_overrides(layers: list[int]) -> list[tuple[str, str]]:
@@ -324,6 +417,9 @@ def mmap_choice(mode: str, n_gpu_layers: int, n_layer: int, experts_overridden: 
                       "router picks them and drops under memory pressure; --no-mmap would read the whole file "
                       "into RAM, and llama.cpp's mlock would pin the whole mapping, experts included; the engine "
                       "locks only the always-used weights (and any hot experts) in the mapping instead")
+    if mode == "rpc":
+        return True, ("on: this machine's layers are read in place from the mapped file; the helpers' layers are "
+                      "read from it once at load and sent to them")
     if experts_overridden:
         return True, ("on: the experts overridden to CPU land in llama.cpp's default CPU buffer, which maps the "
                       "file without a copy (page cache, reclaimable); the offloaded weights are copied to the GPU "
@@ -339,7 +435,15 @@ def _place(sizer: _Sizer, budget: Budget, ctx: int, kv_type: str, name: str) -> 
     info = sizer.info
     notes: list[str] = []
     use_gpu = budget.vram > 0 and not budget.unified
-    if use_gpu:
+    helpers: list[Pool] = []
+    rpc_layers: list[int] = []
+    if budget.rpc:
+        cpu, helpers, rpc_layers = sizer.rpc_split(ctx, kv_type, budget)
+        gpu, ngl, n_cpu_moe, mode = Pool(), sum(rpc_layers), 0, "rpc"
+        notes.append("RPC: each token's activations cross the network once per helper holding layers; the "
+                     "speed estimate assumes the helpers read memory as fast as this machine and leaves out "
+                     "network latency")
+    elif use_gpu:
         cpu, gpu, ngl, n_cpu_moe = sizer.split(ctx, kv_type, budget)
         mode = "gpu"
         if not budget.gpu_backend:
@@ -350,9 +454,9 @@ def _place(sizer: _Sizer, budget: Budget, ctx: int, kv_type: str, name: str) -> 
         gpu, n_cpu_moe = Pool(), sizer.forced_cpu_moe()
         ngl = sizer.n_layer + 1 if budget.unified and budget.gpu_backend else 0
         mode = "unified" if budget.unified else "ram"
-    fits = not cpu.shortfall and not gpu.shortfall
-    missing = cpu.shortfall + gpu.shortfall
-    if not fits and not use_gpu and w.is_moe:
+    fits = not cpu.shortfall and not gpu.shortfall and not any(h.shortfall for h in helpers)
+    missing = cpu.shortfall + gpu.shortfall + sum(h.shortfall for h in helpers)
+    if not fits and not use_gpu and not budget.rpc and w.is_moe:
         experts = w.by_role.get(Role.EXPERTS, 0)
         resident = replace(cpu, weights=cpu.weights - experts)
         if not resident.shortfall:  # the always-used part fits: experts page in from the file
@@ -368,7 +472,8 @@ def _place(sizer: _Sizer, budget: Budget, ctx: int, kv_type: str, name: str) -> 
                 n_gpu_layers=ngl, n_cpu_moe=n_cpu_moe, expert_layers=w.expert_layers,
                 user_moe=sizer.request.cpu_moe_below is not None, mode=mode, fits=fits,
                 missing=missing, gpu_applied=use_gpu and budget.gpu_backend, bytes_per_token=w.read_per_token(),
-                kv_bytes_full=sizer.kv(ctx, kv_type), use_mmap=use_mmap, mmap_reason=mmap_reason, notes=notes)
+                kv_bytes_full=sizer.kv(ctx, kv_type), use_mmap=use_mmap, mmap_reason=mmap_reason, notes=notes,
+                rpc=list(budget.rpc), rpc_layers=rpc_layers, rpc_pools=helpers)
 
 
 def model_fit(info: GGUFInfo, *, ram: int, ctx: int, n_ubatch: int = 512, swa_full: bool = False,
@@ -427,7 +532,7 @@ def _gib(n: float) -> str:
 
 def impossible_message(plan: Plan) -> str:
     """One line: how much is missing for the smallest useful plan and what to do about it."""
-    pools = "RAM" if not plan.gpu.budget else "RAM + VRAM"
+    pools = "RAM + VRAM" if plan.gpu.budget else "RAM + the RPC helpers' memory" if plan.rpc else "RAM"
     advice = ["a smaller quantization (`edge-ai quantize`)"]
     if plan.is_moe:
         advice.append("a copy with fewer experts per layer")
@@ -435,6 +540,7 @@ def impossible_message(plan: Plan) -> str:
         advice.append("a shorter context (--ctx)")
     if plan.cpu.compute > plan.cpu.weights:
         advice.append(f"a smaller batch (model.batch; the compute buffer holds {plan.n_ubatch} tokens' logits)")
-    advice.append("a larger --ram/--vram budget or closing other programs")
+    advice.append("more RPC helpers (--rpc) or a larger --mem on them" if plan.rpc else
+                  "a larger --ram/--vram budget or closing other programs")
     return (f"{plan.model} does not fit: it needs {_gib(plan.cpu.total + plan.gpu.total)} at context {plan.ctx} "
             f"and {_gib(plan.missing)} more {pools} than the budget (with its margin); try " + ", ".join(advice))
