@@ -51,6 +51,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("toggle_voice", "Voice mode", "Talk with the assistant: it listens, answers aloud and stops when you "
             "cut in (F9 again turns it off)", "f9", "F9", "Voice"),
     Command("talk", "Talk (push-to-talk)", "With voice.push_to_talk on: start / stop being heard", "f10", "F10"),
+    Command("attach_screen", "Attach the screen",
+            "Read the screen (private windows blanked, PII replaced), review the text, attach it to your next "
+            "message; /screen QUESTION reads it and sends the question with it", "f12", "F12", "Screen"),
+    Command("toggle_always_screen", "Always attach the screen",
+            "Attach the screen's text to every message you send (reviewed each time); again to stop"),
 )
 
 INPUT_KEYS: tuple[tuple[str, str], ...] = (

@@ -125,21 +125,26 @@ def ask_cmd(
     the model."""
     from edge_ai.cli.main import load_config, open_engine
     from runtime.llm.events import DoneEvent, SamplingParams
+    from runtime.screen.capture import parse_region
+    from runtime.screen.context import read_screen, with_screen
     from runtime.screen.ocr import ScreenOCR
-    from runtime.screen.redact import redact
 
     if not question.strip():
         raise EdgeAIError("no question given; say what you want to know about the screen")
     cfg = load_config(**{"model.name": model, "sampling.temperature": temperature, "sampling.seed": seed,
                          "sampling.max_tokens": max_tokens})
-    result = ScreenOCR().read(_grab(cfg, region, window, monitor).pixels)
-    if not result.lines:
-        raise EdgeAIError("no text found on the screen; OCR reads text only (is the window you mean visible?)")
+    area = parse_region(region) if region is not None else None
     engine = open_engine(cfg)
-    budget = min(cfg.screen.ocr_budget_tokens, max(64, engine.n_ctx // 2))
-    screen_text = redact(result.as_text(budget, count_tokens=lambda s: len(engine.tokenize(s, special=False)))).text
+    try:
+        screen = read_screen(cfg.screen, ScreenOCR(), budget_tokens=min(cfg.screen.ocr_budget_tokens,
+                                                                         max(64, engine.n_ctx // 2)),
+                             count_tokens=lambda s: len(engine.tokenize(s, special=False)),
+                             region=area, window=window, monitor=monitor)
+    except BaseException:
+        engine.close()
+        raise
     messages = [{"role": "system", "content": cfg.chat.system_prompt}] if cfg.chat.system_prompt else []
-    messages.append({"role": "user", "content": f"Text on my screen:\n{screen_text}\n\n{question.strip()}"})
+    messages.append({"role": "user", "content": with_screen(screen.text, question)})
     done: DoneEvent | None = None
     try:
         for event in engine.chat(messages, SamplingParams.from_settings(cfg.sampling)):

@@ -41,6 +41,7 @@ from runtime.llm.interface import ChatEngine
 from runtime.llm.scheduler import Call
 from runtime.llm.stream import EventStream, stream
 from tui import keys
+from tui.screen_context import ScreenContext, screen_command
 from tui.screens.dialogs import ConfirmScreen, PromptScreen
 from tui.screens.help import HelpScreen
 from tui.screens.model_picker import ModelPickerScreen
@@ -190,6 +191,7 @@ class ChatScreen(Screen[None]):
         self._stream: MarkdownStream | None = None
         self._reply_view: MessageView | None = None
         self.voice = VoiceMode(self)
+        self.screen_context = ScreenContext(self)
 
     @property
     def edge_app(self) -> EdgeAIApp:
@@ -342,13 +344,26 @@ class ChatScreen(Screen[None]):
         if self._busy():
             return
         text = event.text.strip()
+        question = screen_command(text)
+        if question is not None or (self.screen_context.always and self.screen_context.pending is None):
+            self.prompt.remember(event.text)
+            self.prompt.clear()
+            self.screen_context.attach(text if question is None else question or None)
+            return
+        if await self.send_message(self.screen_context.take(text)):
+            self.prompt.remember(event.text)
+            self.prompt.clear()
+
+    async def send_message(self, text: str) -> bool:
+        """Store the user's message and start the reply to it; False when it could not be stored."""
+        if self._busy():
+            return False
         stored = self.store_user_message(text)
         if stored is None:
-            return
-        self.prompt.remember(event.text)
-        self.prompt.clear()
+            return False
         await self.start_reply(MessageView("user", text, message_id=stored.id))
         await self.refresh_sidebar()
+        return True
 
     def engine_messages(self) -> list[dict[str, str]]:
         """The conversation as the engine takes it (empty stopped replies left out)."""
@@ -698,3 +713,9 @@ class ChatScreen(Screen[None]):
 
     def action_talk(self) -> None:
         self.voice.talk()
+
+    def action_attach_screen(self) -> None:
+        self.screen_context.attach()
+
+    def action_toggle_always_screen(self) -> None:
+        self.screen_context.toggle_always()

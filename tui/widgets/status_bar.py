@@ -1,4 +1,4 @@
-"""One line at the bottom: model, context use, last reply's speed, process memory, state."""
+"""One line at the bottom: model, context use, last reply's speed, process memory, screen, state."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ class StatusBar(Static):
     ttft_s: reactive[float | None] = reactive(None)
     tok_s: reactive[float | None] = reactive(None)
     rss: reactive[int] = reactive(0)
+    attachment: reactive[str] = reactive("")  # the screen attachment: "" none, else what goes with the next message
 
     def on_mount(self) -> None:
         self._process = psutil.Process()
@@ -37,7 +38,7 @@ class StatusBar(Static):
             pass
 
     def render(self) -> str:
-        """Fit the line to the bar: drop memory, then TTFT, then context use, never model or state."""
+        """Fit the line to the bar: drop memory, then TTFT, then context use, never model, screen or state."""
         model = f"model: {self.model or '-'}"
         optional: list[tuple[int, str]] = []  # (drop order: lower goes first, text)
         if self.context_size:
@@ -51,6 +52,8 @@ class StatusBar(Static):
         width = self.content_size.width or 10_000
         while True:
             parts = [model, *(text for _, text in optional)]
+            if self.attachment:
+                parts.append(self.attachment)
             if self.state:
                 parts.append(self.state)
             line = _SEPARATOR.join(parts)

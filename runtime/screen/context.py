@@ -1,0 +1,45 @@
+"""The screen as a model gets it: captured with private windows blanked, read in order, cut to a token
+budget, PII and secrets replaced. One path for `edge-ai screen ask` and the terminal app, so what
+`edge-ai screen ocr --redact` shows is what either of them sends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from edge_ai.errors import EdgeAIError
+from runtime.screen.capture import ScreenCapture
+from runtime.screen.ocr import ScreenOCR
+from runtime.screen.privacy import PrivacyPolicy
+from runtime.screen.redact import redact
+from runtime.screen.windows import Rect
+
+if TYPE_CHECKING:
+    from edge_ai.config import ScreenSettings
+
+
+@dataclass(frozen=True)
+class ScreenText:
+    text: str  # what the model gets
+    lines: int  # lines of text OCR found
+    masked_pixels: int  # pixels of private windows blanked before OCR
+    redactions: int  # PII and secrets replaced
+
+
+def read_screen(settings: ScreenSettings, ocr: ScreenOCR, *, budget_tokens: int,
+                count_tokens: Callable[[str], int] | None = None, region: Rect | None = None,
+                window: bool = False, monitor: int | None = None) -> ScreenText:
+    """Grab, read and redact the screen (blocking: OCR of a full screen takes seconds on 2 cores)."""
+    with ScreenCapture(PrivacyPolicy.from_settings(settings)) as capture:
+        frame = capture.grab(region=region, monitor=monitor, window=window)
+    result = ocr.read(frame.pixels)
+    if not result.lines:
+        raise EdgeAIError("no text found on the screen; OCR reads text only (is the window you mean visible?)")
+    redacted = redact(result.as_text(budget_tokens, count_tokens))
+    return ScreenText(redacted.text, len(result.lines), frame.masked_pixels, len(redacted.findings))
+
+
+def with_screen(screen_text: str, message: str) -> str:
+    """A user message with the screen's text before it, as the model reads it."""
+    return f"Text on my screen:\n{screen_text}\n\n{message.strip()}"

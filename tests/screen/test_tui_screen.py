@@ -1,0 +1,99 @@
+"""The terminal app's screen attachment through Pilot, on Xvfb with a real xterm and the real default model:
+F12 reads the screen into an editable preview, private windows and PII never reach it, and the attached
+text goes with the next message (stored in the history as the model saw it); /screen QUESTION sends at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from edge_ai.config import Config
+from edge_ai.history import HistoryStore
+from edge_ai.paths import get_paths
+
+pytestmark = pytest.mark.slow
+
+
+async def wait_for(pilot, condition: Callable[[], object], what: str, seconds: float = 120) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def make_app():
+    from tui.app import EdgeAIApp
+
+    return EdgeAIApp(Config().with_values({"model.context": 2048, "sampling.max_tokens": 16,
+                                           "sampling.temperature": 0.0}))
+
+
+async def _preview(pilot, app):
+    from tui.screens.screen_preview import ScreenPreviewScreen
+
+    await wait_for(pilot, lambda: isinstance(app.screen, ScreenPreviewScreen), "the screen preview", 180)
+    return app.screen
+
+
+async def test_f12_attaches_the_reviewed_screen_text_to_the_next_message(display, xterm, registered_model):
+    from textual.widgets import TextArea
+
+    xterm("notes", "Deploy code word: PINEAPPLE. Mail ops@example.com", geometry="60x3+0+0")
+    xterm("KeePassXC", "vault secret HUNTER2", geometry="40x3+0+300")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
+        chat = app.chat_screen
+        await pilot.press("f12")
+        preview = await _preview(pilot, app)
+        text = preview.query_one("#screen-preview-text", TextArea).text
+        assert "PINEAPPLE" in text and "[email]" in text, text
+        assert "HUNTER2" not in text and "example.com" not in text
+        preview.query_one("#screen-preview-text", TextArea).text = text + "\n(edited)"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "screen attached" in chat.status.attachment, "the attachment indicator")
+        chat.prompt.text = "What is the code word?"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: chat.job is None and len(chat.messages) == 2, "the reply", 180)
+        assert chat.status.attachment == ""
+        with HistoryStore(get_paths().history_db) as store:
+            stored = store.messages(chat.conversation.id)
+        assert stored[0].content.startswith("Text on my screen:") and "PINEAPPLE" in stored[0].content
+        assert "(edited)" in stored[0].content and stored[0].content.endswith("What is the code word?")
+        assert "HUNTER2" not in stored[0].content
+
+
+async def test_screen_command_sends_the_question_with_the_screen_and_cancel_sends_nothing(display, xterm,
+                                                                                        registered_model):
+    xterm("notes", "Meeting room: BLUE SEVEN", geometry="50x3+0+0")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
+        chat = app.chat_screen
+        chat.prompt.text = "/screen Which meeting room?"
+        await pilot.press("enter")
+        await _preview(pilot, app)
+        await pilot.press("escape")
+        await pilot.pause(0.5)
+        assert chat.messages == [] and chat.job is None
+        chat.prompt.text = "/screen Which meeting room?"
+        await pilot.press("enter")
+        await _preview(pilot, app)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: chat.job is None and len(chat.messages) == 2, "the reply", 180)
+        assert "BLUE SEVEN" in chat.messages[0].content
+        assert chat.messages[0].content.endswith("Which meeting room?")
+
+
+async def test_no_display_is_a_notification_and_chat_goes_on(registered_model, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
+        chat = app.chat_screen
+        await pilot.press("f12")
+        await wait_for(pilot, lambda: any("DISPLAY" in str(n.message) for n in app._notifications), "the error")
+        assert chat.status.attachment == "" and chat.status.state == ""
