@@ -8,7 +8,7 @@ source scripts/lib.sh
 
 install_system_packages python3-venv python3-dev build-essential cmake espeak-ng libportaudio2 libsndfile1
 make_venv
-install_project models,voice
+install_project models,voice,screen
 install_voice_models
 [ -n "${EDGE_AI_SETUP_ONLY:-}" ] && exit 0
 exec .venv/bin/edge-ai "$@"
