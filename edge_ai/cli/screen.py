@@ -171,10 +171,12 @@ def watch_cmd(
     from runtime.screen.privacy import PrivacyPolicy
     from runtime.screen.screen_log import Retention, ScreenLog, default_path
     from runtime.screen.watch import Stored, Watcher, WatchOptions
+    from runtime.screen.windows import check_x11_session
 
     cfg = config_mod.load({"screen.watch_interval": interval} if interval is not None else None)
     if duration is not None and duration <= 0:
         raise EdgeAIError(f"--for {duration} must be a positive number of seconds")
+    display = check_x11_session()  # no display: say so before any file is made
     settings = cfg.screen
     options = WatchOptions(interval=settings.watch_interval, cpu_budget=settings.watch_cpu_budget)
     path = default_path(settings.watch_db)
@@ -184,10 +186,10 @@ def watch_cmd(
     def show(stored: Stored) -> None:
         title = stored.title or "(no title)"
         err.print(f"{time.strftime('%H:%M:%S', time.localtime(stored.time))}  {title}  "
-                  f"{len(stored.text.split())} words stored")
+                  f"{len(stored.text.split())} words stored", soft_wrap=True)
 
-    with Watcher(log, options, PrivacyPolicy.from_settings(settings)) as watcher:
-        err.print(f"watching the screen every {options.interval:g} s into {path}; Ctrl-C stops")
+    with Watcher(log, options, PrivacyPolicy.from_settings(settings), display) as watcher:
+        err.print(f"watching the screen every {options.interval:g} s into {path}; Ctrl-C stops", soft_wrap=True)
         timer = threading.Timer(duration, stop.set) if duration is not None else None
         if timer is not None:
             timer.daemon = True

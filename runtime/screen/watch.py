@@ -35,6 +35,7 @@ from runtime.screen.screen_log import ScreenLog
 from runtime.screen.windows import active_window, check_x11_session, connect
 
 MIN_INTERVAL = 1.0  # at most one frame a second, whatever is asked
+EXPIRE_EVERY = 3600.0  # seconds between retention sweeps while nothing is written (each write sweeps too)
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,12 @@ class Watcher:
 
     def run(self, stop: threading.Event, on_store: Callable[[Stored], None] | None = None) -> None:
         """Tick until `stop` is set, waiting the back-off's interval between looks (and while paused)."""
+        swept = time.monotonic()
         while not stop.is_set():
             started, cpu = time.monotonic(), time.process_time()
+            if started - swept >= EXPIRE_EVERY:  # a static screen for days still lets old rows go
+                self.log.expire(time.time())
+                swept = started
             if self.paused:
                 stop.wait(0.1)  # wakes quickly on resume or stop; nothing is captured meanwhile
                 continue

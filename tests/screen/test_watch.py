@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -181,3 +182,25 @@ def test_cli_watch_for_3_seconds_then_search(display, xterm, tmp_path: Path):
     bad = edge_ai("search", '"flamingo')
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
     assert edge_ai("watch", "--interval", "0.2").returncode != 0  # more than one frame a second is refused
+
+
+def test_cli_watch_stops_cleanly_on_ctrl_c_and_needs_a_display(display, xterm, tmp_path: Path):
+    xterm("todo", "remember to water the plants before the flight", geometry="60x3+0+0")
+    focus("todo")
+    env = dict(os.environ, EDGE_AI_HOME=str(tmp_path / "home"))
+    # --for bounds the run should the signal be lost: the test then fails instead of hanging
+    proc = subprocess.Popen([sys.executable, "-m", "edge_ai", "screen", "watch", "--for", "120"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    first, stored = proc.stderr.readline(), proc.stderr.readline()  # one line each, however long the path
+    assert first.startswith("watching the screen") and "screen-log.sqlite3" in first
+    assert "todo" in stored and "words stored" in stored, stored
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, rest
+    assert "[stopped]" in rest and "Traceback" not in rest
+    no_display = {k: v for k, v in env.items() if k != "DISPLAY"} | {"EDGE_AI_HOME": str(tmp_path / "other")}
+    result = subprocess.run([sys.executable, "-m", "edge_ai", "screen", "watch", "--for", "1"], capture_output=True,
+                            text=True, timeout=120, stdin=subprocess.DEVNULL, env=no_display)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").rglob("*.sqlite3"))
