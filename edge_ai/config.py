@@ -133,6 +133,14 @@ class ScreenSettings:
                                            "(case-insensitive) are blanked out of every capture")
     downscale_width: int = _setting(1280, "width of the copy of a capture given to a model (pixels)", 64, 7680)
     ocr_budget_tokens: int = _setting(1500, "most tokens of screen text given to the model by `screen ask`", 50, 100000)
+    watch_interval: float = _setting(1.0, "seconds between captures in `screen watch` (at most 1 frame a second; "
+                                     "longer while busy or on battery)", 1.0, 3600.0)
+    watch_retention_days: float = _setting(14.0, "`screen watch` deletes stored screen text older than this (days)",
+                                           0.01, 3650.0)
+    watch_max_rows: int = _setting(50000, "most screen changes `screen watch` keeps (oldest deleted first)", 10, 10_000_000)
+    watch_cpu_budget: float = _setting(0.05, "share of one core `screen watch` may use on average before it slows down",
+                                       0.01, 1.0)
+    watch_db: str = _setting("", "screen log database of `screen watch` (empty = screen-log.sqlite3 in the data dir)")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""`edge-ai screen capture|ocr|ask`: what is on the screen, with private windows blanked first.
+"""`edge-ai screen capture|ocr|ask|watch|search`: what is on the screen, with private windows blanked first.
 
 Thin: runtime.screen.capture grabs (the privacy mask applied before a frame is returned),
 runtime.screen.ocr reads, runtime.screen.redact replaces PII and secrets, and `ask` gives the
-screen's redacted text to the default LLM through the same engine-opening path as `edge-ai ask`.
+screen's redacted text to the default LLM through the same engine-opening path as `edge-ai ask`;
+`watch` (opt-in) logs redacted screen changes (runtime.screen.watch) that `search` finds again.
 mss, python-xlib and rapidocr are imported only when a command runs, so `edge-ai --help` does not
 pay for them.
 """
@@ -163,9 +164,77 @@ def ask_cmd(
     sys.stdout.write("\n")
 
 
+def watch_cmd(
+    interval: Annotated[Optional[float], typer.Option("--interval", help="seconds between captures (>= 1; default "
+                                                      "screen.watch_interval)")] = None,
+    duration: Annotated[Optional[float], typer.Option("--for", help="stop after this many seconds (default: "
+                                                      "until Ctrl-C)")] = None,
+) -> None:
+    """Opt-in watch mode: log what changes on screen (OCR'd, redacted, private windows blanked) for `screen search`."""
+    import threading
+
+    from runtime.screen.privacy import PrivacyPolicy
+    from runtime.screen.screen_log import Retention, ScreenLog, default_path
+    from runtime.screen.watch import Stored, Watcher, WatchOptions
+    from runtime.screen.windows import check_x11_session
+
+    cfg = config_mod.load({"screen.watch_interval": interval} if interval is not None else None)
+    if duration is not None and duration <= 0:
+        raise EdgeAIError(f"--for {duration} must be a positive number of seconds")
+    display = check_x11_session()  # no display: say so before any file is made
+    settings = cfg.screen
+    options = WatchOptions(interval=settings.watch_interval, cpu_budget=settings.watch_cpu_budget)
+    path = default_path(settings.watch_db)
+    log = ScreenLog.create(path, Retention(settings.watch_retention_days, settings.watch_max_rows))
+    stop = threading.Event()
+
+    def show(stored: Stored) -> None:
+        title = stored.title or "(no title)"
+        err.print(f"{time.strftime('%H:%M:%S', time.localtime(stored.time))}  {title}  "
+                  f"{len(stored.text.split())} words stored", soft_wrap=True)
+
+    with Watcher(log, options, PrivacyPolicy.from_settings(settings), display) as watcher:
+        err.print(f"watching the screen every {options.interval:g} s into {path}; Ctrl-C stops", soft_wrap=True)
+        timer = threading.Timer(duration, stop.set) if duration is not None else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            watcher.run(stop, on_store=show)
+        except KeyboardInterrupt:
+            stop.set()
+            err.print("[stopped]")
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+
+def search_cmd(
+    query: Annotated[str, typer.Argument(help="words to find (FTS5 syntax: \"a phrase\", prefix*, OR, NOT)")],
+    limit: Annotated[int, typer.Option("--limit", "-n", help="most results")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="results as JSON")] = False,
+) -> None:
+    """Search the screen log that `screen watch` keeps: when you saw it, in which window, and the words around it."""
+    from runtime.screen.screen_log import ScreenLog, default_path
+
+    with ScreenLog.open(default_path(config_mod.load().screen.watch_db)) as log:
+        hits = log.search(query, limit)
+    if as_json:
+        print(json.dumps([{"time": h.time, "title": h.title, "snippet": h.snippet} for h in hits], indent=2))
+        return
+    if not hits:
+        err.print(f"nothing found for {query!r}")
+        return
+    for hit in hits:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(hit.time))
+        print(f"{when}  {hit.title or '(no title)'}\n    {' '.join(hit.snippet.split())}")
+
+
 screen_app.command("capture")(capture_cmd)
 screen_app.command("ocr")(ocr_cmd)
 screen_app.command("ask")(ask_cmd)
+screen_app.command("watch")(watch_cmd)
+screen_app.command("search")(search_cmd)
 
 
 def register(app: typer.Typer) -> None:
