@@ -66,7 +66,7 @@ class ScreenContext:
 
                 self._ocr = ScreenOCR()
             settings = app.cfg.screen
-            found = await asyncio.to_thread(read_screen, settings, self._ocr, budget_tokens=settings.ocr_budget_tokens)
+            found = (await asyncio.to_thread(read_screen, settings, self._ocr)).for_model(settings.ocr_budget_tokens)
         except EdgeAIError as exc:
             self.screen.notify(str(exc), title="Screen", severity="error")
             return

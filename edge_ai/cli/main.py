@@ -124,7 +124,7 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="print the reply and its metrics as JSON")] = False,
 ) -> None:
     """Answer one question, streaming the reply to stdout."""
-    from runtime.llm.events import DoneEvent, SamplingParams
+    from runtime.llm.events import SamplingParams
 
     question = _question_with_input(question, _read_stdin())
     if not question:
@@ -138,12 +138,25 @@ def ask(
     engine = open_engine(cfg)
     messages = [{"role": "system", "content": cfg.chat.system_prompt}] if cfg.chat.system_prompt else []
     messages.append({"role": "user", "content": question})
+    done = print_reply(engine, messages, SamplingParams.from_settings(cfg.sampling), quiet=as_json)
+    if as_json:
+        print(json.dumps({"model": cfg.model.name, "reply": done.text, "finish_reason": done.reason,
+                          "metrics": done.metrics.as_dict()}, indent=2))
+    else:
+        sys.stdout.write("\n")
+
+
+def print_reply(engine: Any, messages: list[dict[str, str]], sampling: Any, *, quiet: bool = False) -> Any:
+    """Stream the model's reply to stdout (not when `quiet`) and return its DoneEvent; Ctrl-C stops it
+    with exit code 130. `engine` is a runtime ChatEngine, `sampling` its SamplingParams."""
+    from runtime.llm.events import DoneEvent
+
     done: DoneEvent | None = None
     try:
-        for event in engine.chat(messages, SamplingParams.from_settings(cfg.sampling)):
+        for event in engine.chat(messages, sampling):
             if isinstance(event, DoneEvent):
                 done = event
-            elif not as_json:
+            elif not quiet:
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
     except KeyboardInterrupt:
@@ -151,11 +164,7 @@ def ask(
         err.print("[stopped]")
         raise typer.Exit(130) from None
     assert done is not None
-    if as_json:
-        print(json.dumps({"model": cfg.model.name, "reply": done.text, "finish_reason": done.reason,
-                          "metrics": done.metrics.as_dict()}, indent=2))
-    else:
-        sys.stdout.write("\n")
+    return done
 
 
 def _read_stdin() -> str:

@@ -124,8 +124,8 @@ def ask_cmd(
 ) -> None:
     """Answer a question about the screen: its text (private windows blanked, PII and secrets replaced) goes to
     the model."""
-    from edge_ai.cli.main import load_config, open_engine
-    from runtime.llm.events import DoneEvent, SamplingParams
+    from edge_ai.cli.main import load_config, open_engine, print_reply
+    from runtime.llm.events import SamplingParams
     from runtime.screen.capture import parse_region
     from runtime.screen.context import read_screen, with_screen
     from runtime.screen.ocr import ScreenOCR
@@ -135,32 +135,16 @@ def ask_cmd(
     cfg = load_config(**{"model.name": model, "sampling.temperature": temperature, "sampling.seed": seed,
                          "sampling.max_tokens": max_tokens})
     area = parse_region(region) if region is not None else None
+    screen = read_screen(cfg.screen, ScreenOCR(), region=area, window=window, monitor=monitor)
     engine = open_engine(cfg)
     try:
-        screen = read_screen(cfg.screen, ScreenOCR(), budget_tokens=min(cfg.screen.ocr_budget_tokens,
-                                                                         max(64, engine.n_ctx // 2)),
-                             count_tokens=lambda s: len(engine.tokenize(s, special=False)),
-                             region=area, window=window, monitor=monitor)
-    except BaseException:
-        engine.close()
-        raise
-    messages = [{"role": "system", "content": cfg.chat.system_prompt}] if cfg.chat.system_prompt else []
-    messages.append({"role": "user", "content": with_screen(screen.text, question)})
-    done: DoneEvent | None = None
-    try:
-        for event in engine.chat(messages, SamplingParams.from_settings(cfg.sampling)):
-            if isinstance(event, DoneEvent):
-                done = event
-            else:
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-    except KeyboardInterrupt:
-        sys.stdout.write("\n")
-        err.print("[stopped]")
-        raise typer.Exit(130) from None
+        budget = min(cfg.screen.ocr_budget_tokens, max(64, engine.n_ctx // 2))
+        text = screen.for_model(budget, count_tokens=lambda s: len(engine.tokenize(s, special=False))).text
+        messages = [{"role": "system", "content": cfg.chat.system_prompt}] if cfg.chat.system_prompt else []
+        messages.append({"role": "user", "content": with_screen(text, question)})
+        print_reply(engine, messages, SamplingParams.from_settings(cfg.sampling))
     finally:
         engine.close()
-    assert done is not None
     sys.stdout.write("\n")
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from edge_ai.errors import EdgeAIError
 from runtime.screen.capture import ScreenCapture
-from runtime.screen.ocr import ScreenOCR
+from runtime.screen.ocr import OcrResult, ScreenOCR
 from runtime.screen.privacy import PrivacyPolicy
 from runtime.screen.redact import redact
 from runtime.screen.windows import Rect
@@ -27,17 +27,28 @@ class ScreenText:
     redactions: int  # PII and secrets replaced
 
 
-def read_screen(settings: ScreenSettings, ocr: ScreenOCR, *, budget_tokens: int,
-                count_tokens: Callable[[str], int] | None = None, region: Rect | None = None,
-                window: bool = False, monitor: int | None = None) -> ScreenText:
-    """Grab, read and redact the screen (blocking: OCR of a full screen takes seconds on 2 cores)."""
+@dataclass(frozen=True)
+class ScreenRead:
+    """The screen read, before it is cut to a budget (the model's tokenizer may not be loaded yet)."""
+
+    result: OcrResult
+    masked_pixels: int
+
+    def for_model(self, budget_tokens: int, count_tokens: Callable[[str], int] | None = None) -> ScreenText:
+        """The text a model gets: cut to `budget_tokens`, PII and secrets replaced."""
+        redacted = redact(self.result.as_text(budget_tokens, count_tokens))
+        return ScreenText(redacted.text, len(self.result.lines), self.masked_pixels, len(redacted.findings))
+
+
+def read_screen(settings: ScreenSettings, ocr: ScreenOCR, *, region: Rect | None = None, window: bool = False,
+                monitor: int | None = None) -> ScreenRead:
+    """Grab and read the screen (blocking: OCR of a full screen takes seconds on 2 cores)."""
     with ScreenCapture(PrivacyPolicy.from_settings(settings)) as capture:
         frame = capture.grab(region=region, monitor=monitor, window=window)
     result = ocr.read(frame.pixels)
     if not result.lines:
         raise EdgeAIError("no text found on the screen; OCR reads text only (is the window you mean visible?)")
-    redacted = redact(result.as_text(budget_tokens, count_tokens))
-    return ScreenText(redacted.text, len(result.lines), frame.masked_pixels, len(redacted.findings))
+    return ScreenRead(result, frame.masked_pixels)
 
 
 def with_screen(screen_text: str, message: str) -> str:

@@ -5,10 +5,10 @@ assistant message, and the voice bar shows the state and the latency breakdown."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pilot_wait import wait_for
 from pulse import play_into
 
 from convert.onnx.speech import speak
@@ -17,14 +17,6 @@ from edge_ai.history import HistoryStore
 from edge_ai.paths import get_paths
 
 pytestmark = pytest.mark.slow
-
-
-async def wait_for(pilot, condition: Callable[[], object], what: str, seconds: float = 120) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def play_into_room(text: str, path: Path) -> None:

@@ -4,23 +4,14 @@ text goes with the next message (stored in the history as the model saw it); /sc
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
+from pilot_wait import wait_for
 
 from edge_ai.config import Config
 from edge_ai.history import HistoryStore
 from edge_ai.paths import get_paths
 
 pytestmark = pytest.mark.slow
-
-
-async def wait_for(pilot, condition: Callable[[], object], what: str, seconds: float = 120) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def make_app():
