@@ -9,13 +9,13 @@ model or the history unless the user presses Attach in the preview.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from edge_ai.errors import EdgeAIError
 from tui.screens.screen_preview import ScreenPreviewScreen
 
 if TYPE_CHECKING:
+    from runtime.screen.context import ScreenText
     from runtime.screen.ocr import ScreenOCR
     from tui.screens.chat import ChatScreen
 
@@ -37,7 +37,9 @@ class ScreenContext:
 
     def attach(self, message: str | None = None) -> None:
         """Read the screen and show it; attached, it goes with `message` at once, or (None) with the next one."""
-        self.screen.run_worker(self._read_and_review(message), group="screen", exclusive=True, exit_on_error=False)
+        self.screen.status.state = "reading the screen…"
+        self.screen.run_worker(lambda: self._read(message), thread=True, group="screen", exclusive=True,
+                               exit_on_error=False)
 
     def toggle_always(self) -> None:
         self.always = not self.always
@@ -55,31 +57,41 @@ class ScreenContext:
         self._show()
         return text
 
-    async def _read_and_review(self, message: str | None) -> None:
-        from runtime.screen.context import read_screen, with_screen
+    def _read(self, message: str | None) -> None:
+        """On a worker thread: capture, OCR and redact, then hand the text to the app's thread for review."""
+        from runtime.screen.context import read_screen
 
-        status, app = self.screen.status, self.screen.edge_app
-        status.state = "reading the screen…"
+        call = self.screen.app.call_from_thread
         try:
             if self._ocr is None:
                 from runtime.screen.ocr import ScreenOCR
 
                 self._ocr = ScreenOCR()
-            settings = app.cfg.screen
-            found = (await asyncio.to_thread(read_screen, settings, self._ocr)).for_model(settings.ocr_budget_tokens)
-        except EdgeAIError as exc:
-            self.screen.notify(str(exc), title="Screen", severity="error")
+            settings = self.screen.edge_app.cfg.screen
+            found = read_screen(settings, self._ocr).for_model(settings.ocr_budget_tokens)
+        except Exception as exc:  # a missing display, an OCR failure: said, and chat goes on
+            call(self._failed, str(exc) if isinstance(exc, EdgeAIError) else f"reading the screen failed: {exc}")
             return
-        finally:
-            status.state = ""
+        call(self._review, found, message)
+
+    def _failed(self, error: str) -> None:
+        self.screen.status.state = ""
+        self.screen.notify(error, title="Screen", severity="error")
+
+    def _review(self, found: ScreenText, message: str | None) -> None:
+        self.screen.status.state = ""
         note = (f"{found.lines} lines read; {found.masked_pixels} pixels of private windows blanked; "
                 f"{found.redactions} PII/secrets replaced." + (f"  Message: {message}" if message else ""))
-        edited = await self.screen.app.push_screen_wait(ScreenPreviewScreen(found.text, note))
+        self.screen.app.push_screen(ScreenPreviewScreen(found.text, note),
+                                    callback=lambda edited: self._reviewed(edited, message))
+
+    def _reviewed(self, edited: str | None, message: str | None) -> None:
+        from runtime.screen.context import with_screen
+
         if edited is None:
             self.screen.notify("Screen text not attached.", title="Screen")
-            return
-        if message:
-            await self.screen.send_message(with_screen(edited, message))
+        elif message:
+            self.screen.run_worker(self.screen.send_message(with_screen(edited, message)), exit_on_error=False)
         else:
             self.pending = edited
             self._show()
