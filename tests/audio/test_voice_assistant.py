@@ -98,9 +98,14 @@ def test_cutting_in_stops_the_reply_and_history_keeps_what_was_heard(conversatio
                                                     sampling=SamplingParams(temperature=0.0, max_tokens=200))
     say_into_room("Tell me a long story about a dragon and a knight.", tmp_path)
     assert events.wait(lambda e: isinstance(e, ev.StateChanged) and e.state is ev.VoiceState.SPEAKING, 90)
-    time.sleep(1.0)
-    say_into_room("Stop, please stop.", tmp_path, voice="en-gb")
-    interrupted = events.wait(lambda e: isinstance(e, ev.Interrupted), 30)
+    time.sleep(0.5)
+    interrupted = None
+    for _ in range(2):  # a person not heard over the assistant says it again (one miss is noted, not fatal)
+        say_into_room("Stop, please stop.", tmp_path, voice="en-gb")
+        interrupted = events.wait(lambda e: isinstance(e, ev.Interrupted), 4)
+        if interrupted is not None or session.assistant.state is not ev.VoiceState.SPEAKING:
+            break
+    interrupted = interrupted or events.wait(lambda e: isinstance(e, ev.Interrupted), 30)
     assert interrupted is not None, f"the interruption was not noticed: {events.summary()}"
     # the interrupted turn's reply: the answer to "stop" may already be generating
     reply = [e for e in events.of(ev.ReplyText) if e.turn == interrupted.turn][-1].text
