@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,7 @@ def _language(language: str) -> str | None:
     return None if language in ("", "auto") else language
 
 
-class _Backend:
+class _Backend(ABC):
     """What every backend's `transcribe` does around its own decode: timing, and no decode of silence."""
 
     language: str | None
@@ -103,10 +104,10 @@ class _Backend:
         segments, language = self._decode(clip, duration, prompt, word_timestamps)
         return Transcription(_join(segments), segments, language, duration, time.perf_counter() - start)
 
+    @abstractmethod
     def _decode(self, clip: np.ndarray, duration: float, prompt: str,
                 word_timestamps: bool) -> tuple[tuple[Segment, ...], str]:
         """The clip's segments (times clipped to `duration`) and its language."""
-        raise NotImplementedError
 
 
 class FasterWhisperSTT(_Backend):
