@@ -13,7 +13,13 @@ speech has stopped (the turn logic times the pause with it), and a `Level` every
 
 While the assistant speaks, the speech needed to count as a barge-in is `barge_in` seconds rather
 than `min_speech`: an interruption must stop the reply within a fraction of a second, and the echo
-canceller keeps the assistant's own voice from reaching the VAD.
+canceller keeps the assistant's own voice from reaching the VAD. AEC3 alone fails both ways: until
+it has locked onto the loop's delay (the first second of the first reply, again after the delay
+jumps) its output still carries the echo, and during double talk its suppressor can remove the user
+with the echo. So in full duplex, while the speaker's echo may be on the microphone, each frame is
+also judged on the raw microphone by `EchoGuard`: speech that a delayed copy of what the speaker
+played explains is the assistant hearing itself (silence); speech it explains much less than usual
+is the user cutting in, even if the canceller removed it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.audio.echo import EchoCanceller
+from runtime.audio.echo_guard import EchoGuard
 from runtime.audio.events import Level
 from runtime.audio.vad import FRAME, FRAME_SECONDS, SileroVad, SpeechStarted, SpeechStopped, VadOptions, VadSegmenter
 
@@ -52,9 +59,11 @@ HearEvent = SpeechStarted | SpeechFrame | SpeechStopped | Silence | Level
 
 class Hearing:
     def __init__(self, mode: str, on_hear: Callable[[HearEvent], None], vad: VadOptions = VadOptions(),
-                 barge_in: float = 0.15, assistant_speaking: Callable[[], bool] = lambda: False) -> None:
+                 barge_in: float = 0.15, assistant_speaking: Callable[[], bool] = lambda: False,
+                 echo_guard: bool = True) -> None:
         self.mode = mode
         self._aec = EchoCanceller() if mode == "full" else None
+        self._guard = EchoGuard(vad) if mode == "full" and echo_guard else None
         self._vad = SileroVad()
         self._segmenter = VadSegmenter(vad)
         self._listen_frames = self._segmenter.start_frames
@@ -62,6 +71,7 @@ class Hearing:
         self._on_hear = on_hear
         self._assistant_speaking = assistant_speaking
         self._pending = np.zeros(0, dtype=np.float32)
+        self._pending_raw = np.zeros(0, dtype=np.float32)  # the raw microphone over the same samples
         self._frames = 0
         self._speaker_quiet = 0  # samples since the speaker last played anything
         self.muted = False  # push-to-talk released: frames are treated as silence
@@ -73,18 +83,31 @@ class Hearing:
             self._speaker_quiet = 0
         else:
             self._speaker_quiet += speaker.size
-        if self._aec is not None and self._speaker_quiet < ECHO_TAIL * RATE:
+        raw = mic
+        if self._guard is not None:
+            self._guard.push(mic, speaker)
+        if self._aec is not None and self._echo_possible:
             mic = self._aec.process(mic, speaker)
         elif self.mode == "half" and speaking:
             mic = np.zeros_like(mic)  # the microphone is gated while the assistant talks
         self._pending = np.concatenate([self._pending, mic])
+        raw = np.concatenate([self._pending_raw, raw])
+        self._pending_raw = raw[max(0, raw.size - self._pending.size):]  # in step, up to the AEC's 10 ms ahead
         self._segmenter.start_frames = self._barge_frames if speaking else self._listen_frames
         while self._pending.size >= FRAME:
             frame, self._pending = self._pending[:FRAME], self._pending[FRAME:]
-            self._frame(frame)
+            raw_frame, self._pending_raw = self._pending_raw[:FRAME], self._pending_raw[FRAME:]
+            self._frame(frame, raw_frame, speaking)
 
-    def _frame(self, frame: np.ndarray) -> None:
+    @property
+    def _echo_possible(self) -> bool:
+        """The speaker played something recently enough for its echo to be on the microphone."""
+        return self._speaker_quiet < ECHO_TAIL * RATE
+
+    def _frame(self, frame: np.ndarray, raw_frame: np.ndarray, speaking: bool) -> None:
         probability = 0.0 if self.muted else self._vad(frame)
+        if not self.muted and self._guard is not None and self._echo_possible:
+            probability = self._guard.judge(probability, raw_frame, speaking)
         event = self._segmenter.push(frame, probability)
         self._frames += 1
         if self._frames % LEVEL_EVERY == 0:
