@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,17 +21,23 @@ from edge_ai import toml as tomllib
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_write_text
 from edge_ai.paths import get_paths
+from edge_ai.rpc_servers import parse_servers
 
 FORMAT_CHOICES = ("auto", "template", "builtin", "transcript")
 """Prompt formats a user may ask for (`edge_ai.chat_format`): `auto` decides from the file."""
 
 
 def _setting(default: Any, help: str, lo: float | None = None, hi: float | None = None,
-             choices: tuple[str, ...] | None = None) -> Any:
+             choices: tuple[str, ...] | None = None, check: Callable[[Any, str], Any] | None = None) -> Any:
+    """A setting's field; `check(value, where)` validates a value beyond its type and returns it normalised."""
+    metadata = {"help": help, "lo": lo, "hi": hi, "choices": choices, "check": check}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default),
-                     metadata={"help": help, "lo": lo, "hi": hi, "choices": choices})
-    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "choices": choices})
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _rpc_servers(value: list[str], where: str) -> list[str]:
+    return list(parse_servers(value, source=where)) if value else []
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,8 @@ class ModelSettings:
                            "builtin (the family's turn tokens) or transcript (User:/Assistant: text, for base models)",
                            choices=FORMAT_CHOICES)
     rpc: list[str] = _setting([], "llama.cpp RPC servers (host:port, `edge-ai rpc-server` on other machines) that hold "
-                              "part of the model's layers, split by the memory each offers; empty = this machine alone")
+                              "part of the model's layers, split by the memory each offers; empty = this machine alone",
+                              check=_rpc_servers)
 
 
 @dataclass(frozen=True)
@@ -242,7 +250,7 @@ def coerce(key: str, raw: Any, source: str) -> Any:
         raise EdgeAIError(f"{where}: {value!r} is out of range; allowed {lo}..{hi} ({f.metadata['help']})")
     if choices and value not in choices:
         raise EdgeAIError(f"{where}: {value!r} is not one of {', '.join(choices)}")
-    return value
+    return f.metadata["check"](value, where) if f.metadata["check"] else value
 
 
 def _to_bool(raw: Any) -> bool:

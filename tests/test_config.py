@@ -45,11 +45,20 @@ def test_set_writes_valid_toml_atomically() -> None:
     ("model.context", "2.5", "'model.context'.*not a valid int"),
     ("sampling.temprature", "1", "unknown setting 'sampling.temprature'"),
     ("sampling.temperature", "nan", "not a valid float"),
+    ("model.rpc", "10.0.0.2", "'model.rpc'.*'10.0.0.2' is not host:port"),
+    ("model.rpc", "[::1]:50052,a:1", "'model.rpc'.*'\\[::1\\]:50052' is not host:port"),
+    ("model.rpc", "a:50052,a:50052", "'model.rpc'.*listed twice"),
 ])
 def test_invalid_values_name_the_key(key: str, value: str, message: str) -> None:
     with pytest.raises(EdgeAIError, match=message):
         config.set_value(key, value)
     assert not get_paths().config_file.exists()
+
+
+def test_rpc_servers_are_stored_trimmed_and_can_be_cleared() -> None:
+    assert config.set_value("model.rpc", " 10.0.0.2:50052, box:50053") == ["10.0.0.2:50052", "box:50053"]
+    assert config.load().model.rpc == ["10.0.0.2:50052", "box:50053"]
+    assert config.set_value("model.rpc", "") == []
 
 
 def test_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
