@@ -92,6 +92,7 @@ class EdgeAIApp(App[None]):
 
     def on_unmount(self) -> None:
         self.chat_screen.voice.close()  # stops listening and speaking before the model goes
+        self.chat_screen.screen_watch.stop()
         self.engines.close()  # waits for a reply in progress to stop and be saved, frees the model
         self.history.close()
 

@@ -56,6 +56,11 @@ COMMANDS: tuple[Command, ...] = (
             "message; /screen QUESTION reads it and sends the question with it", "f12", "F12", "Screen"),
     Command("toggle_always_screen", "Always attach the screen",
             "Attach the screen's text to every message you send (reviewed each time); again to stop"),
+    Command("toggle_watch", "Screen watch on/off",
+            "Opt-in: log what changes on screen (private windows blanked, PII redacted, owner-only file) for "
+            "`edge-ai screen search`; the status bar shows it while on; again to stop"),
+    Command("pause_watch", "Pause screen watch", "Pause or resume screen watch at once: nothing is captured "
+            "while paused", "ctrl+g", "Ctrl+G"),
 )
 
 INPUT_KEYS: tuple[tuple[str, str], ...] = (

@@ -157,19 +157,11 @@ def watch_cmd(
     """Opt-in watch mode: log what changes on screen (OCR'd, redacted, private windows blanked) for `screen search`."""
     import threading
 
-    from runtime.screen.privacy import PrivacyPolicy
-    from runtime.screen.screen_log import Retention, ScreenLog, default_path
-    from runtime.screen.watch import Stored, Watcher, WatchOptions
-    from runtime.screen.windows import check_x11_session
+    from runtime.screen.watch import Stored, Watcher
 
     cfg = config_mod.load({"screen.watch_interval": interval} if interval is not None else None)
     if duration is not None and duration <= 0:
         raise EdgeAIError(f"--for {duration} must be a positive number of seconds")
-    display = check_x11_session()  # no display: say so before any file is made
-    settings = cfg.screen
-    options = WatchOptions(interval=settings.watch_interval, cpu_budget=settings.watch_cpu_budget)
-    path = default_path(settings.watch_db)
-    log = ScreenLog.create(path, Retention(settings.watch_retention_days, settings.watch_max_rows))
     stop = threading.Event()
 
     def show(stored: Stored) -> None:
@@ -177,8 +169,9 @@ def watch_cmd(
         err.print(f"{time.strftime('%H:%M:%S', time.localtime(stored.time))}  {title}  "
                   f"{len(stored.text.split())} words stored", soft_wrap=True)
 
-    with Watcher(log, options, PrivacyPolicy.from_settings(settings), display) as watcher:
-        err.print(f"watching the screen every {options.interval:g} s into {path}; Ctrl-C stops", soft_wrap=True)
+    with Watcher.from_settings(cfg.screen) as watcher:
+        err.print(f"watching the screen every {watcher.options.interval:g} s into {watcher.log.path}; Ctrl-C stops",
+                  soft_wrap=True)
         timer = threading.Timer(duration, stop.set) if duration is not None else None
         if timer is not None:
             timer.daemon = True

@@ -1,6 +1,7 @@
 """Watch mode: opt-in background capture of screen changes into the local screen log.
 
     watcher = Watcher(ScreenLog.create(path, Retention()), WatchOptions(interval=1.0))
+    watcher = Watcher.from_settings(cfg.screen)   # as configured (screen.watch_*): the CLI's and the app's
     watcher.run(stop_event, on_store=print)   # until stop_event is set; or watcher.step() for one look
     watcher.pause(); watcher.resume()
 
@@ -24,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from edge_ai.errors import EdgeAIError
 from runtime.screen.capture import ScreenCapture
@@ -31,8 +33,11 @@ from runtime.screen.change import ChangeDetector
 from runtime.screen.ocr import ScreenOCR
 from runtime.screen.privacy import PrivacyPolicy
 from runtime.screen.redact import redact
-from runtime.screen.screen_log import ScreenLog
+from runtime.screen.screen_log import Retention, ScreenLog, default_path
 from runtime.screen.windows import active_window, check_x11_session, connect
+
+if TYPE_CHECKING:
+    from edge_ai.config import ScreenSettings
 
 MIN_INTERVAL = 1.0  # at most one frame a second, whatever is asked
 EXPIRE_EVERY = 3600.0  # seconds between retention sweeps while nothing is written (each write sweeps too)
@@ -129,6 +134,20 @@ class Watcher:
         self._running = threading.Event()
         self._running.set()
         self.ocr_calls = 0
+
+    @classmethod
+    def from_settings(cls, settings: ScreenSettings, display: str | None = None) -> Watcher:
+        """Watch mode as the `screen.watch_*` settings say, its log created owner-only; the display is
+        checked first, so a machine without one gets the reason and no file."""
+        display = display or check_x11_session()
+        log = ScreenLog.create(default_path(settings.watch_db),
+                               Retention(settings.watch_retention_days, settings.watch_max_rows))
+        try:
+            return cls(log, WatchOptions(interval=settings.watch_interval, cpu_budget=settings.watch_cpu_budget),
+                       PrivacyPolicy.from_settings(settings), display)
+        except BaseException:
+            log.close()
+            raise
 
     def __enter__(self) -> Watcher:
         return self

@@ -88,3 +88,35 @@ async def test_no_display_is_a_notification_and_chat_goes_on(registered_model, m
         await pilot.press("f12")
         await wait_for(pilot, lambda: any("DISPLAY" in str(n.message) for n in app._notifications), "the error")
         assert chat.status.attachment == "" and chat.status.state == ""
+
+
+async def test_screen_watch_shows_its_state_saves_changes_and_pauses_at_once(display, xterm, registered_model,
+                                                                             tmp_path):
+    from runtime.screen.screen_log import ScreenLog
+    from tui.app import EdgeAIApp
+
+    db = tmp_path / "watch.sqlite3"
+    app = EdgeAIApp(Config().with_values({"model.context": 2048, "screen.watch_db": str(db),
+                                          "screen.watch_interval": 1.0}))
+
+    def found(word: str) -> bool:
+        with ScreenLog.open(db) as log:
+            return bool(log.search(word))
+
+    xterm("notes", "Watched word: TANGERINE", geometry="50x3+0+0")
+    async with app.run_test(size=(120, 40)) as pilot:
+        chat = app.chat_screen
+        assert chat.status.watch == ""  # opt-in: nothing watches until asked
+        chat.action_toggle_watch()
+        await wait_for(pilot, lambda: "1 saved" in chat.status.watch, "the first saved change", 180)
+        assert found("TANGERINE") and db.stat().st_mode & 0o777 == 0o600
+        await pilot.press("ctrl+g")
+        assert chat.status.watch.startswith("watch paused")
+        xterm("more", "Second word: APRICOT", geometry="50x3+0+200")
+        await pilot.pause(3.0)
+        assert not found("APRICOT") and chat.status.watch.startswith("watch paused")
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: "2 saved" in chat.status.watch, "the change seen after resuming", 180)
+        assert found("APRICOT")
+        chat.action_toggle_watch()
+        await wait_for(pilot, lambda: chat.status.watch == "", "watch mode off", 60)

@@ -42,6 +42,7 @@ from runtime.llm.scheduler import Call
 from runtime.llm.stream import EventStream, stream
 from tui import keys
 from tui.screen_context import ScreenContext, screen_command
+from tui.screen_watch import ScreenWatch, WatchEvent
 from tui.screens.dialogs import ConfirmScreen, PromptScreen
 from tui.screens.help import HelpScreen
 from tui.screens.model_picker import ModelPickerScreen
@@ -192,6 +193,7 @@ class ChatScreen(Screen[None]):
         self._reply_view: MessageView | None = None
         self.voice = VoiceMode(self)
         self.screen_context = ScreenContext(self)
+        self.screen_watch = ScreenWatch(self)
 
     @property
     def edge_app(self) -> EdgeAIApp:
@@ -719,3 +721,12 @@ class ChatScreen(Screen[None]):
 
     def action_toggle_always_screen(self) -> None:
         self.screen_context.toggle_always()
+
+    def action_toggle_watch(self) -> None:
+        self.screen_watch.toggle()
+
+    def action_pause_watch(self) -> None:
+        self.screen_watch.toggle_pause()
+
+    def on_watch_event(self, event: WatchEvent) -> None:
+        self.screen_watch.handle(event)

@@ -1,4 +1,4 @@
-"""One line at the bottom: model, context use, last reply's speed, process memory, screen, state."""
+"""One line at the bottom: model, context use, last reply's speed, process memory, screen, watch, state."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class StatusBar(Static):
     tok_s: reactive[float | None] = reactive(None)
     rss: reactive[int] = reactive(0)
     attachment: reactive[str] = reactive("")  # the screen attachment: "" none, else what goes with the next message
+    watch: reactive[str] = reactive("")  # screen watch mode: "" off, else watching / paused
 
     def on_mount(self) -> None:
         self._process = psutil.Process()
@@ -38,7 +39,7 @@ class StatusBar(Static):
             pass
 
     def render(self) -> str:
-        """Fit the line to the bar: drop memory, then TTFT, then context use, never model, screen or state."""
+        """Fit the line to the bar: drop memory, then TTFT, then context use, never model, screen, watch or state."""
         model = f"model: {self.model or '-'}"
         optional: list[tuple[int, str]] = []  # (drop order: lower goes first, text)
         if self.context_size:
@@ -52,8 +53,7 @@ class StatusBar(Static):
         width = self.content_size.width or 10_000
         while True:
             parts = [model, *(text for _, text in optional)]
-            if self.attachment:
-                parts.append(self.attachment)
+            parts += [text for text in (self.attachment, self.watch) if text]
             if self.state:
                 parts.append(self.state)
             line = _SEPARATOR.join(parts)
