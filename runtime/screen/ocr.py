@@ -96,6 +96,10 @@ class ScreenOCR:
                 # screen text is upright: the 180-degree angle classifier only adds cost and, on a terminal
                 # line ("user@laptop:~/project$ python3 train.py --epochs 3"), flipped it into "u s- h"
                 "Global.use_cls": False,
+                # one line per recognizer call: a batch is padded to its widest line, and on a full
+                # 1280x800 terminal screen the default batch of 6 peaked at 887 MB RSS in 3.7 s, one
+                # at a time at 498 MB in 3.1 s, with the same words read (benchmarks/bench_screen.py)
+                "Rec.rec_batch_num": 1,
                 "EngineConfig.onnxruntime.intra_op_num_threads": threads,
             })
         return self._engine
