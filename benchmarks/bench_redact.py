@@ -1,11 +1,17 @@
 """PII redaction measured on the labelled set (tests/screen/pii_cases.py); prints JSON.
 
-    python benchmarks/bench_redact.py [--repeat 20]
+    python benchmarks/bench_redact.py [--repeat 20] [--ocr]
 
 recall per kind and overall: a secret counts as caught when one finding of its kind covers all of it
 (targets: overall >= 0.98, card and key 1.0). False positives: findings in the ordinary paragraphs,
 per 1000 words (target < 1). Speed: words per second of redact() over the whole set (cases and
 ordinary text), best of --repeat runs, on this machine.
+
+--ocr adds the path the screen takes: each case and each ordinary paragraph is drawn as terminal text
+(DejaVu Sans Mono, light on dark), read back by the screen's OCR and redacted. A secret leaks when
+a run of LEAK_RUN of its letters and digits in a row (all of it, if shorter) is still in the redacted
+text: a misread digit that defeats the Luhn check still leaks the rest. Printed: recall per kind
+(1 - leaked share), the leaks with the text OCR produced, and false positives per 1000 OCR'd words.
 """
 
 from __future__ import annotations
@@ -61,9 +67,77 @@ def speed(repeat: int) -> tuple[float, int]:
     return words / best, words
 
 
+LEAK_RUN = 6
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"
+
+
+def drawn(text: str, width: int = 110):
+    """`text` as a terminal would show it: 15 px monospace lines (wrapped at `width`), RGB pixels."""
+    import textwrap
+
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(FONT, 15)
+    lines = [part for line in text.splitlines()  # wrapped at the column, as a terminal does, not at hyphens
+             for part in (textwrap.wrap(line, width, break_on_hyphens=False) or [""])]
+    image = Image.new("RGB", (width * 9 + 40, len(lines) * 20 + 30), (30, 30, 30))
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((16, 14 + i * 20), line, font=font, fill=(225, 225, 225))
+    return np.asarray(image)
+
+
+def _alnum(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def leaked(secret: str, redacted_text: str, context: str) -> bool:
+    """Whether LEAK_RUN letters/digits of `secret` in a row (all of it, if shorter) survive in the text;
+    runs the case's other text also holds ("Lena Fischer <lena.fischer@...>") prove nothing."""
+    chars, haystack, elsewhere = _alnum(secret), _alnum(redacted_text), _alnum(context)
+    run = min(LEAK_RUN, len(chars))
+    return any(chars[i:i + run] in haystack and chars[i:i + run] not in elsewhere
+               for i in range(len(chars) - run + 1))
+
+
+def ocr_recall() -> dict:
+    """Recall per kind and false positives per 1000 words when the text is read off the screen by OCR."""
+    from runtime.screen.ocr import ScreenOCR
+    from runtime.screen.redact import redact
+
+    ocr = ScreenOCR()
+    total, caught, leaks = Counter(), Counter(), []
+    for case in CASES:
+        seen = ocr.read(drawn(case.text)).as_text()
+        cleaned = redact(seen).text
+        context = case.text
+        for secret in case.secrets:
+            context = context.replace(secret, " ")
+        for secret in case.secrets:
+            total[case.kind] += 1
+            if leaked(secret, cleaned, context):
+                leaks.append({"kind": case.kind, "format": case.fmt, "ocr": seen, "redacted": cleaned})
+            else:
+                caught[case.kind] += 1
+    found, words = [], 0
+    for paragraph in ORDINARY:
+        seen = ocr.read(drawn(paragraph)).as_text()
+        words += len(seen.split())
+        found += [{"kind": f.kind, "text": seen[f.start:f.end]} for f in find(seen)]
+    overall = round(sum(caught.values()) / sum(total.values()), 4)
+    per_kind = {kind: round(caught[kind] / total[kind], 4) for kind in KINDS if total[kind]}
+    fp_per_1000 = round(len(found) / max(words, 1) * 1000, 3)
+    return {"recall": per_kind, "recall_overall": overall, "leaks": leaks, "ordinary_words": words,
+            "false_positives_per_1000_words": fp_per_1000, "false_positive_findings": found,
+            "targets_met": {"recall_overall>=0.98": overall >= 0.98, "card==1.0": per_kind.get("card") == 1.0,
+                            "key==1.0": per_kind.get("key") == 1.0, "fp_per_1000_words<1": fp_per_1000 < 1}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20, help="timed passes over the set (the best counts)")
+    parser.add_argument("--ocr", action="store_true", help="also measure on text drawn and read back by OCR (~1 min)")
     args = parser.parse_args()
     per_kind, overall, missed = recall()
     fp, words, fp_found = false_positives()
@@ -78,6 +152,7 @@ def main() -> None:
         "targets_met": {"recall_overall>=0.98": overall >= 0.98,
                         "card==1.0": per_kind.get("card") == 1.0, "key==1.0": per_kind.get("key") == 1.0,
                         "fp_per_1000_words<1": fp_per_1000 < 1},
+        **({"ocr": ocr_recall()} if args.ocr else {}),
     }, indent=2))
 
 
