@@ -12,6 +12,11 @@ ordinary text), best of --repeat runs, on this machine.
 a run of LEAK_RUN of its letters and digits in a row (all of it, if shorter) is still in the redacted
 text: a misread digit that defeats the Luhn check still leaks the rest. Printed: recall per kind
 (1 - leaked share), the leaks with the text OCR produced, and false positives per 1000 OCR'd words.
+
+Measured 2026-12-02 (118 cases, 3736 ordinary words): text recall 1.0, 0 false positives. Through
+OCR, recall was 0.924 (PEM markers read with 2-3 dashes, a closing quote dropped, keys wrapped over
+two lines, an IBAN's "NO" read "N0"); with the redactor made tolerant of those, 0.992 and 0 false
+positives; the one leak left is a phone number OCR read as "(415) ) 555-0178".
 """
 
 from __future__ import annotations

@@ -135,8 +135,9 @@ def _cards(text: str) -> Iterator[Finding]:
                 taken = end
 
 
-_IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}")
-_IBAN_RUN = re.compile(r"[A-Z]{2}\d{2}(?:(?:[ \t]{1,2}|-)?[A-Z0-9]+)*")
+# The country code as OCR may read it: a letter O as a zero ("N093 8601 ..." for NO93); the checksum decides
+_IBAN_START = re.compile(r"(?<![A-Za-z0-9])(?:[A-Z][A-Z0]|0[A-Z])\d{2}")
+_IBAN_RUN = re.compile(r"[A-Z0]{2}\d{2}(?:(?:[ \t]{1,2}|-)?[A-Z0-9]+)*")
 
 
 def _ibans(text: str) -> Iterator[Finding]:
@@ -155,7 +156,7 @@ def _ibans(text: str) -> Iterator[Finding]:
             if len(compact) >= 15:
                 candidates.append((head.start() + g_end, compact))
         for end, value in reversed(candidates):
-            if stdnum_iban.is_valid(value):
+            if stdnum_iban.is_valid(value[:2].replace("0", "O") + value[2:]):
                 found = Finding("iban", head.start(), end)
                 break
         if found:
@@ -280,7 +281,8 @@ _KEY_PATTERNS = tuple(re.compile(p) for p in (
     r"(?<![A-Za-z0-9_-])npm_[A-Za-z0-9]{36}",  # npm token
     r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWT (header.payload.sig)
 ))
-_PRIVATE_KEY_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)-----")
+# OCR miscounts the five dashes of PEM markers ("---BEGIN RSA PRIVATE KEY--"): two or more are accepted
+_PRIVATE_KEY_BEGIN = re.compile(r"-{2,}[ \t]*BEGIN ([A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)[ \t]*-{2,}")
 _KEY_BODY_LINE = re.compile(r"\n[ \t]*(?:[A-Za-z0-9+/=]{8,}|[A-Za-z-]+: .*|)[ \t]*(?=\n|$)")
 # A value after a word like key/token/secret: "API_KEY=...", "token: ...", "Authorization: Bearer ..."
 _KEY_LABELLED = re.compile(
@@ -293,10 +295,9 @@ _KEY_LABELLED = re.compile(
 
 def _private_keys(text: str) -> Iterator[Finding]:
     for begin in _PRIVATE_KEY_BEGIN.finditer(text):
-        end_marker = f"-----END {begin.group(1)}-----"
-        end = text.find(end_marker, begin.end())
-        if end >= 0:
-            yield Finding("key", begin.start(), end + len(end_marker))
+        end_marker = re.compile(rf"-{{2,}}[ \t]*END {re.escape(begin.group(1))}[ \t]*-{{2,}}")
+        if (marker := end_marker.search(text, begin.end())) is not None:
+            yield Finding("key", begin.start(), marker.end())
             continue
         end = begin.end()  # cut off on screen: the base64 (and header) lines that follow
         while (line := _KEY_BODY_LINE.match(text, end)) is not None and line.end() > end:
@@ -327,25 +328,61 @@ def _looks_random(value: str) -> bool:
     return mixed and _entropy(value) >= 3.0
 
 
+# A line break inside a token: a terminal wrapping a long key at its last column, read by OCR as two
+# lines. Joined when the line before is at least WRAPPED_LINE characters long (a full line) and the next
+# starts with 8 or more token characters (the rest of a key, not a word).
+_TOKEN_BREAK = re.compile(r"(?<=[A-Za-z0-9_+/=.-])\n(?=[A-Za-z0-9_+/=.-]{8})")
+WRAPPED_LINE = 40
+
+
+class _Unwrapped:
+    """`text` with the line breaks inside wrapped tokens removed, and the way back to `text`'s positions."""
+
+    def __init__(self, text: str) -> None:
+        self.breaks = [m.start() for m in _TOKEN_BREAK.finditer(text)
+                       if m.start() - text.rfind("\n", 0, m.start()) - 1 >= WRAPPED_LINE]
+        self.text = "".join(text[a + 1:b] for a, b in zip([-1, *self.breaks], [*self.breaks, len(text)]))
+
+    def findings(self, kind: str, start: int, end: int) -> Iterator[Finding]:
+        """A span of the joined text as findings in the original, one per line it covers (so the redacted
+        text keeps its lines)."""
+        first, last = self._original(start), self._original(end - 1) + 1
+        position = first
+        for b in self.breaks:
+            if first < b < last:
+                yield Finding(kind, position, b)
+                position = b + 1
+        yield Finding(kind, position, last)
+
+    def _original(self, index: int) -> int:
+        """The position in the original text of the joined text's `index`."""
+        for i, b in enumerate(self.breaks):
+            if index < b - i:
+                return index + i
+        return index + len(self.breaks)
+
+
 def _keys(text: str) -> Iterator[Finding]:
     yield from _private_keys(text)
+    joined = _Unwrapped(text)
     for pattern in _KEY_PATTERNS:
-        for m in pattern.finditer(text):
-            yield Finding("key", m.start(), m.end())
+        for m in pattern.finditer(joined.text):
+            yield from joined.findings("key", m.start(), m.end())
 
 
 def _labelled_keys(text: str) -> Iterator[Finding]:
-    for m in _KEY_LABELLED.finditer(text):
+    joined = _Unwrapped(text)
+    for m in _KEY_LABELLED.finditer(joined.text):
         value = m.group("value").rstrip(".")
         if _looks_random(value):
-            yield Finding("key", m.start("value"), m.start("value") + len(value))
+            yield from joined.findings("key", m.start("value"), m.start("value") + len(value))
 
 
 _PASSWORD = re.compile(
     r"(?i)(?<![a-z])(?P<label>[a-z_]*pass(?:word|wd|phrase|wort)|(?:[a-z]*_)?pass|pwd|pw|pin|kennwort|mot de passe"
     r"|contrase[ñn]a)"
     r"(?![a-z])[\"']?(?P<gap>[ \t]*(?::=|=>|[:=]|\bis\b:?)?[ \t]*)"
-    r"(?P<value>\"[^\"\n]{1,128}\"|'[^'\n]{1,128}'|[^\s\"',;]{1,128})")
+    r"(?P<value>\"[^\"\n]{1,128}\"?|'[^'\n]{1,128}'?|[^\s\"',;]{1,128})")  # OCR may drop a closing quote
 _PASSWORD_BELOW = re.compile(r"(?im)^[ \t]*(?:new |current |confirm )?(?:password|passwort|kennwort|passphrase"
                              r"|mot de passe|contrase[ñn]a)[ \t]*:?[ \t]*\n[ \t]*(?P<value>\S{3,128})[ \t]*$")
 _NOT_SECRETS = frozenset({"true", "false", "yes", "no", "on", "off", "null", "none", "nil", "required", "optional",
@@ -367,7 +404,8 @@ def _password_like(value: str, strict: bool = False) -> bool:
 
 
 _CODE_VALUE = re.compile(r"[()\[\]]")
-_CODE_AFTER = re.compile(r"[ \t]+(?:[-+*/%]|=(?!=))[ \t]")  # "passwd + suffix", "passwd = acct = ''"
+# "passwd + suffix", "passwd = acct = ''" (OCR may drop the '' at the end of the line)
+_CODE_AFTER = re.compile(r"[ \t]+(?:[-+*/%]|=(?!=))(?:[ \t]|$)", re.M)
 
 
 def _is_code(text: str, m: re.Match[str], value: str) -> bool:

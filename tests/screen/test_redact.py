@@ -108,6 +108,23 @@ def test_values_after_key_words_must_look_random() -> None:
     assert [(f.kind, text[f.start:f.end]) for f in find(text)] == [("key", "7f3c2a9e-5b1d-4e8f-a6c0-93d2b7e41f05")]
 
 
+def test_text_as_ocr_reads_it_off_the_screen_is_still_redacted() -> None:
+    """What bench_redact --ocr found leaking: the misreads and line breaks OCR puts into screen text."""
+    jwt_head = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6Ik"
+    wrapped = f"curl -s https://api.example.com/v1 -H 'Authorization: Bearer {jwt_head}\n" \
+              "pvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c'\nnext command"
+    assert redact(wrapped).text == "curl -s https://api.example.com/v1 -H 'Authorization: Bearer [key]\n[key]'\nnext command"
+    pem = "---BEGIN RSA PRIVATE KEY--\nMIIEowIBAAKCAQEAr3ZxQ9vZbL5f\n---END RSA PRIVATE KEY---\nafter"
+    assert redact(pem).text == "[key]\nafter"
+    assert redact('DB_PASSWORD="correct horse battery staple\nnext').text == 'DB_PASSWORD="[password]\nnext'
+    norwegian = iban("NO", "86011117947")
+    assert redact(f"IBAN: N0{norwegian[2:]}").text == "IBAN: [iban]"  # the letter O read as a zero
+    assert find("userid = passwd = acct =\npw = pw[:-1]") == []  # the '' was lost, it is still code
+    prose = ("This paragraph is long enough to be a wrapped line of a terminal and\n"
+             "configuration files are described on the next line of the page.")
+    assert find(prose) == []  # a long line ending in a word, then a long word: not a key
+
+
 def test_empty_and_clean_text_pass_through() -> None:
     assert redact("").text == "" and redact("").findings == ()
     assert redact("Nothing private here.\n").text == "Nothing private here.\n"
