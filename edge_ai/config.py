@@ -141,6 +141,8 @@ class ScreenSettings:
                                            "(case-insensitive) are blanked out of every capture")
     downscale_width: int = _setting(1280, "width of the copy of a capture given to a model (pixels)", 64, 7680)
     ocr_budget_tokens: int = _setting(1500, "most tokens of screen text given to the model by `screen ask`", 50, 100000)
+    vision_mmproj: str = _setting("", "vision projector (mmproj .gguf) of model.name when it is a vision-language "
+                                  "model: `screen ask` then shows it the screen's image with its text; empty = text only")
     watch_interval: float = _setting(1.0, "seconds between captures in `screen watch` (at most 1 frame a second; "
                                      "longer while busy or on battery)", 1.0, 3600.0)
     watch_retention_days: float = _setting(14.0, "`screen watch` deletes stored screen text older than this (days)",

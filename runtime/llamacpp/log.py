@@ -49,8 +49,12 @@ def _callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 
 
 def install() -> None:
-    """Take over llama.cpp's log callback (idempotent)."""
+    """Take over llama.cpp's log callback, and its multimodal library's (idempotent)."""
     llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
+    from llama_cpp import mtmd_cpp
+
+    for set_log in (mtmd_cpp.mtmd_log_set, mtmd_cpp.mtmd_helper_log_set):
+        set_log(ctypes.cast(_callback, set_log.argtypes[0]), ctypes.c_void_p(0))
 
 
 def mark() -> int:

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from edge_ai.errors import EdgeAIError
-from runtime.screen.capture import ScreenCapture
+from runtime.screen.capture import ScreenCapture, downscale
 from runtime.screen.ocr import OcrResult, ScreenOCR
 from runtime.screen.privacy import PrivacyPolicy
 from runtime.screen.redact import redact
@@ -33,6 +35,7 @@ class ScreenRead:
 
     result: OcrResult
     masked_pixels: int
+    image: np.ndarray | None = None  # for a vision model: the capture, private windows blanked, downscaled
 
     def for_model(self, budget_tokens: int, count_tokens: Callable[[str], int] | None = None) -> ScreenText:
         """The text a model gets: cut to `budget_tokens`, PII and secrets replaced."""
@@ -41,14 +44,15 @@ class ScreenRead:
 
 
 def read_screen(settings: ScreenSettings, ocr: ScreenOCR, *, region: Rect | None = None, window: bool = False,
-                monitor: int | None = None) -> ScreenRead:
-    """Grab and read the screen (blocking: OCR of a full screen takes seconds on 2 cores)."""
+                monitor: int | None = None, image_width: int | None = None) -> ScreenRead:
+    """Grab and read the screen (blocking: OCR of a full screen takes seconds on 2 cores); with
+    `image_width`, keep a copy of the capture that wide for a vision model (then no text is no error)."""
     with ScreenCapture(PrivacyPolicy.from_settings(settings)) as capture:
         frame = capture.grab(region=region, monitor=monitor, window=window)
     result = ocr.read(frame.pixels)
-    if not result.lines:
+    if not result.lines and image_width is None:
         raise EdgeAIError("no text found on the screen; OCR reads text only (is the window you mean visible?)")
-    return ScreenRead(result, frame.masked_pixels)
+    return ScreenRead(result, frame.masked_pixels, downscale(frame.pixels, image_width) if image_width else None)
 
 
 def with_screen(screen_text: str, message: str) -> str:
