@@ -3,7 +3,7 @@
     guard = EchoGuard(VadOptions())
     guard.push(raw_mic, speaker)                        # every 16 kHz block, before echo cancellation
     p = guard.judge(p_cleaned, raw_frame, speaking)     # per 32 ms VAD frame while echo is possible
-    guard.echo_share()                                  # 0..1: how much of the last 0.3 s the speaker explains
+    guard.echo_share()                                  # 0..1: how much of the last 0.1 s the speaker explains
 
 The echo canceller (AEC3) fails in two ways that a conversation feels at once. It needs a second or
 two of the assistant's voice to find the loop's delay, and must find it again when the delay jumps
