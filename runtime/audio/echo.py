@@ -70,6 +70,19 @@ class EchoCanceller:
         return out
 
 
+    @property
+    def held(self) -> int:
+        """Microphone samples received but not yet returned (under one 10 ms frame)."""
+        return self._mic.size
+
+    def flush(self) -> np.ndarray:
+        """The microphone samples still waiting for a whole 10 ms frame, as they are (called once the echo
+        is gone), so that a stream that stops using the canceller loses none; both buffers are emptied."""
+        rest = self._mic
+        self._mic, self._ref = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
+        return rest
+
+
 def erle_db(mic: np.ndarray, cleaned: np.ndarray) -> float:
     """Echo return loss enhancement: how much quieter the echo got, in dB (both with the echo alone)."""
     before = float(np.mean(np.square(mic, dtype=np.float64)))

@@ -71,7 +71,7 @@ class Hearing:
         self._on_hear = on_hear
         self._assistant_speaking = assistant_speaking
         self._pending = np.zeros(0, dtype=np.float32)
-        self._pending_raw = np.zeros(0, dtype=np.float32)  # the raw microphone over the same samples
+        self._raw = np.zeros(2 * FRAME, dtype=np.float32)  # the latest raw microphone, up to the newest sample
         self._frames = 0
         self._speaker_quiet = 0  # samples since the speaker last played anything
         self.muted = False  # push-to-talk released: frames are treated as silence
@@ -86,18 +86,22 @@ class Hearing:
         raw = mic
         if self._guard is not None:
             self._guard.push(mic, speaker)
-        if self._aec is not None and self._echo_possible:
-            mic = self._aec.process(mic, speaker)
+        if self._aec is not None:  # AEC3 while echo may arrive, then the microphone as it is, no sample lost
+            mic = self._aec.process(mic, speaker) if self._echo_possible else np.concatenate([self._aec.flush(), mic])
         elif self.mode == "half" and speaking:
             mic = np.zeros_like(mic)  # the microphone is gated while the assistant talks
         self._pending = np.concatenate([self._pending, mic])
-        raw = np.concatenate([self._pending_raw, raw])
-        self._pending_raw = raw[max(0, raw.size - self._pending.size):]  # in step, up to the AEC's 10 ms ahead
+        self._raw = np.concatenate([self._raw, raw])[-(self._pending.size + 2 * FRAME):]
         self._segmenter.start_frames = self._barge_frames if speaking else self._listen_frames
         while self._pending.size >= FRAME:
             frame, self._pending = self._pending[:FRAME], self._pending[FRAME:]
-            raw_frame, self._pending_raw = self._pending_raw[:FRAME], self._pending_raw[FRAME:]
-            self._frame(frame, raw_frame, speaking)
+            self._frame(frame, self._raw_frame(), speaking)
+
+    def _raw_frame(self) -> np.ndarray:
+        """The raw microphone over the samples of the frame just cut. The cleaned stream is the raw one less
+        what AEC3 holds back (under 10 ms), so that frame ends `held + len(pending)` before the newest sample."""
+        end = self._raw.size - (self._aec.held if self._aec is not None else 0) - self._pending.size
+        return self._raw[end - FRAME:end]
 
     @property
     def _echo_possible(self) -> bool:

@@ -96,3 +96,29 @@ def test_the_user_cutting_in_over_a_loud_echo_starts_speech_within_a_fraction_of
     both, onset = with_user(echo_of(reply), user, at=2.5)
     starts = [s for s in speech_starts(both, reply) if s >= onset / RATE - 0.1]
     assert starts and starts[0] - onset / RATE < 0.5
+
+
+def test_the_guard_judges_the_raw_samples_of_each_cleaned_frame_whatever_the_block_sizes():
+    """Blocks of 300-340 samples (a device rate that does not divide evenly), the speaker on and off (AEC3
+    in use, holding back part of a 10 ms frame, then bypassed): no sample is lost and each frame the VAD
+    scores is judged against the raw microphone over exactly its samples."""
+    frames: list[tuple[np.ndarray, np.ndarray]] = []
+
+    class Recording(Hearing):
+        def _frame(self, frame, raw_frame, speaking):
+            frames.append((frame, raw_frame))
+
+    hearing = Recording("full", lambda event: None)
+    rng = np.random.default_rng(0)
+    stream = np.arange(120_000, dtype=np.float32) / 1e6  # each sample says where it is
+    position = 0
+    while position < stream.size - 340:
+        size = int(rng.integers(300, 341))
+        speaker_on = (position // 30_000) % 2 == 0
+        speaker = rng.standard_normal(size).astype(np.float32) * 0.1 if speaker_on else np.zeros(size, np.float32)
+        hearing.on_audio(stream[position:position + size], speaker)
+        position += size
+    starts = [round(float(raw[0]) * 1e6) for _, raw in frames]
+    assert all(raw.size == 512 for _, raw in frames)
+    assert starts == [i * 512 for i in range(len(frames))]  # consecutive: nothing lost across AEC on/off
+    assert len(frames) >= (position - 512) // 512
