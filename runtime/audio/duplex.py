@@ -93,10 +93,10 @@ class Player:
             self._queue.clear()
         return dropped
 
-    @property
-    def busy(self) -> bool:
+    def queued(self) -> list[object]:
+        """The tags of the items not yet played to their end, in order."""
         with self._lock:
-            return bool(self._queue)
+            return [item.tag for item in self._queue]
 
     def pull(self, out: np.ndarray) -> None:
         """Fill `out` (the device block) with queued speech, zeros after it. Runs in the audio callback."""

@@ -13,7 +13,8 @@ its tokens with the prompt. The projector is checked here first (a GGUF of archi
 a vision encoder whose projection width is the model's embedding width): a wrong file would
 otherwise surface as an abort inside C or as "failed to load mtmd context". The image is what the
 screen capture returned, private windows already blanked, downscaled by the caller. A model whose
-file has no chat template (a base model) is prompted as a User:/Assistant: transcript.
+file has no chat template (a base model) is prompted as a User:/Assistant: transcript
+(runtime.llamacpp.mtmd).
 """
 
 from __future__ import annotations
@@ -25,43 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from llama_cpp.llama_chat_format import MTMDChatHandler
 
 from edge_ai.errors import EdgeAIError
 from edge_ai.gguf_file import check_gguf, read_gguf
 from edge_ai.hardware import default_threads
-from runtime.llamacpp import log as llama_log
 from runtime.llamacpp.load import load_llama
+from runtime.llamacpp.mtmd import TRANSCRIPT_STOPS, MtmdHandler
 from runtime.llm.events import SamplingParams
-
-# For a model without a chat template: text parts in order, the image marker where the image goes.
-TRANSCRIPT_TEMPLATE = (
-    "{% for m in messages %}{% if m.role == 'system' %}{{ m.content }}\n\n"
-    "{% else %}{{ 'User' if m.role == 'user' else 'Assistant' }}: "
-    "{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %}{{ p.text }}{% endfor %}{% endif %}"
-    "\n{% endif %}{% endfor %}Assistant:")
-TRANSCRIPT_STOPS = ("\nUser:", "\n\n\n")
-
-
-class _Handler(MTMDChatHandler):
-    """mtmd with the model's own chat template, or the transcript one when the file has none."""
-
-    def __init__(self, mmproj: Path, template: str | None) -> None:
-        super().__init__(clip_model_path=str(mmproj), verbose=False, use_gpu=False)
-        self.template = template
-
-    def _get_chat_template(self, llama_model: Any) -> str:
-        return self.template or TRANSCRIPT_TEMPLATE
-
-    def start(self, llama_model: Any) -> None:
-        """Load the projector now, so a bad pair fails at load with llama.cpp's reason, not at the first ask."""
-        mark = llama_log.mark()
-        try:
-            self._init_mtmd_context(llama_model)
-        except ValueError as exc:
-            reason = "; ".join(llama_log.errors_since(mark)) or str(exc)
-            raise EdgeAIError(f"llama.cpp could not load the projector {Path(self.clip_model_path).name}: "
-                              f"{reason}") from None
 
 
 def check_projector(mmproj: Path, text_embedding: int | None) -> None:
@@ -96,7 +67,7 @@ class VisionModel:
         check_projector(mmproj_path, info.embedding_length)
         template = info.chat_template
         self._stops = () if template else TRANSCRIPT_STOPS
-        self._handler = _Handler(mmproj_path, template)
+        self._handler = MtmdHandler(mmproj_path, template)
         threads = threads or default_threads()
         self._llm = load_llama(model_path, dict(n_ctx=min(context, info.context_length or context),
                                                 n_threads=threads, n_threads_batch=threads),
