@@ -53,6 +53,9 @@ QUESTIONS = (
     "What is the opposite of hot?",
     "Which planet do we live on?",
 )
+# Barge-in turns ask for long answers, so the reply is still playing when the user cuts in.
+STORIES = ("Tell me a long story about a dragon and a knight.", "Describe a busy market in a big city.",
+           "Tell me everything about the planets of the solar system.", "Explain how bread is made, step by step.")
 INTERRUPTIONS = ("Wait, stop please.", "Hold on a second.", "Sorry, let me interrupt.", "Stop, that is enough.")
 
 
@@ -178,12 +181,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         transcripts, references = [], []
         voices = ("en-us", "en-gb", "en-us+f3")
         for i in range(args.turns + args.barge_ins):
-            question = QUESTIONS[i % len(QUESTIONS)]
+            barge = i >= args.turns
+            question = STORIES[i % len(STORIES)] if barge else QUESTIONS[i % len(QUESTIONS)]
             clip = speak(question, voices[i % len(voices)])
             mark = len(events)
             play_into("usink", clip, tmp / f"q{i}.wav")
             user_turn = wait_for(ev.UserTurn, mark, 10)
-            barge = i >= args.turns
             if barge and wait_for(ev.TurnLatency, mark, 15) is not None:
                 time.sleep(0.6)
                 words = INTERRUPTIONS[i % len(INTERRUPTIONS)]
@@ -199,6 +202,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 transcripts.append(user_turn.text)
                 references.append(question)
         soak = None
+        soak_from = round((time.monotonic() - recording.started) * REC_RATE)  # no barge-ins are played after it
         if args.soak:
             rss_start, soak_turns, end = process.memory_info().rss, 0, time.monotonic() + args.soak * 60
             while time.monotonic() < end:
@@ -221,7 +225,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         after = [s for s, _ in assistant_runs if s >= end]
         during = [(s, e) for s, e in assistant_runs if s < start < e]
         if during:  # the user spoke over the assistant: how long until it went quiet
-            barge_stops.append((during[0][1] - start) / REC_RATE)
+            if start < soak_from:  # in the soak, a question that overlapped a reply's last sound is no barge-in
+                barge_stops.append((during[0][1] - start) / REC_RATE)
         elif after:
             latencies.append((after[0] - end) / REC_RATE)
     for e in events:
