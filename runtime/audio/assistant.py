@@ -108,6 +108,10 @@ class VoiceAssistant:
         self._stt_jobs: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         self._finish_wanted = threading.Event()
         self._tts_jobs: queue.SimpleQueue[tuple[int, str] | None] = queue.SimpleQueue()
+        # A chunk being synthesised when the user cuts in must not be queued after the stop: the interrupt
+        # records the turn it silenced and the TTS worker checks it under the same lock before playing.
+        self._speech_lock = threading.Lock()
+        self._silenced_turn = 0
         self._turn: _Turn | None = None
         self._numbers = 0
         self._chunker = None
@@ -356,7 +360,9 @@ class VoiceAssistant:
             return
         if turn.job is not None:
             turn.job.cancel()
-        dropped = self.player.stop()
+        with self._speech_lock:
+            self._silenced_turn = max(self._silenced_turn, turn.number)
+            dropped = self.player.stop()
         while True:  # chunks not yet synthesised
             try:
                 self._tts_jobs.get_nowait()
@@ -410,15 +416,20 @@ class VoiceAssistant:
                 self.player.play(np.zeros(1, dtype=np.float32), 16_000, tag="",
                                  on_done=lambda item, n=number: self._inbox.put(("speech_done", n)))
                 continue
+            if number <= self._silenced_turn:
+                continue  # a reply the user cut off: queued before the interrupt drained the jobs
             try:
                 samples = self.tts.synthesize(chunk)
             except Exception as exc:
                 log.exception("text-to-speech failed")
                 self._emit(Status(f"text-to-speech failed: {exc}"))
                 continue
-            self.player.play(samples, self.tts.sample_rate, tag=chunk,
-                             on_start=lambda item, n=number: self._inbox.put(("chunk_started", (n, item))),
-                             on_done=lambda item, n=number: self._inbox.put(("chunk_done", (n, item))))
+            with self._speech_lock:
+                if number <= self._silenced_turn:
+                    continue  # cut off while this chunk was being synthesised: it is never heard
+                self.player.play(samples, self.tts.sample_rate, tag=chunk,
+                                 on_start=lambda item, n=number: self._inbox.put(("chunk_started", (n, item))),
+                                 on_done=lambda item, n=number: self._inbox.put(("chunk_done", (n, item))))
 
 
 def _played_part(text: str, item: Playing, output_latency: float) -> str:
