@@ -4,12 +4,17 @@ The room (GUIDE §6): the assistant plays into `asink` and listens to `vsink.mon
 both the assistant (loopback from `asink.monitor`: the echo path) and the "user" (espeak-ng speech
 played into `usink`, looped into `vsink`). A recorder sink `rec` gets the assistant on its left
 channel and the user on its right, both through loopbacks of the same latency, and one `parec`
-records it: every time below is read from sample positions in that one recording.
+records it: every time below is read from sample positions in that one recording. Before the run a
+tone played as the user must be on the user's channel alone (a loopback PulseAudio moved once put the
+user on the assistant's channel, and every barge-in then "lasted" as long as the user spoke).
 
 - end of user speech -> first assistant audio: p50 / p95 (targets 1.0 / 1.5 s), with the pipeline's
   own per-stage breakdown (transcript, first token, first audio) from its events;
-- barge-in: user speech onset during playback -> assistant audio stopped, p95 (target 0.3 s);
+- barge-in: user speech onset during playback -> assistant audio stopped (held at the onset, see
+  `runtime.audio.hearing`), p95 (target 0.3 s);
 - self-interruptions: interruptions in turns where the user said nothing over the reply (target 0);
+  and playback holds: onsets of speech over the assistant, and false starts among them (a hold
+  that ended with the reply resuming: a ~0.4 s gap in it);
 - STT: WER of the pipeline's final transcripts vs faster-whisper called directly on the same clips;
 - idle listening CPU (% of one core, target < 5) and, with --soak M, RSS growth over M minutes.
 
@@ -72,11 +77,28 @@ def build_room() -> dict[str, object]:
                               f"master_channel_map={channel}", "channel_map=mono").strip())
     for source, sink in (("asink.monitor", "vsink"), ("usink.monitor", "vsink"),
                          ("asink.monitor", "rec_a"), ("usink.monitor", "rec_u")):
+        # pinned, so no policy module can move them: once the assistant's channel recorded vsink, the user
+        # included, and every cut-in seemed to last as long as the user spoke
         modules.append(_pactl("load-module", "module-loopback", f"source={source}", f"sink={sink}",
-                              "latency_msec=20").strip())
+                              "latency_msec=20", "source_dont_move=true", "sink_dont_move=true").strip())
     _pactl("set-default-sink", "asink")
     _pactl("set-default-source", "vsink.monitor")
     return {"modules": modules, "sinks": sinks}
+
+
+def check_room(tmp: Path) -> None:
+    """A tone played as the user must reach the user's channel only, or every time read is wrong."""
+    recording = Recording(tmp / "check.raw")
+    time.sleep(0.3)
+    play_into("usink", 0.3 * np.sin(2 * np.pi * 440 * np.arange(RATE // 2) / RATE).astype(np.float32),
+              tmp / "tone.wav")
+    time.sleep(0.2)
+    assistant, user = recording.stop()
+    leak, heard = float(np.abs(assistant).max()), float(np.abs(user).max())
+    if leak > ON or heard < 10 * ON:
+        raise SystemExit(f"bench_voice: the room is miswired (a tone played as the user peaks at {heard:.3f} on the "
+                         f"user's channel, {leak:.3f} on the assistant's); restart PulseAudio (pulseaudio -k) and "
+                         "run again")
 
 
 def tear_down(room: dict[str, object]) -> None:
@@ -134,6 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     from convert.onnx.speech import speak, word_errors
     from edge_ai.config import Config
     from runtime.audio import events as ev
+    from runtime.audio.hearing import FalseStart, SpeechOnset
     from runtime.audio.session import VoiceSession
     from runtime.llm.loading import open_engine
     from runtime.llm.scheduler import Scheduler
@@ -167,8 +190,20 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
     scheduler = Scheduler(open_engine(cfg), queue_size=2, name="bench")
     session = VoiceSession.open(cfg, scheduler, on_event)
+    holds = {"onsets": 0, "false_starts": 0}
+    hear = session.hearing._on_hear
+
+    def count_holds(event: object) -> None:
+        if isinstance(event, SpeechOnset):
+            holds["onsets"] += 1
+        elif isinstance(event, FalseStart):
+            holds["false_starts"] += 1
+        hear(event)
+
+    session.hearing._on_hear = count_holds
     tmp = Path(tempfile.mkdtemp(prefix="bench-voice-"))
     process = psutil.Process()
+    check_room(tmp)
     session.start()
     recording = Recording(tmp / "room.raw")
     try:
@@ -190,10 +225,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             if barge and wait_for(ev.TurnLatency, mark, 15) is not None:
                 time.sleep(0.6)
                 words = INTERRUPTIONS[i % len(INTERRUPTIONS)]
+                cut_in = len(events)
                 play_into("usink", speak(words), tmp / f"b{i}.wav")
-                wait_for(ev.UserTurn, len(events), 10)
-                time.sleep(0.5)
-                session.assistant.player.stop()  # the bench moves on; the reply to "stop" is not measured
+                wait_for(ev.UserTurn, cut_in, 10)
+                wait_listening(cut_in, 30)  # the reply to "stop" is heard out, not measured
                 time.sleep(0.8)
             else:
                 wait_listening(mark, 30)
@@ -258,6 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "barge_in_stop_s": {"p50": pct(barge_stops, 50), "p95": pct(barge_stops, 95), "n": len(barge_stops),
                             "target_p95": 0.3},
         "self_interruptions": self_interruptions,
+        "playback_holds": holds,
         "wer": {"pipeline": round(pipeline_errors / max(words, 1), 4), "direct": round(direct_errors / max(words, 1), 4),
                 "sentences": len(references)},
         "idle_cpu_percent_of_one_core": round(idle_cpu, 2),

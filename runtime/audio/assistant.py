@@ -16,9 +16,10 @@ first, the transcript and the reply are thrown away and the utterance continues;
 reaches what the words need, the reply, by then often already generating, is committed and its
 first chunk spoken.
 
-Barge-in (the user speaks while the assistant thinks or speaks): the reply's job is cancelled, the
-speech queue and the player are emptied at once, and the history keeps what the listener heard:
-the chunks that finished playing and the played part of the cut one.
+Barge-in (the user speaks while the assistant thinks or speaks): playback is held at the first
+frames of speech and resumed if they die out (a cough, a click); once the speech is confirmed the
+reply's job is cancelled, the speech queue and the player are emptied, and the history keeps what
+the listener heard: the chunks that finished playing and the played part of the cut one.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from runtime.audio.events import (
     VoiceEvent,
     VoiceState,
 )
-from runtime.audio.hearing import HearEvent, Silence, SpeechFrame
+from runtime.audio.hearing import FalseStart, HearEvent, Silence, SpeechFrame, SpeechOnset
 from runtime.audio.turn import TurnPolicy
 from runtime.audio.vad import SpeechStarted
 from runtime.llm.events import DoneEvent, SamplingParams, TokenEvent
@@ -142,8 +143,14 @@ class VoiceAssistant:
             thread.join(timeout=5)
 
     def hear(self, event: HearEvent) -> None:
-        """From the audio worker (Hearing's on_hear)."""
-        self._inbox.put(("hear", event))
+        """From the audio worker (Hearing's on_hear). Playback is held and resumed right here, not on the
+        controller thread: the hold is what makes a barge-in audible at once."""
+        if isinstance(event, SpeechOnset):
+            self.player.pause()
+        elif isinstance(event, FalseStart):
+            self.player.resume()
+        else:
+            self._inbox.put(("hear", event))
 
     @property
     def assistant_speaking(self) -> bool:
@@ -189,6 +196,8 @@ class VoiceAssistant:
     def _speech_started(self, event: SpeechStarted) -> None:
         if self.assistant_speaking:
             self._interrupt()
+        else:
+            self.player.resume()  # held at the onset while the reply was ending: nothing left to cut
         turn = self._turn
         if turn is not None and not turn.committed:
             # the user goes on after a pause: the speculative transcript and reply are stale

@@ -4,6 +4,8 @@
     stream = DuplexStream(mic, speaker, player, on_audio)   # on_audio(mic16k, speaker16k) on the audio worker thread
     stream.start()
     player.play(samples16k, tag="Hello there.")             # queued after what is playing
+    player.pause()                                          # hold playback while a possible barge-in is judged
+    player.resume()                                         # it was not one: carry on from the same sample
     player.stop()                                           # barge-in: drop everything not yet played, at once
 
 PortAudio's callback only copies: what it recorded and what it just handed to the speaker go to a
@@ -12,6 +14,9 @@ echo canceller's reference, so the two arrive in step. Playback pulls from the `
 `stop()` empties the queue under a lock: nothing of a stopped reply reaches the device afterwards
 (PortAudio's own output buffer, `output_latency`, still drains, which is why that latency is kept
 small). The player counts what each item has played, so the conversation keeps what was heard.
+`pause()` holds playback where it is (the callback sends silence and nothing advances) until
+`resume()` or `stop()`: the assistant goes quiet at the first frames of what may be the user cutting
+in, and carries on from the same sample if it was not.
 
 A device that disappears shows up as callbacks that stop coming: the worker reopens the stream
 with a back-off and reports each failure through `on_status` instead of crashing.
@@ -65,6 +70,7 @@ class Player:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: collections.deque[Playing] = collections.deque()
+        self.paused = False
         self.device_rate = RATE  # set by the stream that plays it
         self.output_latency = 0.0  # seconds between handing a sample to PortAudio and it leaving the speaker
 
@@ -86,11 +92,20 @@ class Player:
 
         return soxr.resample(samples, rate, self.device_rate).astype(np.float32)
 
+    def pause(self) -> None:
+        """Hold playback at the current sample; the queue is kept."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
     def stop(self) -> list[Playing]:
-        """Drop everything queued or half-played; returns the dropped items (with how much each played)."""
+        """Drop everything queued or half-played (a pause ends with it); returns the dropped items (with how
+        much each played)."""
         with self._lock:
             dropped = list(self._queue)
             self._queue.clear()
+            self.paused = False
         return dropped
 
     def queued(self) -> list[object]:
@@ -102,7 +117,7 @@ class Player:
         """Fill `out` (the device block) with queued speech, zeros after it. Runs in the audio callback."""
         filled, started, done = 0, [], []
         with self._lock:
-            while filled < out.size and self._queue:
+            while filled < out.size and self._queue and not self.paused:
                 item = self._queue[0]
                 if item.played == 0:
                     started.append(item)

@@ -78,10 +78,13 @@ class EchoGuard:
         best = int(np.argmax(score))
         if score[best] == 0.0:
             return 0.0
-        shifted = np.lib.stride_tricks.sliding_window_view(ref, self._window)[best - TAPS: best + TAPS + 1].T
-        coefficients, *_ = np.linalg.lstsq(shifted, mic, rcond=None)
-        residual = mic - shifted @ coefficients
-        return float(max(0.0, 1.0 - np.dot(residual, residual) / mic_energy))
+        shifted = np.lib.stride_tricks.sliding_window_view(ref, self._window)[best - TAPS: best + TAPS + 1]
+        # the normal equations, by einsum rather than lstsq or @: those go to OpenBLAS, whose threads, fighting
+        # llama.cpp's spinning ones for 2 cores, stalled this (audio) thread for up to 2 s in bench_voice
+        gram = np.einsum("it,jt->ij", shifted, shifted) + 1e-9 * np.eye(len(shifted))
+        cross = np.einsum("it,t->i", shifted, mic)
+        explained = float(np.dot(np.linalg.solve(gram, cross), cross))  # energy of the fitted echo
+        return min(1.0, max(0.0, explained / mic_energy))
 
     def judge(self, probability: float, raw_frame: np.ndarray, assistant_speaking: bool) -> float:
         """The speech probability of a frame of the cleaned microphone, corrected for what the echo explains."""

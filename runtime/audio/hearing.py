@@ -11,6 +11,12 @@ the assistant speaks; headphones: used as it is), cut into Silero's 32 ms frames
 `SpeechStopped` (pauses included: the transcript needs them), a `Silence` tick per frame once
 speech has stopped (the turn logic times the pause with it), and a `Level` every 100 ms.
 
+While the assistant speaks, `SpeechOnset` comes after `pause_after` seconds of speech, before the
+start is confirmed, and `FalseStart` if no speech then follows for `resume_after`: the assistant
+holds its playback at the onset and resumes at a false start, so a barge-in silences it within
+~0.25 s without every cough ending the reply (LiveKit's agents resume a false interruption the
+same way).
+
 While the assistant speaks, the speech needed to count as a barge-in is `barge_in` seconds rather
 than `min_speech`: an interruption must stop the reply within a fraction of a second, and the echo
 canceller keeps the assistant's own voice from reaching the VAD. AEC3 alone fails both ways: until
@@ -54,13 +60,23 @@ class Silence:
     seconds: float
 
 
-HearEvent = SpeechStarted | SpeechFrame | SpeechStopped | Silence | Level
+@dataclass(frozen=True)
+class SpeechOnset:
+    """The first frames of speech while the assistant speaks: maybe the user cutting in, not yet confirmed."""
+
+
+@dataclass(frozen=True)
+class FalseStart:
+    """The speech of the last `SpeechOnset` fell silent before it counted as speech."""
+
+
+HearEvent = SpeechStarted | SpeechOnset | FalseStart | SpeechFrame | SpeechStopped | Silence | Level
 
 
 class Hearing:
     def __init__(self, mode: str, on_hear: Callable[[HearEvent], None], vad: VadOptions = VadOptions(),
-                 barge_in: float = 0.15, assistant_speaking: Callable[[], bool] = lambda: False,
-                 echo_guard: bool = True) -> None:
+                 barge_in: float = 0.15, pause_after: float = 0.064, resume_after: float = 0.3,
+                 assistant_speaking: Callable[[], bool] = lambda: False, echo_guard: bool = True) -> None:
         self.mode = mode
         self._aec = EchoCanceller() if mode == "full" else None
         self._guard = EchoGuard(vad) if mode == "full" and echo_guard else None
@@ -68,6 +84,10 @@ class Hearing:
         self._segmenter = VadSegmenter(vad)
         self._listen_frames = self._segmenter.start_frames
         self._barge_frames = max(1, round(barge_in / FRAME_SECONDS))
+        self._onset_frames = max(1, round(pause_after / FRAME_SECONDS))
+        self._resume_frames = max(1, round(resume_after / FRAME_SECONDS))
+        self._onset_told = False  # a SpeechOnset awaits its SpeechStarted or FalseStart
+        self._quiet_frames = 0  # frames since the held start last had speech
         self._on_hear = on_hear
         self._assistant_speaking = assistant_speaking
         self._pending = np.zeros(0, dtype=np.float32)
@@ -96,6 +116,7 @@ class Hearing:
         while self._pending.size >= FRAME:
             frame, self._pending = self._pending[:FRAME], self._pending[FRAME:]
             self._frame(frame, self._raw_frame(), speaking)
+            self._tell_onset(speaking)
 
     def _raw_frame(self) -> np.ndarray:
         """The raw microphone over the samples of the frame just cut. The cleaned stream is the raw one less
@@ -107,6 +128,25 @@ class Hearing:
     def _echo_possible(self) -> bool:
         """The speaker played something recently enough for its echo to be on the microphone."""
         return self._speaker_quiet < ECHO_TAIL * RATE
+
+    def _tell_onset(self, speaking: bool) -> None:
+        """SpeechOnset when a start over the assistant reaches `pause_after`; FalseStart once no speech has
+        followed it for `resume_after` (a word's stop consonants break a start into pieces: the hold
+        bridges them rather than letting the reply resume between two syllables of "stop")."""
+        starting = self._segmenter.starting
+        if not self._onset_told:
+            if speaking and starting == self._onset_frames:
+                self._onset_told, self._quiet_frames = True, 0
+                self._on_hear(SpeechOnset())
+        elif self._segmenter.in_speech:
+            self._onset_told = False  # confirmed: SpeechStarted was sent
+        elif starting:
+            self._quiet_frames = 0
+        else:
+            self._quiet_frames += 1
+            if self._quiet_frames >= self._resume_frames:
+                self._onset_told = False
+                self._on_hear(FalseStart())
 
     def _frame(self, frame: np.ndarray, raw_frame: np.ndarray, speaking: bool) -> None:
         probability = 0.0 if self.muted else self._vad(frame)

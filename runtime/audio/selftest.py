@@ -6,7 +6,7 @@
 The assistant's own voice (the configured TTS) is played through the chosen speaker while the
 microphone records, on one duplex stream, exactly as in a conversation. Then, from the recording:
 the echo delay (cross-correlation with what was played), the echo level, the echo cancellation
-achieved (ERLE over the second half of playback, once AEC3 has converged) and the share of
+achieved (the median ERLE of the second half's half-second stretches, once AEC3 has converged) and the share of
 32 ms frames the VAD calls speech on the raw and on the cleaned microphone: those frames are the
 false barge-ins a conversation would suffer. The recommendation follows from the figures.
 """
@@ -22,7 +22,7 @@ import numpy as np
 from edge_ai.config import Config
 from runtime.audio.devices import pick_device
 from runtime.audio.duplex import RATE, DuplexStream, Player
-from runtime.audio.echo import EchoCanceller, aec_unavailable_reason, erle_db
+from runtime.audio.echo import EchoCanceller, aec_unavailable_reason, steady_erle_db
 from runtime.audio.vad import FRAME, SileroVad
 
 TEST_TEXT = ("This is the assistant checking your speakers and microphone. It speaks for a few seconds, "
@@ -117,7 +117,7 @@ def analyse(mic_audio: np.ndarray, ref_audio: np.ndarray, *, threshold: float, m
     if aec_unavailable_reason() is None:
         cleaned = EchoCanceller().process(mic_audio, ref_audio)
         second_half = slice(start + delay + (end - start) // 2, min(end + delay, cleaned.size))
-        erle = erle_db(mic_audio[second_half], cleaned[second_half])
+        erle = steady_erle_db(mic_audio[second_half], cleaned[second_half])
         aec_rate = vad_speech_rate(cleaned[start + delay: end + delay], threshold)
     if echo_db < NO_ECHO_DB:
         mode, reason = "headphones", f"almost no echo reaches the microphone ({echo_db:.0f} dB)"

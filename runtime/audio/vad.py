@@ -121,6 +121,11 @@ class VadSegmenter:
         return self.state in (VadState.SPEAKING, VadState.STOPPING)
 
     @property
+    def starting(self) -> int:
+        """Speech frames so far of a start not yet confirmed (0 unless starting)."""
+        return self._run if self.state is VadState.STARTING else 0
+
+    @property
     def now(self) -> float:
         """Stream seconds at the end of the last frame pushed."""
         return self._frames * FRAME_SECONDS

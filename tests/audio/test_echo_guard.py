@@ -11,7 +11,7 @@ from scipy.signal import lfilter
 
 from convert.onnx.speech import speak
 from runtime.audio.echo_guard import EchoGuard
-from runtime.audio.hearing import Hearing
+from runtime.audio.hearing import FalseStart, Hearing, SpeechOnset
 from runtime.audio.vad import SpeechStarted, VadOptions
 
 RATE = 16_000
@@ -62,13 +62,22 @@ def with_user(mic: np.ndarray, user: np.ndarray, at: float, level_db: float = 0.
     return both, onset
 
 
-def speech_starts(mic: np.ndarray, played: np.ndarray) -> list[float]:
-    starts: list[float] = []
-    hearing = Hearing("full", lambda e: starts.append(e.start) if isinstance(e, SpeechStarted) else None,
+def hear(mic: np.ndarray, played: np.ndarray) -> list[tuple[float, object]]:
+    """(stream seconds at the end of the block that raised it, event) for the events that start speech or
+    hold the assistant's playback, while the assistant speaks."""
+    heard: list[tuple[float, object]] = []
+    at = 0.0
+    hearing = Hearing("full", lambda e: heard.append((at, e)) if isinstance(e, (SpeechStarted, SpeechOnset,
+                                                                                  FalseStart)) else None,
                       assistant_speaking=lambda: True)
     for i in range(0, mic.size - BLOCK + 1, BLOCK):
+        at = (i + BLOCK) / RATE
         hearing.on_audio(mic[i:i + BLOCK], played[i:i + BLOCK])
-    return starts
+    return heard
+
+
+def speech_starts(mic: np.ndarray, played: np.ndarray) -> list[float]:
+    return [e.start for _, e in hear(mic, played) if isinstance(e, SpeechStarted)]
 
 
 def test_echo_alone_is_explained_and_the_user_over_it_is_not(reply, user):
@@ -98,6 +107,41 @@ def test_the_user_cutting_in_over_a_loud_echo_starts_speech_within_a_fraction_of
     assert starts and starts[0] - onset / RATE < 0.5
 
 
+@pytest.mark.parametrize("jump", [0.0, 0.3])
+def test_the_assistants_voice_never_holds_its_own_playback(reply, jump):
+    assert [type(e).__name__ for _, e in hear(echo_of(reply, jump=jump), reply)] == []
+
+
+def test_playback_is_held_at_the_onset_of_a_cut_in_before_the_speech_is_confirmed(reply, user):
+    both, onset = with_user(echo_of(reply), user, at=2.5)
+    events = [(at, e) for at, e in hear(both, reply) if at >= onset / RATE]
+    kinds = [type(e) for _, e in events]
+    assert kinds[:2] == [SpeechOnset, SpeechStarted], kinds
+    (held, _), (started, _) = events[:2]
+    assert held - onset / RATE < 0.3 and held < started
+
+
+def test_an_onset_that_dies_out_is_a_false_start():
+    """Speech long enough to hold the playback, then nothing (push-to-talk released mid-word): the hold ends
+    once no more speech has come for `resume_after`, and not at the first silent frame."""
+    heard: list[object] = []
+    hearing = Hearing("headphones", heard.append, assistant_speaking=lambda: True)
+    speech = speak("Hello there, this is the user.", "en-us")
+    silent = np.zeros(BLOCK, dtype=np.float32)
+    for i in range(0, speech.size - BLOCK + 1, BLOCK):
+        hearing.on_audio(speech[i:i + BLOCK], silent)
+        if any(isinstance(e, SpeechOnset) for e in heard):
+            break
+    hearing.muted = True
+    for _ in range(5):
+        hearing.on_audio(silent, silent)
+    assert not any(isinstance(e, FalseStart) for e in heard)  # 0.1 s: a gap between syllables
+    for _ in range(20):  # half a second in all: longer than the hold waits for more speech
+        hearing.on_audio(silent, silent)
+    kinds = [type(e) for e in heard if isinstance(e, (SpeechOnset, SpeechStarted, FalseStart))]
+    assert kinds == [SpeechOnset, FalseStart]
+
+
 def test_the_guard_judges_the_raw_samples_of_each_cleaned_frame_whatever_the_block_sizes():
     """Blocks of 300-340 samples (a device rate that does not divide evenly), the speaker on and off (AEC3
     in use, holding back part of a 10 ms frame, then bypassed): no sample is lost and each frame the VAD
@@ -122,3 +166,19 @@ def test_the_guard_judges_the_raw_samples_of_each_cleaned_frame_whatever_the_blo
     assert all(raw.size == 512 for _, raw in frames)
     assert starts == [i * 512 for i in range(len(frames))]  # consecutive: nothing lost across AEC on/off
     assert len(frames) >= (position - 512) // 512
+
+
+def test_the_share_is_the_least_squares_fit_of_the_echo(reply):
+    """The normal equations the guard solves (no BLAS threads in the audio thread) give lstsq's answer."""
+    rng = np.random.default_rng(1)
+    mic = echo_of(reply) + 0.005 * rng.standard_normal(reply.size).astype(np.float32)
+    guard = EchoGuard(VadOptions())
+    guard.push(mic[:3 * RATE], reply[:3 * RATE])
+    share = guard.echo_share()
+    window, played = mic[3 * RATE - guard._window:3 * RATE], reply[:3 * RATE]
+    best = 3 * RATE - guard._window - round(0.07 * RATE)  # the loop's delay: where the echo is found
+    columns = np.stack([played[best + k: best + k + guard._window] for k in range(-16, 17)], axis=1)
+    fit, *_ = np.linalg.lstsq(columns.astype(np.float64), window.astype(np.float64), rcond=None)
+    residual = window - columns @ fit
+    assert share == pytest.approx(1 - np.dot(residual, residual) / np.dot(window, window), abs=0.02)
+    assert 0.5 < share < 1.0
