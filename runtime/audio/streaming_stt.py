@@ -21,9 +21,8 @@ sentences, 8 on its long utterances: partial decodes of a clip that ends mid-wor
 words); it is kept for long utterances, where a whole decode grows slow (~1.5 s for 18 s of speech). Then the
 audio up to the end of the confirmed words (word timestamps) is dropped from the buffer and the
 confirmed text becomes the decoding prompt, so each later decode, and the final one, covers only
-the unconfirmed tail. Words a decode repeats from the confirmed part (the cut is at a word boundary
-the model might place slightly differently) are recognised by time and by matching the confirmed
-tail, and dropped.
+the unconfirmed tail. Where a decode's new words begin is found by word times, cut or not: its own
+copy of the last confirmed words near where they were heard, or else the words heard after them.
 
 A backend without word timestamps (onnx) still gets stable partials; its buffer is never cut, so
 every decode re-reads the whole utterance.
@@ -45,7 +44,8 @@ KEPT_WORDS = 2  # confirmed words left in the buffer by that cut: context, since
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 PAUSE_SECONDS = 0.25  # a gap between two words that makes a clean place to cut
 MAX_WORDS_PER_SECOND = 6.0  # more words than this (+1) in a clip is Whisper copying its prompt, not hearing speech
-MAX_REPEATED_WORDS = 5  # confirmed words a decode of the tail may repeat at its start
+MAX_REPEATED_WORDS = 5  # confirmed words looked for in a decode, to find where its new words begin
+SAME_PLACE = 0.5  # seconds two decodes' times for one word may differ (word timestamps are rough)
 # languages written without spaces between words: their text is compared character by character
 UNSPACED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "km", "bo", "yue"})
 
@@ -150,17 +150,26 @@ class StreamingTranscriber:
         return result
 
     def _new_words(self, result: Transcription) -> list[Word]:
-        """The decode's words in utterance time after the confirmed ones."""
-        if not self._offset:  # a decode of the whole utterance: the words after as many as are confirmed
-            words = list(result.words) or [Word(w, 0.0, 0.0) for s in result.segments for w in self._split(s.text)]
+        """The decode's words in utterance time after the confirmed ones.
+
+        With word times, found by where the decode says the confirmed words end: its own copy of the last
+        confirmed words near that time (a decode after a cut repeats the words left in the buffer), or else
+        the words heard after it. Counting words instead fails as soon as a decode merges or splits a word
+        the last one did not (a repeated "Spanish. Spanish." or a lost "How" at the next word, on the
+        long utterances of bench_stt)."""
+        if not result.words:  # no word times (onnx): the words after as many as are confirmed
+            words = [Word(w, 0.0, 0.0) for s in result.segments for w in self._split(s.text)]
             return words[len(self._confirmed):]
-        # a decode of the tail after a cut: it may repeat the confirmed words still in the buffer
         words = [Word(w.text, w.start + self._offset, w.end + self._offset) for w in result.words]
-        for n in range(min(MAX_REPEATED_WORDS, len(self._confirmed), len(words)), 0, -1):
-            if [_key(w.text) for w in self._confirmed[-n:]] == [_key(w.text) for w in words[:n]]:
-                return words[n:]
-        # heard differently this time: drop what lies in the confirmed time
-        return [w for w in words if (w.start + w.end) / 2 >= self._confirmed[-1].end]
+        if not self._confirmed:
+            return words
+        end = self._confirmed[-1].end
+        for n in range(min(MAX_REPEATED_WORDS, len(self._confirmed)), 0, -1):
+            tail = [_key(w.text) for w in self._confirmed[-n:]]
+            for i in range(len(words) - n + 1):
+                if abs(words[i + n - 1].end - end) <= SAME_PLACE and [_key(w.text) for w in words[i:i + n]] == tail:
+                    return words[i + n:]
+        return [w for w in words if (w.start + w.end) / 2 >= end]
 
     def _split(self, text: str) -> list[str]:
         if self.language in UNSPACED_LANGUAGES:

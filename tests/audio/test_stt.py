@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert.onnx.speech import speak, wer_set, word_errors
+from convert.onnx.speech import normalize, speak, wer_set, word_errors
 from edge_ai import config
 from edge_ai.errors import EdgeAIError
 from runtime.audio.streaming_stt import CUT_AFTER_SECONDS, StreamingTranscriber
@@ -166,7 +166,10 @@ def _utterance(sentences: list[tuple[str, str]]) -> np.ndarray:
 
 
 def test_a_long_utterance_is_cut_and_finish_decodes_only_its_tail(stt: SpeechToText) -> None:
-    sentences = [wer_set()[i] for i in (0, 4, 8, 12, 16, 20, 24, 28)]  # one voice, 29 s together
+    """The female voice's sentences, 26 s together: the hardest of bench_stt's long utterances. Aligning
+    decodes by word count once confirmed "Spanish. Spanish." and lost words at the cuts (19 errors
+    against 12 for the whole clip decoded at once; by word times: 15)."""
+    sentences = [wer_set()[i] for i in (2, 6, 10, 14, 18, 22, 26, 30)]
     samples = _utterance(sentences)
     seconds = len(samples) / 16000
     assert seconds > CUT_AFTER_SECONDS + 3
@@ -178,7 +181,9 @@ def test_a_long_utterance_is_cut_and_finish_decodes_only_its_tail(stt: SpeechToT
     assert streamer.decoded_seconds < 0.6 * seconds
     text = " ".join(t for t, _ in sentences)
     whole = stt.transcribe(samples).text
-    assert word_errors(text, final)[0] <= word_errors(text, whole)[0] + 6, (whole, final)
+    assert word_errors(text, final)[0] <= word_errors(text, whole)[0] + 4, (whole, final)
+    words = normalize(final).split()
+    assert [w for w, following in zip(words, words[1:]) if w == following] == [], final  # nothing said twice
 
 
 def test_finish_without_updates_decodes_everything(stt: SpeechToText) -> None:
