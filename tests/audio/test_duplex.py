@@ -12,7 +12,7 @@ import pytest
 from convert.onnx.speech import speak
 from runtime.audio.devices import pick_device
 from runtime.audio.duplex import DuplexStream, Player
-from runtime.audio.echo import EchoCanceller, erle_db, steady_erle_db
+from runtime.audio.echo import EchoCanceller, steady_erle_db
 from runtime.audio.hearing import Hearing
 from runtime.audio.selftest import analyse
 from runtime.audio.vad import SpeechStarted
