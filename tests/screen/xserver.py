@@ -13,10 +13,12 @@ SCREEN_SIZE = (1280, 800)
 
 
 def start_xvfb(width: int, height: int) -> tuple[subprocess.Popen[bytes], str]:
-    """Xvfb on a display number it picks itself (-displayfd: never collides with another test run)."""
+    """Xvfb on a display number it picks itself (-displayfd: never collides with another test run). -noreset:
+    by default the server resets when its last client leaves, and a test connecting during that reset is
+    refused ("Connection reset by peer")."""
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24",
-                             "-nolisten", "tcp"], pass_fds=(write_fd,), stdout=subprocess.DEVNULL,
+                             "-nolisten", "tcp", "-noreset"], pass_fds=(write_fd,), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     os.close(write_fd)
     with os.fdopen(read_fd) as pipe:
