@@ -19,7 +19,9 @@ small). The player counts what each item has played, so the conversation keeps w
 in, and carries on from the same sample if it was not.
 
 A device that disappears shows up as callbacks that stop coming: the worker reopens the stream
-with a back-off and reports each failure through `on_status` instead of crashing.
+with a back-off and reports each failure through `on_status` instead of crashing. A stream that
+runs slow is reopened too: on PulseAudio's ALSA plugin about one stream in twenty hit an underrun at
+start and never recovered (callbacks at ~0.65x real time, choppy sound, a third of a core spinning).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 RATE = 16_000  # the rate everything after the device works at
 STALL = 0.5  # seconds without a callback after which the stream is considered lost and reopened
 CLOSE_TIMEOUT = 1.0  # seconds to wait for PortAudio to close a stream before abandoning it
+PACE_WINDOW = 3.0  # seconds over which the callbacks' pace is checked
+MIN_PACE = 0.8  # a stream delivering less than this share of real time is stuck and reopened
 # The callback period. PortAudio's ALSA output buffer holds 3 periods (60 ms at 20 ms, 192 ms at 64 ms) and
 # a barge-in waits for it to drain, so periods stay short though each costs CPU: idle listening on the
 # pulse null sink measured 9.6% of one core at 20 ms, 6.3% at 40 ms, 5.3% at 96 ms (a bare stream with an
@@ -152,6 +156,8 @@ class DuplexStream:
         self._stream = None
         self._running = False
         self._last_callback = 0.0
+        self._delivered = 0  # frames the callbacks delivered since `_pace_since`
+        self._pace_since = 0.0
         self._worker: threading.Thread | None = None
         self._mic_resampler = self._ref_resampler = None
         self.callbacks = 0
@@ -188,7 +194,8 @@ class DuplexStream:
                                    f"{exc}") from exc
         self._stream = stream
         self.player.output_latency = float(stream.latency[1])
-        self._last_callback = time.monotonic()
+        self._last_callback = self._pace_since = time.monotonic()
+        self._delivered = 0
 
     def _close_stream(self) -> None:
         """Stop and free the stream. A stream whose sound server died can block inside PortAudio for
@@ -220,6 +227,7 @@ class DuplexStream:
         self.player.pull(outdata[:, 0])
         self._blocks.put((indata[:, 0].copy(), outdata[:, 0].copy()))
         self._last_callback = time.monotonic()
+        self._delivered += frames
         self.callbacks += 1
 
     def _work(self) -> None:
@@ -239,17 +247,33 @@ class DuplexStream:
                     log.exception("processing microphone audio failed")
                     self._on_status(f"audio processing failed: {exc}")
                 backoff = 0.2
+                pace = self._pace()
+                if pace is not None and pace < MIN_PACE:
+                    self._reopen(f"audio device running at {pace:.0%} of real time ({self.mic.name} / "
+                                 f"{self.speaker.name}); reopening", 0.0)
                 continue
             if time.monotonic() - self._last_callback < STALL:
                 continue
-            self._on_status(f"audio device stopped responding ({self.mic.name} / {self.speaker.name}); "
-                            f"reopening in {backoff:.1f} s")
-            self._close_stream()
-            time.sleep(backoff)
+            self._reopen(f"audio device stopped responding ({self.mic.name} / {self.speaker.name}); "
+                         f"reopening in {backoff:.1f} s", backoff)
             backoff = min(backoff * 2, 5.0)
-            try:
-                self._open()
-                self._on_status("audio device reopened")
-            except Exception as exc:  # the device is still gone: keep trying, keep saying so
-                self._on_status(f"audio device unavailable: {exc}")
-                self._last_callback = 0.0
+
+    def _pace(self) -> float | None:
+        """Frames delivered per frame of real time over the last PACE_WINDOW seconds (None until one has passed)."""
+        elapsed = time.monotonic() - self._pace_since
+        if elapsed < PACE_WINDOW:
+            return None
+        pace = self._delivered / (elapsed * self.rate)
+        self._delivered, self._pace_since = 0, time.monotonic()
+        return pace
+
+    def _reopen(self, why: str, wait: float) -> None:
+        self._on_status(why)
+        self._close_stream()
+        time.sleep(wait)
+        try:
+            self._open()
+            self._on_status("audio device reopened")
+        except Exception as exc:  # the device is still gone: keep trying, keep saying so
+            self._on_status(f"audio device unavailable: {exc}")
+            self._last_callback = 0.0

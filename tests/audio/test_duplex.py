@@ -11,7 +11,7 @@ import pytest
 
 from convert.onnx.speech import speak
 from runtime.audio.devices import pick_device
-from runtime.audio.duplex import DuplexStream, Player
+from runtime.audio.duplex import BLOCK_SECONDS, PACE_WINDOW, DuplexStream, Player
 from runtime.audio.echo import EchoCanceller, steady_erle_db
 from runtime.audio.hearing import Hearing
 from runtime.audio.selftest import analyse
@@ -81,6 +81,40 @@ def test_echo_cancellation_removes_the_assistants_voice_from_the_loop(room):
     # the issue's target on the loop, in the typical half second of the second half (steady_erle_db)
     assert mic.size // 2 >= 3 * 8000
     assert steady_erle_db(mic[mic.size // 2:], cleaned[mic.size // 2:]) >= 20
+
+
+def test_a_stream_running_slow_is_reopened_and_runs_at_real_time_again(room):
+    """A callback that takes 1.5 blocks' time (the pace of the stuck ALSA stream seen at ~1 start in 20) for
+    a little longer than the pace window from its first call: the stream is reopened once and then delivers
+    real time."""
+    slow_until = []
+
+    class SlowPlayer(Player):
+        def pull(self, out: np.ndarray) -> None:
+            if not slow_until:
+                slow_until.append(time.monotonic() + PACE_WINDOW + 0.5)
+            if time.monotonic() < slow_until[0]:
+                time.sleep(1.5 * BLOCK_SECONDS)
+            super().pull(out)
+
+    statuses: list[str] = []
+    recorder = Recorder()
+    stream = DuplexStream(pick_device("", "input"), pick_device("", "output"), SlowPlayer(), recorder,
+                          on_status=statuses.append)
+    stream.start()
+    try:
+        deadline = time.monotonic() + 4 * PACE_WINDOW
+        while not any("of real time" in s for s in statuses) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any("of real time" in s for s in statuses), statuses
+        time.sleep(max(0.0, slow_until[0] - time.monotonic()) + 0.5)
+        before, started = stream.callbacks, time.monotonic()
+        time.sleep(2.0)
+        pace = (stream.callbacks - before) * BLOCK_SECONDS / (time.monotonic() - started)
+    finally:
+        stream.close()
+    assert pace > 0.9
+    assert sum("of real time" in s for s in statuses) == 1, statuses
 
 
 def test_stop_drops_queued_speech_at_once(room):
