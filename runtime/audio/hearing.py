@@ -93,7 +93,7 @@ class Hearing:
         self._pending = np.zeros(0, dtype=np.float32)
         self._raw = np.zeros(2 * FRAME, dtype=np.float32)  # the latest raw microphone, up to the newest sample
         self._frames = 0
-        self._speaker_quiet = 0  # samples since the speaker last played anything
+        self._speaker_quiet = round(ECHO_TAIL * RATE)  # samples since the speaker last played anything (none yet)
         self.muted = False  # push-to-talk released: frames are treated as silence
 
     def on_audio(self, mic: np.ndarray, speaker: np.ndarray) -> None:
@@ -123,6 +123,13 @@ class Hearing:
         what AEC3 holds back (under 10 ms), so that frame ends `held + len(pending)` before the newest sample."""
         end = self._raw.size - (self._aec.held if self._aec is not None else 0) - self._pending.size
         return self._raw[end - FRAME:end]
+
+    def relaxed(self) -> bool:
+        """Nothing needs a fast reaction: nobody is speaking or starting to, and nothing plays or echoes. The
+        stream may then hand audio over in larger, rarer blocks (a start is heard ~40 ms later; the pre-roll
+        keeps its first syllables either way)."""
+        return not (self._segmenter.in_speech or self._segmenter.starting or self._onset_told
+                    or self._echo_possible or self._assistant_speaking())
 
     @property
     def _echo_possible(self) -> bool:

@@ -104,7 +104,7 @@ class VoiceSession:
         hearing = Hearing(mode.mode, assistant.hear, vad=vad_options(cfg),
                           assistant_speaking=lambda: assistant.assistant_speaking)
         stream = DuplexStream(mic, speaker, player, hearing.on_audio,
-                              on_status=lambda message: on_event(Status(message)))
+                              on_status=lambda message: on_event(Status(message)), relaxed=hearing.relaxed)
         on_event(Status(f"voice: {mode.mode} duplex ({mode.reason}); microphone '{mic.name}', speaker "
                         f"'{speaker.name}'"))
         return cls(assistant, stream, hearing, mode)

@@ -117,6 +117,30 @@ def test_a_stream_running_slow_is_reopened_and_runs_at_real_time_again(room):
     assert sum("of real time" in s for s in statuses) == 1, statuses
 
 
+def test_a_relaxed_stream_hands_over_fewer_larger_blocks_and_every_sample(room):
+    sizes: list[int] = []
+    relaxed = [False]
+    stream = DuplexStream(pick_device("", "input"), pick_device("", "output"), Player(),
+                          lambda mic, ref: sizes.append(mic.size), relaxed=lambda: relaxed[0])
+    stream.start()
+    try:
+        deadline = time.monotonic() + 5  # a just-made sink may take a reopen before its first callback
+        while stream.callbacks < 30 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        eager, sizes[:] = len(sizes), []
+        eager_callbacks = stream.callbacks
+        relaxed[0] = True
+        callbacks = stream.callbacks
+        time.sleep(2.0)
+        relaxed_calls, heard = len(sizes), sum(sizes)
+        delivered = (stream.callbacks - callbacks) * round(stream.rate * BLOCK_SECONDS) * 16000 / stream.rate
+    finally:
+        stream.close()
+    assert eager >= eager_callbacks - 2  # a call per callback
+    assert relaxed_calls <= (stream.callbacks - callbacks) / 2.5  # then one per ~3 callbacks
+    assert abs(heard - delivered) <= 4 * BLOCK_SECONDS * 16000  # in flight at either end, no sample more or less
+
+
 def test_stop_drops_queued_speech_at_once(room):
     recorder = Recorder()
     stream, player = open_stream(recorder)
