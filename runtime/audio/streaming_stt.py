@@ -92,6 +92,12 @@ class StreamingTranscriber:
         return _text(self._confirmed)
 
     @property
+    def audio(self) -> np.ndarray:
+        """The utterance's audio not yet cut away: what the next decode reads (all of it for a short one)."""
+        self._take_chunks()
+        return self._buffer
+
+    @property
     def buffered_seconds(self) -> float:
         """Audio not yet cut away: what the next decode will read."""
         return (len(self._buffer) + sum(len(c) for c in self._chunks)) / SAMPLE_RATE
