@@ -275,6 +275,7 @@ class VoiceAssistant:
             turn.job.cancel()
         turn.job, turn.transcript, turn.reply, turn.unspoken = None, None, "", []
         turn.finishing, turn.done = False, False
+        turn.transcript_at = turn.first_token_at = 0.0  # else the turn's latencies are timed from the stale reply
         self._numbers += 1
         turn.number = self._numbers  # late results of the stale speculation carry the old number
 

@@ -92,6 +92,28 @@ def test_a_spoken_question_is_transcribed_answered_and_spoken(conversation, tmp_
     assert not events.of(ev.Interrupted)  # its own voice, heard through the sink, never cut it off
 
 
+def test_a_pause_mid_sentence_discards_the_early_reply_and_times_the_turn_from_its_real_end(conversation, tmp_path):
+    """Past a short pause the transcript and the reply start early (speculation); when the user goes on,
+    both are dropped, and the turn's latencies count from the end of what the user said last."""
+    import numpy as np
+
+    from convert.onnx.speech import SAMPLE_RATE
+
+    session, events = conversation
+    # a trailing "and" waits 1.2 s for more (runtime.audio.turn): 0.7 s of pause plus espeak's edges keep it open
+    speech = np.concatenate([speak("Tell me about the moon and"), np.zeros(SAMPLE_RATE * 7 // 10, dtype=np.float32),
+                             speak("the sun.")])
+    play_into("vsink", speech, tmp_path / "user.wav")
+    turn = events.wait(lambda e: isinstance(e, ev.UserTurn), 60)
+    assert turn is not None, f"the question was never heard: {events.summary()}"
+    assert "sun" in turn.text.lower(), turn.text  # one turn: the words after the pause are in it
+    latency = events.wait(lambda e: isinstance(e, ev.TurnLatency), 90)
+    assert latency is not None, f"the reply was never spoken: {events.summary()}"
+    early = [e for e in events.of(ev.ReplyText) if e.turn < turn.turn]
+    assert early, f"no reply started during the pause: the case is not exercised: {events.summary()}"
+    assert 0 < latency.transcript <= latency.first_token <= latency.first_audio, latency
+
+
 def test_cutting_in_stops_the_reply_and_history_keeps_what_was_heard(conversation, tmp_path):
     session, events = conversation
     session.assistant.options = dataclasses.replace(session.assistant.options,
