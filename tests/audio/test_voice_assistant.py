@@ -9,10 +9,11 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pulse import play_into
 
-from convert.onnx.speech import speak, word_errors
+from convert.onnx.speech import SAMPLE_RATE, speak, word_errors
 from edge_ai.config import Config
 from runtime.audio import events as ev
 from runtime.audio.session import VoiceSession
@@ -95,10 +96,6 @@ def test_a_spoken_question_is_transcribed_answered_and_spoken(conversation, tmp_
 def test_a_pause_mid_sentence_discards_the_early_reply_and_times_the_turn_from_its_real_end(conversation, tmp_path):
     """Past a short pause the transcript and the reply start early (speculation); when the user goes on,
     both are dropped, and the turn's latencies count from the end of what the user said last."""
-    import numpy as np
-
-    from convert.onnx.speech import SAMPLE_RATE
-
     session, events = conversation
     # a trailing "and" waits 1.2 s for more (runtime.audio.turn): 0.7 s of pause plus espeak's edges keep it open
     speech = np.concatenate([speak("Tell me about the moon and"), np.zeros(SAMPLE_RATE * 7 // 10, dtype=np.float32),
