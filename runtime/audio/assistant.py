@@ -282,6 +282,8 @@ class VoiceAssistant:
     def _commit(self, turn: _Turn) -> None:
         turn.committed = True
         self._emit(UserTurn(turn.number, turn.transcript or ""))
+        if turn.reply:  # generated while the turn was open: shown from now on
+            self._emit(ReplyText(turn.number, turn.reply))
         if not self.options.reply:
             self._turn = None
             self._set_state(VoiceState.LISTENING)
@@ -302,7 +304,8 @@ class VoiceAssistant:
             if not turn.first_token_at:
                 turn.first_token_at = event.at
             turn.reply += event.text
-            self._emit(ReplyText(number, turn.reply))
+            if turn.committed:
+                self._emit(ReplyText(number, turn.reply))
             for chunk in self._chunker.feed(event.text):
                 self._speak(turn, chunk)
         elif isinstance(event, DoneEvent):

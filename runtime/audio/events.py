@@ -58,7 +58,9 @@ class UserTurn:
 
 @dataclass(frozen=True)
 class ReplyText:
-    """The assistant's reply so far (generated; not all of it spoken yet)."""
+    """The assistant's reply so far (generated; not all of it spoken yet). Only for a turn the user has
+    finished (after its UserTurn): a reply started early at a pause stays unseen until then, and one
+    dropped because the user went on is never seen."""
 
     turn: int
     text: str
