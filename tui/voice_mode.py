@@ -190,3 +190,4 @@ class VoiceMode:
             footer += " · " + self._latency
         view.finish(stored.id if stored else None, stored.metrics if stored else None)
         view.set_footer(footer)
+        self.screen.edge_app.update_status(self.screen)  # the status bar's context count includes spoken turns

@@ -32,6 +32,7 @@ def make_app(**values: object):
 
 async def test_voice_mode_turns_a_spoken_question_into_a_stored_spoken_reply(room, registered_model, tmp_path):
     from tui.widgets.chat_log import MessageView
+    from tui.widgets.status_bar import StatusBar
     from tui.widgets.voice_bar import VoiceBar
 
     app = make_app()
@@ -52,6 +53,8 @@ async def test_voice_mode_turns_a_spoken_question_into_a_stored_spoken_reply(roo
         await wait_for(pilot, lambda: views("assistant") and views("assistant")[0].footer.startswith("spoken"),
                        "the reply to be spoken")
         assert "transcript" in bar.latency and "first audio" in bar.latency
+        status = screen.query_one("#status", StatusBar)
+        await wait_for(pilot, lambda: status.context_used > 0, "the status bar to count the spoken turn's context")
         assert screen.conversation is not None
         with HistoryStore(get_paths().history_db) as store:
             stored = store.messages(screen.conversation.id)
