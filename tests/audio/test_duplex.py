@@ -36,9 +36,10 @@ class Recorder:
             return np.concatenate(self.mic), np.concatenate(self.ref)
 
 
-def open_stream(on_audio, player: Player | None = None) -> tuple[DuplexStream, Player]:
+def open_stream(on_audio, player: Player | None = None, **options) -> tuple[DuplexStream, Player]:
+    """A started stream on the default devices; `options` go to DuplexStream (on_status, relaxed)."""
     player = player or Player()
-    stream = DuplexStream(pick_device("", "input"), pick_device("", "output"), player, on_audio)
+    stream = DuplexStream(pick_device("", "input"), pick_device("", "output"), player, on_audio, **options)
     stream.start()
     return stream, player
 
@@ -98,10 +99,7 @@ def test_a_stream_running_slow_is_reopened_and_runs_at_real_time_again(room):
             super().pull(out)
 
     statuses: list[str] = []
-    recorder = Recorder()
-    stream = DuplexStream(pick_device("", "input"), pick_device("", "output"), SlowPlayer(), recorder,
-                          on_status=statuses.append)
-    stream.start()
+    stream, _ = open_stream(Recorder(), SlowPlayer(), on_status=statuses.append)
     try:
         deadline = time.monotonic() + 4 * PACE_WINDOW
         while not any("of real time" in s for s in statuses) and time.monotonic() < deadline:
@@ -120,9 +118,7 @@ def test_a_stream_running_slow_is_reopened_and_runs_at_real_time_again(room):
 def test_a_relaxed_stream_hands_over_fewer_larger_blocks_and_every_sample(room):
     sizes: list[int] = []
     relaxed = [False]
-    stream = DuplexStream(pick_device("", "input"), pick_device("", "output"), Player(),
-                          lambda mic, ref: sizes.append(mic.size), relaxed=lambda: relaxed[0])
-    stream.start()
+    stream, _ = open_stream(lambda mic, ref: sizes.append(mic.size), relaxed=lambda: relaxed[0])
     try:
         deadline = time.monotonic() + 5  # a just-made sink may take a reopen before its first callback
         while stream.callbacks < 30 and time.monotonic() < deadline:

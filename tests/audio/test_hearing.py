@@ -46,8 +46,8 @@ def test_large_blocks_are_heard_like_small_ones():
     speech = np.concatenate([np.zeros(RATE // 2, dtype=np.float32), speak("Is it going to rain today?", "en-gb"),
                              np.zeros(RATE, dtype=np.float32)])
 
-    def events(block: int) -> list[tuple[str, float]]:
-        heard: list[tuple[str, float]] = []
+    def events(block: int) -> list[str]:
+        heard: list[str] = []
         hearing = Hearing("headphones", lambda e: heard.append(type(e).__name__))
         for i in range(0, speech.size, block):
             hearing.on_audio(speech[i:i + block], np.zeros(min(block, speech.size - i), dtype=np.float32))
