@@ -99,10 +99,11 @@ class EdgeAIApp(App[None]):
     # -- model ---------------------------------------------------------------------------------
 
     def _default_factory(self, cfg: Config) -> ChatEngine:
-        """The configured engine; a packaged model's assembly is shown in the status bar."""
+        """The configured engine (with its vision projector, if one is set, for screen images); a packaged
+        model's assembly is shown in the status bar."""
         from runtime.llm.loading import open_engine
 
-        return open_engine(cfg, progress=self._assembly_progress)
+        return open_engine(cfg, progress=self._assembly_progress, vision=True)
 
     def _assembly_progress(self, done: int, total: int) -> None:
         percent = done * 100 // max(total, 1)

@@ -80,12 +80,13 @@ def load_config(**flags: Any) -> config_mod.Config:
     return config_mod.load({k: v for k, v in flags.items() if v is not None})
 
 
-def open_engine(cfg: config_mod.Config):  # -> runtime.llm.engine.Engine (imported lazily: llama.cpp is slow to import)
-    """The configured engine, with a progress bar while a packaged model is assembled."""
+def open_engine(cfg: config_mod.Config, *, vision: bool = False):  # -> runtime.llm.engine.Engine (imported lazily)
+    """The configured engine, with a progress bar while a packaged model is assembled; with `vision`,
+    its vision projector (screen.vision_mmproj) too."""
     from runtime.llm.loading import open_engine as load
 
     with ProgressBar("assembling model", in_bytes=True) as bar:
-        return load(cfg, progress=bar)
+        return load(cfg, progress=bar, vision=vision)
 
 
 @app.callback(invoke_without_command=True)
@@ -146,7 +147,7 @@ def ask(
         sys.stdout.write("\n")
 
 
-def print_reply(engine: Any, messages: list[dict[str, str]], sampling: Any, *, quiet: bool = False) -> Any:
+def print_reply(engine: Any, messages: list[dict[str, Any]], sampling: Any, *, quiet: bool = False) -> Any:
     """Stream the model's reply to stdout (not when `quiet`) and return its DoneEvent; Ctrl-C stops it
     with exit code 130. `engine` is a runtime ChatEngine, `sampling` its SamplingParams."""
     from runtime.llm.events import DoneEvent

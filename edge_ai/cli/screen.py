@@ -125,6 +125,7 @@ def ask_cmd(
     """Answer a question about the screen: its text (private windows blanked, PII and secrets replaced) goes to
     the model; with screen.vision_mmproj set, its image too."""
     from edge_ai.cli.main import load_config, open_engine, print_reply
+    from runtime.llamacpp.mtmd import check_projector
     from runtime.llm.events import SamplingParams
     from runtime.screen.capture import parse_region
     from runtime.screen.context import read_screen, with_screen
@@ -136,48 +137,24 @@ def ask_cmd(
                          "sampling.max_tokens": max_tokens})
     area = parse_region(region) if region is not None else None
     sampling = SamplingParams.from_settings(cfg.sampling)
-    if cfg.screen.vision_mmproj:
-        _ask_vision(cfg, question, area, window, monitor, sampling)
-        return
-    screen = read_screen(cfg.screen, ScreenOCR(), region=area, window=window, monitor=monitor)
-    engine = open_engine(cfg)
+    vision = bool(cfg.screen.vision_mmproj)
+    if vision:  # a wrong path is said before the screen is read
+        check_projector(Path(cfg.screen.vision_mmproj).expanduser(), None)
+    screen = read_screen(cfg.screen, ScreenOCR(), region=area, window=window, monitor=monitor,
+                         image_width=cfg.screen.downscale_width if vision else None)
+    engine = open_engine(cfg, vision=vision)
     try:
         budget = min(cfg.screen.ocr_budget_tokens, max(64, engine.n_ctx // 2))
         text = screen.for_model(budget, count_tokens=lambda s: len(engine.tokenize(s, special=False))).text
-        messages = [{"role": "system", "content": cfg.chat.system_prompt}] if cfg.chat.system_prompt else []
-        messages.append({"role": "user", "content": with_screen(text, question)})
+        messages: list[dict[str, Any]] = ([{"role": "system", "content": cfg.chat.system_prompt}]
+                                          if cfg.chat.system_prompt else [])
+        # with the image, a screen without text is still something to ask about
+        messages.append({"role": "user", "content": with_screen(text, question) if text else question.strip()})
+        if vision:
+            messages[-1]["image"] = screen.image
         print_reply(engine, messages, sampling)
     finally:
         engine.close()
-    sys.stdout.write("\n")
-
-
-def _ask_vision(cfg: config_mod.Config, question: str, area: Any, window: bool, monitor: int | None,
-                sampling: Any) -> None:
-    """`screen ask` with a vision model: the screen's image (private windows blanked, downscaled to
-    screen.downscale_width) and its redacted text, when it has any, go to the model with the question."""
-    from edge_ai import registry
-    from runtime.screen.context import read_screen, with_screen
-    from runtime.screen.ocr import ScreenOCR
-    from runtime.screen.vision import VisionModel, check_projector
-
-    mmproj = Path(cfg.screen.vision_mmproj).expanduser()
-    check_projector(mmproj, None)  # a wrong path is said before the screen is read
-    screen = read_screen(cfg.screen, ScreenOCR(), region=area, window=window, monitor=monitor,
-                         image_width=cfg.screen.downscale_width)
-    vision = VisionModel(registry.resolve(cfg.model.name), mmproj, context=cfg.model.context,
-                         threads=cfg.model.threads)
-    try:
-        text = screen.for_model(cfg.screen.ocr_budget_tokens).text if screen.result.lines else ""
-        prompt = with_screen(text, question) if text else question
-        for piece in vision.ask(screen.image, prompt, sampling, system=cfg.chat.system_prompt or None):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        err.print("\n[stopped]")
-        raise typer.Exit(130) from None
-    finally:
-        vision.close()
     sys.stdout.write("\n")
 
 

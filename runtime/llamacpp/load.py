@@ -65,11 +65,10 @@ def ggml_type(name: str) -> int:
 
 
 def load_llama(path: Path, params: dict[str, Any], *, tensor_overrides: Sequence[tuple[str, str]] = (),
-               info: GGUFInfo | None = None, rpc_servers: Sequence[str] = (), chat_handler: Any = None) -> Llama:
+               info: GGUFInfo | None = None, rpc_servers: Sequence[str] = ()) -> Llama:
     """`Llama(model_path=path, **params)`, after `ensure_loads`; a failure is one `ModelLoadError` line.
     `tensor_overrides` ((regex, device) pairs, checked against `info`) place tensors (runtime.planner);
-    the offloaded layers (params' n_gpu_layers, split by tensor_split) go to the devices of `rpc_servers`;
-    `chat_handler` (a vision model's, runtime.screen.vision) is given to the real load only.
+    the offloaded layers (params' n_gpu_layers, split by tensor_split) go to the devices of `rpc_servers`.
 
     verbose=True because verbose=False redirects the process's stdout/stderr file descriptors
     while loading, which blanks a running TUI; llama.cpp's own log already goes to our callback,
@@ -85,7 +84,7 @@ def load_llama(path: Path, params: dict[str, Any], *, tensor_overrides: Sequence
     try:
         with (llama_log.python_prints_to_log(), overrides.applied(info, tensor_overrides),
               rpc.applied(rpc_servers)):
-            llm = Llama(model_path=str(path), **params, chat_handler=chat_handler, verbose=True)
+            llm = Llama(model_path=str(path), **params, verbose=True)
     except Exception as exc:  # llama-cpp-python raises bare ValueError/RuntimeError
         reason = "; ".join(llama_log.errors_since(mark)) or str(exc)
         raise ModelLoadError(

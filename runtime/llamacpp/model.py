@@ -88,6 +88,10 @@ class Memory:
         llama_cpp.llama_memory_seq_rm(self._memory, seq, to, start)
         llama_cpp.llama_memory_seq_add(self._memory, seq, start, end, to - start)
 
+    def truncate(self, pos: int, seq: int = 0) -> None:
+        """Drop positions `pos` and after."""
+        llama_cpp.llama_memory_seq_rm(self._memory, seq, pos, -1)
+
     def clear(self) -> None:
         """Empty every sequence, data included."""
         llama_cpp.llama_memory_clear(self._memory, True)

@@ -17,10 +17,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from edge_ai.errors import EdgeAIError
 
-Message = dict[str, str]
+# role and content (str); a user message may also carry "image": an RGB array (height, width, 3) for
+# an engine loaded with a vision projector (runtime.llamacpp.mtmd)
+Message = dict[str, Any]
 
 
 @dataclass(frozen=True)

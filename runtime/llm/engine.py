@@ -5,6 +5,10 @@ between chunks) and after every token, exact per-token timings, a bounded chat-t
 KV-cache prefix reuse that stays correct for sliding-window models, and an overflow policy that
 drops old turns instead of failing. Everything blocking runs in the caller's thread; `cancel()` is
 safe to call from any other thread.
+
+With a vision projector (`EngineOptions.mmproj`) a user message may carry an image; it is tokenized
+by llama.cpp's multimodal library into a run of placeholder ids (runtime.llamacpp.mtmd) and encoded
+during prefill, so prefix reuse keeps an image already in the cache for the turns after it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +34,7 @@ from edge_ai.memory import check_fits_in_ram
 from runtime.llamacpp import model as llama
 from runtime.llamacpp import overrides
 from runtime.llamacpp.load import ggml_type, load_llama
+from runtime.llamacpp.mtmd import Images, Projector, check_projector
 from runtime.llamacpp.residency import lock_file_ranges
 from runtime.llamacpp.sampling import Chain, Grammar
 from runtime.llm.context import FittedPrompt, Message, fit_messages
@@ -51,6 +57,9 @@ DROP_BLOCK_NO_SHIFT = 0.75
 # when it saves at least SHIFT_MIN_TOKENS of prefill.
 SHIFT_PROBE = 16
 SHIFT_MIN_TOKENS = 32
+# Where a message's image goes in the rendered prompt (before its text): split off before tokenizing,
+# so no text a user can type stands for an image.
+IMAGE_MARK = f"\x00image-{uuid.uuid4().hex}\x00"
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,8 @@ class EngineOptions:
     # devices by tensor_split (layers per device, in order); from a plan made with `--rpc`.
     rpc_servers: tuple[str, ...] = ()
     tensor_split: tuple[float, ...] = ()
+    # A vision-language model's projector (its mmproj .gguf): messages may then carry images.
+    mmproj: str = ""
 
 
 class Engine:
@@ -100,6 +111,8 @@ class Engine:
             origin = self.path.name if key == "tokenizer.chat_template" else f"{self.path.name} ({key})"
             ChatTemplate(source, bos_token="", eos_token="", origin=origin)
         overrides.check_patterns(self.info, options.tensor_overrides)
+        if options.mmproj:  # a wrong file is said before the model loads
+            check_projector(Path(options.mmproj), self.info.embedding_length)
         kv_type = ggml_type(options.kv_type)
         split = {"tensor_split": list(options.tensor_split)} if options.tensor_split else {}
         self._llm = load_llama(self.path, dict(
@@ -124,12 +137,16 @@ class Engine:
         self._recurrent = llama.is_recurrent(self._llm)
         self._memory = llama.Memory(self._llm.ctx)
         self._can_shift = self._memory.can_shift and not self._recurrent
+        self._projector: Projector | None = None
         try:
             self.template, self._format = self._choose_template()
             self._turn_marker_ids = self._single_tokens(self._format.turn_markers)
+            if options.mmproj:
+                self._projector = Projector(Path(options.mmproj), self._llm)
         except BaseException:
             self._llm.close()
             raise
+        self._images = Images()  # the images of the reply being prepared, by placeholder id
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._stop: threading.Event | None = None
@@ -158,6 +175,11 @@ class Engine:
         return frozenset(one[0] for one in ids if len(one) == 1)
 
     @property
+    def sees_images(self) -> bool:
+        """Whether messages may carry images (a vision projector is loaded)."""
+        return self._projector is not None
+
+    @property
     def context_used(self) -> int:
         """Tokens currently held in the KV cache."""
         return self._llm.n_tokens
@@ -172,9 +194,24 @@ class Engine:
         """Prompt tokens for a conversation (template, then tokenizer with special tokens parsed).
 
         The BOS token is added when the model wants one and the template did not write it, as
-        llama.cpp's server does; never twice.
+        llama.cpp's server does; never twice. A message's image goes before its text, as a run of
+        placeholder ids (its chunk kept in `self._images` for the prefill).
         """
-        tokens = self.tokenize(self.render(messages))
+        images = [m["image"] for m in messages if m.get("image") is not None]
+        if not images:
+            tokens = self.tokenize(self.render(messages))
+        elif self._projector is None:
+            raise EdgeAIError(f"{self.name} was loaded without a vision projector, so it cannot see images; "
+                              "set screen.vision_mmproj to its mmproj .gguf")
+        else:
+            text = self.render([{**{k: v for k, v in m.items() if k != "image"},
+                                 "content": f"{IMAGE_MARK}\n{m['content']}" if m.get("image") is not None else m["content"]}
+                                for m in messages])
+            texts = text.split(IMAGE_MARK)
+            if len(texts) != len(images) + 1:
+                raise EdgeAIError(f"the chat template of {self.name} dropped or repeated a message with an image")
+            pieces = [piece for pair in zip(texts, images) for piece in pair] + [texts[-1]]
+            tokens = self._projector.tokenize(pieces, self._images)
         bos = self._llm.token_bos()
         if llama.adds_bos(self._llm) and bos >= 0 and tokens[:1] != [bos]:
             tokens.insert(0, bos)
@@ -211,10 +248,14 @@ class Engine:
         with self._lock:
             start = time.perf_counter()
             self._begin(stop)
-            prompt = self.fit(messages, sampling.max_tokens)
-            fmt = self._format
-            sampling = dataclasses.replace(sampling, stop=(*sampling.stop, *fmt.stops))
-            yield from self._generate(prompt.tokens, sampling, start, prompt.dropped, strip_leading=fmt.strip_leading)
+            try:
+                prompt = self.fit(messages, sampling.max_tokens)
+                fmt = self._format
+                sampling = dataclasses.replace(sampling, stop=(*sampling.stop, *fmt.stops))
+                yield from self._generate(prompt.tokens, sampling, start, prompt.dropped,
+                                          strip_leading=fmt.strip_leading)
+            finally:
+                self._images.close()
 
     def complete(self, prompt: str, sampling: SamplingParams = SamplingParams(), *,
                  stop: threading.Event | None = None) -> Iterator[Event]:
@@ -245,6 +286,8 @@ class Engine:
             return 0
         differ = np.nonzero(self._llm.input_ids[:limit] != np.asarray(tokens[:limit]))[0]
         n_keep = int(differ[0]) if differ.size else limit
+        while 0 < n_keep and tokens[n_keep] < 0 and tokens[n_keep - 1] == tokens[n_keep]:
+            n_keep -= 1  # an image is decoded whole or not at all
         if self._recurrent and n_keep < self._llm.n_tokens:
             self._llm.reset()  # a recurrent state holds every token seen; it cannot drop a suffix
             return 0
@@ -252,7 +295,9 @@ class Engine:
             pos_min = self._memory.pos_min()
             if pos_min > max(0, n_keep - self._n_swa):
                 n_keep = 0
-        return self._shift(tokens, n_keep) if self._can_shift else n_keep
+        if not self._can_shift or min(tokens) < 0 or self._llm.input_ids[:self._llm.n_tokens].min(initial=0) < 0:
+            return n_keep  # a run of image positions cannot be matched and moved like tokens
+        return self._shift(tokens, n_keep)
 
     def _shift(self, tokens: Sequence[int], n_keep: int) -> int:
         """llama.cpp's context shift: when old turns were dropped from the prompt, the cache still
@@ -288,11 +333,28 @@ class Engine:
         llm = self._llm
         llm.n_tokens = n_keep  # eval() drops every cached position from here on
         chunk = min(PREFILL_CHUNK, llm.n_batch)
-        for pos in range(n_keep, len(tokens), chunk):
+        images = np.flatnonzero(np.asarray(tokens[n_keep:]) < 0) + n_keep
+        pos = n_keep
+        while pos < len(tokens):
             if self._cancelled():
                 return False
-            llm.eval(tokens[pos:pos + chunk])
+            if tokens[pos] < 0:
+                pos = self._decode_image(tokens[pos], pos)
+                continue
+            ahead = images[images > pos]
+            end = min(pos + chunk, len(tokens), int(ahead[0]) if ahead.size else len(tokens))
+            llm.eval(tokens[pos:end])
+            pos = end
         return True
+
+    def _decode_image(self, key: int, pos: int) -> int:
+        """Encode the image `key` stands for and decode it at `pos`; the position after it."""
+        assert self._projector is not None  # only encode() writes image ids, with a projector
+        self._memory.truncate(pos)
+        end = self._projector.evaluate(self._images[key], self._llm, pos)
+        self._llm.input_ids[pos:end] = key
+        self._llm.n_tokens = end
+        return end
 
     def _generate(self, tokens: list[int], sampling: SamplingParams, start: float, dropped: int, *,
                   strip_leading: bool = False) -> Iterator[Event]:
@@ -396,6 +458,8 @@ class Engine:
 
     def close(self) -> None:
         """Free the model now rather than at garbage collection."""
+        if self._projector is not None:
+            self._projector.close()
         self._llm.close()
 
 

@@ -11,9 +11,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
+from runtime.llm.context import Message
 from runtime.llm.events import Event, SamplingParams
-
-Message = dict[str, str]
 
 
 @runtime_checkable
@@ -32,7 +31,8 @@ class ChatEngine(Protocol):
     def chat(self, messages: Sequence[Message], sampling: SamplingParams = ..., *,
              stop: threading.Event | None = None) -> Iterator[Event]:
         """Stream a reply to role/content messages: TokenEvents, then one DoneEvent with the metrics.
-        `stop` is the caller's cancel token for this reply."""
+        `stop` is the caller's cancel token for this reply. A message's "image" needs an engine
+        that can see (the real one loaded with a vision projector)."""
         ...
 
     def complete(self, prompt: str, sampling: SamplingParams = ..., *,

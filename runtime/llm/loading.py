@@ -32,12 +32,15 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 
-def open_engine(cfg: Config, progress: Progress | None = None) -> Engine:
-    """The engine for `cfg.model` (a registered name or a .gguf path), loaded with its options."""
+def open_engine(cfg: Config, progress: Progress | None = None, *, vision: bool = False) -> Engine:
+    """The engine for `cfg.model` (a registered name or a .gguf path), loaded with its options; with
+    `vision`, also with the vision projector screen.vision_mmproj names, if any (for screen images)."""
     model = cfg.model
     path = registry.resolve(model.name, progress=progress)
+    mmproj = str(Path(cfg.screen.vision_mmproj).expanduser()) if vision and cfg.screen.vision_mmproj else ""
     options = EngineOptions(context=model.context, threads=model.threads, batch=model.batch,
-                            swa_full=model.swa_full, chat_format=registry.wanted_format(model.format, model.name))
+                            swa_full=model.swa_full, chat_format=registry.wanted_format(model.format, model.name),
+                            mmproj=mmproj)
     name = model.name if model.name in registry.known_names() else path.stem
     options = with_saved_plan(options, model.name)
     if model.rpc:

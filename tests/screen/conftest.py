@@ -5,9 +5,17 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from tiny_mmproj import write_tiny_mmproj
 from xserver import SCREEN_SIZE, Term, start_xvfb, wait_drawn
+
+
+@pytest.fixture(scope="session")
+def mmproj(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random vision projector for the default model (tiny_mmproj)."""
+    return write_tiny_mmproj(tmp_path_factory.mktemp("vision") / "tiny-mmproj.gguf")
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,37 @@ async def test_f12_attaches_the_reviewed_screen_text_to_the_next_message(display
         assert "HUNTER2" not in stored[0].content
 
 
+async def test_with_a_vision_model_the_screen_image_goes_with_the_message_and_stays_for_the_next(
+        display, xterm, registered_model, mmproj):
+    from tui.app import EdgeAIApp
+
+    xterm("notes", "Build status: GREEN", geometry="50x3+0+0")
+    app = EdgeAIApp(Config().with_values({"model.context": 2048, "sampling.max_tokens": 8, "sampling.temperature": 0.0,
+                                          "screen.vision_mmproj": str(mmproj), "screen.downscale_width": 320}))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
+        chat = app.chat_screen
+        await pilot.press("f12")
+        preview = await _preview(pilot, app)
+        assert "The image (320x200" in str(preview.query_one("#screen-preview-note").render())
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "+ image" in chat.status.attachment, "the attachment indicator")
+        chat.prompt.text = "What is the build status?"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: chat.job is None and len(chat.messages) == 2, "the reply", 180)
+        first = chat.last_done.metrics
+        image = chat.images[chat.messages[0].id]
+        assert image.shape == (200, 320, 3) and "GREEN" in chat.messages[0].content
+        text_only = app.engines.engine.encode([{"role": "user", "content": chat.messages[0].content}])
+        assert first.prompt_tokens >= len(text_only) + 4  # tiny_mmproj's 4 image tokens
+        chat.prompt.text = "Thanks."
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: chat.job is None and len(chat.messages) == 4, "the second reply", 180)
+        assert chat.last_done.metrics.cached_tokens >= first.prompt_tokens - 1  # the image stayed in the cache
+        with HistoryStore(get_paths().history_db) as store:  # the history holds text only
+            assert [m.content for m in store.messages(chat.conversation.id)] == [m.content for m in chat.messages]
+
+
 async def test_screen_command_sends_the_question_with_the_screen_and_cancel_sends_nothing(display, xterm,
                                                                                         registered_model):
     xterm("notes", "Meeting room: BLUE SEVEN", geometry="50x3+0+0")

@@ -1,5 +1,6 @@
 """A vision model sees the screen: the real default model with a tiny random Gemma 3 projector
-(tiny_mmproj) through llama.cpp's multimodal library, and the bad projector files a user may give."""
+(tiny_mmproj) through llama.cpp's multimodal library in our engine, and the bad projector files a
+user may give."""
 
 from __future__ import annotations
 
@@ -13,30 +14,68 @@ from tiny_mmproj import write_tiny_mmproj
 from xserver import words
 
 from edge_ai.errors import EdgeAIError
-from runtime.llm.events import SamplingParams
-from runtime.screen.vision import VisionModel
+from runtime.llm.engine import Engine, EngineOptions
+from runtime.llm.events import DoneEvent, SamplingParams
 
 pytestmark = pytest.mark.slow
 
 IMAGE_TOKENS = 4  # tiny_mmproj: 4x4 patches pooled 2x2
+GREEDY = SamplingParams(temperature=0.0, max_tokens=4)
 
 
 @pytest.fixture(scope="module")
-def mmproj(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_mmproj(tmp_path_factory.mktemp("vision") / "tiny-mmproj.gguf")
+def vision(model_path, mmproj):
+    engine = Engine(model_path, options=EngineOptions(context=1024, mmproj=str(mmproj)))
+    yield engine
+    engine.close()
 
 
-def test_the_image_is_encoded_into_the_prompt(model_path, mmproj):
-    vision = VisionModel(model_path, mmproj, context=1024)
+def reply(engine: Engine, messages: list[dict]) -> DoneEvent:
+    *_, done = engine.chat(messages, GREEDY)
+    assert isinstance(done, DoneEvent)
+    return done
+
+
+def screen(shade: int) -> np.ndarray:
+    return np.full((300, 500, 3), shade, np.uint8)
+
+
+def test_the_image_is_encoded_into_the_prompt_and_served_from_the_cache_after(vision):
+    question = {"role": "user", "content": "What is on the screen?"}
+    text_only = reply(vision, [question]).metrics.prompt_tokens
+    first = reply(vision, [{**question, "image": screen(240)}])
+    assert vision.sees_images and first.metrics.prompt_tokens >= text_only + IMAGE_TOKENS
+    follow_up = [{**question, "image": screen(240)}, {"role": "assistant", "content": first.text},
+                 {"role": "user", "content": "And the colour?"}]
+    second = reply(vision, follow_up).metrics
+    assert second.cached_tokens >= first.metrics.prompt_tokens - 1  # the image is not encoded again
+    other = reply(vision, [{**question, "image": screen(20)}]).metrics
+    assert other.cached_tokens < other.prompt_tokens - IMAGE_TOKENS  # a new picture is
+
+
+def test_a_cancelled_image_prefill_leaves_a_usable_engine(vision):
+    stop = __import__("threading").Event()
+    stop.set()
+    *_, done = vision.chat([{"role": "user", "content": "Describe it.", "image": screen(128)}], GREEDY, stop=stop)
+    assert done.reason == "cancelled"
+    assert reply(vision, [{"role": "user", "content": "Describe it.", "image": screen(128)}]).reason in ("stop", "length")
+
+
+def test_an_image_for_a_model_without_a_projector_is_one_line(model_path):
+    engine = Engine(model_path, options=EngineOptions(context=512))
     try:
-        sampling = SamplingParams(temperature=0.0, max_tokens=4)
-        screen = np.full((300, 500, 3), 240, np.uint8)
-        list(vision.ask(screen, "What is on the screen?", sampling))
-        with_image = vision.prompt_tokens
-        list(vision.ask(None, "What is on the screen?", sampling))
-        assert with_image >= vision.prompt_tokens + IMAGE_TOKENS
+        with pytest.raises(EdgeAIError, match="without a vision projector.*screen.vision_mmproj"):
+            reply(engine, [{"role": "user", "content": "What is this?", "image": screen(0)}])
+        assert not engine.sees_images
     finally:
-        vision.close()
+        engine.close()
+
+
+def test_mtmds_media_marker_typed_by_the_user_is_text(vision):
+    message = {"role": "user", "content": "What is <__media__> here?", "image": screen(200)}
+    tokens = vision.encode([message])
+    assert sum(t < 0 for t in tokens) == IMAGE_TOKENS and "<__media__>" in vision.render([message])
+    assert reply(vision, [message]).reason in ("stop", "length")
 
 
 def test_screen_ask_with_a_projector_answers_from_the_screen(display, xterm, registered_model, mmproj):
@@ -50,13 +89,16 @@ def test_screen_ask_with_a_projector_answers_from_the_screen(display, xterm, reg
 
 
 def test_projector_files_that_do_not_fit_are_one_line_errors(model_path, tmp_path):
+    def load(mmproj: Path) -> None:
+        Engine(model_path, options=EngineOptions(context=512, mmproj=str(mmproj))).close()
+
     with pytest.raises(EdgeAIError, match="not found"):
-        VisionModel(model_path, tmp_path / "missing.gguf")
+        load(tmp_path / "missing.gguf")
     with pytest.raises(EdgeAIError, match="is not a vision projector .*architecture is 'gemma3'"):
-        VisionModel(model_path, model_path)
+        load(model_path)
     other = write_tiny_mmproj(tmp_path / "for-another-model.gguf", text_embd=320)
     with pytest.raises(EdgeAIError, match="projects images to 320 dimensions but the model's embeddings have 640"):
-        VisionModel(model_path, other)
+        load(other)
 
 
 def test_screen_ask_with_a_missing_projector_says_which_setting(display, registered_model, tmp_path):

@@ -55,6 +55,8 @@ from tui.widgets.status_bar import StatusBar
 from tui.widgets.voice_bar import VoiceBar
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from tui.app import EdgeAIApp
 
 log = logging.getLogger(__name__)
@@ -154,7 +156,7 @@ class SavedReply:
 class ReplyJob:
     id: int
     conversation_id: int
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     sampling: SamplingParams
     saved: SavedReply
     events: EventStream | None = None
@@ -186,6 +188,7 @@ class ChatScreen(Screen[None]):
         super().__init__(id="chat")
         self.conversation: Conversation | None = None
         self.messages: list[StoredMessage] = []
+        self.images: dict[int, np.ndarray] = {}  # screen images sent to a vision model, by message id
         self.job: ReplyJob | None = None
         self.last_done: DoneEvent | None = None
         self._job_ids = itertools.count(1)
@@ -303,7 +306,7 @@ class ChatScreen(Screen[None]):
             await self.refresh_sidebar()
             return
         await self._let_go_of_reply()
-        self.conversation, self.messages = conversation, messages
+        self.conversation, self.messages, self.images = conversation, messages, {}
         await self.chat_log.clear()
         await self.chat_log.add(*[MessageView(m.role, m.content, message_id=m.id, metrics=m.metrics)
                                   for m in messages if m.role != "system"])
@@ -352,28 +355,35 @@ class ChatScreen(Screen[None]):
             self.prompt.clear()
             self.screen_context.attach(text if question is None else question or None)
             return
-        if await self.send_message(self.screen_context.take(text)):
+        message, image = self.screen_context.take(text)
+        if await self.send_message(message, image=image):
             self.prompt.remember(event.text)
             self.prompt.clear()
 
-    async def send_message(self, text: str) -> bool:
-        """Store the user's message and start the reply to it; False when it could not be stored."""
+    async def send_message(self, text: str, *, image: np.ndarray | None = None) -> bool:
+        """Store the user's message and start the reply to it (with the screen's `image` for a vision
+        model: kept in memory, not in the history); False when it could not be stored."""
         if self._busy():
             return False
         stored = self.store_user_message(text)
         if stored is None:
             return False
+        if image is not None:
+            self.images[stored.id] = image
         await self.start_reply(MessageView("user", text, message_id=stored.id))
         await self.refresh_sidebar()
         return True
 
-    def engine_messages(self) -> list[dict[str, str]]:
-        """The conversation as the engine takes it (empty stopped replies left out)."""
-        out = []
+    def engine_messages(self) -> list[dict[str, Any]]:
+        """The conversation as the engine takes it (empty stopped replies left out, images kept)."""
+        out: list[dict[str, Any]] = []
         if self.conversation is not None and self.conversation.system_prompt:
             out.append({"role": "system", "content": self.conversation.system_prompt})
-        out += [{"role": m.role, "content": m.content} for m in self.messages
-                if m.role != "system" and (m.content or m.role == "user")]
+        for m in self.messages:
+            if m.role != "system" and (m.content or m.role == "user"):
+                out.append({"role": m.role, "content": m.content})
+                if m.id in self.images:
+                    out[-1]["image"] = self.images[m.id]
         return out
 
     async def start_reply(self, *views_before: MessageView) -> None:
@@ -525,7 +535,7 @@ class ChatScreen(Screen[None]):
 
     async def action_new_chat(self) -> None:
         await self._let_go_of_reply()
-        self.conversation, self.messages = None, []
+        self.conversation, self.messages, self.images = None, [], {}
         self.sub_title = ""
         await self.chat_log.clear()
         await self.refresh_sidebar()

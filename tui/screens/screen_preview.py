@@ -12,13 +12,14 @@ from textual.widgets import Button, Label, TextArea
 
 class ScreenPreviewScreen(ModalScreen[str | None]):
     """Shows the text that will go to the model (private windows blanked, PII replaced); dismisses with the
-    edited text, or None when cancelled. Nothing of the screen leaves the dialog unless the user attaches it."""
+    edited text, or None when cancelled. Nothing of the screen leaves the dialog unless the user attaches it.
+    With `image` (the screen's image goes too, for a vision model) an emptied text still attaches."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "attach", "Attach")]
 
-    def __init__(self, text: str, note: str) -> None:
+    def __init__(self, text: str, note: str, *, image: bool = False) -> None:
         super().__init__(classes="dialog")
-        self._text, self._note = text, note
+        self._text, self._note, self._image = text, note, image
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box screen-preview-box"):
@@ -35,7 +36,7 @@ class ScreenPreviewScreen(ModalScreen[str | None]):
     @on(Button.Pressed, "#attach")
     def action_attach(self) -> None:
         text = self.query_one("#screen-preview-text", TextArea).text.strip()
-        self.dismiss(text or None)
+        self.dismiss(text if text or self._image else None)
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
