@@ -416,7 +416,9 @@ def mmap_choice(mode: str, n_gpu_layers: int, n_layer: int, experts_overridden: 
         return True, ("on: the routed experts stay pages of the mapped file, which the kernel reads in as the "
                       "router picks them and drops under memory pressure; --no-mmap would read the whole file "
                       "into RAM, and llama.cpp's mlock would pin the whole mapping, experts included; the engine "
-                      "locks only the always-used weights (and any hot experts) in the mapping instead")
+                      "locks only the always-used weights (and any hot experts) in the mapping instead, and where the "
+                      "disk's read-ahead window is bigger than one expert's slab it marks the mapping MADV_RANDOM so that a "
+                      "fault reads the page it needs, not other experts around it")
     if mode == "rpc":
         return True, ("on: this machine's layers are read in place from the mapped file; the helpers' layers are "
                       "read from it once at load and sent to them")

@@ -65,6 +65,64 @@ def test_engine_locks_those_pages_and_generates_the_same(tiny_moe) -> None:
         Engine(path, options=EngineOptions(context=256, batch=64, lock_resident=True, use_mmap=False))
 
 
+@pytest.mark.slow
+def test_paged_part_is_advised_random_when_read_around_exceeds_a_slab(tiny_moe) -> None:
+    """The tiny model's expert slabs (a few KiB) are smaller than any read-ahead window: the engine's
+    lock marks the mapping MADV_RANDOM (smaps `rr`); asked not to, the lock leaves the advice alone."""
+    from runtime.llamacpp.residency import lock_file_ranges, random_paged, smallest_expert_slab
+
+    path = tiny_moe("qwen2moe")
+    info = read_gguf(path)
+    assert smallest_expert_slab(path) == min(t.nbytes for t in info.tensors if "_exps." in t.name) // weights(info).n_expert
+    engine = Engine(path, options=EngineOptions(context=256, batch=64, lock_resident=True))
+    try:
+        assert random_paged(path)
+    finally:
+        engine.close()
+    plain = Engine(path, options=EngineOptions(context=256, batch=64))
+    try:
+        assert not random_paged(path)
+        lock_file_ranges(path, resident_ranges(info), random_paging=False)
+        assert not random_paged(path)
+        expected = _greedy(plain)
+        assert lock_file_ranges(path, [], random_paging=True) == 0 and random_paged(path)
+        assert _greedy(plain) == expected
+    finally:
+        plain.close()
+
+
+def test_random_paging_rule() -> None:
+    from runtime.llamacpp.residency import pages_randomly
+
+    assert pages_randomly(8 * 1024**2, 557 * 1024)  # an 8 MiB read-around mostly reads other experts
+    assert not pages_randomly(128 * 1024, 557 * 1024)  # the default 128 KiB stays inside one expert
+    assert not pages_randomly(128 * 1024, 0)  # a dense model: nothing to decide
+
+
+def test_read_around_from_sysfs(tmp_path: Path) -> None:
+    """The device's backing-dev-info first, a partition's disk next, the kernel default otherwise."""
+    import os
+
+    from runtime.llamacpp.residency import DEFAULT_READ_AROUND, read_around_bytes
+
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"GGUF")
+    dev = os.stat(path).st_dev
+    name = f"{os.major(dev)}:{os.minor(dev)}"
+    bdi, block = tmp_path / "bdi", tmp_path / "block"
+    assert read_around_bytes(path, bdi_root=bdi, block_root=block) == DEFAULT_READ_AROUND
+    disk = tmp_path / "devices" / "vda"
+    (disk / "queue").mkdir(parents=True)
+    (disk / "queue" / "read_ahead_kb").write_text("4096\n")
+    (disk / "vda1").mkdir()
+    block.mkdir()
+    (block / name).symlink_to(disk / "vda1")  # the file is on a partition of vda
+    assert read_around_bytes(path, bdi_root=bdi, block_root=block) == 4096 * 1024
+    (bdi / name).mkdir(parents=True)
+    (bdi / name / "read_ahead_kb").write_text("8192\n")
+    assert read_around_bytes(path, bdi_root=bdi, block_root=block) == 8192 * 1024
+
+
 def test_unmapped_file_is_refused(tmp_path: Path) -> None:
     from runtime.llamacpp.residency import lock_file_ranges
 
