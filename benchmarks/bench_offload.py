@@ -39,6 +39,7 @@ Measured on 2 shared cores, read_ahead_kb 8192 (this VM's disk), 32 tokens, rout
 (the plan locks 131 MiB: the always-used weights and 74-76 of 256 experts, 62% of the profiled picks):
 - 2 rounds: plain mmap 1.3-1.5 tok/s, planned 4.5-6.3, mmap_random 3.6-5.4: 4.2x (best round);
 - 3 rounds: plain mmap 2.4-3.1, planned 6.3-6.4, mmap_random 4.1-4.7: 2.1x best, 2.6x median.
+- 3 rounds of 64 tokens: plain mmap 1.2-1.6, planned 3.7-5.3, mmap_random 3.4-4.0: 3.3x best, 3.2x median.
 Plain mmap read ~320 MiB per token from the 420 MiB file in ~50 major faults (each reads 8 MiB
 around it, evicting what was in use); the plan ~12 MiB in ~3100 single-page faults, mmap_random
 ~14 MiB in ~3650. So on this disk most of the gain is the advice; the locking adds 1.2-1.4x over it,
