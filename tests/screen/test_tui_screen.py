@@ -77,6 +77,10 @@ async def test_with_a_vision_model_the_screen_image_goes_with_the_message_and_st
         first = chat.last_done.metrics
         image = chat.images[chat.messages[0].id]
         assert image.shape == (200, 320, 3) and "GREEN" in chat.messages[0].content
+        from tui.widgets.chat_log import MessageView
+
+        shown = [view for view in chat.chat_log.query(MessageView) if view.role == "user"]
+        assert shown[0].footer == "with the screen's image (320x200)"
         text_only = app.engines.engine.encode([{"role": "user", "content": chat.messages[0].content}])
         assert first.prompt_tokens >= len(text_only) + 4  # tiny_mmproj's 4 image tokens
         chat.prompt.text = "Thanks."

@@ -368,9 +368,11 @@ class ChatScreen(Screen[None]):
         stored = self.store_user_message(text)
         if stored is None:
             return False
+        footer = ""
         if image is not None:
             self.images[stored.id] = image
-        await self.start_reply(MessageView("user", text, message_id=stored.id))
+            footer = f"with the screen's image ({image.shape[1]}x{image.shape[0]})"
+        await self.start_reply(MessageView("user", text, message_id=stored.id, footer=footer))
         await self.refresh_sidebar()
         return True
 
