@@ -164,19 +164,25 @@ class GenerationRequest(BaseModel):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
+class ImageURL(BaseModel):
+    url: str
+
+
 class ContentPart(BaseModel):
     type: str
     text: str | None = None
+    image_url: ImageURL | None = None
 
 
 class ChatMessage(BaseModel):
     role: str
     content: str | list[ContentPart] | None = None
 
-    def for_engine(self, index: int) -> dict[str, str]:
-        """A plain role/content dict: text parts joined, `developer` (newer OpenAI clients) as `system`.
+    def for_engine(self, index: int, *, sees_images: bool = False) -> dict[str, Any]:
+        """A plain role/content dict: text parts joined, `developer` (newer OpenAI clients) as `system`;
+        a user message's image (a base64 data URL) as "image" when the model can see.
 
-        Roles and parts the model cannot take (tool results, images, audio) are refused by name.
+        Roles and parts the model cannot take (tool results, audio, images for a text model) are refused by name.
         """
         where = f"messages[{index}]"
         if self.role not in ("system", "developer", "user", "assistant"):
@@ -184,13 +190,61 @@ class ChatMessage(BaseModel):
                                 "use system, developer, user or assistant", "invalid_request_error",
                            "unsupported_parameter", param=f"{where}.role")
         parts = self.content if isinstance(self.content, list) else []
+        images = [(i, part.image_url.url) for i, part in enumerate(parts)
+                  if part.type == "image_url" and part.image_url is not None]
         for i, part in enumerate(parts):
+            if part.type == "image_url" and part.image_url is not None and sees_images and self.role == "user":
+                continue
             if part.type != "text" or part.text is None:
-                raise APIError(400, f"{where}.content[{i}]: '{part.type}' content is not supported; "
-                                    "this server reads text parts only", "invalid_request_error",
-                               "unsupported_parameter", param=f"{where}.content[{i}].type")
-        content = self.content if isinstance(self.content, str) else "\n".join(p.text or "" for p in parts)
-        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+                why = ("this model cannot see images (the server needs screen.vision_mmproj, its projector)"
+                       if part.type == "image_url" and not sees_images else "images go in user messages"
+                       if part.type == "image_url" else "this server reads text and image parts only")
+                raise APIError(400, f"{where}.content[{i}]: '{part.type}' content is not supported; {why}",
+                               "invalid_request_error", "unsupported_parameter", param=f"{where}.content[{i}].type")
+        if len(images) > 1:
+            raise APIError(400, f"{where}.content: {len(images)} images in one message; send one per message",
+                           "invalid_request_error", "unsupported_parameter", param=f"{where}.content")
+        content = (self.content if isinstance(self.content, str)
+                   else "\n".join(p.text or "" for p in parts if p.type == "text"))
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": content}
+        if images:
+            i, url = images[0]
+            message["image"] = _data_url_image(url, f"{where}.content[{i}].image_url.url")
+        return message
+
+
+MAX_IMAGE_PIXELS = 40_000_000  # a bigger image is refused before it is decoded (a decompression bomb)
+
+
+def _data_url_image(url: str, param: str) -> Any:
+    """The RGB pixels (numpy, height x width x 3) of a `data:image/...;base64,` URL."""
+    import base64
+    import binascii
+    import io
+
+    def refuse(why: str) -> APIError:
+        return APIError(400, f"{param}: {why}", "invalid_request_error", "invalid_value", param=param)
+
+    head, comma, data = url.partition(",")
+    if not (head.startswith("data:image/") and head.endswith(";base64") and comma):
+        raise refuse("only base64 data URLs (data:image/png;base64,...) are read: this server is offline and "
+                     "fetches nothing")
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise refuse("reading images needs Pillow; install the screen extra: pip install 'edge-ai[screen]'") from None
+    try:
+        raw = base64.b64decode(data, validate=True)
+        with Image.open(io.BytesIO(raw)) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise refuse(f"the image is {image.width}x{image.height}; at most {MAX_IMAGE_PIXELS:,} pixels")
+            import numpy as np
+
+            return np.asarray(image.convert("RGB"))
+    except (binascii.Error, ValueError):
+        raise refuse("the data URL's base64 is not valid") from None
+    except (UnidentifiedImageError, OSError):
+        raise refuse("the data is not an image Pillow can read (PNG, JPEG, WebP, GIF...)") from None
 
 
 class ChatRequest(GenerationRequest):
@@ -608,7 +662,8 @@ class Server:
     async def chat_completions(self, body: ChatRequest, request: Request) -> Response:
         self._check_model(body.model)
         body.check_supported()
-        messages = [m.for_engine(i) for i, m in enumerate(body.messages)]
+        sees_images = bool(getattr(self.engine, "sees_images", False))
+        messages = [m.for_engine(i, sees_images=sees_images) for i, m in enumerate(body.messages)]
         sampling = body.sampling(self.cfg, body.top())
         generation = self.start(lambda engine, stop: engine.chat(messages, sampling, stop=stop), body.priority)
         return await self._answer(request, generation, ChatShape(self.engine.name, body.logprobs), body)

@@ -199,7 +199,7 @@ def serve(
     cfg = load_config(**{"server.host": host, "server.port": port, "server.api_key": api_key,
                          "model.name": model, "model.context": context, "model.threads": threads,
                          "model.rpc": _rpc(rpc_servers), "server.queue_size": queue_size})
-    run_server(cfg, lambda: open_engine(cfg), log=err, allow_unauthenticated=allow_unauthenticated)
+    run_server(cfg, lambda: open_engine(cfg, vision=True), log=err, allow_unauthenticated=allow_unauthenticated)
 
 
 @app.command()

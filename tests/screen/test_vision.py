@@ -106,3 +106,41 @@ def test_screen_ask_with_a_missing_projector_says_which_setting(display, registe
     result = edge_ai("screen", "ask", "What is here?", env=env)
     assert result.returncode == 1
     assert "screen.vision_mmproj" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def _png_data_url(pixels: np.ndarray) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_an_openai_client_sends_an_image_to_the_server(vision):
+    """The server gives a user message's image (a base64 data URL) to a model that can see; what it cannot
+    read is a 400 naming the part."""
+    import openai
+    from fastapi.testclient import TestClient
+
+    from edge_ai.config import Config
+    from runtime.server import create_app
+
+    app = create_app(Config().with_values({"sampling.max_tokens": 4, "sampling.temperature": 0}), vision)
+    with TestClient(app) as http, openai.OpenAI(base_url="http://testserver/v1", api_key="unused",
+                                                http_client=http, max_retries=0) as client:
+        def ask(*image_urls: str):
+            content = [{"type": "text", "text": "What is on the screen?"},
+                       *({"type": "image_url", "image_url": {"url": url}} for url in image_urls)]
+            return client.chat.completions.create(model=vision.name, messages=[{"role": "user", "content": content}])
+
+        text_only = ask().usage.prompt_tokens
+        assert ask(_png_data_url(screen(90))).usage.prompt_tokens >= text_only + IMAGE_TOKENS
+        for urls, says in [(("https://example.com/a.png",), "offline"), (("data:image/png;base64,AAAA",), "not an image"),
+                           (("data:image/png;base64,@@@",), "base64"),
+                           ((_png_data_url(screen(1)), _png_data_url(screen(2))), "one per message")]:
+            with pytest.raises(openai.BadRequestError) as caught:
+                ask(*urls)
+            assert says in caught.value.body["message"] and caught.value.body["param"].startswith("messages[0]")
