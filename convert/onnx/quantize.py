@@ -12,15 +12,25 @@ calibration data is needed.
 
 A token table that is also the output projection (tied embeddings, e.g. Whisper's decoder) stays
 fp32: onnxruntime quantizes the lookup's table with one scale for all of it and would compute the
-logits in fp32 from that coarse copy, dequantized again at every decoding step. Measured on
-Whisper base, WER over the 32 espeak-ng sentences in 4 voices of `convert.onnx.speech` (321 words;
-faster-whisper CTranslate2 int8: 18.7%; ONNX fp32: ~17.8%): table kept fp32, the rest per-channel
-int8 (this scheme): 19.3%; the same with the encoder's position table fp32 too: 16.8%; table left
-tied ~19%; untied with a per-channel int8 projection 19.6% (decoders 74 MB instead of 125 MB);
-int8 encoder with fp32 decoders 17.1%. Variants this close differ by a few sentences (the fallback
-samples), so the set separates them poorly: all are within the +1 point budget over CTranslate2,
-and this one avoids the per-step dequantization of the table. Decoding speed was the same within
-the noise of a busy machine.
+logits in fp32 from that coarse copy, dequantized again at every decoding step. Earlier
+measurements (Whisper base, the 32 espeak-ng sentences of `convert.onnx.speech`, 321 words, with
+the temperature fallback, whose unseeded sampling moved results by a few words): table kept fp32
+19.3%, left tied ~19%, untied with a per-channel int8 projection 19.6% (CTranslate2 int8 18.7%).
+
+Convolutions stay fp32 (only MatMul and Gather are quantized): onnxruntime's ConvInteger is slower
+than its fp32 Conv, and Whisper's two encoder convolutions, which read the log-mel features, lose
+the most words for their few weights. Measured 2026-12-03 on 2 AVX-512 VNNI cores, all greedy
+(no fallback, so the WERs repeat exactly), the 32 sentences in one run (`bench_onnx.py
+--int8-variants`, table there): CTranslate2 int8 18.7% (60 errors), ONNX fp32 17.4% (56, RTF
+0.178, encoder 297 ms); this scheme 17.4% (56, RTF 0.127, encoder 188 ms); with ConvInteger (the
+previous scheme) 19.0% (61, 0.135, 224 ms); MatMul only (the decoder's position table fp32 too)
+16.8% (54); per-tensor weights 20.9% (67); int8 encoder with fp32 decoders 16.2% (52) but RTF 0.138
+and 410 MiB; fp32 encoder with int8 decoders 17.8% (57), RTF 0.162. With 7-bit weights
+(`reduce_range`, what a CPU without VNNI gets; the integer products are exact on both, so up to
+float rounding elsewhere this CPU computes what an AVX2 one does): this scheme 15.9% (51), with
+ConvInteger 18.4% (59), MatMul only 15.6% (50). A couple of words separate MatMul-only from this
+scheme, within what the set can tell apart; keeping Gather quantized leaves MiniLM's scheme (its
+45 MB word table int8) unchanged.
 
 int4 is `MatMulNBitsQuantizer`: only MatMul weights (the bulk of a transformer) become 4-bit
 blocks with one scale (and zero point unless symmetric) per `block_size` values; embeddings and
@@ -44,6 +54,27 @@ PRECISIONS = ("fp32", "int8", "int4")
 
 
 @dataclass(frozen=True)
+class Int8Options:
+    """What `quantize_dynamic` turns to int8; the defaults are the scheme the docstring justifies."""
+
+    per_channel: bool = True  # one weight scale per output channel (False: one per tensor)
+    reduce_range: bool | None = None  # 7-bit weights; None: only on CPUs without VNNI (`needs_reduced_range`)
+    # op types to quantize; () = all onnxruntime can (adds Conv, Attention, LSTM, ...). Conv stays fp32:
+    # ConvInteger is slower than fp32 Conv here and Whisper's convs on the log-mel are sensitive (docstring)
+    op_types: tuple[str, ...] = ("MatMul", "Gather")
+    keep_fp32: tuple[str, ...] = ()  # nodes whose name contains one of these stay fp32 (e.g. "/conv1/")
+    graphs: tuple[str, ...] = ()  # graph file stems to quantize ("encoder_model"); () = all; the rest stay fp32
+
+    def excluded(self, graph: Path) -> list[str]:
+        """Names of the nodes of `graph` left fp32: a tied token table's lookup and the `keep_fp32` matches."""
+        import onnx
+
+        names = [n.name for n in onnx.load(str(graph), load_external_data=False).graph.node]
+        kept = [name for name in names if any(part in name for part in self.keep_fp32)]
+        return sorted(set(tied_embedding_lookups(graph)) | set(kept))
+
+
+@dataclass(frozen=True)
 class Int4Options:
     block_size: int = 32  # values per scale; 32 keeps small models' accuracy, 128 is smaller and faster
     accuracy_level: int = 4  # 0 fp32 compute, 1 fp32, 2 fp16, 3 bf16, 4 int8 (MatMulNBits' meaning)
@@ -56,8 +87,10 @@ class Int4Options:
             raise EdgeAIError(f"--accuracy-level {self.accuracy_level} is not 0-4 (4 = int8 compute, 0 = fp32)")
 
 
-def quantize_folder(src: Path, dest: Path, precision: str, int4: Int4Options = Int4Options()) -> list[Path]:
-    """Write `src`'s model with every .onnx graph quantized to `precision` into `dest` (created)."""
+def quantize_folder(src: Path, dest: Path, precision: str, int4: Int4Options = Int4Options(),
+                    int8: Int8Options = Int8Options()) -> list[Path]:
+    """Write `src`'s model with every .onnx graph quantized to `precision` into `dest` (created); with
+    `int8.graphs`, the other graphs are copied as they are."""
     if precision not in ("int8", "int4"):
         raise ValueError(f"cannot quantize to {precision}")
     dest.mkdir(parents=True, exist_ok=True)
@@ -67,8 +100,10 @@ def quantize_folder(src: Path, dest: Path, precision: str, int4: Int4Options = I
     outputs = []
     for graph in sorted(src.glob("*.onnx")):
         target = dest / graph.name
-        if precision == "int8":
-            _int8(graph, target)
+        if precision == "int8" and int8.graphs and graph.stem not in int8.graphs:
+            shutil.copy2(graph, target)
+        elif precision == "int8":
+            _int8(graph, target, int8)
         else:
             _int4(graph, target, int4)
         outputs.append(target)
@@ -100,16 +135,17 @@ def needs_reduced_range(flags: set[str] | None = None) -> bool:
     return not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
 
 
-def _int8(graph: Path, target: Path) -> None:
+def _int8(graph: Path, target: Path, options: Int8Options) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # it logs "consider pre-processing" (shape inference) on the root logger each call
     try:
-        quantize_dynamic(graph, target, per_channel=True, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=tied_embedding_lookups(graph), reduce_range=needs_reduced_range(),
-                         use_external_data_format=_has_external_data(graph))
+        reduce_range = needs_reduced_range() if options.reduce_range is None else options.reduce_range
+        quantize_dynamic(graph, target, per_channel=options.per_channel, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=list(options.op_types) or None, nodes_to_exclude=options.excluded(graph),
+                         reduce_range=reduce_range, use_external_data_format=_has_external_data(graph))
     finally:
         root.setLevel(level)
 

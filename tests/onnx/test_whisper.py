@@ -51,6 +51,8 @@ def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_tiny_whisper_export_int8_and_decode(tiny_whisper: Path, tmp_path: Path, speech: np.ndarray) -> None:
+    import onnx
+
     from convert.onnx import convert_onnx
     from runtime.audio.onnx_whisper import DecodeOptions, OnnxWhisper
 
@@ -60,8 +62,11 @@ def test_tiny_whisper_export_int8_and_decode(tiny_whisper: Path, tmp_path: Path,
     assert fp32.parity["top1"] == 1.0 and fp32.parity["kld_mean"] < 1e-5
     assert fp32.parity["wer"] == fp32.parity["wer_pytorch"]  # the same words as PyTorch (random ones)
     assert set(fp32.files) == {"encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"}
-    # int8 weights, except the decoders' token table, tied to the output projection, which stays fp32
-    assert int8.files["encoder_model.onnx"] < fp32.files["encoder_model.onnx"] * 0.75  # 0.68 measured
+    # int8 weights, except the decoders' token table, tied to the output projection, and the encoder's
+    # convolutions, which stay fp32 (the tiny model's convs and position table outweigh its 2 layers: 0.78)
+    assert int8.files["encoder_model.onnx"] < fp32.files["encoder_model.onnx"] * 0.85
+    encoder_ops = {n.op_type for n in onnx.load(str(tmp_path / "onnx" / "encoder_model.onnx")).graph.node}
+    assert {"MatMulInteger", "Conv"} <= encoder_ops and "ConvInteger" not in encoder_ops
     assert int8.files["decoder_model.onnx"] < fp32.files["decoder_model.onnx"]
 
     stt = OnnxWhisper(tmp_path / "onnx")
