@@ -353,8 +353,11 @@ class VoiceAssistant:
         turn = self._turn
         if turn is None or number != turn.number:
             return
-        self.history += [{"role": "user", "content": turn.transcript or ""},
-                         {"role": "assistant", "content": turn.reply.strip()}]
+        if turn.reply.strip():
+            self.history += [{"role": "user", "content": turn.transcript or ""},
+                             {"role": "assistant", "content": turn.reply.strip()}]
+        else:  # silence would leave the user waiting, and an empty answer in the history invites more
+            self._emit(Status(f"the model gave no answer to “{turn.transcript}”; ask again"))
         self._turn = None
         self._set_state(VoiceState.LISTENING)
 

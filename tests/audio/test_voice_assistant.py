@@ -140,3 +140,27 @@ def test_cutting_in_stops_the_reply_and_history_keeps_what_was_heard(conversatio
     assert {"role": "assistant", "content": interrupted.heard} in session.assistant.history
     stale = [tag for tag in session.assistant.player.queued() if tag and tag in reply]
     assert stale == []  # nothing of the stopped reply is left to play (the answer to "stop" may be queued)
+
+
+def test_an_empty_reply_is_said_and_left_out_of_the_history(room, tmp_path):
+    """The default base model now and then answers with nothing: the user hears about it instead of
+    silence, and the next prompt does not carry an empty answer."""
+    from fake_engine import ScriptedEngine
+
+    cfg = Config().with_values({"voice.mode": "full"})
+    scheduler = Scheduler(ScriptedEngine([""]), name="voice")
+    events = Events()
+    session = VoiceSession.open(cfg, scheduler, events)
+    session.start()
+    try:
+        time.sleep(0.5)
+        say_into_room("What is the capital of France?", tmp_path)
+        status = events.wait(lambda e: isinstance(e, ev.Status) and "no answer" in e.message, 30)
+        assert status is not None, events.summary()
+        assert "capital" in status.message  # the question, as heard
+        assert events.wait(lambda e: isinstance(e, ev.StateChanged) and e.state.value == "listening"
+                           and e.at >= status.at, 5) is not None
+        assert session.assistant.history == []
+    finally:
+        session.close()
+        scheduler.close()
