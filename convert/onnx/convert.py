@@ -28,7 +28,7 @@ from typing import Any
 
 from convert.onnx.export import export, resolve_task
 from convert.onnx.probes import make_probe
-from convert.onnx.quantize import Int4Options, quantize_folder
+from convert.onnx.quantize import Int4Options, Int8Options, quantize_folder
 from edge_ai.errors import EdgeAIError
 from edge_ai.hardware import cpu_flags
 
@@ -47,6 +47,7 @@ class Variant:
     seconds: float  # median seconds per probe run
     speedup: float = 1.0  # fp32 seconds / these seconds
     problem: str | None = None  # why it is not acceptable (over budget, slower than fp32), or None
+    scheme: str = "fp32"  # how it was quantized (Int8Options / Int4Options.describe)
 
     @property
     def size(self) -> int:
@@ -71,6 +72,10 @@ class OnnxReport:
         for variant, item in zip(self.variants, data["variants"]):
             item["size"] = variant.size
         return data
+
+
+def _scheme(precision: str, int4: Int4Options) -> str:
+    return {"int8": Int8Options().describe(), "int4": int4.describe()}.get(precision, "fp32")
 
 
 def _quiet_transformers() -> None:
@@ -116,7 +121,8 @@ def convert_onnx(src: Path, out_dir: Path, *, task: str = "auto", quantize: str 
             parity = probe.parity(folder)
             step(f"timing {precision}")
             variants.append(Variant(precision, {p.name: p.stat().st_size for p in sorted(folder.glob("*.onnx"))},
-                                    parity, probe.seconds_per_run(folder), problem=probe.over_budget(parity)))
+                                    parity, probe.seconds_per_run(folder), problem=probe.over_budget(parity),
+                                    scheme=_scheme(precision, int4)))
         kept, decision, warnings = _decide(variants, quantize)
         report = OnnxReport(str(src), str(out_dir), task, quantize, kept.precision, _flags(), variants, decision,
                             warnings)

@@ -65,6 +65,19 @@ class Int8Options:
     keep_fp32: tuple[str, ...] = ()  # nodes whose name contains one of these stay fp32 (e.g. "/conv1/")
     graphs: tuple[str, ...] = ()  # graph file stems to quantize ("encoder_model"); () = all; the rest stay fp32
 
+    def describe(self) -> str:
+        """The scheme in one line, for the report (what a reader needs to reproduce or compare it)."""
+        reduce_range = needs_reduced_range() if self.reduce_range is None else self.reduce_range
+        parts = [f"dynamic int8 of {', '.join(self.op_types) or 'every op onnxruntime can'}",
+                 "per-channel" if self.per_channel else "per-tensor",
+                 "7-bit weights (reduce_range)" if reduce_range else "8-bit weights",
+                 "tied token tables fp32"]
+        if self.keep_fp32:
+            parts.append(f"fp32 nodes matching {', '.join(self.keep_fp32)}")
+        if self.graphs:
+            parts.append(f"only {', '.join(self.graphs)}")
+        return "; ".join(parts)
+
     def excluded(self, graph: Path) -> list[str]:
         """Names of the nodes of `graph` left fp32: a tied token table's lookup and the `keep_fp32` matches."""
         import onnx
@@ -85,6 +98,11 @@ class Int4Options:
             raise EdgeAIError(f"--block-size {self.block_size} is not a power of two >= 16; use 32, 64 or 128")
         if self.accuracy_level not in range(5):
             raise EdgeAIError(f"--accuracy-level {self.accuracy_level} is not 0-4 (4 = int8 compute, 0 = fp32)")
+
+    def describe(self) -> str:
+        """The scheme in one line, for the report."""
+        return (f"int4 MatMulNBits, blocks of {self.block_size}, {'symmetric' if self.symmetric else 'zero points'}, "
+                f"accuracy level {self.accuracy_level}")
 
 
 def quantize_folder(src: Path, dest: Path, precision: str, int4: Int4Options = Int4Options(),

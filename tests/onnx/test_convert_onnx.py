@@ -38,6 +38,7 @@ def test_minilm_int8_is_per_channel_accurate_and_loads_in_plain_onnxruntime(mini
     assert fp32["precision"] == "fp32" and fp32["parity"]["cos_min"] >= 0.9999
     assert int8["parity"]["cos_mean"] >= 0.99 and int8["parity"]["cos_min"] >= 0.98, int8["parity"]
     assert int8["size"] < fp32["size"] / 3  # int8 weights (embeddings included), not a copy of fp32
+    assert fp32["scheme"] == "fp32" and int8["scheme"].startswith("dynamic int8 of MatMul, Gather; per-channel")
     assert report == json.loads((out / "report.json").read_text())
     assert {"model.onnx", "tokenizer.json", "config.json"} <= {p.name for p in out.iterdir()}
     assert int8["files"] == {"model.onnx": (out / "model.onnx").stat().st_size}
@@ -75,6 +76,7 @@ def test_tiny_llama_with_past_auto_measures_three_variants(tiny_llama: Path, tmp
     assert list(variants) == ["fp32", "int8", "int4"] and report.task == "text-generation-with-past"
     assert variants["fp32"].parity["top1"] == 1.0 and variants["fp32"].parity["kld_mean"] < 1e-6
     assert 0 < variants["int8"].parity["kld_mean"] and variants["int8"].parity["top1"] > 0.5
+    assert variants["int4"].scheme.startswith("int4 MatMulNBits, blocks of 32")  # the report says how
     kept = variants[report.kept]
     assert kept.problem is None  # auto never keeps an over-budget or slower-than-fp32 variant
     for name in variants:  # every loser is explained
