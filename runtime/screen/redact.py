@@ -27,6 +27,7 @@ would redact ordinary words.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import re
 from collections import Counter
@@ -362,16 +363,22 @@ class _Unwrapped:
         return index + len(self.breaks)
 
 
+@functools.lru_cache(maxsize=2)
+def _unwrapped(text: str) -> _Unwrapped:
+    """`_Unwrapped(text)`, built once per text for the detectors that read it (`find` runs them in turn)."""
+    return _Unwrapped(text)
+
+
 def _keys(text: str) -> Iterator[Finding]:
     yield from _private_keys(text)
-    joined = _Unwrapped(text)
+    joined = _unwrapped(text)
     for pattern in _KEY_PATTERNS:
         for m in pattern.finditer(joined.text):
             yield from joined.findings("key", m.start(), m.end())
 
 
 def _labelled_keys(text: str) -> Iterator[Finding]:
-    joined = _Unwrapped(text)
+    joined = _unwrapped(text)
     for m in _KEY_LABELLED.finditer(joined.text):
         value = m.group("value").rstrip(".")
         if _looks_random(value):
