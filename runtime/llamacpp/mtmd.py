@@ -104,27 +104,28 @@ class Projector:
         """Text and images (RGB arrays) in order as one token list, each image a run of its id, the
         images' chunks added to `into`. Special tokens in the text are parsed; no BOS is added; the
         text is never searched for mtmd's media marker, so a user who types it gets it as text."""
-        bitmaps = [self._bitmap(piece) for piece in pieces if isinstance(piece, np.ndarray)]
-        texts = [piece.encode("utf-8") for piece in pieces if isinstance(piece, str)]
-        inputs = [mtmd_cpp.mtmd_input_text(text=data, text_len=len(data), add_special=False, parse_special=True)
-                  for data in texts]
-        parts, bitmap_list, input_list = [], iter(bitmaps), iter(inputs)
-        for piece in pieces:
-            part = mtmd_cpp.mtmd_input_part()
-            if isinstance(piece, str):
-                part.text = ctypes.pointer(next(input_list))
-            else:
-                part.bitmap = next(bitmap_list)
-            parts.append(part)
+        images = [piece for piece in pieces if isinstance(piece, np.ndarray)]
+        parts, texts, bitmaps = [], [], []  # the parts, and what they point to (kept alive, bitmaps freed)
         chunks = mtmd_cpp.mtmd_input_chunks_init()
         try:
-            array = (ctypes.POINTER(mtmd_cpp.mtmd_input_part) * len(parts))(*(ctypes.pointer(p) for p in parts))
+            for piece in pieces:
+                part = mtmd_cpp.mtmd_input_part()
+                if isinstance(piece, str):
+                    data = piece.encode("utf-8")
+                    texts.append(mtmd_cpp.mtmd_input_text(text=data, text_len=len(data), add_special=False,
+                                                          parse_special=True))
+                    part.text = ctypes.pointer(texts[-1])
+                else:
+                    bitmaps.append(self._bitmap(piece))
+                    part.bitmap = bitmaps[-1]
+                parts.append(ctypes.pointer(part))
+            array = (ctypes.POINTER(mtmd_cpp.mtmd_input_part) * len(parts))(*parts)
             mark = llama_log.mark()
             status = mtmd_cpp.mtmd_tokenize_from_parts(self._ctx, chunks, array, len(parts), False)
             if status != 0:
                 reason = "; ".join(llama_log.errors_since(mark)) or f"status {status}"
                 raise EdgeAIError(f"llama.cpp could not prepare the image for the projector: {reason}")
-            return self._tokens(chunks, [piece for piece in pieces if isinstance(piece, np.ndarray)], into)
+            return self._tokens(chunks, images, into)
         finally:
             mtmd_cpp.mtmd_input_chunks_free(chunks)
             for bitmap in bitmaps:
