@@ -662,8 +662,7 @@ class Server:
     async def chat_completions(self, body: ChatRequest, request: Request) -> Response:
         self._check_model(body.model)
         body.check_supported()
-        sees_images = bool(getattr(self.engine, "sees_images", False))
-        messages = [m.for_engine(i, sees_images=sees_images) for i, m in enumerate(body.messages)]
+        messages = [m.for_engine(i, sees_images=self.engine.sees_images) for i, m in enumerate(body.messages)]
         sampling = body.sampling(self.cfg, body.top())
         generation = self.start(lambda engine, stop: engine.chat(messages, sampling, stop=stop), body.priority)
         return await self._answer(request, generation, ChatShape(self.engine.name, body.logprobs), body)

@@ -20,6 +20,7 @@ class ScriptedEngine:
     def __init__(self, replies: Sequence[str] = ("Hello from the script.",), *, delay: float = 0.0,
                  name: str = "scripted", n_ctx: int = 4096) -> None:
         self.name, self.n_ctx = name, n_ctx
+        self.sees_images = False
         self._replies = itertools.cycle(replies)
         self._delay = delay
         self._cancel = threading.Event()

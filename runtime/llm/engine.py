@@ -146,7 +146,7 @@ class Engine:
         except BaseException:
             self._llm.close()
             raise
-        self._images = Images()  # the images of the reply being prepared, by placeholder id
+        self._images = Images()  # the current prompt's images by placeholder id, freed when its chat() ends
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._stop: threading.Event | None = None

@@ -24,6 +24,11 @@ class ChatEngine(Protocol):
     """The context window in tokens."""
 
     @property
+    def sees_images(self) -> bool:
+        """Whether a message may carry an "image" (a vision projector is loaded)."""
+        ...
+
+    @property
     def context_used(self) -> int:
         """Tokens the context holds now."""
         ...
@@ -31,8 +36,7 @@ class ChatEngine(Protocol):
     def chat(self, messages: Sequence[Message], sampling: SamplingParams = ..., *,
              stop: threading.Event | None = None) -> Iterator[Event]:
         """Stream a reply to role/content messages: TokenEvents, then one DoneEvent with the metrics.
-        `stop` is the caller's cancel token for this reply. A message's "image" needs an engine
-        that can see (the real one loaded with a vision projector)."""
+        `stop` is the caller's cancel token for this reply. A message's "image" needs `sees_images`."""
         ...
 
     def complete(self, prompt: str, sampling: SamplingParams = ..., *,
