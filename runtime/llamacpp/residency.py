@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from edge_ai.errors import EdgeAIError
-from edge_ai.gguf_file import read_gguf
+from edge_ai.gguf_file import GGUFInfo
 from edge_ai.tensor_roles import Role, role_of, weights
 
 PAGE = mmap.PAGESIZE
@@ -64,10 +64,9 @@ def read_around_bytes(path: Path, *, bdi_root: Path = SYS_BDI, block_root: Path 
     return DEFAULT_READ_AROUND
 
 
-def smallest_expert_slab(path: Path) -> int:
-    """Bytes of one expert in the smallest routed-expert tensor of the GGUF at `path` (each such tensor
-    stacks its experts along the outermost dimension); 0 for a dense model."""
-    info = read_gguf(path)
+def smallest_expert_slab(info: GGUFInfo) -> int:
+    """Bytes of one expert in the model's smallest routed-expert tensor (each such tensor stacks its
+    experts along the outermost dimension); 0 for a dense model."""
     n_expert = weights(info).n_expert
     slabs = [t.nbytes // n_expert for t in info.tensors if n_expert and role_of(t.name) is Role.EXPERTS]
     return min(slabs, default=0)
@@ -79,11 +78,11 @@ def pages_randomly(read_around: int, slab: int) -> bool:
     return slab > 0 and read_around > slab
 
 
-def lock_file_ranges(path: Path, ranges: list[tuple[int, int]], *, random_paging: bool | None = None) -> int:
+def lock_file_ranges(path: Path, ranges: list[tuple[int, int]], *, random_paging: bool) -> int:
     """mlock the pages holding `ranges` ((file offset, length)) of `path`'s mapping; returns bytes locked.
 
-    The rest of the mapping is then marked MADV_RANDOM if `random_paging` (None: when the disk's
-    read-around is bigger than one expert's slab, see `pages_randomly`).
+    The rest of the mapping is then marked MADV_RANDOM if `random_paging` (the caller decides with
+    `pages_randomly`, from the GGUF it already read).
     Raises a one-line EdgeAIError when the file is not mapped (mmap off) or the kernel refuses the
     lock (RLIMIT_MEMLOCK: `ulimit -l`, or CAP_IPC_LOCK)."""
     maps = _mappings(path)
@@ -92,8 +91,6 @@ def lock_file_ranges(path: Path, ranges: list[tuple[int, int]], *, random_paging
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     locked = _lock(libc, path, maps, ranges)
-    if random_paging is None:
-        random_paging = pages_randomly(read_around_bytes(path), smallest_expert_slab(path))
     if random_paging:
         libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         for start, end, _ in maps:  # the locked pages never fault: the advice is for the paged ones

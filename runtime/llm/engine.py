@@ -35,7 +35,7 @@ from runtime.llamacpp import model as llama
 from runtime.llamacpp import overrides
 from runtime.llamacpp.load import ggml_type, load_llama
 from runtime.llamacpp.mtmd import Images, Projector, check_projector
-from runtime.llamacpp.residency import lock_file_ranges
+from runtime.llamacpp.residency import lock_file_ranges, pages_randomly, read_around_bytes, smallest_expert_slab
 from runtime.llamacpp.sampling import Chain, Grammar
 from runtime.llm.context import FittedPrompt, Message, fit_messages
 from runtime.llm.events import DoneEvent, Event, FinishReason, Metrics, SamplingParams, TokenEvent, TokenLogprob
@@ -128,7 +128,9 @@ class Engine:
         self.locked_bytes = 0
         if options.lock_resident:
             try:
-                self.locked_bytes = lock_file_ranges(self.path, resident_ranges(self.info, dict(options.hot_experts)))
+                random_paging = pages_randomly(read_around_bytes(self.path), smallest_expert_slab(self.info))
+                self.locked_bytes = lock_file_ranges(self.path, resident_ranges(self.info, dict(options.hot_experts)),
+                                                     random_paging=random_paging)
             except BaseException:
                 self._llm.close()
                 raise

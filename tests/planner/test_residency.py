@@ -73,7 +73,7 @@ def test_paged_part_is_advised_random_when_read_around_exceeds_a_slab(tiny_moe) 
 
     path = tiny_moe("qwen2moe")
     info = read_gguf(path)
-    assert smallest_expert_slab(path) == min(t.nbytes for t in info.tensors if "_exps." in t.name) // weights(info).n_expert
+    assert smallest_expert_slab(info) == min(t.nbytes for t in info.tensors if "_exps." in t.name) // weights(info).n_expert
     engine = Engine(path, options=EngineOptions(context=256, batch=64, lock_resident=True))
     try:
         assert random_paged(path)
@@ -129,4 +129,4 @@ def test_unmapped_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "x.gguf"
     path.write_bytes(b"\0" * 8192)
     with pytest.raises(EdgeAIError, match="x.gguf is not memory-mapped"):
-        lock_file_ranges(path, [(0, 4096)])
+        lock_file_ranges(path, [(0, 4096)], random_paging=False)
