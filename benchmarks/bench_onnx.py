@@ -52,7 +52,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +128,6 @@ def _whisper_ct2(work: Path) -> Path:
     return ct2
 
 
-def _resolved(options: Int8Options) -> Int8Options:
-    return replace(options, reduce_range=needs_reduced_range() if options.reduce_range is None else options.reduce_range)
-
-
 def bench_whisper(work: Path, threads: int, variants: bool) -> dict[str, Any]:
     from faster_whisper import WhisperModel
 
@@ -147,7 +143,7 @@ def bench_whisper(work: Path, threads: int, variants: bool) -> dict[str, Any]:
     schemes = {"int8": Int8Options()}
     if variants:  # each variant unless it is the default scheme on this CPU
         schemes |= {f"int8_{name}": options for name, options in INT8_VARIANTS.items()
-                    if _resolved(options) != _resolved(Int8Options())}
+                    if options.resolved() != Int8Options().resolved()}
     for name, options in schemes.items():
         shutil.rmtree(work / f"whisper-{name}", ignore_errors=True)
         quantize_folder(work / "whisper-fp32", work / f"whisper-{name}", "int8", int8=options)
@@ -186,8 +182,8 @@ def bench_whisper(work: Path, threads: int, variants: bool) -> dict[str, Any]:
               f"{r.get('size_mib', ''):>6}", file=sys.stderr)
     int8, fp32, ct2_result = results["onnx_int8"], results["onnx_fp32"], results["faster_whisper_ct2_int8"]
     return {"decoding": "greedy, no temperature fallback (all systems)",
-            "int8_scheme": asdict(_resolved(Int8Options())),
-            "variants": {name: asdict(_resolved(options)) for name, options in schemes.items() if name != "int8"},
+            "int8_scheme": asdict(Int8Options().resolved()),
+            "variants": {name: asdict(options.resolved()) for name, options in schemes.items() if name != "int8"},
             "encoder_int8_speedup": round(encoder["fp32"] / encoder["int8"], 2),
             "sentences": len(speech), "words": measured["onnx_fp32"]["words"], "voices": list(VOICES),
             "audio_seconds": round(sum(len(samples) for _, samples in speech) / 16000, 1), "systems": results,

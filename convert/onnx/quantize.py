@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge_ai.errors import EdgeAIError
@@ -65,9 +65,13 @@ class Int8Options:
     keep_fp32: tuple[str, ...] = ()  # nodes whose name contains one of these stay fp32 (e.g. "/conv1/")
     graphs: tuple[str, ...] = ()  # graph file stems to quantize ("encoder_model"); () = all; the rest stay fp32
 
+    def resolved(self) -> Int8Options:
+        """These options with reduce_range decided for this CPU."""
+        return self if self.reduce_range is not None else replace(self, reduce_range=needs_reduced_range())
+
     def describe(self) -> str:
         """The scheme in one line, for the report (what a reader needs to reproduce or compare it)."""
-        reduce_range = needs_reduced_range() if self.reduce_range is None else self.reduce_range
+        reduce_range = self.resolved().reduce_range
         parts = [f"dynamic int8 of {', '.join(self.op_types) or 'every op onnxruntime can'}",
                  "per-channel" if self.per_channel else "per-tensor",
                  "7-bit weights (reduce_range)" if reduce_range else "8-bit weights",
@@ -160,7 +164,7 @@ def _int8(graph: Path, target: Path, options: Int8Options) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # it logs "consider pre-processing" (shape inference) on the root logger each call
     try:
-        reduce_range = needs_reduced_range() if options.reduce_range is None else options.reduce_range
+        reduce_range = options.resolved().reduce_range
         quantize_dynamic(graph, target, per_channel=options.per_channel, weight_type=QuantType.QInt8,
                          op_types_to_quantize=list(options.op_types) or None, nodes_to_exclude=options.excluded(graph),
                          reduce_range=reduce_range, use_external_data_format=_has_external_data(graph))
