@@ -11,15 +11,23 @@ user on the assistant's channel, and every barge-in then "lasted" as long as the
 - end of user speech -> first assistant audio: p50 / p95 (targets 1.0 / 1.5 s), with the pipeline's
   own per-stage breakdown (transcript, first token, first audio) from its events;
 - barge-in: user speech onset during playback -> assistant audio stopped (held at the onset, see
-  `runtime.audio.hearing`), p95 (target 0.3 s);
+  `runtime.audio.hearing`), p95 (target 0.3 s), split into hearing it (onset -> hold, the stop less
+  the output path) and the output path (PortAudio's buffer and the sound server, measured on every
+  reply as its start event -> its first sound in the recording). A reply that ended on its own before the hold is not a
+  barge-in (`ended_before_hold`): the default model's replies can be one word. Each story is asked
+  in a new conversation: the tiny default model copies the cut replies before it ("Yes," to all);
+- unanswered: questions no reply was heard to within ANSWER_WITHIN (the model said nothing), counted
+  apart from the latencies;
 - self-interruptions: interruptions with no user speech within USER_SLACK of them in the recording
   (target 0; counting interruptions beyond the barge-ins played hid one when a barge-in came too late);
   and playback holds: onsets of speech over the assistant, and false starts among them (a hold
   that ended with the reply resuming: a ~0.4 s gap in it);
 - STT: WER of the pipeline's final transcripts vs faster-whisper called directly on the same clips, and
   on the audio the pipeline heard (what it decoded at the end of each turn): the first gap is the room's
-  audio path (device resampling, AEC3 and noise suppression: ~3.5 points on 54 sentences offline), the
-  second the pipeline's own (segmentation, streaming decodes);
+  audio path (device resampling, the loopbacks, AEC3), the second the pipeline's own (segmentation,
+  streaming decodes). Whisper base on espeak speech is chaotic: the same clip shifted by one sample or
+  played at 0.8 of its level moves its WER by ~1-2 points on ~200 words (both are printed), so the
+  first gap is mostly that noise; the second is the pipeline's;
 - idle listening CPU (% of one core, target < 5) and, with --soak M, RSS growth over M minutes.
 
     python benchmarks/bench_voice.py [--turns 20] [--barge-ins 10] [--soak 10]
@@ -51,6 +59,7 @@ ON = 0.01  # amplitude above which a recorded sample is sound
 # stories are often one short sentence, and a later cut-in (0.6 s before) found some already over
 CUT_IN_AFTER = 0.3
 USER_SLACK = 1.0  # seconds around the user's recorded speech in which an interruption is the user's
+ANSWER_WITHIN = 10.0  # seconds after a question within which a reply's first sound counts as its answer
 
 QUESTIONS = (
     "What is the capital of France?",
@@ -199,11 +208,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     scheduler = Scheduler(open_engine(cfg), queue_size=2, name="bench")
     session = VoiceSession.open(cfg, scheduler, on_event)
     holds = {"onsets": 0, "false_starts": 0}
+    hold_times: list[float] = []  # monotonic times playback was held at an onset of speech
     hear = session.hearing._on_hear
 
     def count_holds(event: object) -> None:
         if isinstance(event, SpeechOnset):
             holds["onsets"] += 1
+            hold_times.append(time.monotonic())
         elif isinstance(event, FalseStart):
             holds["false_starts"] += 1
         hear(event)
@@ -236,6 +247,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             barge = i >= args.turns
             question = STORIES[i % len(STORIES)] if barge else QUESTIONS[i % len(QUESTIONS)]
             clip = speak(question, voices[i % len(voices)])
+            if barge:
+                session.assistant.history.clear()  # a new conversation (the assistant is listening, idle)
             mark = len(events)
             play_into("usink", clip, tmp / f"q{i}.wav")
             user_turn = wait_for(ev.UserTurn, mark, 10)
@@ -256,7 +269,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 references.append(question)
                 heard.append(turn_audio)
         soak = None
-        soak_from = round((time.monotonic() - recording.started) * REC_RATE)  # no barge-ins are played after it
+        soak_from = time.monotonic() - recording.started  # (recording seconds) no barge-ins are played after it
         if args.soak:
             rss_start, soak_turns, end = process.memory_info().rss, 0, time.monotonic() + args.soak * 60
             while time.monotonic() < end:
@@ -272,33 +285,52 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         session.close()
         scheduler.close()
 
-    latencies, barge_stops, stages = [], [], []
-    assistant_runs = _sound_runs(assistant_audio, gap=0.25)
-    user_runs = _sound_runs(user_audio, gap=0.35)
+    assistant_runs = [(s / REC_RATE, e / REC_RATE) for s, e in _sound_runs(assistant_audio, gap=0.25)]
+    user_runs = [(s / REC_RATE, e / REC_RATE) for s, e in _sound_runs(user_audio, gap=0.35)]
+    speaking_at = [e.at - recording.started for e in events
+                   if isinstance(e, ev.StateChanged) and e.state is ev.VoiceState.SPEAKING]
+    # every reply's start event -> its first sound in the recording: the path any sound, or silence, takes
+    output_paths = [min(s for s, _ in assistant_runs if s >= t) - t for t in speaking_at
+                    if any(t <= s < t + 0.5 for s, _ in assistant_runs)]
+    output_path = statistics.median(output_paths) if output_paths else 0.0
+    holds_heard = [t - recording.started + output_path for t in hold_times]  # when each hold reached the room
+    latencies, unanswered, barge_stops, hearing, ended_before_hold = [], 0, [], [], 0
     for start, end in user_runs:
-        after = [s for s, _ in assistant_runs if s >= end]
         during = [(s, e) for s, e in assistant_runs if s < start < e]
         if during:  # the user spoke over the assistant: how long until it went quiet
-            if start < soak_from:  # in the soak, a question that overlapped a reply's last sound is no barge-in
-                barge_stops.append((during[0][1] - start) / REC_RATE)
-        elif after:
-            latencies.append((after[0] - end) / REC_RATE)
-    for e in events:
-        if isinstance(e, ev.TurnLatency):
-            stages.append(e)
+            if start >= soak_from:
+                continue  # in the soak, a question that overlapped a reply's last sound is no barge-in
+            stop = during[0][1]
+            hold = next((h for h in holds_heard if start - 0.05 <= h <= start + 1.0), None)
+            if hold is None or stop < hold - 0.03:
+                ended_before_hold += 1
+            else:
+                barge_stops.append(stop - start)
+                hearing.append(stop - start - output_path)
+            continue
+        after = [s for s, _ in assistant_runs if end <= s < end + ANSWER_WITHIN]
+        if after:
+            latencies.append(after[0] - end)
+        elif not any(s < end + ANSWER_WITHIN for s, _ in user_runs if s > end):
+            unanswered += 1  # (a question followed by more speech at once is the barge-in's own)
+    stages = [e for e in events if isinstance(e, ev.TurnLatency)]
     # an interruption with no user speech around it (the recording's user channel) is the assistant's own
-    user_spans = [(s / REC_RATE - USER_SLACK, e / REC_RATE + USER_SLACK) for s, e in user_runs]
+    user_spans = [(s - USER_SLACK, e + USER_SLACK) for s, e in user_runs]
     self_interruptions = sum(1 for e in events if isinstance(e, ev.Interrupted)
                              and not any(s <= e.at - recording.started <= end for s, end in user_spans))
 
     from runtime.audio.stt import open_stt
 
     direct = open_stt(cfg)
-    errors = {"pipeline": 0, "direct": 0, "direct_on_heard": 0}
+    errors = {"pipeline": 0, "direct": 0, "direct_on_heard": 0, "direct_shifted_1_sample": 0, "direct_at_gain_0_8": 0}
     words = 0
     for i, (text, transcript, audio) in enumerate(zip(references, transcripts, heard)):
         clip = speak(text, voices[i % len(voices)])
         errors["direct"] += word_errors(text, direct.transcribe(clip).text)[0]
+        # the same clip changed inaudibly: how far Whisper base's WER moves on its own (the noise floor)
+        errors["direct_shifted_1_sample"] += word_errors(text, direct.transcribe(np.concatenate([[0.0], clip])
+                                                                                 .astype(np.float32)).text)[0]
+        errors["direct_at_gain_0_8"] += word_errors(text, direct.transcribe(0.8 * clip).text)[0]
         errors["direct_on_heard"] += word_errors(text, direct.transcribe(audio).text if audio.size else "")[0]
         pipeline, n = word_errors(text, transcript)
         errors["pipeline"] += pipeline
@@ -311,10 +343,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "turns": args.turns, "barge_ins": args.barge_ins,
         "end_of_speech_to_first_audio_s": {"p50": pct(latencies, 50), "p95": pct(latencies, 95), "n": len(latencies),
                                            "target_p50": 1.0, "target_p95": 1.5},
+        "unanswered": unanswered,
         "stages_s": {name: round(statistics.median(getattr(s, name) for s in stages), 3) if stages else None
                      for name in ("transcript", "first_token", "first_audio")},
         "barge_in_stop_s": {"p50": pct(barge_stops, 50), "p95": pct(barge_stops, 95), "n": len(barge_stops),
-                            "target_p95": 0.3},
+                            "target_p95": 0.3, "hearing_p50": pct(hearing, 50), "hearing_p95": pct(hearing, 95),
+                            "output_path": round(output_path, 3), "ended_before_hold": ended_before_hold},
         "self_interruptions": self_interruptions,
         "playback_holds": holds,
         "wer": {**{name: round(count / max(words, 1), 4) for name, count in errors.items()},

@@ -11,7 +11,7 @@
 PortAudio's callback only copies: what it recorded and what it just handed to the speaker go to a
 queue, and a worker thread resamples both to 16 kHz and calls `on_audio`. The speaker block is the
 echo canceller's reference, so the two arrive in step. While `relaxed()` says nothing needs a fast
-reaction (nobody speaks, nothing plays), the worker wakes once per ~60 ms for the blocks gathered
+reaction (nobody speaks, nothing plays), the worker wakes once per ~120 ms for the blocks gathered
 meanwhile: on a core that dozes between 20 ms wake-ups every burst of work runs several times slower
 than warm (Silero: ~0.55 ms a frame vs ~0.09 ms back to back), and idle listening is such bursts.
 
@@ -45,7 +45,9 @@ from runtime.audio.devices import AudioUnavailable, Device, portaudio
 log = logging.getLogger(__name__)
 
 RATE = 16_000  # the rate everything after the device works at
-RELAXED_WAIT = 0.04  # seconds the worker lets blocks gather while relaxed: one wake-up per three 20 ms blocks
+# seconds the worker lets blocks gather while relaxed: one wake-up per ~six 20 ms blocks (idle listening on
+# the null sink: 3.1-3.6% of a core, 3.9-4.0% at 0.04 s)
+RELAXED_WAIT = 0.1
 STALL = 0.5  # seconds without a callback after which the stream is considered lost and reopened
 CLOSE_TIMEOUT = 1.0  # seconds to wait for PortAudio to close a stream before abandoning it
 PACE_WINDOW = 3.0  # seconds over which the callbacks' pace is checked
@@ -53,7 +55,7 @@ MIN_PACE = 0.8  # a stream delivering less than this share of real time is stuck
 # The callback period. PortAudio's ALSA output buffer holds 3 periods (60 ms at 20 ms, 192 ms at 64 ms) and
 # a barge-in waits for it to drain, so periods stay short though each costs CPU: a bare stream with an
 # empty callback takes ~1.5-2% of one core at 20 ms on the pulse null sink (16 ms: ~2.7%); idle listening,
-# with the worker's relaxed wake-ups, 3.5-4.3% (5.1-6.1% waking for every block).
+# with the worker's relaxed wake-ups, 3.1-3.6% (5.1-6.1% waking for every block).
 BLOCK_SECONDS = 0.02
 
 

@@ -43,6 +43,9 @@ from runtime.audio.vad import FRAME, FRAME_SECONDS, SileroVad, SpeechStarted, Sp
 
 LEVEL_EVERY = 3  # frames between level reports (~100 ms)
 ECHO_TAIL = 1.0  # seconds after the speaker falls silent during which echo may still arrive: AEC runs until then
+# seconds of silence after speech during which the pause is still timed frame by frame: the turn's end
+# (the speculative transcript at 0.12 s, the commit at up to voice.turn_wait) is decided in it
+PAUSE_TIMED = 2.0
 RATE = 16_000
 
 
@@ -125,11 +128,12 @@ class Hearing:
         return self._raw[end - FRAME:end]
 
     def relaxed(self) -> bool:
-        """Nothing needs a fast reaction: nobody is speaking or starting to, and nothing plays or echoes. The
-        stream may then hand audio over in larger, rarer blocks (a start is heard ~40 ms later; the pre-roll
-        keeps its first syllables either way)."""
-        return not (self._segmenter.in_speech or self._segmenter.starting or self._onset_told
-                    or self._echo_possible or self._assistant_speaking())
+        """Nothing needs a fast reaction: nobody is speaking or starting to, no pause after speech is being
+        timed, and nothing plays or echoes. The stream may then hand audio over in larger, rarer blocks (a
+        start is heard up to ~0.1 s later; the pre-roll keeps its first syllables either way)."""
+        segmenter = self._segmenter
+        return not (segmenter.in_speech or segmenter.starting or self._onset_told or self._echo_possible
+                    or (segmenter.spoke and segmenter.silence < PAUSE_TIMED) or self._assistant_speaking())
 
     @property
     def _echo_possible(self) -> bool:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from convert.onnx.speech import speak
-from runtime.audio.hearing import ECHO_TAIL, Hearing
-from runtime.audio.vad import SpeechStarted
+from runtime.audio.hearing import ECHO_TAIL, PAUSE_TIMED, Hearing
+from runtime.audio.vad import SpeechStarted, SpeechStopped
 
 RATE = 16_000
 BLOCK = 320
@@ -39,6 +39,15 @@ def test_relaxed_only_while_nobody_speaks_and_nothing_plays_or_echoes():
             break
     assert any(isinstance(e, SpeechStarted) for e in heard)
     assert not hearing.relaxed()  # the user is speaking: the end of the turn is timed frame by frame
+    for j in range(i + BLOCK, speech.size - BLOCK + 1, BLOCK):
+        hearing.on_audio(speech[j:j + BLOCK], silent)
+    for _ in range(int(0.5 * RATE / BLOCK)):
+        hearing.on_audio(silent, silent)
+    assert any(isinstance(e, SpeechStopped) for e in heard)
+    assert not hearing.relaxed()  # the pause that may end the turn is timed frame by frame too
+    for _ in range(int(PAUSE_TIMED * RATE / BLOCK)):
+        hearing.on_audio(silent, silent)
+    assert hearing.relaxed()
 
 
 def test_large_blocks_are_heard_like_small_ones():
