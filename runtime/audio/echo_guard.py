@@ -40,6 +40,12 @@ SILENT = 1e-7  # mean square below which there is nothing to explain (digital si
 # heard after 0.20 -> 0.13 s (p50).
 ECHO_RATIO = 0.8
 NEAR_END_RATIO = 0.5
+# The user's voice is clear over the echo when, besides, the power the echo leaves unexplained is at least
+# this share of the echo's typical power: as the echo fades after the assistant stops, or between its
+# words, its misfit also explains little of a quiet microphone, but has little power. Offline on the null
+# sink's loop (5 replies, 5 cut-ins at 0 / -6 / -10 dB): holds on such clear speech at its first frame
+# came 40 ms sooner (p50 at 0 dB) with no more holds on echo alone.
+CLEAR_POWER_RATIO = 0.25
 BASELINE_WEIGHT = 0.05  # per frame: the typical score follows the room within ~20 frames (0.6 s)
 
 
@@ -50,6 +56,8 @@ class EchoGuard:
         self._options = vad
         self._raw_vad = SileroVad()
         self._echo_alone = 1.0  # the typical score while only the assistant is heard
+        self._echo_power = 0.0  # the typical mean square of the microphone then
+        self.clearly_user = False  # the last judged frame is the user's voice over the echo beyond doubt
         self._window = round(window * RATE)
         self._lags = round(max_delay * RATE)
         self._mic = np.zeros(self._window, dtype=np.float32)
@@ -87,14 +95,24 @@ class EchoGuard:
         return min(1.0, max(0.0, explained / mic_energy))
 
     def judge(self, probability: float, raw_frame: np.ndarray, assistant_speaking: bool) -> float:
-        """The speech probability of a frame of the cleaned microphone, corrected for what the echo explains."""
+        """The speech probability of a frame of the cleaned microphone, corrected for what the echo explains.
+        Sets `clearly_user` when the frame is the user's voice over the echo beyond doubt (the raw microphone
+        has speech that the echo explains little of, with the power of a voice): `Hearing` holds playback
+        at the first such frame rather than the second."""
+        self.clearly_user = False
         raw = self._raw_vad(raw_frame)
         if probability < self._options.release and raw < self._options.threshold:
             return probability  # nobody is speaking: nothing to tell apart
         share = self.echo_share()
+        near_end = share < NEAR_END_RATIO * self._echo_alone
+        power = float(np.mean(np.square(self._mic, dtype=np.float64)))
+        self.clearly_user = (assistant_speaking and near_end and raw >= self._options.threshold
+                             and self._echo_power > 0  # (the echo's power is known)
+                             and (1.0 - share) * power >= CLEAR_POWER_RATIO * self._echo_power)
         if probability < self._options.threshold:  # the canceller removed the speech the raw microphone has
-            if assistant_speaking and share < NEAR_END_RATIO * self._echo_alone:
+            if assistant_speaking and near_end:
                 return raw  # the user, suppressed with the echo during double talk
             self._echo_alone += BASELINE_WEIGHT * (share - self._echo_alone)
+            self._echo_power += BASELINE_WEIGHT * (power - self._echo_power)
             return probability
         return 0.0 if share >= ECHO_RATIO * self._echo_alone else probability

@@ -11,8 +11,9 @@ the assistant speaks; headphones: used as it is), cut into Silero's 32 ms frames
 `SpeechStopped` (pauses included: the transcript needs them), a `Silence` tick per frame once
 speech has stopped (the turn logic times the pause with it), and a `Level` every 100 ms.
 
-While the assistant speaks, `SpeechOnset` comes after `pause_after` seconds of speech, before the
-start is confirmed, and `FalseStart` if no speech then follows for `resume_after`: the assistant
+While the assistant speaks, `SpeechOnset` comes after `pause_after` seconds of speech (or at its first
+frame when the echo guard finds it clearly the user's), before the start is confirmed, and
+`FalseStart` if no speech then follows for `resume_after`: the assistant
 holds its playback at the onset and resumes at a false start, so a barge-in silences it within
 ~0.25 s without every cough ending the reply (LiveKit's agents resume a false interruption the
 same way).
@@ -91,6 +92,7 @@ class Hearing:
         self._resume_frames = max(1, round(resume_after / FRAME_SECONDS))
         self._onset_told = False  # a SpeechOnset awaits its SpeechStarted or FalseStart
         self._quiet_frames = 0  # frames since the held start last had speech
+        self._clearly_user = False  # the echo guard found the last frame to be the user beyond doubt
         self._on_hear = on_hear
         self._assistant_speaking = assistant_speaking
         self._pending = np.zeros(0, dtype=np.float32)
@@ -146,7 +148,7 @@ class Hearing:
         bridges them rather than letting the reply resume between two syllables of "stop")."""
         starting = self._segmenter.starting
         if not self._onset_told:
-            if speaking and starting == self._onset_frames:
+            if speaking and (starting == self._onset_frames or (starting == 1 and self._clearly_user)):
                 self._onset_told, self._quiet_frames = True, 0
                 self._on_hear(SpeechOnset())
         elif self._segmenter.in_speech:
@@ -161,8 +163,10 @@ class Hearing:
 
     def _frame(self, frame: np.ndarray, raw_frame: np.ndarray, speaking: bool) -> None:
         probability = 0.0 if self.muted else self._vad(frame)
+        self._clearly_user = False
         if not self.muted and self._guard is not None and self._echo_possible:
             probability = self._guard.judge(probability, raw_frame, speaking)
+            self._clearly_user = self._guard.clearly_user
         event = self._segmenter.push(frame, probability)
         self._frames += 1
         if self._frames % LEVEL_EVERY == 0:

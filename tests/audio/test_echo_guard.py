@@ -121,6 +121,21 @@ def test_playback_is_held_at_the_onset_of_a_cut_in_before_the_speech_is_confirme
     assert held - onset / RATE < 0.3 and held < started
 
 
+def test_a_cut_in_clearly_over_the_echo_is_held_at_its_first_frame(reply, user, monkeypatch):
+    """The user as loud as the echo: the guard is sure at the first frame of speech, and the hold comes a
+    frame sooner than the two frames an unsure onset waits for."""
+    both, onset = with_user(echo_of(reply), user, at=2.5)
+
+    def first_hold() -> float:
+        return next(at for at, e in hear(both, reply) if isinstance(e, SpeechOnset) and at >= onset / RATE)
+
+    clear = first_hold()
+    monkeypatch.setattr("runtime.audio.echo_guard.CLEAR_POWER_RATIO", float("inf"))  # never sure
+    unsure = first_hold()
+    assert clear - onset / RATE < 0.2
+    assert clear <= unsure - 0.02
+
+
 def test_an_onset_that_dies_out_is_a_false_start():
     """Speech long enough to hold the playback, then nothing (push-to-talk released mid-word): the hold ends
     once no more speech has come for `resume_after`, and not at the first silent frame."""
