@@ -13,9 +13,10 @@ user on the assistant's channel, and every barge-in then "lasted" as long as the
 - barge-in: user speech onset during playback -> assistant audio stopped (held at the onset, see
   `runtime.audio.hearing`), p95 (target 0.3 s), split into hearing it (onset -> hold, the stop less
   the output path) and the output path (PortAudio's buffer and the sound server, measured on every
-  reply as its start event -> its first sound in the recording). A reply that ended on its own before the hold is not a
-  barge-in (`ended_before_hold`): the default model's replies can be one word. Each story is asked
-  in a new conversation: the tiny default model copies the cut replies before it ("Yes," to all);
+  reply as its start event -> its first sound in the recording). A reply that ended on its own
+  before the hold is not a barge-in (`ended_before_hold`): the default model's replies can be one
+  word. Each story is asked in a new conversation: the tiny default model copies the cut replies
+  before it ("Yes," to all);
 - unanswered: questions no reply was heard to within ANSWER_WITHIN (the model said nothing), counted
   apart from the latencies;
 - self-interruptions: interruptions with no user speech within USER_SLACK of them in the recording
@@ -26,7 +27,7 @@ user on the assistant's channel, and every barge-in then "lasted" as long as the
   on the audio the pipeline heard (what it decoded at the end of each turn): the first gap is the room's
   audio path (device resampling, the loopbacks, AEC3), the second the pipeline's own (segmentation,
   streaming decodes). Whisper base on espeak speech is chaotic: the same clip shifted by one sample or
-  played at 0.8 of its level moves its WER by ~1-2 points on ~200 words (both are printed), so the
+  played at 0.8 of its level moves its WER by ~1-3 points on ~200 words (both are printed), so the
   first gap is mostly that noise; the second is the pipeline's;
 - idle listening CPU (% of one core, target < 5) and, with --soak M, RSS growth over M minutes.
 

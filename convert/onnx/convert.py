@@ -75,7 +75,10 @@ class OnnxReport:
 
 
 def _scheme(precision: str, int4: Int4Options) -> str:
-    return {"int8": Int8Options().describe(), "int4": int4.describe()}.get(precision, "fp32")
+    """How the variant of `precision` was quantized (quantize_folder's default int8 scheme, or `int4`)."""
+    if precision == "int8":
+        return Int8Options().describe()
+    return int4.describe() if precision == "int4" else "fp32"
 
 
 def _quiet_transformers() -> None:

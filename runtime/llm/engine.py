@@ -148,7 +148,7 @@ class Engine:
         except BaseException:
             self._llm.close()
             raise
-        self._images = Images()  # the current prompt's images by placeholder id, freed when its chat() ends
+        self._images = Images()  # the current prompt's images, keyed by the ids standing for them; freed after chat()
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._stop: threading.Event | None = None
