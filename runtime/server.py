@@ -213,14 +213,13 @@ class ChatMessage(BaseModel):
         return message
 
 
-MAX_IMAGE_PIXELS = 40_000_000  # a bigger image is refused before it is decoded (a decompression bomb)
-
-
 def _data_url_image(url: str, param: str) -> Any:
     """The RGB pixels (numpy, height x width x 3) of a `data:image/...;base64,` URL."""
     import base64
     import binascii
     import io
+
+    from runtime.screen.image_file import UnreadableImage, read_rgb
 
     def refuse(why: str) -> APIError:
         return APIError(400, f"{param}: {why}", "invalid_request_error", "invalid_value", param=param)
@@ -230,21 +229,13 @@ def _data_url_image(url: str, param: str) -> Any:
         raise refuse("only base64 data URLs (data:image/png;base64,...) are read: this server is offline and "
                      "fetches nothing")
     try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise refuse("reading images needs Pillow; install the screen extra: pip install 'edge-ai[screen]'") from None
-    try:
         raw = base64.b64decode(data, validate=True)
-        with Image.open(io.BytesIO(raw)) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise refuse(f"the image is {image.width}x{image.height}; at most {MAX_IMAGE_PIXELS:,} pixels")
-            import numpy as np
-
-            return np.asarray(image.convert("RGB"))
     except (binascii.Error, ValueError):
         raise refuse("the data URL's base64 is not valid") from None
-    except (UnidentifiedImageError, OSError):
-        raise refuse("the data is not an image Pillow can read (PNG, JPEG, WebP, GIF...)") from None
+    try:
+        return read_rgb(io.BytesIO(raw))
+    except UnreadableImage as exc:
+        raise refuse(str(exc)) from None
 
 
 class ChatRequest(GenerationRequest):

@@ -47,19 +47,14 @@ def _grab(cfg: config_mod.Config, region: str | None, window: bool, monitor: int
 
 def _load_image(path: Path) -> np.ndarray:
     """An image file as RGB pixels, or a one-line error."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from runtime.screen.image_file import UnreadableImage, read_rgb
 
     try:
-        with Image.open(path) as image:
-            image.load()
-            if image.width * image.height > 2 * 7680 * 4320:
-                raise EdgeAIError(f"{path} is {image.width}x{image.height}, too large to OCR; crop or scale it first")
-            return np.asarray(image.convert("RGB"))
+        return read_rgb(path)
     except FileNotFoundError:
         raise EdgeAIError(f"no image file {path}; check the path") from None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise EdgeAIError(f"cannot read image {path}: {exc}; give a PNG or JPEG file") from None
+    except UnreadableImage as exc:
+        raise EdgeAIError(f"cannot read image {path}: {exc}") from None
 
 
 def capture_cmd(

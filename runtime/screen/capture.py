@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from edge_ai.errors import EdgeAIError
+from runtime.screen.image_file import MAX_PIXELS
 from runtime.screen.privacy import PrivacyPolicy, apply_mask, private_mask
 from runtime.screen.windows import Rect, Window, WindowTracker, active_window, check_x11_session, connect
 
-MAX_PIXELS = 2 * 7680 * 4320  # two 8K monitors; a frame this size is ~200 MB of RGB
 STRIP_PIXELS = 1 << 20  # pixels read per mss grab: 4 MB of BGRA at a time (a 1280x800 screen is one strip)
 
 
