@@ -74,10 +74,15 @@ class EchoGuard:
         """Share of the last window's microphone energy explained by the speaker signal at its best delay:
         found by normalised cross-correlation, then fitted with a short filter around that delay (least
         squares), which absorbs fractional delays and the resamplers' filtering on the way."""
+        return self._fit()[0]
+
+    def _fit(self) -> tuple[float, float]:
+        """`echo_share` and the window's mean square (the microphone's power), from one pass."""
         mic, ref = self._mic.astype(np.float64), self._ref.astype(np.float64)
         mic_energy = float(np.dot(mic, mic))
+        power = mic_energy / mic.size
         if mic_energy < SILENT * mic.size:
-            return 0.0
+            return 0.0, power
         spectrum = np.conj(np.fft.rfft(mic, self._fft_size)) * np.fft.rfft(ref, self._fft_size)
         corr = np.fft.irfft(spectrum, self._fft_size)[: self._lags + 1]  # corr[j]: mic against ref[j:j+window]
         squares = np.concatenate([[0.0], np.cumsum(ref * ref)])
@@ -86,14 +91,14 @@ class EchoGuard:
         score[:TAPS] = score[self._lags + 1 - TAPS:] = 0.0  # room for the filter on both sides
         best = int(np.argmax(score))
         if score[best] == 0.0:
-            return 0.0
+            return 0.0, power
         shifted = np.lib.stride_tricks.sliding_window_view(ref, self._window)[best - TAPS: best + TAPS + 1]
         # the normal equations, by einsum rather than lstsq or @: those go to OpenBLAS, whose threads, fighting
         # llama.cpp's spinning ones for 2 cores, stalled this (audio) thread for up to 2 s in bench_voice
         gram = np.einsum("it,jt->ij", shifted, shifted) + 1e-9 * np.eye(len(shifted))
         cross = np.einsum("it,t->i", shifted, mic)
         explained = float(np.dot(np.linalg.solve(gram, cross), cross))  # energy of the fitted echo
-        return min(1.0, max(0.0, explained / mic_energy))
+        return min(1.0, max(0.0, explained / mic_energy)), power
 
     def judge(self, probability: float, raw_frame: np.ndarray, assistant_speaking: bool) -> float:
         """The speech probability of a frame of the cleaned microphone, corrected for what the echo explains.
@@ -104,9 +109,8 @@ class EchoGuard:
         raw = self._raw_vad(raw_frame)
         if probability < self._options.release and raw < self._options.threshold:
             return probability  # nobody is speaking: nothing to tell apart
-        share = self.echo_share()
+        share, power = self._fit()
         near_end = share < NEAR_END_RATIO * self._echo_alone
-        power = float(np.mean(np.square(self._mic, dtype=np.float64)))
         self.clearly_user = (assistant_speaking and near_end and raw >= self._options.threshold
                              and self._echo_power > 0  # (the echo's power is known)
                              and (1.0 - share) * power >= CLEAR_POWER_RATIO * self._echo_power)
