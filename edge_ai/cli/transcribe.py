@@ -62,7 +62,8 @@ def write_transcript(job: Iterable, fmt: str, sink: IO[str]) -> int:  # job: run
 
 
 def transcribe_cmd(
-    file: Annotated[str, typer.Argument(help="audio file (WAV, FLAC, OGG, MP3; any rate and channels), or - for stdin")],
+    file: Annotated[str, typer.Argument(help="audio file (WAV, FLAC, OGG, MP3, M4A, WebM, a video's sound; any rate "
+                                            "and channels), or - for stdin")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="text (plain transcript), srt, vtt or json")] = "text",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write to this file instead of stdout")] = None,
     language: Annotated[Optional[str], typer.Option(

@@ -4,11 +4,14 @@
         ...                                                # float32 mono 16 kHz, ~BLOCK_SECONDS each
 
 libsndfile (through soundfile) reads WAV at any rate and width (8-bit unsigned, 16/24/32-bit int,
-32/64-bit float), FLAC, OGG/Vorbis/Opus and MP3; each block is down-mixed to mono (mean of the
-channels) and resampled by one `soxr.ResampleStream`, which keeps its filter state between blocks,
-so the output equals resampling the whole file at once while memory stays at one block however
-long the file is. Standard input is not seekable and libsndfile seeks to parse headers, so it is
-spooled to a temporary file first (in memory up to a few MiB, on disk beyond).
+32/64-bit float), FLAC, OGG/Vorbis/Opus and MP3. What it does not know (an M4A voice memo, AAC,
+WebM/Opus, the sound of an MP4 or MKV video, WMA...) is decoded by FFmpeg through PyAV, which
+faster-whisper already brings for its own file reader; random bytes and text are refused by both.
+Each block is down-mixed to mono (mean of the channels) and resampled by one `soxr.ResampleStream`,
+which keeps its filter state between blocks, so the output equals resampling the whole file at once
+while memory stays at one block however long the file is (FFmpeg decodes packet by packet). Standard
+input is not seekable and libsndfile seeks to parse headers, so it is spooled to a temporary file
+first (in memory up to a few MiB, on disk beyond).
 
 A file that is empty, not audio, or damaged is an `EdgeAIError` naming it and what to do; a silent
 file is not an error (it reads as silence, and transcribes to no words).
@@ -32,7 +35,7 @@ SAMPLE_RATE = 16000  # what the speech models take
 BLOCK_SECONDS = 5.0  # read this much of the source at a time: memory per block, whatever the file's length
 STDIN = Path("-")
 _SPOOL_IN_MEMORY = 8 << 20  # bytes of piped audio kept in memory before spooling to disk
-_FORMATS = "WAV, FLAC, OGG or MP3"
+_FORMATS = "WAV, FLAC, OGG, MP3, M4A or WebM"
 
 
 def read_audio_blocks(path: Path, *, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
@@ -46,8 +49,9 @@ def read_audio_blocks(path: Path, *, block_seconds: float = BLOCK_SECONDS) -> It
         try:
             audio = soundfile.SoundFile(source)
         except soundfile.LibsndfileError as exc:
-            raise EdgeAIError(f"{name} is not an audio file edge-ai can read ({_reason(exc)}); "
-                              f"give a {_FORMATS} file") from None
+            source.seek(0)
+            yield from _ffmpeg_blocks(source, name, block_seconds, _reason(exc))
+            return
         with audio:
             if audio.samplerate <= 0 or audio.channels <= 0:
                 raise EdgeAIError(f"{name} declares {audio.samplerate} Hz and {audio.channels} channels; "
@@ -70,6 +74,48 @@ def read_audio_blocks(path: Path, *, block_seconds: float = BLOCK_SECONDS) -> It
             tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
             if len(tail):
                 yield tail
+
+
+def _ffmpeg_blocks(source: IO[bytes], name: str, block_seconds: float, libsndfile_says: str) -> Iterator[np.ndarray]:
+    """The first sound track of a file libsndfile cannot read, decoded by FFmpeg (PyAV) frame by frame, in
+    blocks of about `block_seconds` at 16 kHz mono."""
+    import av
+    import soxr
+
+    try:
+        container = av.open(source, mode="r")  # (a spooled stdin is opened "w+b": PyAV would guess writing)
+    except av.FFmpegError:
+        raise EdgeAIError(f"{name} is not an audio file edge-ai can read ({libsndfile_says}); "
+                          f"give a {_FORMATS} file") from None
+    with container:
+        tracks = container.streams.audio
+        rate = tracks[0].codec_context.sample_rate if tracks else 0
+        if rate <= 0:
+            raise EdgeAIError(f"{name} is not an audio file edge-ai can read (it has no sound track: "
+                              f"{container.format.long_name}); give a {_FORMATS} file")
+        to_float = av.AudioResampler(format="fltp", rate=rate)  # planar float at one rate, channels kept
+        resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+        pending: list[np.ndarray] = []
+        size, block, read_any = 0, int(block_seconds * SAMPLE_RATE), False
+        try:
+            for frame in container.decode(tracks[0]):
+                for planar in to_float.resample(frame):
+                    read_any = True
+                    out = resampler.resample_chunk(planar.to_ndarray().mean(axis=0).astype(np.float32), last=False)
+                    pending.append(out)
+                    size += len(out)
+                    if size >= block:
+                        yield np.concatenate(pending)
+                        pending, size = [], 0
+        except av.FFmpegError as exc:
+            raise EdgeAIError(f"{name} is damaged partway ({exc.strerror or exc}); export it again as "
+                              f"{_FORMATS}") from None
+        if not read_any:
+            raise EdgeAIError(f"{name} has no audio samples (a header without sound); record or export it again")
+        pending.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        tail = np.concatenate(pending)
+        if len(tail):
+            yield tail
 
 
 def read_audio(path: Path) -> np.ndarray:

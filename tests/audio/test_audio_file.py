@@ -129,3 +129,68 @@ def test_a_long_file_streams_with_bounded_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert abs(total - minutes * 60 * SAMPLE_RATE) <= 2
     assert peak < 8 * 1024 * 1024, f"peak traced memory {peak / 1e6:.1f} MB"
+
+
+def _encode(path: Path, container: str, codec: str, samples: np.ndarray, rate: int = 48000) -> None:
+    """Stereo `samples` (2 x n) encoded with FFmpeg through PyAV: files libsndfile does not read."""
+    import av
+
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate, layout="stereo")
+        size = stream.codec_context.frame_size or 1024
+        to_encoder = av.AudioResampler(format=stream.codec_context.format, layout="stereo", rate=rate)
+        for start in range(0, samples.shape[1], size):
+            chunk = samples[:, start:start + size]
+            chunk = np.pad(chunk, ((0, 0), (0, size - chunk.shape[1]))).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+            frame.sample_rate = rate
+            for converted in to_encoder.resample(frame):
+                for packet in stream.encode(converted):
+                    out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+@pytest.mark.parametrize(("suffix", "container", "codec"), [
+    ("m4a", "ipod", "aac"),  # a phone's voice memo
+    ("webm", "webm", "libopus"),  # a browser's recording
+    ("aac", "adts", "aac"),
+    ("mkv", "matroska", "aac"),
+])
+def test_formats_libsndfile_does_not_read_are_decoded_by_ffmpeg(tmp_path: Path, suffix: str, container: str,
+                                                                codec: str) -> None:
+    path = tmp_path / f"memo.{suffix}"
+    left = tone(48000, 3.0)
+    _encode(path, container, codec, np.stack([left, np.zeros_like(left)]))
+    blocks = list(read_audio_blocks(path, block_seconds=0.5))
+    samples = np.concatenate(blocks)
+    assert len(blocks) >= 5 and samples.dtype == np.float32
+    assert abs(len(samples) / SAMPLE_RATE - 3.0) < 0.1  # (encoders pad a frame or two)
+    spectrum = np.abs(np.fft.rfft(samples[8000:40000]))
+    assert abs(np.argmax(spectrum) * SAMPLE_RATE / 32000 - 440) <= 1
+    rms = float(np.sqrt(np.mean(samples[8000:40000] ** 2)))
+    assert abs(rms - 0.25 / np.sqrt(2)) < 0.02  # the mean of the channels: half the left one
+
+
+def test_a_file_ffmpeg_opens_but_without_sound_and_a_cut_m4a_say_so(tmp_path: Path) -> None:
+    from PIL import Image
+
+    picture = tmp_path / "photo.wav"
+    Image.new("RGB", (8, 8)).save(picture, format="PNG")
+    with pytest.raises(EdgeAIError, match="no sound track"):
+        read_audio(picture)
+    memo = tmp_path / "memo.m4a"
+    _encode(memo, "ipod", "aac", np.stack([tone(48000)] * 2))
+    cut = tmp_path / "cut.m4a"
+    cut.write_bytes(memo.read_bytes()[: memo.stat().st_size // 2])  # its index (moov) is at the end
+    with pytest.raises(EdgeAIError, match="cut.m4a") as caught:
+        read_audio(cut)
+    assert "\n" not in str(caught.value)
+
+
+def test_an_m4a_piped_to_stdin_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    memo = tmp_path / "memo.m4a"
+    _encode(memo, "ipod", "aac", np.stack([tone(48000, 2.0)] * 2))  # its index (moov) at the end: read after a seek
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(memo.read_bytes())))
+    samples = read_audio(STDIN)
+    assert abs(len(samples) / SAMPLE_RATE - 2.0) < 0.1 and abs(float(np.abs(samples[8000:24000]).max()) - 0.5) < 0.05
