@@ -39,7 +39,7 @@ is are was were be been am do does did have has had will would can could should 
 i we you they he she it what which who where how why
 """.split())
 
-_WORD = re.compile(r"[a-z']+")
+_WORD = re.compile(r"[\w']+")  # digits and any script's letters too: "2 plus 2?" ends in "2", not "plus"
 
 
 def looks_finished(text: str) -> bool | None:

@@ -24,6 +24,11 @@ from runtime.audio.turn import SmartTurnModel, TurnPolicy, looks_finished
     ("Where are you from?", True),  # a preposition can end a question
     ("What is the difference between?", False),  # Whisper's question mark on a fragment
     ("I need milk, eggs and?", False),
+    ("What is 2 plus 2?", True),  # the last word is the number, not "plus" (held 1.2 s in bench_voice)
+    ("Wake me up at 7.", True),
+    ("Set a timer for 10", None),
+    ("It costs 3 euros and", False),
+    ("Was kostet das?", True),  # words outside English (and its lists) are words too
     ("the weather in Paris", None),
     ("", None),
 ])
