@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge_ai.errors import EdgeAIError
 from runtime.audio.duplex import Player, Playing
 from runtime.audio.events import (
     Interrupted,
@@ -129,6 +130,25 @@ class VoiceAssistant:
         self._running = True
         for thread in self._threads:
             thread.start()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Prefill the conversation so far (on a first turn, the system prompt) while nobody speaks, so the first
+        reply evaluates only the user's words: the first spoken turn of a session otherwise waited ~0.2 s more
+        for its first token than the later ones (gemma3-270m on 2 cores). Background priority: a reply preempts
+        it."""
+        if not self.options.reply or self.scheduler is None:
+            return
+        messages = [{"role": "system", "content": self.options.system_prompt}, *self.history,
+                    {"role": "user", "content": ""}]
+
+        def call(engine, stop):
+            return engine.chat(messages, SamplingParams(max_tokens=1, temperature=0.0), stop=stop)
+
+        try:
+            self.scheduler.submit(call, lambda event: None, lambda error: None, priority=Priority.BACKGROUND)
+        except EdgeAIError as exc:  # a full queue, a closed model: the first reply prefills it all instead
+            log.debug("no warm-up of the conversation: %s", exc)
 
     def close(self) -> None:
         self._running = False
