@@ -9,7 +9,10 @@ The segmenter follows pipecat's VAD analyzer: QUIET -> STARTING -> SPEAKING -> S
 seconds. Speech starts when the probability stays >= `threshold` for `min_speech`; it stops when it
 stays < `release` for `min_silence` (two thresholds: a probability hovering near one value does not
 flap). When speech starts, the `pre_roll` seconds before it are handed over too, so the first
-syllable, which Silero scores low, reaches the transcript.
+syllable, which Silero scores low, reaches the transcript. A word too short to start speech on its own
+that speech follows within JOIN_GAP ("Stop, please.": espeak's "Stop" is 7 speech frames, one short
+of `min_speech`, then a comma pause) starts it: the speech and its pre-roll begin at that word, which
+the pre-roll alone, 0.3 s before "please", lost (Whisper then heard "Clean.").
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ SAMPLE_RATE = 16_000
 FRAME = 512  # samples per Silero frame at 16 kHz (32 ms): the only size the model takes
 FRAME_SECONDS = FRAME / SAMPLE_RATE
 CONTEXT = 64  # samples of the previous frame the model sees before each new one
+JOIN_GAP = 0.6  # seconds between a run of speech too short to start and the start it then belongs to
 
 
 def silero_model_file() -> Path:
@@ -107,11 +111,16 @@ class VadSegmenter:
         self.options = options
         self.start_frames = max(1, round(options.min_speech / FRAME_SECONDS))
         self._stop_frames = max(1, round(options.min_silence / FRAME_SECONDS))
+        self._pre_roll_frames = round(options.pre_roll / FRAME_SECONDS)
+        self._join_frames = round(JOIN_GAP / FRAME_SECONDS)
+        # room for the pre-roll, a short run, the gap after it and the start's own frames
         self._history: collections.deque[np.ndarray] = collections.deque(
-            maxlen=round(options.pre_roll / FRAME_SECONDS) + self.start_frames)
+            maxlen=self._pre_roll_frames + 2 * self.start_frames + self._join_frames)
         self.state = VadState.QUIET
         self._run = 0  # frames in a row that argue for leaving the current state
         self._frames = 0
+        self._run_start = 0  # index of the first frame of the start in progress
+        self._short: tuple[int, int] | None = None  # [first, end) frames of the last run too short to start
         self._last_speech_end = 0.0
         self.spoke = False  # speech has started at least once
 
@@ -135,23 +144,33 @@ class VadSegmenter:
         """Seconds since the last speech frame ended, while speech is pausing or over."""
         return self.now - self._last_speech_end if self.state in (VadState.STOPPING, VadState.QUIET) else 0.0
 
+    def _joined_start(self, first: int) -> int:
+        """Where a run of speech frames that begins at frame `first` really begins: at an earlier run too short
+        to start on its own, if that ended within JOIN_GAP of it."""
+        if self._short is not None and first - self._short[1] <= self._join_frames:
+            return self._short[0]
+        return first
+
     def push(self, frame: np.ndarray, probability: float) -> SpeechStarted | SpeechStopped | None:
         self._frames += 1
         self._history.append(frame)
         opts = self.options
         speech, silent = probability >= opts.threshold, probability < opts.release
+        frame_index = self._frames - 1
         if self.state is VadState.QUIET and speech:
-            self.state, self._run = VadState.STARTING, 0
+            self.state, self._run, self._run_start = VadState.STARTING, 0, frame_index
         if self.state is VadState.STARTING:
             self._run = self._run + 1 if not silent else 0
             if self._run == 0:
                 self.state = VadState.QUIET
+                self._short = (self._joined_start(self._run_start), frame_index)
             elif self._run >= self.start_frames:
                 self.state, self._run = VadState.SPEAKING, 0
                 self._last_speech_end = self.now
                 self.spoke = True
-                start = self.now - self.start_frames * FRAME_SECONDS
-                return SpeechStarted(audio=np.concatenate(list(self._history)), start=start)
+                first, self._short = self._joined_start(self._run_start), None
+                frames = min(len(self._history), frame_index - first + 1 + self._pre_roll_frames)
+                return SpeechStarted(audio=np.concatenate(list(self._history)[-frames:]), start=first * FRAME_SECONDS)
             return None
         if self.state is VadState.SPEAKING:
             if not silent:

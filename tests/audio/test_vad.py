@@ -10,6 +10,7 @@ from edge_ai.errors import EdgeAIError
 from runtime.audio.vad import (
     FRAME,
     FRAME_SECONDS,
+    JOIN_GAP,
     SileroVad,
     SpeechStarted,
     SpeechStopped,
@@ -80,6 +81,34 @@ def test_a_short_pause_inside_a_sentence_does_not_end_speech_with_a_longer_min_s
                             trimmed(speak("the market.")), np.zeros(16000, np.float32)])
     assert [type(e) for e in segment(audio, VadOptions(min_silence=0.6))] == [SpeechStarted, SpeechStopped]
     assert [type(e) for e in segment(audio, VadOptions(min_silence=0.1))].count(SpeechStarted) == 2
+
+
+def test_a_word_too_short_to_start_speech_starts_the_speech_that_follows_it():
+    """espeak's "Stop" before the comma pause of "Stop, please." is one frame short of min_speech: without the
+    join, speech started at "please", the pre-roll did not reach back to "Stop", and Whisper heard "Clean."."""
+    silence = np.zeros(16000, dtype=np.float32)
+    clip = speak("Stop, please.", "en-us")
+    audio = np.concatenate([silence, clip, silence])
+    onset = np.flatnonzero(np.abs(clip) > 0.01)[0] / 16000 + 1.0
+    started = [e for e in segment(audio) if isinstance(e, SpeechStarted)]
+    assert len(started) == 1 and abs(started[0].start - onset) < 0.1, [e.start for e in started]
+    pre_roll = round(VadOptions().pre_roll / FRAME_SECONDS) * FRAME  # (whole frames)
+    begin = round(started[0].start * 16000) - pre_roll  # the pre-roll before "Stop", and all after it
+    np.testing.assert_array_equal(started[0].audio, audio[begin:begin + started[0].audio.size])
+
+
+def test_a_short_sound_long_before_speech_is_not_joined_to_it():
+    seg = VadSegmenter(VadOptions(min_speech=4 * FRAME_SECONDS, min_silence=FRAME_SECONDS, pre_roll=0.0))
+    frame = np.zeros(FRAME, np.float32)
+    gap = round(JOIN_GAP / FRAME_SECONDS) + 2
+    probabilities = [0.9, 0.9, 0.1] + [0.1] * gap + [0.9] * 4
+    events = [seg.push(frame, p) for p in probabilities]
+    assert isinstance(events[-1], SpeechStarted)
+    assert events[-1].start == pytest.approx((3 + gap) * FRAME_SECONDS)  # the later run alone
+    near = VadSegmenter(VadOptions(min_speech=4 * FRAME_SECONDS, min_silence=FRAME_SECONDS, pre_roll=0.0))
+    events = [near.push(frame, p) for p in [0.9, 0.9, 0.1, 0.1, 0.1] + [0.9] * 4]
+    assert isinstance(events[-1], SpeechStarted) and events[-1].start == 0.0  # two frames, then a short gap
+    assert events[-1].audio.size == 9 * FRAME  # the short run, the gap and the start
 
 
 def test_hysteresis_holds_speech_between_the_two_thresholds():
