@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -59,19 +61,32 @@ def say_into_room(text: str, tmp: Path, voice: str = "en-us") -> None:
     play_into("vsink", speak(text, voice), tmp / "user.wav")
 
 
-@pytest.fixture
-def conversation(room, model_path):
-    from runtime.llm.engine import Engine, EngineOptions
-
-    cfg = Config().with_values({"voice.mode": "full", "sampling.temperature": 0.0, "sampling.max_tokens": 60})
-    scheduler = Scheduler(Engine(model_path, name="gemma3-270m", options=EngineOptions(context=2048)), name="voice")
+@contextmanager
+def voice_session(cfg: Config, engine) -> Iterator[tuple[VoiceSession, Events]]:
+    """A started voice session answering with `engine`, listening in the room; closed with its scheduler after."""
+    scheduler = Scheduler(engine, name="voice")
     events = Events()
     session = VoiceSession.open(cfg, scheduler, events)
     session.start()
-    time.sleep(0.5)
-    yield session, events
-    session.close()
-    scheduler.close()
+    try:
+        time.sleep(0.5)
+        yield session, events
+    finally:
+        session.close()
+        scheduler.close()
+
+
+def default_engine(model_path: Path):
+    from runtime.llm.engine import Engine, EngineOptions
+
+    return Engine(model_path, name="gemma3-270m", options=EngineOptions(context=2048))
+
+
+@pytest.fixture
+def conversation(room, model_path):
+    cfg = Config().with_values({"voice.mode": "full", "sampling.temperature": 0.0, "sampling.max_tokens": 60})
+    with voice_session(cfg, default_engine(model_path)) as (session, events):
+        yield session, events
 
 
 def test_a_spoken_question_is_transcribed_answered_and_spoken(conversation, tmp_path):
@@ -97,10 +112,9 @@ def test_a_spoken_question_is_transcribed_answered_and_spoken(conversation, tmp_
 def test_the_first_reply_finds_the_system_prompt_already_evaluated(room, model_path, tmp_path):
     """Voice mode prefills the conversation so far as it starts, so the first spoken turn evaluates only the
     user's words: without it, the first turn of a session waited ~0.2 s longer for its first token."""
-    from runtime.llm.engine import Engine, EngineOptions
     from runtime.llm.events import DoneEvent
 
-    engine = Engine(model_path, name="gemma3-270m", options=EngineOptions(context=2048))
+    engine = default_engine(model_path)
     cached: dict[str, int] = {}  # the user's words -> prompt tokens the KV cache already held
     chat = engine.chat
 
@@ -112,21 +126,13 @@ def test_the_first_reply_finds_the_system_prompt_already_evaluated(room, model_p
 
     engine.chat = recorded_chat
     cfg = Config().with_values({"voice.mode": "full", "sampling.temperature": 0.0, "sampling.max_tokens": 20})
-    scheduler = Scheduler(engine, name="voice")
-    events = Events()
-    session = VoiceSession.open(cfg, scheduler, events)
-    session.start()
-    try:
-        time.sleep(0.5)
+    with voice_session(cfg, engine) as (session, events):
         say_into_room("Which planet do we live on?", tmp_path)
         turn = events.wait(lambda e: isinstance(e, ev.UserTurn), 60)
         assert turn is not None, events.summary()
         assert events.wait(lambda e: isinstance(e, ev.Spoken), 60) is not None, events.summary()
         system_tokens = len(engine.tokenize(session.assistant.options.system_prompt, special=False))
         assert cached.get(turn.text, 0) >= system_tokens, (cached, system_tokens)
-    finally:
-        session.close()
-        scheduler.close()
 
 
 def test_a_pause_mid_sentence_discards_the_early_reply_and_times_the_turn_from_its_real_end(conversation, tmp_path):
@@ -186,13 +192,7 @@ def test_an_empty_reply_is_said_and_left_out_of_the_history(room, tmp_path):
     silence, and the next prompt does not carry an empty answer."""
     from fake_engine import ScriptedEngine
 
-    cfg = Config().with_values({"voice.mode": "full"})
-    scheduler = Scheduler(ScriptedEngine([""]), name="voice")
-    events = Events()
-    session = VoiceSession.open(cfg, scheduler, events)
-    session.start()
-    try:
-        time.sleep(0.5)
+    with voice_session(Config().with_values({"voice.mode": "full"}), ScriptedEngine([""])) as (session, events):
         say_into_room("What is the capital of France?", tmp_path)
         status = events.wait(lambda e: isinstance(e, ev.Status) and "no answer" in e.message, 30)
         assert status is not None, events.summary()
@@ -200,6 +200,3 @@ def test_an_empty_reply_is_said_and_left_out_of_the_history(room, tmp_path):
         assert events.wait(lambda e: isinstance(e, ev.StateChanged) and e.state.value == "listening"
                            and e.at >= status.at, 5) is not None
         assert session.assistant.history == []
-    finally:
-        session.close()
-        scheduler.close()
