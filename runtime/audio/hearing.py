@@ -92,7 +92,6 @@ class Hearing:
         self._resume_frames = max(1, round(resume_after / FRAME_SECONDS))
         self._onset_told = False  # a SpeechOnset awaits its SpeechStarted or FalseStart
         self._quiet_frames = 0  # frames since the held start last had speech
-        self._clearly_user = False  # the echo guard found the last frame to be the user beyond doubt
         self._on_hear = on_hear
         self._assistant_speaking = assistant_speaking
         self._pending = np.zeros(0, dtype=np.float32)
@@ -120,8 +119,8 @@ class Hearing:
         self._segmenter.start_frames = self._barge_frames if speaking else self._listen_frames
         while self._pending.size >= FRAME:
             frame, self._pending = self._pending[:FRAME], self._pending[FRAME:]
-            self._frame(frame, self._raw_frame(), speaking)
-            self._tell_onset(speaking)
+            clearly_user = self._frame(frame, self._raw_frame(), speaking)
+            self._tell_onset(speaking, clearly_user)
 
     def _raw_frame(self) -> np.ndarray:
         """The raw microphone over the samples of the frame just cut. The cleaned stream is the raw one less
@@ -142,13 +141,13 @@ class Hearing:
         """The speaker played something recently enough for its echo to be on the microphone."""
         return self._speaker_quiet < ECHO_TAIL * RATE
 
-    def _tell_onset(self, speaking: bool) -> None:
+    def _tell_onset(self, speaking: bool, clearly_user: bool) -> None:
         """SpeechOnset when a start over the assistant reaches `pause_after`; FalseStart once no speech has
         followed it for `resume_after` (a word's stop consonants break a start into pieces: the hold
         bridges them rather than letting the reply resume between two syllables of "stop")."""
         starting = self._segmenter.starting
         if not self._onset_told:
-            if speaking and (starting == self._onset_frames or (starting == 1 and self._clearly_user)):
+            if speaking and (starting == self._onset_frames or (starting == 1 and clearly_user)):
                 self._onset_told, self._quiet_frames = True, 0
                 self._on_hear(SpeechOnset())
         elif self._segmenter.in_speech:
@@ -161,12 +160,13 @@ class Hearing:
                 self._onset_told = False
                 self._on_hear(FalseStart())
 
-    def _frame(self, frame: np.ndarray, raw_frame: np.ndarray, speaking: bool) -> None:
+    def _frame(self, frame: np.ndarray, raw_frame: np.ndarray, speaking: bool) -> bool:
+        """Score and segment one frame; True when the echo guard found it the user's voice beyond doubt."""
         probability = 0.0 if self.muted else self._vad(frame)
-        self._clearly_user = False
+        clearly_user = False
         if not self.muted and self._guard is not None and self._echo_possible:
             probability = self._guard.judge(probability, raw_frame, speaking)
-            self._clearly_user = self._guard.clearly_user
+            clearly_user = self._guard.clearly_user
         event = self._segmenter.push(frame, probability)
         self._frames += 1
         if self._frames % LEVEL_EVERY == 0:
@@ -178,3 +178,4 @@ class Hearing:
             self._on_hear(SpeechFrame(frame))
         elif not self._segmenter.in_speech and not isinstance(event, SpeechStopped) and self._segmenter.spoke:
             self._on_hear(Silence(self._segmenter.silence))
+        return clearly_user

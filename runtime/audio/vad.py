@@ -119,7 +119,6 @@ class VadSegmenter:
         self.state = VadState.QUIET
         self._run = 0  # frames in a row that argue for leaving the current state
         self._frames = 0
-        self._run_start = 0  # index of the first frame of the start in progress
         self._short: tuple[int, int] | None = None  # [first, end) frames of the last run too short to start
         self._last_speech_end = 0.0
         self.spoke = False  # speech has started at least once
@@ -158,17 +157,19 @@ class VadSegmenter:
         speech, silent = probability >= opts.threshold, probability < opts.release
         frame_index = self._frames - 1
         if self.state is VadState.QUIET and speech:
-            self.state, self._run, self._run_start = VadState.STARTING, 0, frame_index
-        if self.state is VadState.STARTING:
-            self._run = self._run + 1 if not silent else 0
-            if self._run == 0:
+            self.state, self._run = VadState.STARTING, 0
+        if self.state is VadState.STARTING:  # its `_run` frames of speech end just before this frame
+            if silent:
                 self.state = VadState.QUIET
-                self._short = (self._joined_start(self._run_start), frame_index)
-            elif self._run >= self.start_frames:
+                self._short = (self._joined_start(frame_index - self._run), frame_index)
+                self._run = 0
+                return None
+            self._run += 1
+            if self._run >= self.start_frames:
+                first, self._short = self._joined_start(frame_index + 1 - self._run), None
                 self.state, self._run = VadState.SPEAKING, 0
                 self._last_speech_end = self.now
                 self.spoke = True
-                first, self._short = self._joined_start(self._run_start), None
                 frames = min(len(self._history), frame_index - first + 1 + self._pre_roll_frames)
                 return SpeechStarted(audio=np.concatenate(list(self._history)[-frames:]), start=first * FRAME_SECONDS)
             return None

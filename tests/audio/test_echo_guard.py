@@ -166,6 +166,7 @@ def test_the_guard_judges_the_raw_samples_of_each_cleaned_frame_whatever_the_blo
     class Recording(Hearing):
         def _frame(self, frame, raw_frame, speaking):
             frames.append((frame, raw_frame))
+            return False
 
     hearing = Recording("full", lambda event: None)
     rng = np.random.default_rng(0)
