@@ -330,7 +330,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     from runtime.audio.stt import open_stt
 
     direct = open_stt(cfg)  # faster-whisper as `edge-ai transcribe` calls it (a temperature fallback)
-    greedy = open_stt(cfg, temperatures=(0.0,))  # decoded as the pipeline decodes: its own gap, options aside
+    greedy = transcriber.stt  # the pipeline's own model and decode options: its gap, options aside
     errors = {"pipeline": 0, "direct": 0, "direct_on_heard": 0, "direct_shifted_1_sample": 0, "direct_at_gain_0_8": 0}
     words = 0
     for i, (text, transcript, audio) in enumerate(zip(references, transcripts, heard)):
