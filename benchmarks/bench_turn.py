@@ -78,7 +78,7 @@ def run(policy: str, pauses: list[float], sentences: int, tmp: Path) -> dict[str
             clip = np.concatenate([speak(before), np.zeros(int(pause * RATE), dtype=np.float32), speak(after)])
             with lock:
                 mark = len(turns)
-            play_into("usink", clip, tmp / f"s{i}.wav")
+            play_into("vsink", clip, tmp / f"s{i}.wav")
             played = time.monotonic()
             while time.monotonic() - played < 20:  # until the pipeline has listened quietly for a while
                 time.sleep(0.1)

@@ -2,11 +2,13 @@
 
 The room (GUIDE §6): the assistant plays into `asink` and listens to `vsink.monitor`; `vsink` hears
 both the assistant (loopback from `asink.monitor`: the echo path) and the "user" (espeak-ng speech
-played into `usink`, looped into `vsink`). A recorder sink `rec` gets the assistant on its left
-channel and the user on its right, both through loopbacks of the same latency, and one `parec`
-records it: every time below is read from sample positions in that one recording. Before the run a
-tone played as the user must be on the user's channel alone (a loopback PulseAudio moved once put the
-user on the assistant's channel, and every barge-in then "lasted" as long as the user spoke).
+played straight into `vsink`, as a voice reaches a laptop's microphone). A recorder sink `rec` gets
+the assistant on its left channel and the room (`vsink.monitor`) on its right, both through loopbacks
+of the same latency, and one `parec` records it: every time below is read from sample positions in
+that one recording, the user's speech where each clip is found in the room's channel by correlation
+(the echo is mixed in there). Before the run a tone played as the user must be on the room's channel
+alone (a loopback PulseAudio moved once put the user on the assistant's channel, and every barge-in
+then "lasted" as long as the user spoke).
 
 - end of user speech -> first assistant audio: p50 / p95 (targets 1.0 / 1.5 s), with the pipeline's
   own per-stage breakdown (transcript, first token, first audio) from its events;
@@ -48,6 +50,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "audio"))
 
@@ -60,6 +63,7 @@ ON = 0.01  # amplitude above which a recorded sample is sound
 # stories are often one short sentence, and a later cut-in (0.6 s before) found some already over
 CUT_IN_AFTER = 0.3
 USER_SLACK = 1.0  # seconds around the user's recorded speech in which an interruption is the user's
+LOCATE_WITHIN = 1.5  # seconds after paplay is started within which its clip reaches the room
 ANSWER_WITHIN = 10.0  # seconds after a question within which a reply's first sound counts as its answer
 # A reply's start event -> its first sound is ~0.08-0.10 s in a settled room. In the first run after a
 # PulseAudio restart it was 0.2 s throughout (null sinks start at ~1 s of latency and the loopbacks adapt):
@@ -90,15 +94,14 @@ def build_room() -> dict[str, object]:
     """Sinks and loopbacks for the room and the two-channel recorder; returns what to unload later."""
     ensure_pulse()
     modules = []
-    sinks = {name: NullSink(name) for name in ("asink", "usink", "vsink")}
+    sinks = {name: NullSink(name) for name in ("asink", "vsink")}
     if "rec" not in _pactl("list", "short", "sinks").split():
         modules.append(_pactl("load-module", "module-null-sink", "sink_name=rec", "channels=2",
                               f"rate={REC_RATE}", "channel_map=front-left,front-right").strip())
     for side, channel in (("rec_a", "front-left"), ("rec_u", "front-right")):
         modules.append(_pactl("load-module", "module-remap-sink", f"sink_name={side}", "master=rec", "channels=1",
                               f"master_channel_map={channel}", "channel_map=mono").strip())
-    for source, sink in (("asink.monitor", "vsink"), ("usink.monitor", "vsink"),
-                         ("asink.monitor", "rec_a"), ("usink.monitor", "rec_u")):
+    for source, sink in (("asink.monitor", "vsink"), ("asink.monitor", "rec_a"), ("vsink.monitor", "rec_u")):
         # pinned, so no policy module can move them: once the assistant's channel recorded vsink, the user
         # included, and every cut-in seemed to last as long as the user spoke
         modules.append(_pactl("load-module", "module-loopback", f"source={source}", f"sink={sink}",
@@ -109,17 +112,17 @@ def build_room() -> dict[str, object]:
 
 
 def check_room(tmp: Path) -> None:
-    """A tone played as the user must reach the user's channel only, or every time read is wrong."""
+    """A tone played as the user must reach the room's channel only, or every time read is wrong."""
     recording = Recording(tmp / "check.raw")
     time.sleep(0.3)
-    play_into("usink", 0.3 * np.sin(2 * np.pi * 440 * np.arange(RATE // 2) / RATE).astype(np.float32),
+    play_into("vsink", 0.3 * np.sin(2 * np.pi * 440 * np.arange(RATE // 2) / RATE).astype(np.float32),
               tmp / "tone.wav")
     time.sleep(0.2)
-    assistant, user = recording.stop()
-    leak, heard = float(np.abs(assistant).max()), float(np.abs(user).max())
+    assistant, room = recording.stop()
+    leak, heard = float(np.abs(assistant).max()), float(np.abs(room).max())
     if leak > ON or heard < 10 * ON:
         raise SystemExit(f"bench_voice: the room is miswired (a tone played as the user peaks at {heard:.3f} on the "
-                         f"user's channel, {leak:.3f} on the assistant's); restart PulseAudio (pulseaudio -k) and "
+                         f"room's channel, {leak:.3f} on the assistant's); restart PulseAudio (pulseaudio -k) and "
                          "run again")
 
 
@@ -129,7 +132,7 @@ def tear_down(room: dict[str, object]) -> None:
 
 
 class Recording:
-    """One parec of the recorder sink's monitor: left = assistant, right = user, one clock."""
+    """One parec of the recorder sink's monitor: left = assistant, right = the room, one clock."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -154,6 +157,23 @@ def _sound_runs(x: np.ndarray, gap: float) -> list[tuple[int, int]]:
     starts = np.concatenate([[loud[0]], loud[splits + 1]])
     ends = np.concatenate([loud[splits], [loud[-1]]]) + 1
     return list(zip(starts.tolist(), ends.tolist()))
+
+
+def user_runs_in(room: np.ndarray, said: list[tuple[float, np.ndarray]]) -> list[tuple[float, float]]:
+    """(start, end) recording seconds of the user's speech: each clip found in the room's channel, where the
+    echo is mixed in, by cross-correlation near the time it was played, then its own sound runs."""
+    runs = []
+    for played_at, clip in said:
+        clip = soxr.resample(clip, RATE, REC_RATE).astype(np.float32)
+        lo = max(0, round((played_at - 0.1) * REC_RATE))
+        window = room[lo: lo + round(LOCATE_WITHIN * REC_RATE) + clip.size]
+        if window.size < clip.size:
+            continue  # (the recording stopped before it was played)
+        size = 1 << int(np.ceil(np.log2(window.size + clip.size)))
+        corr = np.fft.irfft(np.fft.rfft(window, size) * np.conj(np.fft.rfft(clip, size)), size)
+        at = (lo + int(np.argmax(corr[: window.size - clip.size + 1]))) / REC_RATE
+        runs += [(at + s / REC_RATE, at + e / REC_RATE) for s, e in _sound_runs(clip, gap=0.35)]
+    return runs
 
 
 def main() -> None:
@@ -239,6 +259,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     check_room(tmp)
     session.start()
     recording = Recording(tmp / "room.raw")
+    said: list[tuple[float, np.ndarray]] = []  # (recording seconds when it was played, clip) per user utterance
+
+    def say(clip: np.ndarray, name: str) -> None:
+        said.append((time.monotonic() - recording.started, clip))
+        play_into("vsink", clip, tmp / name)
+
     try:
         time.sleep(3.0)  # the conversation's warm-up prefill (runtime.audio.assistant) is over by then
         cpu0, t0 = process.cpu_times(), time.monotonic()
@@ -255,14 +281,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             if barge:
                 session.assistant.history.clear()  # a new conversation (the assistant is listening, idle)
             mark = len(events)
-            play_into("usink", clip, tmp / f"q{i}.wav")
+            say(clip, f"q{i}.wav")
             user_turn = wait_for(ev.UserTurn, mark, 10)
             turn_audio = heard_audio[-1] if heard_audio else np.zeros(0, dtype=np.float32)
             if barge and wait_for(ev.TurnLatency, mark, 15) is not None:
                 time.sleep(CUT_IN_AFTER)
                 words = INTERRUPTIONS[i % len(INTERRUPTIONS)]
                 cut_in = len(events)
-                play_into("usink", speak(words), tmp / f"b{i}.wav")
+                say(speak(words), f"b{i}.wav")
                 wait_for(ev.UserTurn, cut_in, 10)
                 wait_listening(cut_in, 30)  # the reply to "stop" is heard out, not measured
                 time.sleep(0.8)
@@ -280,18 +306,18 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             while time.monotonic() < end:
                 mark = len(events)
                 clip = speak(QUESTIONS[soak_turns % len(QUESTIONS)], voices[soak_turns % len(voices)])
-                play_into("usink", clip, tmp / "soak.wav")
+                say(clip, "soak.wav")
                 wait_listening(mark, 30)
                 soak_turns += 1
             soak = {"minutes": args.soak, "turns": soak_turns,
                     "rss_growth": round(process.memory_info().rss / rss_start - 1, 4)}
     finally:
-        assistant_audio, user_audio = recording.stop()
+        assistant_audio, room_audio = recording.stop()
         session.close()
         scheduler.close()
 
     assistant_runs = [(s / REC_RATE, e / REC_RATE) for s, e in _sound_runs(assistant_audio, gap=0.25)]
-    user_runs = [(s / REC_RATE, e / REC_RATE) for s, e in _sound_runs(user_audio, gap=0.35)]
+    user_runs = user_runs_in(room_audio, said)
     speaking_at = [e.at - recording.started for e in events
                    if isinstance(e, ev.StateChanged) and e.state is ev.VoiceState.SPEAKING]
     # every reply's start event -> its first sound in the recording: the path any sound, or silence, takes
