@@ -13,7 +13,9 @@
 Each backend decodes at temperature 0 first and falls back to higher temperatures the way its
 library does when the output looks hallucinated (a loop, improbable tokens); `temperatures=(0.0,)`
 makes every decode greedy and repeatable. Audio that is digitally silent (peak below -60 dBFS) is
-not decoded at all: Whisper tends to invent a "Thank you." for it, and silence has no words.
+not decoded at all: Whisper tends to invent a "Thank you." for it, and silence has no words. A segment
+of punctuation alone (". . .", Whisper's answer to a near-silent window) is dropped too: it has no words,
+and as the prompt of the next window it makes Whisper write only dots from then on.
 
 openai-whisper imports torch, which the runtime never imports at start-up: it is imported in its
 backend's constructor, only when the user chose it.
@@ -22,6 +24,7 @@ backend's constructor, only when the user chose it.
 from __future__ import annotations
 
 import os
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -37,6 +40,7 @@ from edge_ai.hardware import default_threads
 SAMPLE_RATE = 16000
 SILENCE_PEAK = 10 ** (-60 / 20)  # a clip whose loudest sample is below -60 dBFS has no speech to decode
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # openai-whisper's and faster-whisper's fallback schedule
+_WORD_CHARACTER = re.compile(r"\w")  # a letter or digit of any script
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class _Backend(ABC):
         if is_silent(clip):
             return Transcription("", (), self.language or "", duration, 0.0)
         segments, language = self._decode(clip, duration, prompt, word_timestamps)
+        segments = tuple(s for s in segments if _WORD_CHARACTER.search(s.text))
         return Transcription(_join(segments), segments, language, duration, time.perf_counter() - start)
 
     @abstractmethod

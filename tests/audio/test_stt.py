@@ -83,6 +83,18 @@ def test_silence_is_no_words_without_decoding(stt: SpeechToText) -> None:
     assert stt.transcribe(np.zeros(0, dtype=np.float32)).text == ""
 
 
+def test_punctuation_alone_is_no_words(stt: SpeechToText) -> None:
+    """Whisper writes "." or ". . ." for audio it hears no words in, here a window of silence whose last
+    1.5 s start a sentence, prompted with dots as an earlier such window would have left them. Text
+    without a word would poison the next window's prompt: a 20-minute file came out as dots only."""
+    text, voice = wer_set()[0]
+    window = np.zeros(16000 * 30, dtype=np.float32)
+    window[int(16000 * 28.5):] = speak(text, voice)[:16000 * 3 // 2]
+    result = stt.transcribe(window, prompt=". . . .")
+    assert all(any(c.isalnum() for c in s.text) for s in result.segments), result.segments
+    assert result.text == " ".join(s.text for s in result.segments)
+
+
 def test_the_prompt_reaches_the_model(stt: SpeechToText) -> None:
     """A prompt is what was said before: it changes how the model spells what it hears next."""
     samples = speak("Lisbon", "en-us+f3")
