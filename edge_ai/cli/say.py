@@ -1,4 +1,4 @@
-"""`edge-ai say TEXT [-o out.wav]`: speak text (markdown read sensibly) on the speaker or into a WAV file.
+"""`edge-ai say TEXT [-o out.wav]`: speak text (markdown read sensibly) on the speaker or into an audio file.
 
 Thin: reads the text (argument, or stdin with `-` or when piped), cuts it into speakable chunks
 (runtime.audio.speakable), synthesises them with the configured voice (runtime.audio.tts) one
@@ -29,18 +29,20 @@ def _text(text: str | None) -> str:
 
 def say_cmd(
     text: Annotated[Optional[str], typer.Argument(help="what to say (markdown is fine); '-' or omitted: read stdin")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write a WAV file instead of playing")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write an audio file instead of playing: .wav, .flac, .ogg or .mp3")] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="espeak or piper (voice.tts_backend)")] = None,
     voice: Annotated[Optional[str], typer.Option("--voice", "-v", help="voice name (voice.tts_voice)")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="neural voice file, piper .onnx (voice.tts_model)")] = None,
     rate: Annotated[Optional[float], typer.Option("--rate", help="speaking speed, 1 = normal (voice.tts_rate)")] = None,
 ) -> None:
-    """Say TEXT on the speaker (or write it to a WAV file with -o)."""
-    from runtime.audio.speak import play, synthesize_ahead, write_wav
+    """Say TEXT on the speaker (or write it to an audio file with -o)."""
+    from runtime.audio.speak import audio_format, play, synthesize_ahead, write_audio
     from runtime.audio.speakable import SpeakableChunker
     from runtime.audio.tts import open_tts
 
     flags = {"voice.tts_backend": backend, "voice.tts_voice": voice, "voice.tts_model": model, "voice.tts_rate": rate}
+    if output is not None:
+        audio_format(output)  # a name no format fits is an error before the voice loads
     cfg = config_mod.load({k: v for k, v in flags.items() if v is not None})
     chunker = SpeakableChunker()
     chunks = chunker.feed(_text(text)) + chunker.flush()
@@ -49,7 +51,7 @@ def say_cmd(
     tts = open_tts(cfg)
     audio = synthesize_ahead(tts, chunks)
     if output is not None:
-        seconds = write_wav(output.expanduser(), audio, tts.sample_rate)
+        seconds = write_audio(output.expanduser(), audio, tts.sample_rate)
         err.print(f"wrote {output} ({seconds:.1f} s, {tts.sample_rate} Hz, {tts.name})")
         return
     try:

@@ -2,7 +2,7 @@
 
     audio = synthesize_ahead(tts, chunks)          # an iterator of float32 arrays, one per chunk
     play(audio, tts.sample_rate, device="")        # the default speaker, or a name/index
-    write_wav(path, audio, tts.sample_rate)        # 16-bit mono, atomically
+    write_audio(path, audio, tts.sample_rate)      # .wav/.flac (16-bit), .ogg (Vorbis) or .mp3, atomically
 
 Synthesis runs one chunk ahead of playback (a bounded queue), so a long text starts playing after
 its first chunk is made and never waits between chunks. A speaker that does not take the voice's
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import wave
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,21 +66,33 @@ def synthesize_ahead(tts: TextToSpeech, chunks: Iterable[str]) -> Iterator[np.nd
         worker.join(timeout=5)
 
 
-def write_wav(path: Path, audio: Iterable[np.ndarray], rate: int) -> float:
-    """Write 16-bit mono PCM to `path` atomically; returns the seconds written."""
+# the file name's suffix -> libsndfile's (format, subtype); writing MP3 needs libsndfile 1.1 (soundfile's wheels)
+AUDIO_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"),
+                 ".mp3": ("MP3", "MPEG_LAYER_III")}
+
+
+def audio_format(path: Path) -> tuple[str, str]:
+    """The (format, subtype) `path`'s suffix asks for; an unknown suffix is an error before anything is made,
+    rather than WAV data under an .mp3 name."""
+    try:
+        return AUDIO_FORMATS[path.suffix.lower()]
+    except KeyError:
+        names = ", ".join(AUDIO_FORMATS)
+        raise EdgeAIError(f"cannot write {path.name}: the file name says no audio format edge-ai writes; "
+                          f"end it in {names}") from None
+
+
+def write_audio(path: Path, audio: Iterable[np.ndarray], rate: int) -> float:
+    """Write mono audio to `path` in the format its suffix names, atomically; returns the seconds written."""
+    import soundfile
+
+    file_format, subtype = audio_format(path)
     frames = 0
-    with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
+    with atomic_path(path) as tmp, soundfile.SoundFile(tmp, "w", rate, 1, subtype, format=file_format) as out:
         for samples in audio:
-            out.writeframes(to_int16(samples).tobytes())
+            out.write(np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False))
             frames += len(samples)
     return frames / rate
-
-
-def to_int16(samples: np.ndarray) -> np.ndarray:
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
 
 
 def output_device(spec: str) -> Device:

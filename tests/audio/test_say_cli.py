@@ -82,6 +82,29 @@ def test_say_errors_are_one_line(tmp_path: Path, args, stdin, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("suffix,file_format", [(".flac", "FLAC"), (".ogg", "OGG"), (".MP3", "MP3")])
+def test_say_writes_the_format_the_file_name_asks_for(tmp_path: Path, suffix: str, file_format: str):
+    """Not WAV data under another name: the file is what its suffix says, and its words survive the codec."""
+    import soundfile
+
+    text = "The train to the city leaves at seven in the morning."
+    out = tmp_path / "out" / f"train{suffix}"
+    result = edge_ai("say", text, "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert soundfile.info(str(out)).format == file_format
+    samples, rate = soundfile.read(str(out), dtype="float32")
+    assert word_recall(text, words_heard(samples, rate)) >= 0.8
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "speech"])
+def test_say_to_a_file_name_without_an_audio_format_is_refused(tmp_path: Path, name: str):
+    result = edge_ai("say", "hello", "-o", str(tmp_path / "out" / name))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"cannot write {name}" in result.stderr and ".wav, .flac, .ogg, .mp3" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_say_to_an_unwritable_place_is_a_clear_error(tmp_path: Path):
     result = edge_ai("say", "hello", "-o", "/proc/edge-ai-test/out.wav")
     assert result.returncode == 1 and "cannot write" in result.stderr and "Traceback" not in result.stderr
