@@ -29,7 +29,7 @@ def _text(text: str | None) -> str:
 
 def say_cmd(
     text: Annotated[Optional[str], typer.Argument(help="what to say (markdown is fine); '-' or omitted: read stdin")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write an audio file instead of playing: .wav, .flac, .ogg or .mp3")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write a .wav .flac .ogg or .mp3")] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="espeak or piper (voice.tts_backend)")] = None,
     voice: Annotated[Optional[str], typer.Option("--voice", "-v", help="voice name (voice.tts_voice)")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="neural voice file, piper .onnx (voice.tts_model)")] = None,
