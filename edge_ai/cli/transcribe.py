@@ -2,7 +2,7 @@
 
     edge-ai transcribe talk.wav                 # the transcript on stdout, a line per segment
     cat talk.flac | edge-ai transcribe - | wc -w
-    edge-ai transcribe talk.wav --format srt -o talk.srt
+    edge-ai transcribe talk.wav -o talk.srt     # the format from the suffix (.srt .vtt .json), or --format
 
 Thin: runtime.audio reads the file as a stream of 16 kHz blocks and decodes it window by window,
 so a long recording uses bounded memory and text, srt and vtt segments appear as they are decoded
@@ -64,7 +64,8 @@ def write_transcript(job: Iterable, fmt: str, sink: IO[str]) -> int:  # job: run
 def transcribe_cmd(
     file: Annotated[str, typer.Argument(help="audio file (WAV, FLAC, OGG, MP3, M4A, WebM, a video's sound; any rate "
                                             "and channels), or - for stdin")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text (plain transcript), srt, vtt or json")] = "text",
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="text (plain transcript), srt, vtt or json; "
+                                               "default: -o's suffix, else text")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write to this file instead of stdout")] = None,
     language: Annotated[Optional[str], typer.Option(
         "--language", "-l", help="language code (en, de...) or auto; default voice.language")] = None,
@@ -81,6 +82,9 @@ def transcribe_cmd(
     from runtime.audio.long_audio import LongTranscription
     from runtime.audio.stt import open_stt
 
+    if fmt is None:  # `-o talk.srt` means subtitles, not plain text under an .srt name
+        suffix = output.suffix.lower().lstrip(".") if output is not None else ""
+        fmt = suffix if suffix in FORMATS else "text"
     if fmt not in FORMATS:
         raise EdgeAIError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     flags = {"voice.language": language, "voice.stt_backend": backend, "voice.stt_model": model,

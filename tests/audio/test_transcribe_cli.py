@@ -80,8 +80,9 @@ def test_stdin_and_srt(talk: Path, model: Path) -> None:
 
 
 def test_json_and_vtt_written_atomically(talk: Path, model: Path, tmp_path: Path) -> None:
+    """The output's suffix names the format unless --format does."""
     out = tmp_path / "out" / "talk.json"
-    result = edge_ai("transcribe", str(talk), "--format", "json", "-o", str(out), "--model", str(model))
+    result = edge_ai("transcribe", str(talk), "-o", str(out), "--model", str(model))
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"" and b"saved" in result.stderr
     data = json.loads(out.read_text())
@@ -90,6 +91,9 @@ def test_json_and_vtt_written_atomically(talk: Path, model: Path, tmp_path: Path
     assert all(s["start"] <= w["start"] <= w["end"] <= s["end"] + 0.01 for s in data["segments"] for w in s["words"])
     assert word_errors(" ".join(t for t, _ in TWO), data["text"])[0] <= 3
     assert [p.name for p in out.parent.iterdir()] == ["talk.json"]  # no temp file left
+    text = tmp_path / "out" / "talk.vtt"
+    assert edge_ai("transcribe", str(talk), "-f", "text", "-o", str(text), "--model", str(model)).returncode == 0
+    assert "-->" not in text.read_text() and word_errors(" ".join(t for t, _ in TWO), text.read_text())[0] <= 3
     vtt = edge_ai("transcribe", str(talk), "-f", "vtt", "--model", str(model)).stdout.decode()
     assert vtt.startswith("WEBVTT\n\n") and re.search(r"\n?\d\d:\d\d:\d\d\.\d\d\d --> \d\d:\d\d:\d\d\.\d\d\d\n", vtt)
 
