@@ -6,7 +6,8 @@
 Each 16 kHz block from the duplex stream is cleaned (full duplex: AEC3 against what the speaker
 was sent, while there is echo to cancel; a second after the speaker falls silent the microphone is
 used as it is, which halves the cost of listening while nobody speaks; half duplex: dropped while
-the assistant speaks; headphones: used as it is), cut into Silero's 32 ms frames and scored.
+the assistant speaks; headphones: used as it is), cut into Silero's 32 ms frames and scored (not
+the frames of a quiet room's noise floor while nobody speaks and nothing plays: `QuietGate`).
 `on_hear` receives `SpeechStarted` (with the pre-roll), every frame from then until
 `SpeechStopped` (pauses included: the transcript needs them), a `Silence` tick per frame once
 speech has stopped (the turn logic times the pause with it), and a `Level` every 100 ms.
@@ -31,7 +32,6 @@ is the user cutting in, even if the canceller removed it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +40,7 @@ import numpy as np
 from runtime.audio.echo import EchoCanceller
 from runtime.audio.echo_guard import EchoGuard
 from runtime.audio.events import Level
+from runtime.audio.quiet_gate import QuietGate
 from runtime.audio.vad import FRAME, FRAME_SECONDS, SileroVad, SpeechStarted, SpeechStopped, VadOptions, VadSegmenter
 
 LEVEL_EVERY = 3  # frames between level reports (~100 ms)
@@ -85,6 +86,7 @@ class Hearing:
         self._aec = EchoCanceller() if mode == "full" else None
         self._guard = EchoGuard(vad) if mode == "full" and echo_guard else None
         self._vad = SileroVad()
+        self._gate = QuietGate()
         self._segmenter = VadSegmenter(vad)
         self._listen_frames = self._segmenter.start_frames
         self._barge_frames = max(1, round(barge_in / FRAME_SECONDS))
@@ -162,7 +164,14 @@ class Hearing:
 
     def _frame(self, frame: np.ndarray, raw_frame: np.ndarray, speaking: bool) -> bool:
         """Score and segment one frame; True when the echo guard found it the user's voice beyond doubt."""
-        probability = 0.0 if self.muted else self._vad(frame)
+        quiet = self._gate.quiet(frame)  # every frame: it tracks the noise floor
+        if self.muted or (quiet and self.relaxed()):  # a quiet room's noise while nothing is afoot: idle's main cost
+            self._gate.skip(frame)
+            probability = 0.0
+        else:
+            for skipped in self._gate.take_skipped():
+                self._vad(skipped)
+            probability = self._vad(frame)
         clearly_user = False
         if not self.muted and self._guard is not None and self._echo_possible:
             probability = self._guard.judge(probability, raw_frame, speaking)
@@ -170,8 +179,7 @@ class Hearing:
         event = self._segmenter.push(frame, probability)
         self._frames += 1
         if self._frames % LEVEL_EVERY == 0:
-            rms = float(np.sqrt(np.mean(np.square(frame, dtype=np.float64))))
-            self._on_hear(Level(db=20 * math.log10(max(rms, 1e-5)), speech=probability))
+            self._on_hear(Level(db=max(self._gate.level, -100.0), speech=probability))
         if event is not None:
             self._on_hear(event)
         if self._segmenter.in_speech and not isinstance(event, SpeechStarted):
