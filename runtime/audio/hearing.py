@@ -44,6 +44,7 @@ from runtime.audio.quiet_gate import QuietGate
 from runtime.audio.vad import FRAME, FRAME_SECONDS, SileroVad, SpeechStarted, SpeechStopped, VadOptions, VadSegmenter
 
 LEVEL_EVERY = 3  # frames between level reports (~100 ms)
+BARGE_IN = 0.15  # seconds of speech over the assistant that cut it off (a shorter start only holds its playback)
 ECHO_TAIL = 1.0  # seconds after the speaker falls silent during which echo may still arrive: AEC runs until then
 # seconds of silence after speech during which the pause is still timed frame by frame: the turn's end
 # (the speculative transcript at 0.12 s, the commit at up to voice.turn_wait) is decided in it
@@ -80,7 +81,7 @@ HearEvent = SpeechStarted | SpeechOnset | FalseStart | SpeechFrame | SpeechStopp
 
 class Hearing:
     def __init__(self, mode: str, on_hear: Callable[[HearEvent], None], vad: VadOptions = VadOptions(),
-                 barge_in: float = 0.15, pause_after: float = 0.064, resume_after: float = 0.3,
+                 barge_in: float = BARGE_IN, pause_after: float = 0.064, resume_after: float = 0.3,
                  assistant_speaking: Callable[[], bool] = lambda: False, echo_guard: bool = True) -> None:
         self.mode = mode
         self._aec = EchoCanceller() if mode == "full" else None

@@ -1,0 +1,69 @@
+"""The audio test's verdict from a recording (`runtime.audio.selftest.analyse`), on loops made offline with
+real speech, the real echo canceller and the real VAD: full duplex when the echo is cancelled, half
+duplex when it cannot be, headphones when no echo comes back."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convert.onnx.speech import speak
+from runtime.audio.hearing import BARGE_IN
+from runtime.audio.selftest import analyse
+
+RATE = 16_000
+DELAY = 0.06  # seconds from the speaker back to the microphone
+
+
+def loop(played: np.ndarray, heard: np.ndarray, noise_db: float = -70.0) -> tuple[np.ndarray, np.ndarray]:
+    """(microphone, speaker) recordings: `heard` reaches the microphone DELAY late, over a faint hiss."""
+    lead, lag = np.zeros(int(0.4 * RATE), np.float32), np.zeros(int(DELAY * RATE), np.float32)
+    speaker = np.concatenate([lead, played, lag, np.zeros(int(0.6 * RATE), np.float32)])
+    microphone = np.concatenate([lead, lag, heard, np.zeros(int(0.6 * RATE), np.float32)])
+    hiss = np.random.default_rng(0).normal(0.0, 10 ** (noise_db / 20), microphone.size).astype(np.float32)
+    return microphone + hiss, speaker
+
+
+def assistant() -> np.ndarray:
+    return speak("This is the assistant checking your speakers and microphone. It speaks for a few seconds, "
+                 "listens to its own voice come back, and measures how well the echo is removed.", "en-us")
+
+
+def test_an_echo_the_canceller_removes_is_full_duplex():
+    voice = assistant()
+    check = analyse(*loop(voice, 0.5 * voice), threshold=0.5)
+    assert abs(check.delay_ms - DELAY * 1000) < 2
+    assert check.vad_false_rate_raw > 0.3 and check.erle_db >= 20
+    assert check.vad_longest_aec_s < BARGE_IN and check.recommended == "full", check
+
+
+def test_speech_the_speaker_did_not_play_is_half_duplex():
+    """A loop the canceller cannot model (here: what comes back is not what was played) leaves speech
+    on the microphone for seconds on end: it would cut every reply off."""
+    voice = assistant()
+    other = speak("A different voice reads a different text, louder and longer than any echo of the "
+                  "assistant could be, so nothing of it can be cancelled against what the speaker played.",
+                  "en-gb")[:voice.size]
+    check = analyse(*loop(voice, np.pad(other, (0, voice.size - other.size))), threshold=0.5)
+    assert check.vad_longest_aec_s >= BARGE_IN and check.recommended == "half", check
+    assert "too weak" in check.reason
+
+
+def test_no_echo_is_headphones():
+    voice = assistant()
+    check = analyse(*loop(voice, 0.0 * voice), threshold=0.5)
+    assert check.recommended == "headphones", check
+
+
+def test_blips_shorter_than_a_barge_in_keep_full_duplex():
+    """AEC3 re-adapting to a drifting loop leaves blips of 2-4 frames; each would hold the reply for a
+    moment at most (and the echo guard judges them first), while half duplex could not be interrupted."""
+    voice = assistant()
+    heard = 0.5 * voice
+    blip = speak("Hey", "en-gb")
+    blip = blip[np.argmax(np.abs(blip) > 0.05):][:int(0.1 * RATE)]
+    for at in (2.0, 4.0, 6.0, 7.5):
+        start = int(at * RATE)
+        heard[start:start + blip.size] += blip
+    check = analyse(*loop(voice, heard), threshold=0.5)
+    assert check.vad_false_rate_aec > 0.02, check  # blips were found...
+    assert check.vad_longest_aec_s < BARGE_IN and check.recommended == "full", check  # ...and are no reason for half
