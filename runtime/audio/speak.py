@@ -88,10 +88,14 @@ def write_audio(path: Path, audio: Iterable[np.ndarray], rate: int) -> float:
 
     file_format, subtype = audio_format(path)
     frames = 0
-    with atomic_path(path) as tmp, soundfile.SoundFile(tmp, "w", rate, 1, subtype, format=file_format) as out:
-        for samples in audio:
-            out.write(np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False))
-            frames += len(samples)
+    try:
+        with atomic_path(path) as tmp, soundfile.SoundFile(tmp, "w", rate, 1, subtype, format=file_format) as out:
+            for samples in audio:
+                out.write(np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False))
+                frames += len(samples)
+    except soundfile.LibsndfileError as exc:  # a rate the codec lacks; a libsndfile built without MP3
+        raise EdgeAIError(f"cannot write {path.name}: libsndfile says {exc.error_string.strip()!r}; "
+                          "try a .wav name") from None
     return frames / rate
 
 

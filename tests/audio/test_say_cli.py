@@ -215,3 +215,13 @@ def test_synthesis_runs_ahead_in_order_and_passes_errors_on():
     assert len(next(audio)) > 0
     with pytest.raises(EdgeAIError, match="the reply was cut"):
         next(audio)
+
+
+def test_a_format_that_cannot_take_the_audio_is_a_clear_error(tmp_path: Path):
+    """MP3 has no 96 kHz: libsndfile refuses, and nothing is left behind (a libsndfile without MP3 fails here too)."""
+    from runtime.audio.speak import write_audio
+
+    out = tmp_path / "out" / "loud.mp3"
+    with pytest.raises(EdgeAIError, match=r"cannot write loud.mp3: libsndfile says .*sample rates.*try a .wav"):
+        write_audio(out, [np.zeros(4800, dtype=np.float32)], 96_000)
+    assert list(out.parent.iterdir()) == []
