@@ -74,7 +74,7 @@ class LongTranscription:
                 used = len(clip) - int(SILENT_KEEP * SAMPLE_RATE)
         kept = [Segment(s.start + offset, s.end + offset, s.text,
                         tuple(Word(w.text, w.start + offset, w.end + offset) for w in s.words))
-                for s in segments if s.text]
+                for s in segments]
         if kept:
             self._prompt = (self._prompt + " " + " ".join(s.text for s in kept)).strip()[-PROMPT_CHARS:]
         elif not result.segments:  # a window without words ends the context: an old prompt would be copied

@@ -228,7 +228,7 @@ class OnnxWhisperSTT(_Backend):
 
 
 def _join(segments: tuple[Segment, ...]) -> str:
-    return " ".join(s.text for s in segments if s.text).strip()
+    return " ".join(s.text for s in segments)  # each stripped and with a word (`_Backend.transcribe`)
 
 
 def open_stt(cfg: Any, *, temperatures: Sequence[float] = TEMPERATURES) -> SpeechToText:  # cfg: edge_ai.config.Config
