@@ -40,7 +40,10 @@ def _stopped(metrics: dict[str, Any] | None) -> bool:
 
 
 class MessageView(Vertical):
-    """One message: a role line, the Markdown body and a footer (metrics, stopped marker)."""
+    """One message: a role line, the Markdown body and a footer (metrics, stopped marker).
+
+    The body and footer are built with the view, not in `compose`: a view is in the log (and found by
+    queries) before Textual composes it, and reading or updating it then must not fail."""
 
     def __init__(self, role: str, content: str = "", *, message_id: int | None = None,
                  metrics: dict[str, Any] | None = None, footer: str | None = None) -> None:
@@ -49,24 +52,23 @@ class MessageView(Vertical):
         self.message_id = message_id
         self.metrics = metrics
         self._content = content
+        self.body = Markdown(content, classes="body")
         self._footer = describe_metrics(metrics) if footer is None else footer
+        self._footer_view = Static(self._footer, classes="footer", markup=False)
+        self._footer_view.display = bool(self._footer)
         self.set_class(_stopped(metrics), "stopped")
 
     def compose(self) -> ComposeResult:
         yield Label(ROLE_TITLES.get(self.role, self.role), classes="role")
-        yield Markdown(self._content, classes="body")
-        footer = Static(self._footer, classes="footer", markup=False)
-        footer.display = bool(self._footer)
-        yield footer
-
-    @property
-    def body(self) -> Markdown:
-        return self.query_one(".body", Markdown)
+        yield self.body
+        yield self._footer_view
 
     @property
     def text(self) -> str:
-        """The Markdown source shown (for a streaming reply: everything received so far)."""
-        return self.body.source
+        """The Markdown source shown (for a streaming reply: everything received so far).
+
+        Markdown keeps its text aside until it is mounted; until then the view was made with it."""
+        return self.body.source if self.body.is_mounted else self._content
 
     def start_stream(self) -> MarkdownStream:
         """A stream appending fragments to the body without re-rendering what is already there."""
@@ -81,9 +83,8 @@ class MessageView(Vertical):
 
     def set_footer(self, text: str) -> None:
         self._footer = text
-        footer = self.query_one(".footer", Static)
-        footer.update(text)
-        footer.display = bool(text)
+        self._footer_view.update(text)
+        self._footer_view.display = bool(text)
 
     @property
     def footer(self) -> str:
