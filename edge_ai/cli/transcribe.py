@@ -4,10 +4,10 @@
     cat talk.flac | edge-ai transcribe - | wc -w
     edge-ai transcribe talk.wav -o talk.srt     # the format from the suffix (.srt .vtt .json), or --format
 
-Thin: runtime.audio reads the file as a stream of 16 kHz blocks and decodes it window by window,
-so a long recording uses bounded memory and text, srt and vtt segments appear as they are decoded
-(json, one document with word times, comes at the end). Timed formats ask for word timestamps, which
-end segments where the words end. With -o the output is written to a temp file renamed into place at
+Thin: runtime.audio reads the file as a stream of 16 kHz blocks, cuts its long silences and decodes
+it window by window, so a long recording uses bounded memory and text, srt and vtt segments appear as
+they are decoded (json, one document with word times, comes at the end). Timed formats ask for word
+timestamps, which end segments where the words end. With -o the output is written to a temp file renamed into place at
 the end, so a failure never leaves a half-written transcript.
 """
 
@@ -74,6 +74,9 @@ def transcribe_cmd(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="model folder or file for the backend; "
                                                  "default voice.stt_model (the packaged Whisper base)")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (0 = physical cores)")] = None,
+    vad: Annotated[bool, typer.Option("--vad/--no-vad", help="cut silences of 2 s or more (Silero VAD) before "
+                                      "Whisper, which hallucinates in them; --no-vad decodes everything (music, "
+                                      "speech the VAD misses)")] = True,
 ) -> None:
     """Transcribe speech in FILE (or stdin) to text, offline; long files stream with bounded memory."""
     import itertools
@@ -94,7 +97,7 @@ def transcribe_cmd(
     first = next(blocks, None)  # a missing, empty or non-audio file fails now, before the model loads
     stt = open_stt(cfg)
     job = LongTranscription(stt, itertools.chain([first] if first is not None else [], blocks),
-                            word_timestamps=fmt != "text")  # subtitles need times that follow the words
+                            word_timestamps=fmt != "text", cut_silence=vad)  # subtitles: times that follow the words
     if output is None:
         write_transcript(job, fmt, sys.stdout)
         return
