@@ -7,8 +7,8 @@
 Thin: runtime.audio reads the file as a stream of 16 kHz blocks, cuts its long silences and decodes
 it window by window, so a long recording uses bounded memory and text, srt and vtt segments appear as
 they are decoded (json, one document with word times, comes at the end). Timed formats ask for word
-timestamps, which end segments where the words end. With -o the output is written to a temp file renamed into place at
-the end, so a failure never leaves a half-written transcript.
+timestamps, which end segments where the words end. With -o the output is written to a temp file
+renamed into place at the end, so a failure never leaves a half-written transcript.
 """
 
 from __future__ import annotations
