@@ -27,7 +27,8 @@ class ProgressBar:
     """A bar driven by `(done, total[, label])` callbacks.
 
     It appears on the first update (so nothing flashes when there is no work, e.g. a model already
-    assembled) and disappears when the block ends.
+    assembled) and disappears when the block ends. Only on a terminal: Rich draws nothing on a pipe
+    but a stray newline at the end, which a script reading stderr takes for output.
     """
 
     def __init__(self, label: str, *, in_bytes: bool = False) -> None:
@@ -41,7 +42,9 @@ class ProgressBar:
     def __enter__(self) -> Callable[..., None]:
         return self.update
 
-    def update(self, done: int, total: int, label: str | None = None) -> None:
+    def update(self, done: int, total: int | None, label: str | None = None) -> None:
+        if not err.is_terminal:
+            return
         if not self._started:
             self._progress.start()
             self._started = True

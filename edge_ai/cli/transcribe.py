@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Annotated, Optional
+from typing import IO, Annotated, Any, Optional
 
 import typer
 
 from edge_ai import config as config_mod
-from edge_ai.console import err
+from edge_ai.console import ProgressBar, err
 from edge_ai.errors import EdgeAIError
 from edge_ai.fileio import atomic_path
 
@@ -35,7 +35,8 @@ def _clock(seconds: float, separator: str) -> str:
     return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{separator}{ms % 1000:03d}"
 
 
-def write_transcript(job: Iterable, fmt: str, sink: IO[str]) -> int:  # job: runtime.audio.long_audio.LongTranscription
+def write_transcript(job: Iterable, fmt: str, sink: IO[str],  # job: runtime.audio.long_audio.LongTranscription
+                     on_segment: Callable[[Any], None] = lambda segment: None) -> int:
     """Write `job`'s segments to `sink` in `fmt` as they come; returns the number of segments."""
     segments = []
     if fmt == "vtt":
@@ -50,6 +51,7 @@ def write_transcript(job: Iterable, fmt: str, sink: IO[str]) -> int:  # job: run
                        f"{segment.text}\n\n")
         segments.append(segment)
         sink.flush()
+        on_segment(segment)
     if fmt == "json":
         json.dump({"text": " ".join(s.text for s in segments), "language": job.language,
                    "duration": round(job.duration, 3),
@@ -98,12 +100,29 @@ def transcribe_cmd(
     stt = open_stt(cfg)
     job = LongTranscription(stt, itertools.chain([first] if first is not None else [], blocks),
                             word_timestamps=fmt != "text", cut_silence=vad)  # subtitles: times that follow the words
-    if output is None:
-        write_transcript(job, fmt, sys.stdout)
-        return
-    with atomic_path(output) as tmp, tmp.open("w", encoding="utf-8") as sink:
-        count = write_transcript(job, fmt, sink)
+    total = _seconds_of(Path(file)) if file != "-" else None
+    shown = output is not None or not sys.stdout.isatty()  # else the segments on the terminal show how far it got
+    with ProgressBar("transcribing (seconds of audio)") as update:  # drawn on a terminal's stderr only
+        def progress(segment: Any) -> None:
+            if shown:
+                update(int(segment.end), total)
+
+        if output is None:
+            write_transcript(job, fmt, sys.stdout, progress)
+            return
+        with atomic_path(output) as tmp, tmp.open("w", encoding="utf-8") as sink:
+            count = write_transcript(job, fmt, sink, progress)
     err.print(f"saved {output} ({count} segments, {job.duration:.1f} s of audio)")
+
+
+def _seconds_of(path: Path) -> int | None:
+    """The audio's length for the progress bar, if libsndfile can tell it without decoding (else None)."""
+    import soundfile
+
+    try:
+        return round(soundfile.info(str(path)).duration)
+    except (soundfile.LibsndfileError, RuntimeError, OSError):
+        return None
 
 
 def register(app: typer.Typer) -> None:

@@ -137,6 +137,34 @@ def test_a_segment_is_split_where_its_words_pause() -> None:
     assert _split_at_pauses(untimed) == [untimed]
 
 
+def test_progress_is_drawn_on_a_terminal_only(talk: Path, model: Path, tmp_path: Path) -> None:
+    """With -o, a terminal's stderr shows how many seconds of the file are done; a pipe gets only the summary."""
+    import pty
+
+    leader, follower = pty.openpty()
+    out = tmp_path / "talk.txt"
+    with os.fdopen(leader, "rb", buffering=0) as terminal:
+        process = subprocess.Popen([sys.executable, "-m", "edge_ai", "transcribe", str(talk), "-o", str(out),
+                                    "--model", str(model)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=follower, env={**os.environ, "TERM": "xterm", "COLUMNS": "100"})
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = terminal.read(4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert process.wait(timeout=600) == 0
+    total = round(soundfile.info(str(talk)).duration)
+    assert b"transcribing (seconds of audio)" in shown and f"/{total}".encode() in shown, shown[-400:]
+    assert out.read_text().strip()
+    piped = edge_ai("transcribe", str(talk), "-o", str(tmp_path / "again.txt"), "--model", str(model))
+    assert piped.returncode == 0 and piped.stderr.decode().startswith("saved ") and b"transcribing" not in piped.stderr
+
+
 def test_silent_file_is_an_empty_transcript(tmp_path: Path, model: Path) -> None:
     path = tmp_path / "silence.wav"
     soundfile.write(path, np.zeros(16000 * 5, dtype=np.float32), 16000, subtype="FLOAT")
