@@ -35,7 +35,7 @@ from runtime.audio.stt import FasterWhisperSTT  # noqa: E402
 from runtime.audio.whisper_model import whisper_base  # noqa: E402
 
 RATE = 16_000
-BLOCK = RATE  # seconds read at a time, as read_audio_blocks gives them
+BLOCK = RATE  # samples read at a time (1 s), as read_audio_blocks gives them
 
 
 def recording(count: int, seed: int) -> tuple[np.ndarray, list[tuple[str, float]]]:

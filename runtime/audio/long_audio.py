@@ -46,14 +46,15 @@ class LongTranscription:
                  word_timestamps: bool = False, cut_silence: bool = True) -> None:
         self.stt = stt
         self.word_timestamps = word_timestamps  # also tightens segment times to the words (Whisper's own start at 0.0)
-        self.blocks = blocks
         self.window = int(window_seconds * SAMPLE_RATE)
         self.language = ""
         self.duration = 0.0  # seconds of audio read so far (all of it once iteration ends)
         self.decode_seconds = 0.0
         self.windows = 0  # decodes run
         self._prompt = ""
-        self._cutter = SilenceCutter(self._counted(blocks)) if cut_silence else None
+        counted = self._counted(blocks)
+        self._cutter = SilenceCutter(counted) if cut_silence else None
+        self._audio: Iterable[np.ndarray] = self._cutter if self._cutter is not None else counted  # what is decoded
 
     def _counted(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         for block in blocks:
@@ -63,7 +64,7 @@ class LongTranscription:
     def __iter__(self) -> Iterator[Segment]:
         buffer = np.zeros(0, dtype=np.float32)
         offset = 0.0  # seconds of audio before buffer[0] (of the audio with its silences cut)
-        for block in self._cutter if self._cutter is not None else self._counted(self.blocks):
+        for block in self._audio:
             buffer = np.concatenate([buffer, block])
             while len(buffer) >= self.window:
                 cut = self._cutter.last_cut(offset + MIN_ADVANCE, offset + self.window / SAMPLE_RATE) if self._cutter \
