@@ -49,6 +49,9 @@ RATE = 16_000  # the rate everything after the device works at
 # the null sink: 3.1-3.6% of a core, 3.9-4.0% at 0.04 s)
 RELAXED_WAIT = 0.1
 STALL = 0.5  # seconds without a callback after which the stream is considered lost and reopened
+# seconds a new stream may take to its first callback: PulseAudio started a null sink's monitor ~1.5-2 s late
+# when nothing else read it (a Bluetooth headset takes as long), and reopening it then only started the wait again
+FIRST_CALLBACK = 3.0
 CLOSE_TIMEOUT = 1.0  # seconds to wait for PortAudio to close a stream before abandoning it
 PACE_WINDOW = 3.0  # seconds over which the callbacks' pace is checked
 MIN_PACE = 0.8  # a stream delivering less than this share of real time is stuck and reopened
@@ -164,6 +167,7 @@ class DuplexStream:
         self._blocks: queue.SimpleQueue[tuple[np.ndarray, np.ndarray] | None] = queue.SimpleQueue()
         self._stream = None
         self._running = False
+        self._started = False  # the stream opened last has called back
         self._last_callback = 0.0
         self._delivered = 0  # frames the callbacks delivered since `_pace_since`
         self._pace_since = 0.0
@@ -191,6 +195,7 @@ class DuplexStream:
         sd = portaudio()
         self._mic_resampler = soxr.ResampleStream(self.rate, RATE, 1, dtype="float32")
         self._ref_resampler = soxr.ResampleStream(self.rate, RATE, 1, dtype="float32")
+        self._started = False
         try:
             # latency "high": on PulseAudio's ALSA plugin "low" stalls or dies (ALSA ContinuePoll); the
             # block size keeps the callback period, and so the barge-in reaction, near 20 ms anyway
@@ -203,8 +208,7 @@ class DuplexStream:
                                    f"{exc}") from exc
         self._stream = stream
         self.player.output_latency = float(stream.latency[1])
-        self._last_callback = self._pace_since = time.monotonic()
-        self._delivered = 0
+        self._last_callback = time.monotonic()
 
     def _close_stream(self) -> None:
         """Stop and free the stream. A stream whose sound server died can block inside PortAudio for
@@ -235,8 +239,12 @@ class DuplexStream:
                   status: object) -> None:
         self.player.pull(outdata[:, 0])
         self._blocks.put((indata[:, 0].copy(), outdata[:, 0].copy()))
-        self._last_callback = time.monotonic()
-        self._delivered += frames
+        now = time.monotonic()
+        if self._started:
+            self._delivered += frames
+        else:  # the pace is measured from the first callback on, not from a slow start (FIRST_CALLBACK)
+            self._started, self._pace_since, self._delivered = True, now, 0
+        self._last_callback = now
         self.callbacks += 1
 
     def _work(self) -> None:
@@ -266,7 +274,7 @@ class DuplexStream:
                     self._reopen(f"audio device running at {pace:.0%} of real time ({self.mic.name} / "
                                  f"{self.speaker.name}); reopening", 0.0)
                 continue
-            if time.monotonic() - self._last_callback < STALL:
+            if time.monotonic() - self._last_callback < (STALL if self._started else FIRST_CALLBACK):
                 continue
             self._reopen(f"audio device stopped responding ({self.mic.name} / {self.speaker.name}); "
                          f"reopening in {backoff:.1f} s", backoff)

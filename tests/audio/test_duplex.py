@@ -115,6 +115,30 @@ def test_a_stream_running_slow_is_reopened_and_runs_at_real_time_again(room):
     assert sum("of real time" in s for s in statuses) == 1, statuses
 
 
+def test_a_stream_slow_to_start_is_waited_for_not_reopened(room):
+    """A first callback that comes ~2 s late (PulseAudio starting a monitor nothing else read, a Bluetooth
+    headset): the stream is neither reported as stopped nor, once running, as slow; it just runs."""
+    started = []
+
+    class SlowStart(Player):
+        def pull(self, out: np.ndarray) -> None:
+            if not started:
+                started.append(time.monotonic())
+                time.sleep(2.0)
+            super().pull(out)
+
+    statuses: list[str] = []
+    stream, _ = open_stream(Recorder(), SlowStart(), on_status=statuses.append)
+    try:
+        time.sleep(2.0 + PACE_WINDOW + 1.0)  # past the wait and a whole pace window after it
+        before, since = stream.callbacks, time.monotonic()
+        time.sleep(1.0)
+        pace = (stream.callbacks - before) * BLOCK_SECONDS / (time.monotonic() - since)
+    finally:
+        stream.close()
+    assert statuses == [] and pace > 0.9, (statuses, pace)
+
+
 def test_a_relaxed_stream_hands_over_fewer_larger_blocks_and_every_sample(room):
     sizes: list[int] = []
     relaxed = [False]
