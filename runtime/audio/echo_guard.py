@@ -45,8 +45,8 @@ NEAR_END_RATIO = 0.5
 # this share of the echo's typical power: as the echo fades after the assistant stops, or between its
 # words, or when the loop's delay jumps inside the window, its misfit also explains little of the
 # microphone, but has little power. Offline on the null sink's loop (5 replies, 5 cut-ins at 0 / -6 /
-# -10 dB): holds on clear speech at its first frame came 40 ms sooner (p50 at 0 dB) with no more holds
-# on echo alone. Required for the double-talk path too (it was for the first-frame hold only): on 48
+# -10 dB): holds on clear speech came 40 ms sooner (p50 at 0 dB) with no more holds on echo alone
+# (then for a hold at the first frame of such speech). Required for the double-talk path too: on 48
 # audio-test recordings (9 s of the assistant alone, fresh sessions) holds 77 -> 31, barge-ins 2 -> 0;
 # cut-ins held p50 0.092 -> 0.095 s at 0 dB, 0.140 -> 0.146 at -6, 0.23 -> 0.26 at -10 (missed 8 -> 9 of 44).
 CLEAR_POWER_RATIO = 0.25
@@ -61,7 +61,6 @@ class EchoGuard:
         self._raw_vad = SileroVad()
         self._echo_alone = 1.0  # the typical score while only the assistant is heard
         self._echo_power = 0.0  # the typical mean square of the microphone then
-        self.clearly_user = False  # the last judged frame is the user's voice over the echo beyond doubt
         self._window = round(window * RATE)
         self._lags = round(max_delay * RATE)
         self._mic = np.zeros(self._window, dtype=np.float32)
@@ -104,11 +103,7 @@ class EchoGuard:
         return min(1.0, max(0.0, explained / mic_energy)), power
 
     def judge(self, probability: float, raw_frame: np.ndarray, assistant_speaking: bool) -> float:
-        """The speech probability of a frame of the cleaned microphone, corrected for what the echo explains.
-        Sets `clearly_user` when the frame is the user's voice over the echo beyond doubt (the raw microphone
-        has speech that the echo explains little of, with the power of a voice): `Hearing` holds playback
-        at the first such frame rather than the second."""
-        self.clearly_user = False
+        """The speech probability of a frame of the cleaned microphone, corrected for what the echo explains."""
         raw = self._raw_vad(raw_frame)
         if probability < self._options.release and raw < self._options.threshold:
             return probability  # nobody is speaking: nothing to tell apart
@@ -118,7 +113,6 @@ class EchoGuard:
         near_end = (share < NEAR_END_RATIO * self._echo_alone
                     and self._echo_power > 0  # (the echo's power is known)
                     and (1.0 - share) * power >= CLEAR_POWER_RATIO * self._echo_power)
-        self.clearly_user = assistant_speaking and near_end and raw >= self._options.threshold
         if probability < self._options.threshold:  # the canceller removed the speech the raw microphone has
             if assistant_speaking and near_end:
                 return raw  # the user, suppressed with the echo during double talk

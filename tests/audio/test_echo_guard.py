@@ -121,19 +121,25 @@ def test_playback_is_held_at_the_onset_of_a_cut_in_before_the_speech_is_confirme
     assert held - onset / RATE < 0.3 and held < started
 
 
-def test_a_cut_in_clearly_over_the_echo_is_held_at_its_first_frame(reply, user, monkeypatch):
-    """The user as loud as the echo: the guard is sure at the first frame of speech, and the hold comes a
-    frame sooner than the two frames an unsure onset waits for."""
-    both, onset = with_user(echo_of(reply), user, at=2.5)
-
-    def first_hold() -> float:
-        return next(at for at, e in hear(both, reply) if isinstance(e, SpeechOnset) and at >= onset / RATE)
-
-    clear = first_hold()
-    monkeypatch.setattr("runtime.audio.echo_guard.CLEAR_POWER_RATIO", float("inf"))  # never sure
-    unsure = first_hold()
-    assert clear - onset / RATE < 0.2
-    assert clear <= unsure - 0.02
+@pytest.mark.parametrize("mode", ["full", "headphones"])
+def test_a_cut_in_is_held_at_its_first_frame_of_speech(reply, user, mode):
+    """The hold comes with the first frame the segmenter counts as the user starting to speak, not a frame
+    later, whether or not the echo guard is there to be sure of it (headphones: no echo, no guard): each
+    frame of a barge-in's reaction is 32 ms of the assistant talking over the user."""
+    if mode == "full":
+        both, onset = with_user(echo_of(reply), user, at=2.5)
+    else:  # the user alone: headphones keep the assistant's voice off the microphone
+        both, onset = np.zeros_like(reply), round(2.5 * RATE)
+        both[onset:onset + user.size] = user[: both.size - onset]
+    frames_at_hold: list[int] = []
+    hearing = Hearing(mode, lambda e: frames_at_hold.append(hearing._segmenter.starting)
+                      if isinstance(e, SpeechOnset) else None, assistant_speaking=lambda: True)
+    for i in range(0, both.size - BLOCK + 1, BLOCK):
+        hearing.on_audio(both[i:i + BLOCK], reply[i:i + BLOCK])
+        if frames_at_hold:
+            break
+    assert frames_at_hold == [1]
+    assert (i + BLOCK - onset) / RATE < 0.2
 
 
 def test_an_onset_that_dies_out_is_a_false_start():
