@@ -8,10 +8,11 @@ import time
 
 import numpy as np
 import pytest
+from pulse import _pactl
 
 from convert.onnx.speech import speak
 from runtime.audio.devices import pick_device
-from runtime.audio.duplex import BLOCK_SECONDS, PACE_WINDOW, DuplexStream, Player
+from runtime.audio.duplex import BLOCK_SECONDS, FIRST_CALLBACK, PACE_WINDOW, STALL, DuplexStream, Player
 from runtime.audio.echo import EchoCanceller, steady_erle_db
 from runtime.audio.hearing import Hearing
 from runtime.audio.selftest import analyse
@@ -60,7 +61,7 @@ def test_what_is_played_comes_back_on_the_microphone(room):
     finally:
         stream.close()
     mic, ref = recorder.audio()
-    check = analyse(mic, ref, threshold=0.5)
+    check = analyse(mic, ref)
     assert 0 < check.delay_ms < 500
     assert check.echo_db > -10  # the null sink's monitor returns the signal at full level
     assert stream.rate == pick_device("", "output").sample_rate
@@ -116,27 +117,31 @@ def test_a_stream_running_slow_is_reopened_and_runs_at_real_time_again(room):
 
 
 def test_a_stream_slow_to_start_is_waited_for_not_reopened(room):
-    """A first callback that comes ~2 s late (PulseAudio starting a monitor nothing else read, a Bluetooth
-    headset): the stream is neither reported as stopped nor, once running, as slow; it just runs."""
-    started = []
-
-    class SlowStart(Player):
-        def pull(self, out: np.ndarray) -> None:
-            if not started:
-                started.append(time.monotonic())
-                time.sleep(2.0)
-            super().pull(out)
-
+    """PulseAudio starts a null sink's monitor that nothing else reads ~1.7-2 s late (a Bluetooth headset
+    takes as long): the stream is waited for, neither reported as stopped and reopened (twice, before) nor,
+    once running, as slow."""
+    module = _pactl("load-module", "module-null-sink", "sink_name=coldsink").strip()
+    _pactl("set-default-sink", "coldsink")
+    _pactl("set-default-source", "coldsink.monitor")
     statuses: list[str] = []
-    stream, _ = open_stream(Recorder(), SlowStart(), on_status=statuses.append)
+    first_block: list[float] = []
+    opened = time.monotonic()
     try:
-        time.sleep(2.0 + PACE_WINDOW + 1.0)  # past the wait and a whole pace window after it
-        before, since = stream.callbacks, time.monotonic()
-        time.sleep(1.0)
-        pace = (stream.callbacks - before) * BLOCK_SECONDS / (time.monotonic() - since)
+        stream, _ = open_stream(lambda mic, ref: first_block or first_block.append(time.monotonic() - opened),
+                                on_status=statuses.append)
+        try:
+            time.sleep(FIRST_CALLBACK + PACE_WINDOW + 0.5)  # past the wait and a whole pace window after it
+            before, since = stream.callbacks, time.monotonic()
+            time.sleep(2.0)
+            pace = (stream.callbacks - before) * BLOCK_SECONDS / (time.monotonic() - since)
+        finally:
+            stream.close()
     finally:
-        stream.close()
-    assert statuses == [] and pace > 0.9, (statuses, pace)
+        _pactl("unload-module", module)
+        room.make_default()
+    if first_block and first_block[0] < STALL:
+        pytest.skip(f"the sound server started this stream at once ({first_block[0]:.2f} s): nothing to wait for")
+    assert first_block and not any("stopped responding" in s for s in statuses) and pace > 0.9, (statuses, pace)
 
 
 def test_a_relaxed_stream_hands_over_fewer_larger_blocks_and_every_sample(room):
