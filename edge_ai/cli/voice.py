@@ -184,7 +184,8 @@ def test_cmd(input_device: InputOpt = None, output_device: OutputOpt = None,
     table.add_row("VAD on own voice, raw", f"{check.vad_false_rate_raw:.1%} of frames")
     table.add_row("VAD on own voice, after AEC",
                   "-" if check.vad_false_rate_aec is None else f"{check.vad_false_rate_aec:.1%} of frames")
-    table.add_row("longest of it, after AEC", "-" if check.vad_longest_aec_s is None else f"{check.vad_longest_aec_s:.2f} s")
+    table.add_row("own voice taken for the user's", "-" if check.false_starts is None else
+                  f"{check.false_starts} times (the reply held a moment: {check.holds})")
     table.add_row("recommended mode", f"{check.recommended}: {check.reason}")
     out.print(table)
     if save:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 
 from convert.onnx.speech import speak
-from runtime.audio.hearing import BARGE_IN
 from runtime.audio.selftest import analyse
 
 RATE = 16_000
@@ -30,10 +29,10 @@ def assistant() -> np.ndarray:
 
 def test_an_echo_the_canceller_removes_is_full_duplex():
     voice = assistant()
-    check = analyse(*loop(voice, 0.5 * voice), threshold=0.5)
+    check = analyse(*loop(voice, 0.5 * voice))
     assert abs(check.delay_ms - DELAY * 1000) < 2
     assert check.vad_false_rate_raw > 0.3 and check.erle_db >= 20
-    assert check.vad_longest_aec_s < BARGE_IN and check.recommended == "full", check
+    assert check.false_starts == 0 and check.recommended == "full", check
 
 
 def test_speech_the_speaker_did_not_play_is_half_duplex():
@@ -43,14 +42,14 @@ def test_speech_the_speaker_did_not_play_is_half_duplex():
     other = speak("A different voice reads a different text, louder and longer than any echo of the "
                   "assistant could be, so nothing of it can be cancelled against what the speaker played.",
                   "en-gb")[:voice.size]
-    check = analyse(*loop(voice, np.pad(other, (0, voice.size - other.size))), threshold=0.5)
-    assert check.vad_longest_aec_s >= BARGE_IN and check.recommended == "half", check
+    check = analyse(*loop(voice, np.pad(other, (0, voice.size - other.size))))
+    assert check.false_starts > 0 and check.recommended == "half", check
     assert "too weak" in check.reason
 
 
 def test_no_echo_is_headphones():
     voice = assistant()
-    check = analyse(*loop(voice, 0.0 * voice), threshold=0.5)
+    check = analyse(*loop(voice, 0.0 * voice))
     assert check.recommended == "headphones", check
 
 
@@ -64,6 +63,22 @@ def test_blips_shorter_than_a_barge_in_keep_full_duplex():
     for at in (2.0, 4.0, 6.0, 7.5):
         start = int(at * RATE)
         heard[start:start + blip.size] += blip
-    check = analyse(*loop(voice, heard), threshold=0.5)
+    check = analyse(*loop(voice, heard))
     assert check.vad_false_rate_aec > 0.02, check  # blips were found...
-    assert check.vad_longest_aec_s < BARGE_IN and check.recommended == "full", check  # ...and are no reason for half
+    assert check.false_starts == 0 and check.recommended == "full", check  # ...and are no reason for half
+
+
+def test_a_loop_whose_delay_jumps_keeps_full_duplex():
+    """The loop's delay jumps by 80 ms, twice (an underrun; PulseAudio's null sink moves it by ~10 ms a few
+    times a test), and AEC3 leaks echo after each jump until it finds the delay again: the VAD alone hears
+    speech there for longer than a barge-in (the old rule's reason for half duplex), but the echo guard
+    knows it for the assistant's voice, so a conversation would not cut itself off: full duplex (half
+    duplex could not be interrupted at all)."""
+    voice = assistant()
+    heard = 0.5 * voice
+    for at in (3.0, 5.5):
+        start = int(at * RATE)
+        heard = np.concatenate([heard[:start], np.zeros(int(0.08 * RATE), np.float32), heard[start:]])[:voice.size]
+    check = analyse(*loop(voice, heard))
+    assert check.vad_false_rate_aec > 0.05, check  # the leak was heard by the VAD...
+    assert check.false_starts == 0 and check.recommended == "full", check  # ...and is no reason for half

@@ -16,7 +16,6 @@ import pytest
 from pulse import ensure_pulse, play_into
 
 from convert.onnx.speech import speak
-from runtime.audio.hearing import BARGE_IN
 from runtime.audio.selftest import MIN_ERLE_DB
 
 pytestmark = pytest.mark.slow
@@ -39,9 +38,9 @@ def test_devices_are_listed(room):
 def test_audio_test_measures_the_loop_and_saves_its_verdict(room, edge_home):
     """The null sink's loop is a real echo path, and a jumpy one: PulseAudio moves its delay by up to ~10 ms
     a few times in a test (measured: 62 -> 71 ms in steps), and AEC3 leaks echo after each jump until it
-    finds the delay again, for 0.03-0.6 s. So the verdict on this loop is full duplex most times and half
-    duplex in about one test in four; the verdict's rule is tested on fixed recordings in test_selftest.
-    Here: the figures are measured, agree with the verdict, and the verdict is saved."""
+    finds the delay again, for 0.03-0.6 s; the echo guard takes that leak for the assistant's voice, so a
+    conversation does not cut itself off. The verdict's rule is tested on fixed recordings in
+    test_selftest. Here: the figures are measured, agree with the verdict, and the verdict is saved."""
     result = edge_ai("audio", "test", "--json")
     assert result.returncode == 0, result.stderr
     check = json.loads(result.stdout)
@@ -49,7 +48,7 @@ def test_audio_test_measures_the_loop_and_saves_its_verdict(room, edge_home):
     assert check["erle_db"] >= 10  # 17-98 dB measured: the echo is cancelled, if not at every moment
     assert check["vad_false_rate_raw"] > 0.3  # the assistant's voice alone does trigger a VAD...
     assert check["vad_false_rate_aec"] < check["vad_false_rate_raw"] / 3  # ...far less once it is cancelled
-    full = check["erle_db"] >= MIN_ERLE_DB and check["vad_longest_aec_s"] < BARGE_IN
+    full = check["erle_db"] >= MIN_ERLE_DB and check["false_starts"] == 0
     assert check["recommended"] == ("full" if full else "half"), check
     assert check["seconds"] < 15
     saved = json.loads((edge_home / "data" / "audio.json").read_text()) if (edge_home / "data").exists() else None
