@@ -399,6 +399,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "unanswered": unanswered,
         "stages_s": {name: round(statistics.median(getattr(s, name) for s in stages), 3) if stages else None
                      for name in ("transcript", "first_token", "first_audio")},
+        # where a slow turn's time went (the pipeline's own clock, from the end of speech it heard)
+        "stages_p95_s": {name: pct([getattr(s, name) for s in stages], 95)
+                         for name in ("transcript", "first_token", "first_audio")},
         "barge_in_stop_s": {"p50": pct(barge_stops, 50), "p95": pct(barge_stops, 95), "n": len(barge_stops),
                             "target_p95": 0.3, "hearing_p50": pct(hearing, 50), "hearing_p95": pct(hearing, 95),
                             "output_path": round(output_path, 3), "ended_before_hold": ended_before_hold,

@@ -1,7 +1,7 @@
 """`edge-ai audio test`: measure this machine's echo path and pick the duplex mode that will not self-interrupt.
 
-    check = run_audio_test(cfg)          # ~8 s: plays the assistant's voice, records the microphone
-    check.recommended, check.erle_db, check.vad_false_rate_aec
+    check = run_audio_test(cfg)          # ~12 s: plays the assistant's voice, records the microphone
+    check.recommended, check.erle_db, check.false_starts
 
 The assistant's own voice (the configured TTS) is played through the chosen speaker while the
 microphone records, on one duplex stream, exactly as in a conversation. Then, from the recording:
