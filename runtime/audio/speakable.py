@@ -11,7 +11,11 @@
 
 Why chunks: synthesis and playback of one chunk overlap the generation of the next, so speech starts
 as soon as the first chunk is complete. The first chunk is cut early, at the first clause boundary
-(a comma, colon, semicolon or dash after a few words); later chunks end at sentence ends or
+(a comma, colon, semicolon or dash after a few words); a first sentence that runs past
+`first_max_words` with no such boundary is cut before the first word that opens a phrase ("The capital
+of France is Paris | which is known for ...": a conjunction, a relative pronoun, a few prepositions),
+where a reader could take a breath: bench_voice's slowest turns had waited ~0.6 s there for a comma
+(first token -> first audio p95 0.63 s, p50 0.25). Later chunks end at sentence ends or
 paragraphs, and a run-on sentence is cut at its last clause boundary (else a space) before
 `max_chars`. A period followed by a non-space ("3.14", "example.com") or ending a known
 abbreviation ("e.g.", "Dr.") or an initial ("J. Smith") ends nothing.
@@ -41,9 +45,25 @@ ABBREVIATIONS = frozenset({
 _DOTTED_LETTERS = re.compile(r"^(?:[a-zA-Z]\.)+[a-zA-Z]$")
 
 
+# words that open a phrase: a long first sentence may be cut before one (not "to", "of", "in": "like | to
+# go", "the history | of Rome" break a phrase where nobody would pause)
+PHRASE_OPENERS = frozenset({
+    "and", "but", "or", "so", "because", "which", "who", "whose", "where", "when", "while", "although", "though",
+    "if", "unless", "since", "until", "after", "before", "with", "without", "for",
+})
+
+# words that lean on the next one: no phrase break after them ("the process by | which", "more or | less")
+LEANING_WORDS = frozenset({
+    "a", "an", "the", "of", "to", "in", "on", "at", "by", "from", "about", "into", "onto", "upon", "than", "as",
+    "and", "or", "but", "nor", "for", "with", "without", "so", "if", "not", "no", "my", "your", "his", "her", "its",
+    "our", "their", "this", "that", "these", "those", "some", "any", "each", "every", "very", "more", "most",
+})
+
+
 @dataclass(frozen=True)
 class ChunkOptions:
     first_min_words: int = 3  # the first chunk may end at a clause boundary once it has this many words
+    first_max_words: int = 8  # a first sentence longer than this with no clause boundary is cut at a phrase
     max_chars: int = 220  # a chunk longer than this is cut at a clause boundary or a space
 
 
@@ -154,6 +174,16 @@ def _clause_ends(text: str) -> list[int]:
     return [m.end() for m in _CLAUSE_END.finditer(text)]
 
 
+_WORD_END = re.compile(r"(?<=\S)\s")
+_PHRASE_OPENER = re.compile(rf"(?<=\w)\s+({'|'.join(sorted(PHRASE_OPENERS))})(?=\s|$)", re.IGNORECASE)
+
+
+def _phrase_breaks(text: str) -> list[int]:
+    """Offsets just after each word that a phrase opener follows and that does not lean on it ("Paris| which")."""
+    return [m.start() for m in _PHRASE_OPENER.finditer(text)
+            if text[:m.start()].split()[-1].lower() not in LEANING_WORDS]
+
+
 class SpeakableChunker:
     """Markdown tokens in, speakable chunks out (see the module docstring)."""
 
@@ -229,7 +259,8 @@ class SpeakableChunker:
         else:
             start = 0
         words = raw[start:]
-        cut = self._safe_cut(words)
+        # the first chunk may end at a phrase break, which only whole words show: they are released as they come
+        cut = self._safe_cut(words, [m.start() for m in _WORD_END.finditer(words)] if self._emitted == 0 else [])
         if cut <= 0:
             return
         if not self._line_started:
@@ -240,9 +271,10 @@ class SpeakableChunker:
         self._raw = words[cut:].lstrip(" \t")
 
     @staticmethod
-    def _safe_cut(words: str) -> int:
-        """The last boundary in a partial line before which no link, code span or emphasis is left open."""
-        for end in reversed(sorted(set(_sentence_ends(words) + _clause_ends(words)))):
+    def _safe_cut(words: str, more: list[int]) -> int:
+        """The last boundary in a partial line (a sentence or clause end, or one of `more`) before which no link,
+        code span or emphasis is left open."""
+        for end in reversed(sorted(set(_sentence_ends(words) + _clause_ends(words) + more))):
             head = words[:end]
             if (head.count("`") % 2 == 0 and head.count("[") == head.count("]") and "](" not in words[end:end + 3]
                     and head.count("**") % 2 == 0 and head.count("(") == head.count(")")):
@@ -291,6 +323,7 @@ class SpeakableChunker:
             ends.append(paragraph)
         if self._emitted == 0:
             ends += [e for e in _clause_ends(words) if len(words[:e].split()) >= self.options.first_min_words]
+            ends += self._first_phrase_breaks(words, min(ends, default=len(words)))
         ends = sorted(e for e in ends if words[:e].strip())
         if ends and ends[0] <= limit:
             return ends[0]
@@ -302,6 +335,16 @@ class SpeakableChunker:
             return clauses[-1]
         space = head.rstrip().rfind(" ")
         return space if space > 0 else limit
+
+
+    def _first_phrase_breaks(self, words: str, first_end: int) -> list[int]:
+        """Phrase breaks at which the first chunk may end: only in a first sentence longer than `first_max_words`
+        words up to its first end (or so far, with none yet), and after `first_min_words`. Words arrive whole,
+        so the break found is the same however the reply was split into tokens."""
+        head = words[:first_end]
+        if len(head.split()) <= self.options.first_max_words:
+            return []
+        return [e for e in _phrase_breaks(head) if len(head[:e].split()) >= self.options.first_min_words]
 
 
 def speakable_text(markdown: str, options: ChunkOptions | None = None) -> str:

@@ -85,6 +85,38 @@ def test_first_chunk_is_released_while_the_line_is_still_streaming():
     assert chunker.feed(". ") == ["as you know, is Paris."]
 
 
+LONG_FIRST = {
+    "The capital of France is Paris which is known for the Eiffel Tower and its museums. It is big.":
+        ["The capital of France is Paris", "which is known for the Eiffel Tower and its museums.", "It is big."],
+    "Rome was founded in 753 BC according to legend and grew into a vast empire over the centuries.":
+        ["Rome was founded in 753 BC according to legend", "and grew into a vast empire over the centuries."],
+    # not after a word that leans on the next ("by which"), nor in a sentence of up to eight words
+    "Photosynthesis is the process by which green plants turn light into energy.":
+        ["Photosynthesis is the process by which green plants turn light into energy."],
+    "The capital of France is Paris and Lyon.": ["The capital of France is Paris and Lyon."],
+    # only the first chunk: later sentences end at their ends
+    "Yes. The capital of France is Paris which is known for the tower.":
+        ["Yes.", "The capital of France is Paris which is known for the tower."],
+}
+
+
+@pytest.mark.parametrize("text", LONG_FIRST)
+def test_a_long_first_sentence_without_a_comma_is_cut_before_a_phrase(text):
+    """The first chunk is what the listener waits for: a first sentence of more than eight words with no
+    clause boundary is cut where a reader would breathe, before "which", "and", "because"..."""
+    assert chunks_of(text) == LONG_FIRST[text]
+    assert all(streamed(text, seed) == LONG_FIRST[text] for seed in range(20))
+
+
+def test_the_phrase_break_is_released_as_soon_as_its_words_have_come():
+    chunker = SpeakableChunker()
+    out = []
+    for token in ["The", " capital", " of", " France", " is", " Paris", " which", " is", " known"]:
+        out += chunker.feed(token)
+    assert out == []  # eight whole words so far ("known" may go on): not long enough to cut
+    assert chunker.feed(" for") == ["The capital of France is Paris"]
+
+
 @pytest.mark.parametrize("text", [
     "Use a tool, e.g. a hammer, for this job.",
     "Pi is about 3.14159 and e is 2.718 roughly.",
