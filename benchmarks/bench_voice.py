@@ -31,6 +31,8 @@ then "lasted" as long as the user spoke).
   and the decode options, the second the pipeline's own (segmentation, streaming decodes). Whisper
   base on espeak speech is chaotic: the same clip shifted by one sample or played at 0.8 of its level
   moves its WER by ~1-3 points on ~200 words (both are printed), so the first gap is mostly that noise.
+  Apart: the WER of the cut-ins (said over the assistant, where AEC3's double-talk suppression can take
+  their first word) vs Whisper on the same clips, with what the pipeline heard;
 - idle listening CPU (% of one core, target < 5) in three rooms: digital silence, a quiet microphone's hiss
   (white noise at -60 dBFS, as heard at 16 kHz) and a noisy room (-44 dBFS: a fan, a TV), where the
   quiet gate (runtime.audio.quiet_gate) cannot skip Silero; with --soak M, RSS growth over M minutes.
@@ -291,6 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         idle_cpu = {room: idle_cpu_percent(process, args.idle, noise_db, tmp) for room, noise_db in IDLE_ROOMS.items()}
 
         transcripts, references, heard = [], [], []
+        cut_ins: list[tuple[str, str]] = []  # (what the user said cutting in, what the pipeline heard)
         voices = ("en-us", "en-gb", "en-us+f3")
         for i in range(args.turns + args.barge_ins):
             barge = i >= args.turns
@@ -307,7 +310,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 words = INTERRUPTIONS[i % len(INTERRUPTIONS)]
                 cut_in = len(events)
                 say(speak(words), f"b{i}.wav")
-                wait_for(ev.UserTurn, cut_in, 10)
+                cut_turn = wait_for(ev.UserTurn, cut_in, 10)
+                cut_ins.append((words, cut_turn.text if cut_turn is not None else ""))
                 wait_listening(cut_in, 30)  # the reply to "stop" is heard out, not measured
                 time.sleep(0.8)
             else:
@@ -389,6 +393,15 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         errors["pipeline"] += pipeline
         words += n
 
+    # the cut-ins: spoken over the assistant, where AEC3's double-talk suppression may take the first word
+    cut_in_errors = {"pipeline": 0, "direct": 0}
+    cut_in_words = 0
+    for spoken, heard_text in cut_ins:
+        cut_in_errors["direct"] += word_errors(spoken, direct.transcribe(speak(spoken)).text)[0]
+        errors_here, n = word_errors(spoken, heard_text)
+        cut_in_errors["pipeline"] += errors_here
+        cut_in_words += n
+
     def pct(values: list[float], q: float) -> float | None:
         return round(float(np.percentile(values, q)), 3) if values else None
 
@@ -409,7 +422,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "self_interruptions": self_interruptions,
         "playback_holds": holds,
         "wer": {**{name: round(count / max(words, 1), 4) for name, count in errors.items()},
-                "sentences": len(references)},
+                "sentences": len(references),
+                "cut_ins": {**{name: round(count / max(cut_in_words, 1), 4) for name, count in cut_in_errors.items()},
+                            "heard": [text for _, text in cut_ins]}},
         "idle_cpu_percent_of_one_core": {**{room: round(cpu, 2) for room, cpu in idle_cpu.items()}, "target": 5.0},
         "soak": soak,
         "mode": session.mode.mode,

@@ -45,7 +45,9 @@ MAX_BUFFER_SECONDS = 24.0  # a buffer this long is cut even where no sentence en
 KEPT_WORDS = 2  # confirmed words left in the buffer by that cut: context, since word timestamps are rough
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 PAUSE_SECONDS = 0.25  # a gap between two words that makes a clean place to cut
-MAX_WORDS_PER_SECOND = 6.0  # more words than this (+1) in a clip is Whisper copying its prompt, not hearing speech
+# more words than this (+1) in a clip is Whisper copying its prompt or looping, not hearing speech: espeak at
+# 1.8x its pace (315 words a minute, beyond a fast talker) is 7.2 words a second as Whisper counts them
+MAX_WORDS_PER_SECOND = 8.0
 MAX_REPEATED_WORDS = 5  # confirmed words looked for in a decode, to find where its new words begin
 SAME_PLACE = 0.5  # seconds two decodes' times for one word may differ (word timestamps are rough)
 # A word is confirmed only if the older of the two decodes that agree on it heard this much audio after it:
@@ -153,17 +155,21 @@ class StreamingTranscriber:
 
     def _decode(self) -> Transcription:
         """A decode of the buffer with the confirmed text as the prompt. Whisper sometimes answers a
-        short or quiet clip by repeating its prompt: more words than anyone says in that time. Then
-        the clip is decoded again without the prompt, and if that is no better it has no words."""
+        short or quiet clip by repeating its prompt, or by a loop ("and up, and up, ..." for 130 words:
+        a cut-in whose first syllables AEC3 had suppressed during double talk, in bench_voice 2 of 10):
+        more words than anyone says in that time. Then the clip is decoded again without the prompt
+        (when it had one), and if that is no better it has no words: the turn is dropped rather than
+        answered as nonsense."""
         self._decoded_samples = len(self._buffer)
         self.decoded_seconds = len(self._buffer) / SAMPLE_RATE
         plausible = 1 + MAX_WORDS_PER_SECOND * self.decoded_seconds
         prompt = _text(self._confirmed[:self._cut_words])[-PROMPT_CHARS:]
         result = self.stt.transcribe(self._buffer, prompt=prompt, word_timestamps=True)
-        if self._confirmed and _count_words(result) > plausible:
-            retry = self.stt.transcribe(self._buffer, word_timestamps=True)
+        if _count_words(result) > plausible:
+            retry = self.stt.transcribe(self._buffer, word_timestamps=True) if prompt else result
+            spent = result.decode_seconds + (retry.decode_seconds if prompt else 0.0)
             result = retry if _count_words(retry) <= plausible else Transcription(
-                "", (), result.language, result.duration, result.decode_seconds + retry.decode_seconds)
+                "", (), result.language, result.duration, spent)
         self._last = result
         return result
 
