@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.signal import resample_poly
 
 from convert.onnx.speech import normalize, speak, wer_set, word_errors
 from edge_ai import config
@@ -215,8 +216,6 @@ def test_a_whisper_loop_is_dropped_not_answered(stt: SpeechToText) -> None:
     """Counting to twelve at twice espeak's pace makes Whisper base loop ("nine, nine, nine, ..." 112 words
     in 1.9 s), as cut-ins whose first syllables AEC3 suppressed did: the utterance has no words rather than
     a hundred for the assistant to answer."""
-    from scipy.signal import resample_poly
-
     samples = resample_poly(speak("one two three four five six seven eight nine ten eleven twelve"), 1, 2)
     samples = samples.astype(np.float32)
     assert len(stt.transcribe(samples, word_timestamps=True).words) > 50  # the loop is there...
@@ -227,8 +226,6 @@ def test_a_whisper_loop_is_dropped_not_answered(stt: SpeechToText) -> None:
 
 def test_fast_speech_keeps_its_words(stt: SpeechToText) -> None:
     """A sentence at 1.8x espeak's pace (7.2 words a second, faster than people talk) is no loop."""
-    from scipy.signal import resample_poly
-
     samples = resample_poly(speak("I think we should go to the shop now and buy some bread and milk for the morning"),
                             5, 9).astype(np.float32)
     streamer = StreamingTranscriber(stt)
