@@ -21,6 +21,7 @@ from tui.widgets.chat_log import MessageView
 from tui.widgets.voice_bar import VoiceBar
 
 if TYPE_CHECKING:
+    from runtime.audio.selftest import AudioCheck
     from runtime.audio.session import VoiceSession
     from tui.screens.chat import ChatScreen
 
@@ -74,12 +75,16 @@ class VoiceMode:
         self.screen.run_worker(self._open, thread=True, group="voice", exit_on_error=False)
 
     def _open(self) -> None:
-        """In a thread worker: loading Whisper and opening the devices takes a second or two."""
-        from runtime.audio.session import VoiceSession
+        """In a thread worker: loading Whisper and opening the devices takes a second or two (the first time,
+        the audio check ~12 s more)."""
+        from runtime.audio.session import VoiceSession, first_time_check
 
         app = self.screen.edge_app
         history = [m for m in self.screen.engine_messages() if m["role"] != "system"]
         try:
+            check = first_time_check(app.cfg, progress=lambda message: app.call_from_thread(self._checking, message))
+            if check is not None:
+                app.call_from_thread(self._checked, check)
             session = VoiceSession.open(app.cfg, app.engines, self._post, history=history)
             session.start()
         except EdgeAIError as exc:
@@ -90,6 +95,16 @@ class VoiceMode:
             app.call_from_thread(self._failed, f"unexpected {type(exc).__name__}: {exc} (see the log file)")
             return
         app.call_from_thread(self._opened, session)
+
+    def _checking(self, message: str) -> None:
+        self.bar.state = "checking…"
+        self.bar.partial = message
+
+    def _checked(self, check: AudioCheck) -> None:
+        self.bar.partial = ""
+        mode = "headphones mode" if check.recommended == "headphones" else f"{check.recommended} duplex"
+        self.screen.notify(f"Audio check: {mode} ({check.reason}). Saved: `edge-ai audio test` measures again, "
+                           "voice.mode overrides it.", title="Voice", timeout=12)
 
     def _opened(self, session: VoiceSession) -> None:
         self.opening = False

@@ -133,16 +133,11 @@ def listen_cmd(input_device: InputOpt = None, seconds: SecondsOpt = None, events
 
 
 def _first_time_check(cfg: config_mod.Config) -> None:
-    """Voice mode measures the echo path the first time it runs on this machine (unless the mode is set)."""
-    from runtime.audio.selftest import run_audio_test
-    from runtime.audio.session import save_audio_check, saved_audio_check
+    from runtime.audio.session import first_time_check
 
-    if cfg.voice.mode != "auto" or saved_audio_check() is not None:
-        return
-    err.print("first run: checking the speaker and microphone (edge-ai audio test)…")
-    check = run_audio_test(cfg, progress=err.print)
-    save_audio_check(check.as_dict())
-    err.print(f"mode: {check.recommended} ({check.reason})")
+    check = first_time_check(cfg, progress=err.print)
+    if check is not None:
+        err.print(f"mode: {check.recommended} ({check.reason})")
 
 
 @audio_app.command("devices")

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_ai.config import Config
 from edge_ai.errors import EdgeAIError
@@ -29,6 +30,9 @@ from runtime.audio.turn import SmartTurnModel, TurnPolicy
 from runtime.audio.vad import VadOptions
 from runtime.llm.events import SamplingParams
 from runtime.llm.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from runtime.audio.selftest import AudioCheck
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,21 @@ def save_audio_check(result: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=2))
     return path
+
+
+def first_time_check(cfg: Config, progress: Callable[[str], None]) -> AudioCheck | None:
+    """Voice mode measures this machine's echo path the first time it starts (`edge-ai audio test`, ~12 s,
+    the assistant's voice played and recorded) unless the user chose the mode: without it, a laptop whose
+    speaker the echo canceller cannot cope with would start in full duplex and interrupt itself. The check
+    is saved (the mode it recommends is used from then on) and returned; None when it ran before."""
+    if cfg.voice.mode != "auto" or saved_audio_check() is not None:
+        return None
+    from runtime.audio.selftest import run_audio_test
+
+    progress("first start of voice mode: checking the speaker and microphone (edge-ai audio test, ~12 s)…")
+    check = run_audio_test(cfg, progress=progress)
+    save_audio_check(check.as_dict())
+    return check
 
 
 def voice_mode(cfg: Config) -> ModeChoice:

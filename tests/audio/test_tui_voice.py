@@ -79,3 +79,33 @@ async def test_voice_mode_that_cannot_start_says_why_and_text_chat_goes_on(room,
         await pilot.press(*"Hello")
         await pilot.press("enter")
         await wait_for(pilot, lambda: screen.last_done is not None, "a typed reply")
+
+
+async def test_voice_mode_checks_the_audio_the_first_time_it_starts(room, registered_model, edge_home):
+    """With voice.mode auto and no saved check, the first F9 runs `edge-ai audio test` (shown in the bar),
+    saves its verdict and says it, then listens in the mode it chose; the next start does not check again."""
+    from runtime.audio.session import saved_audio_check
+    from tui.widgets.voice_bar import VoiceBar
+
+    assert saved_audio_check() is None
+    app = make_app(**{"voice.mode": "auto"})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
+        screen = app.chat_screen
+        bar = screen.query_one("#voice-bar", VoiceBar)
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: bar.state == "checking…" and bar.partial, "the audio check")
+        await wait_for(pilot, lambda: screen.voice.on and bar.state == "listening", "voice mode to start")
+        saved = saved_audio_check()
+        assert saved is not None and saved["recommended"] in ("full", "half", "headphones")
+        assert screen.voice.session.hearing.mode == saved["recommended"]
+        assert any(str(n.message).startswith("Audio check: ") and saved["reason"] in str(n.message)
+                   for n in app._notifications)
+        assert bar.partial == ""
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: not screen.voice.on, "voice mode to stop")
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: screen.voice.on and bar.state == "listening", "voice mode to start again")
+        assert sum(str(n.message).startswith("Audio check: ") for n in app._notifications) == 1
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: not screen.voice.on, "voice mode to stop")
