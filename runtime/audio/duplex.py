@@ -26,6 +26,12 @@ A device that disappears shows up as callbacks that stop coming: the worker reop
 with a back-off and reports each failure through `on_status` instead of crashing. A stream that
 runs slow is reopened too: on PulseAudio's ALSA plugin about one stream in twenty hit an underrun at
 start and never recovered (callbacks at ~0.65x real time, choppy sound, a third of a core spinning).
+So is a stream whose callback thread spins: after an output underflow in the middle of a reply (the
+callback late while Whisper, the model and the terminal app's drawing shared 2 cores) PortAudio's
+thread on that plugin kept polling at ~99% of a core while delivering every block on time, and
+every later turn in the app was slow (end of speech -> first audio 1.1-2.2 s instead of ~0.9). The
+callback reads its own thread's CPU time; a stream that spends over MAX_CALLBACK_CPU of a core is
+reopened at the next moment nothing is being said or played (`relaxed`), without a message.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ FIRST_CALLBACK = 3.0
 CLOSE_TIMEOUT = 1.0  # seconds to wait for PortAudio to close a stream before abandoning it
 PACE_WINDOW = 3.0  # seconds over which the callbacks' pace is checked
 MIN_PACE = 0.8  # a stream delivering less than this share of real time is stuck and reopened
+# share of a core above which the callback thread is spinning, not working: ~1-2% normally (20 ms blocks)
+MAX_CALLBACK_CPU = 0.5
 # The callback period. PortAudio's ALSA output buffer holds 3 periods (60 ms at 20 ms, 192 ms at 64 ms) and
 # a barge-in waits for it to drain, so periods stay short though each costs CPU: a bare stream with an
 # empty callback takes ~1.5-2% of one core at 20 ms on the pulse null sink (16 ms: ~2.7%); idle listening,
@@ -171,6 +179,9 @@ class DuplexStream:
         self._last_callback = 0.0
         self._delivered = 0  # frames the callbacks delivered since `_pace_since`
         self._pace_since = 0.0
+        self._callback_cpu = 0.0  # the callback thread's CPU seconds at its latest call...
+        self._callback_cpu_since = 0.0  # ...and at the first call since `_pace_since`
+        self._spinning = False  # the callback thread spins: reopen at the next relaxed moment
         self._worker: threading.Thread | None = None
         self._mic_resampler = self._ref_resampler = None
         self.callbacks = 0
@@ -240,10 +251,12 @@ class DuplexStream:
         self.player.pull(outdata[:, 0])
         self._blocks.put((indata[:, 0].copy(), outdata[:, 0].copy()))
         now = time.monotonic()
+        self._callback_cpu = time.thread_time()
         if self._started:
             self._delivered += frames
         else:  # the pace is measured from the first callback on, not from a slow start (FIRST_CALLBACK)
             self._started, self._pace_since, self._delivered = True, now, 0
+            self._callback_cpu_since = self._callback_cpu
         self._last_callback = now
         self.callbacks += 1
 
@@ -270,9 +283,16 @@ class DuplexStream:
                     self._on_status(f"audio processing failed: {exc}")
                 backoff = 0.2
                 pace = self._pace()
-                if pace is not None and pace < MIN_PACE:
-                    self._reopen(f"audio device running at {pace:.0%} of real time ({self.mic.name} / "
+                if pace is not None and pace[0] < MIN_PACE:
+                    self._reopen(f"audio device running at {pace[0]:.0%} of real time ({self.mic.name} / "
                                  f"{self.speaker.name}); reopening", 0.0)
+                elif pace is not None and pace[1] > MAX_CALLBACK_CPU:
+                    log.warning("the audio callback's thread spins (%.0f%% of a core); reopening the stream when "
+                                "nothing is said or played", 100 * pace[1])
+                    self._spinning = True
+                if self._spinning and self._relaxed():
+                    self._spinning = False
+                    self._reopen(None, 0.0)
                 continue
             if time.monotonic() - self._last_callback < (STALL if self._started else FIRST_CALLBACK):
                 continue
@@ -294,22 +314,28 @@ class DuplexStream:
             blocks.append(block)
         return (np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])), closing
 
-    def _pace(self) -> float | None:
-        """Frames delivered per frame of real time over the last PACE_WINDOW seconds (None until one has passed)."""
-        elapsed = time.monotonic() - self._pace_since
+    def _pace(self) -> tuple[float, float] | None:
+        """Over the last PACE_WINDOW seconds (None until one has passed): frames delivered per frame of real
+        time, and the share of a core the callback's thread used."""
+        now = time.monotonic()
+        elapsed = now - self._pace_since
         if elapsed < PACE_WINDOW:
             return None
         pace = self._delivered / (elapsed * self.rate)
-        self._delivered, self._pace_since = 0, time.monotonic()
-        return pace
+        cpu = (self._callback_cpu - self._callback_cpu_since) / elapsed
+        self._delivered, self._pace_since, self._callback_cpu_since = 0, now, self._callback_cpu
+        return pace, cpu
 
-    def _reopen(self, why: str, wait: float) -> None:
-        self._on_status(why)
+    def _reopen(self, why: str | None, wait: float) -> None:
+        """Close the stream and open it again after `wait` seconds; `why` (None: say nothing) is reported."""
+        if why is not None:
+            self._on_status(why)
         self._close_stream()
         time.sleep(wait)
         try:
             self._open()
-            self._on_status("audio device reopened")
+            if why is not None:
+                self._on_status("audio device reopened")
         except Exception as exc:  # the device is still gone: keep trying, keep saying so
             self._on_status(f"audio device unavailable: {exc}")
             self._last_callback = 0.0
