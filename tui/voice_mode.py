@@ -6,6 +6,11 @@ turn and the assistant's reply become messages of the current conversation (stor
 history as they end), the voice bar shows the state, the microphone level, the live partial
 transcript, the reply with its spoken part highlighted, and the last turn's latency breakdown.
 An interrupted reply is stored as what the listener heard, marked interrupted.
+
+The reply is drawn as typed replies are: appended through a `MarkdownStream`, at most `FramePace`
+frames a second, not re-rendered at every token. Re-rendering it at every token cost the UI thread
+521 ms of CPU (and the GIL) over an 80-token reply, appending 54 ms: CPU taken from the threads that
+transcribe, synthesise and play on a 2-core laptop.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
+from textual.timer import Timer
+from textual.widgets.markdown import MarkdownStream
 
 from edge_ai.errors import EdgeAIError
 from runtime.audio import events as ev
+from tui.frame_pace import FRAME_RATE, FramePace
 from tui.widgets.chat_log import MessageView
 from tui.widgets.voice_bar import VoiceBar
 
@@ -47,8 +55,12 @@ class VoiceMode:
         self.session: VoiceSession | None = None
         self.opening = False
         self._reply_view: MessageView | None = None
+        self._reply_stream: MarkdownStream | None = None
         self._reply_turn = -1
-        self._reply_text = ""
+        self._reply_text = ""  # the reply so far
+        self._reply_shown = ""  # the part of it drawn
+        self._pace = FramePace()
+        self._draw_timer: Timer | None = None  # draws what arrived after the last frame, if nothing else does
         self._latency = ""
 
     @property
@@ -180,17 +192,46 @@ class VoiceMode:
             self._reply_turn, self._latency = event.turn, ""
             self._reply_view = MessageView("assistant", footer="speaking…")
             await self.screen.chat_log.add(self._reply_view)
+            self._reply_stream, self._reply_shown, self._pace = self._reply_view.start_stream(), "", FramePace()
         self._reply_text = event.text
-        self.bar.reply = event.text.strip()
-        await self._reply_view.body.update(event.text)
+        if self._pace.due():
+            await self._draw_reply()
+        elif self._draw_timer is None:
+            self._draw_timer = self.screen.set_timer(1 / FRAME_RATE, self._draw_reply)
+
+    async def _draw_reply(self) -> None:
+        """Append to the reply's view what arrived since its last frame."""
+        if self._draw_timer is not None:
+            self._draw_timer.stop()
+            self._draw_timer = None
+        text, stream, view = self._reply_text, self._reply_stream, self._reply_view
+        if stream is None or view is None or text == self._reply_shown:
+            return
+        if text.startswith(self._reply_shown):
+            await stream.write(text[len(self._reply_shown):])
+        else:  # rewritten, not only extended: drawn anew
+            await stream.stop()
+            await view.body.update(text)
+            self._reply_stream = view.start_stream()
+        self._reply_shown = text
+        self.bar.reply = text.strip()
         self.screen.chat_log.anchor()
 
+    async def _end_reply_stream(self) -> None:
+        """Draw the rest and stop appending: the view's text is final from here."""
+        await self._draw_reply()
+        stream, self._reply_stream = self._reply_stream, None
+        if stream is not None:
+            await stream.stop()
+
     async def _reply_spoken(self) -> None:
+        await self._end_reply_stream()
         await self._store_reply(self._reply_text.strip(), {"finish_reason": "stop", "voice_latency": self._latency})
 
     async def _interrupted(self, event: ev.Interrupted) -> None:
         if self._reply_view is None:
             return
+        await self._end_reply_stream()
         await self._reply_view.body.update(event.heard)
         await self._store_reply(event.heard, {"finish_reason": "cancelled", "voice_latency": self._latency})
         self.bar.reply, self.bar.heard = "", 0

@@ -41,6 +41,7 @@ from runtime.llm.interface import ChatEngine
 from runtime.llm.scheduler import Call
 from runtime.llm.stream import EventStream, stream
 from tui import keys
+from tui.frame_pace import FramePace
 from tui.screen_context import ScreenContext, screen_command
 from tui.screen_watch import ScreenWatch, WatchEvent
 from tui.screens.dialogs import ConfirmScreen, PromptScreen
@@ -63,9 +64,6 @@ log = logging.getLogger(__name__)
 
 TITLE_LENGTH = 48
 SAVE_INTERVAL_S = 0.5  # how often a growing reply is rewritten in the history
-FRAME_RATE = 12  # at most, reply updates per second on screen while a reply streams
-SLOWEST_FRAME_RATE = 1  # at least, whatever drawing costs
-UI_CPU_SHARE = 0.02  # of one core, for drawing a streaming reply: the rest is llama.cpp's
 
 
 def title_from(text: str) -> str:
@@ -77,32 +75,6 @@ def title_from(text: str) -> str:
 def slugify(title: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()
     return slug[:60] or "conversation"
-
-
-class FramePace:
-    """When to draw the next frame of a streaming reply: the first token at once, then at most
-    FRAME_RATE a second, and only while this (the UI) thread has used less than UI_CPU_SHARE of
-    a core since the reply began, but at least SLOWEST_FRAME_RATE a second.
-
-    On a 2-core laptop llama.cpp's two threads wait for each other at every step of a token, so
-    any CPU the UI takes stalls both: measured, drawing 15 frames a second (13% of a core) cost
-    15% of the decode speed. The budget keeps the cost small on any machine and any reply
-    (long Markdown costs more to lay out), instead of a frame rate tuned for one.
-    """
-
-    def __init__(self) -> None:
-        self._started, self._cpu_at_start = time.monotonic(), time.thread_time()
-        self._shown_at: float | None = None
-
-    def due(self) -> bool:
-        now = time.monotonic()
-        if self._shown_at is not None:
-            since = now - self._shown_at
-            within_budget = time.thread_time() - self._cpu_at_start <= UI_CPU_SHARE * (now - self._started)
-            if since < 1 / SLOWEST_FRAME_RATE and not (since >= 1 / FRAME_RATE and within_budget):
-                return False
-        self._shown_at = now
-        return True
 
 
 class SavedReply:
