@@ -206,7 +206,7 @@ class DuplexStream:
         sd = portaudio()
         self._mic_resampler = soxr.ResampleStream(self.rate, RATE, 1, dtype="float32")
         self._ref_resampler = soxr.ResampleStream(self.rate, RATE, 1, dtype="float32")
-        self._started = False
+        self._started = self._spinning = False
         try:
             # latency "high": on PulseAudio's ALSA plugin "low" stalls or dies (ALSA ContinuePoll); the
             # block size keeps the callback period, and so the barge-in reaction, near 20 ms anyway
@@ -286,12 +286,11 @@ class DuplexStream:
                 if pace is not None and pace[0] < MIN_PACE:
                     self._reopen(f"audio device running at {pace[0]:.0%} of real time ({self.mic.name} / "
                                  f"{self.speaker.name}); reopening", 0.0)
-                elif pace is not None and pace[1] > MAX_CALLBACK_CPU:
+                elif pace is not None and pace[1] > MAX_CALLBACK_CPU and not self._spinning:
                     log.warning("the audio callback's thread spins (%.0f%% of a core); reopening the stream when "
                                 "nothing is said or played", 100 * pace[1])
                     self._spinning = True
                 if self._spinning and self._relaxed():
-                    self._spinning = False
                     self._reopen(None, 0.0)
                 continue
             if time.monotonic() - self._last_callback < (STALL if self._started else FIRST_CALLBACK):
