@@ -32,11 +32,18 @@ thread on that plugin kept polling at ~99% of a core while delivering every bloc
 every later turn in the app was slow (end of speech -> first audio 1.1-2.2 s instead of ~0.9). The
 callback reads its own thread's CPU time; a stream that spends over MAX_CALLBACK_CPU of a core is
 reopened at the next moment nothing is being said or played (`relaxed`), without a message.
+
+Those underflows came from Python's garbage collector: a full collection holds the GIL, which the
+callback needs, for 30-170 ms on a loaded 2-core machine (in the app: 2-3 underflows in 6 turns, each
+at a collection of 30-170 ms). So the stream pauses automatic collection while anything is afoot (not
+`relaxed`: someone speaks, a reply plays or echoes) and lets it run again when nothing is, and
+`start()` freezes what exists by then (the models, the app), which later collections then skip.
 """
 
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import queue
 import threading
@@ -188,6 +195,8 @@ class DuplexStream:
 
     def start(self) -> None:
         """Open the device and start the worker; raises AudioUnavailable/EdgeAIError if it cannot open at all."""
+        gc.collect()
+        gc.freeze()  # what is loaded by now lives as long as the process: no collection need scan it again
         self._open()
         self._running = True
         self._worker = threading.Thread(target=self._work, name="audio-duplex", daemon=True)
@@ -199,6 +208,7 @@ class DuplexStream:
         if self._worker is not None:
             self._worker.join(timeout=5)
         self._close_stream()
+        gc.enable()
 
     def _open(self) -> None:
         import soxr
@@ -270,7 +280,10 @@ class DuplexStream:
             if block is None:
                 return
             if block:
-                if self._relaxed():
+                relaxed = self._relaxed()
+                if relaxed != gc.isenabled():  # collections wait while anything is afoot
+                    (gc.enable if relaxed else gc.disable)()
+                if relaxed:
                     time.sleep(RELAXED_WAIT)
                     block, closing = self._gather(block)
                     if closing:

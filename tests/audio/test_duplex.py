@@ -3,6 +3,7 @@ comes back on the microphone after the loop's delay, like a laptop's speaker hea
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -157,6 +158,30 @@ def test_a_stream_whose_callback_thread_spins_is_reopened_when_nothing_is_said_o
         stream.close()
     assert pace > 0.9
     assert statuses == []
+
+
+def test_garbage_collection_waits_while_anything_is_afoot_and_what_was_loaded_is_frozen(room):
+    """A full collection holds the GIL the callback needs for 30-170 ms on a loaded machine: an output
+    underflow. While the conversation is not relaxed automatic collection is off; it is on again once
+    nothing is said or played, and after close. What existed before the stream started is frozen."""
+    relaxed = threading.Event()
+    assert gc.isenabled()
+    frozen_before = gc.get_freeze_count()
+    stream, _ = open_stream(Recorder(), relaxed=relaxed.is_set)
+    try:
+        assert gc.get_freeze_count() > frozen_before
+        time.sleep(0.5)
+        assert not gc.isenabled()
+        relaxed.set()
+        time.sleep(0.5)
+        assert gc.isenabled()
+        relaxed.clear()
+        time.sleep(0.5)
+        assert not gc.isenabled()
+    finally:
+        stream.close()
+        gc.unfreeze()  # the rest of the test session collects as usual
+    assert gc.isenabled()
 
 
 def test_a_stream_slow_to_start_is_waited_for_not_reopened(room):
