@@ -204,15 +204,10 @@ class VoiceMode:
         if self._draw_timer is not None:
             self._draw_timer.stop()
             self._draw_timer = None
-        text, stream, view = self._reply_text, self._reply_stream, self._reply_view
-        if stream is None or view is None or text == self._reply_shown:
+        text, stream = self._reply_text, self._reply_stream
+        if stream is None or text == self._reply_shown:
             return
-        if text.startswith(self._reply_shown):
-            await stream.write(text[len(self._reply_shown):])
-        else:  # rewritten, not only extended: drawn anew
-            await stream.stop()
-            await view.body.update(text)
-            self._reply_stream = view.start_stream()
+        await stream.write(text[len(self._reply_shown):])  # a turn's reply only grows; a new turn, a new view
         self._reply_shown = text
         self.bar.reply = text.strip()
         self.screen.chat_log.anchor()
