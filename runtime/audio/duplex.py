@@ -23,7 +23,10 @@ and nothing advances) until `resume()` or `stop()`: the assistant goes quiet at 
 what may be the user cutting in, and carries on from the same sample if it was not.
 
 A device that disappears shows up as callbacks that stop coming: the worker reopens the stream
-with a back-off and reports each failure through `on_status` instead of crashing. A stream that
+with a back-off and reports each failure through `on_status` instead of crashing. A stream PortAudio
+ends by itself (on PulseAudio's ALSA plugin its thread can fail in ALSA's poll, `ContinuePoll`, and
+quit, even before the first callback) is reopened as soon as the worker next wakes, not after the
+long wait a new stream is allowed for its first callback (FIRST_CALLBACK). A stream that
 runs slow is reopened too: on PulseAudio's ALSA plugin about one stream in twenty hit an underrun at
 start and never recovered (callbacks at ~0.65x real time, choppy sound, a third of a core spinning).
 So is a stream whose callback thread spins: after an output underflow in the middle of a reply (the
@@ -189,6 +192,7 @@ class DuplexStream:
         self._callback_cpu = 0.0  # the callback thread's CPU seconds at its latest call...
         self._callback_cpu_since = 0.0  # ...and at the first call since `_pace_since`
         self._spinning = False  # the callback thread spins: reopen at the next relaxed moment
+        self._ended = False  # PortAudio ended the stream opened last by itself: reopen now
         self._worker: threading.Thread | None = None
         self._mic_resampler = self._ref_resampler = None
         self.callbacks = 0
@@ -216,18 +220,20 @@ class DuplexStream:
         sd = portaudio()
         self._mic_resampler = soxr.ResampleStream(self.rate, RATE, 1, dtype="float32")
         self._ref_resampler = soxr.ResampleStream(self.rate, RATE, 1, dtype="float32")
-        self._started = self._spinning = False
+        self._started = self._spinning = self._ended = False
         try:
             # latency "high": on PulseAudio's ALSA plugin "low" stalls or dies (ALSA ContinuePoll); the
             # block size keeps the callback period, and so the barge-in reaction, near 20 ms anyway
             stream = sd.Stream(samplerate=self.rate, blocksize=round(self.rate * BLOCK_SECONDS),
                                device=(self.mic.index, self.speaker.index), channels=(1, 1), dtype="float32",
-                               latency="high", callback=self._callback)
+                               latency="high", callback=self._callback,
+                               finished_callback=lambda: self._on_finished(stream))
+            self._stream = stream
             stream.start()
         except sd.PortAudioError as exc:
+            self._close_stream()
             raise AudioUnavailable(f"cannot open the audio devices ({self.mic.name} / {self.speaker.name}): "
                                    f"{exc}") from exc
-        self._stream = stream
         self.player.output_latency = float(stream.latency[1])
         self._last_callback = time.monotonic()
 
@@ -255,6 +261,11 @@ class DuplexStream:
 
             sd = portaudio()
             atexit.unregister(sd._exit_handler)
+
+    def _on_finished(self, stream: object) -> None:
+        """PortAudio's thread, as a stream stops: one this object closed is no longer `_stream`."""
+        if stream is self._stream:
+            self._ended = True
 
     def _callback(self, indata: np.ndarray, outdata: np.ndarray, frames: int, time_info: object,
                   status: object) -> None:
@@ -305,6 +316,11 @@ class DuplexStream:
                     self._spinning = True
                 if self._spinning and self._relaxed():
                     self._reopen(None, 0.0)
+                continue
+            if self._ended:
+                self._reopen(f"audio stream ended unexpectedly ({self.mic.name} / {self.speaker.name}); "
+                             f"reopening in {backoff:.1f} s", backoff)
+                backoff = min(backoff * 2, 5.0)
                 continue
             if time.monotonic() - self._last_callback < (STALL if self._started else FIRST_CALLBACK):
                 continue

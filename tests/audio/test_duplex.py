@@ -12,7 +12,7 @@ import pytest
 from pulse import _pactl
 
 from convert.onnx.speech import speak
-from runtime.audio.devices import pick_device
+from runtime.audio.devices import pick_device, portaudio
 from runtime.audio.duplex import BLOCK_SECONDS, FIRST_CALLBACK, MAX_CALLBACK_CPU, PACE_WINDOW, STALL, DuplexStream, Player
 from runtime.audio.echo import EchoCanceller, steady_erle_db
 from runtime.audio.hearing import Hearing
@@ -115,6 +115,37 @@ def test_a_stream_running_slow_is_reopened_and_runs_at_real_time_again(room):
         stream.close()
     assert pace > 0.9
     assert sum("of real time" in s for s in statuses) == 1, statuses
+
+
+def test_a_stream_portaudio_ends_by_itself_is_reopened_at_once(room):
+    """PortAudio's thread quits on its own (on PulseAudio's ALSA plugin it fails in ALSA's poll now and then,
+    even before the first callback; here the first callback aborts the stream, a fault injected at the
+    callback): the stream is reopened at the worker's next wake-up and said so, not taken for a slow start
+    and waited for (FIRST_CALLBACK), and the new stream runs at real time."""
+    aborted: list[bool] = []
+
+    class AbortingPlayer(Player):
+        def pull(self, out: np.ndarray) -> None:
+            if not aborted:
+                aborted.append(True)
+                raise portaudio().CallbackAbort
+            super().pull(out)
+
+    statuses: list[str] = []
+    stream, _ = open_stream(Recorder(), AbortingPlayer(), on_status=statuses.append)
+    try:
+        deadline = time.monotonic() + FIRST_CALLBACK + 2
+        while "audio device reopened" not in statuses and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        before, started = stream.callbacks, time.monotonic()
+        time.sleep(2.0)
+        pace = (stream.callbacks - before) * BLOCK_SECONDS / (time.monotonic() - started)
+    finally:
+        stream.close()
+    assert aborted
+    assert [s.split(" (")[0] for s in statuses] == ["audio stream ended unexpectedly", "audio device reopened"]
+    assert pace > 0.9
 
 
 def test_a_stream_whose_callback_thread_spins_is_reopened_when_nothing_is_said_or_played(room):

@@ -69,7 +69,9 @@ def voice_session(cfg: Config, engine) -> Iterator[tuple[VoiceSession, Events]]:
     session = VoiceSession.open(cfg, scheduler, events)
     session.start()
     try:
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10  # the user speaks once the microphone is live, as its meter shows
+        while session.stream.callbacks < 25 and time.monotonic() < deadline:
+            time.sleep(0.05)
         yield session, events
     finally:
         session.close()
@@ -94,7 +96,7 @@ def test_a_spoken_question_is_transcribed_answered_and_spoken(conversation, tmp_
     question = "What color is the sky on a clear day?"
     say_into_room(question, tmp_path)
     turn = events.wait(lambda e: isinstance(e, ev.UserTurn), 60)
-    assert turn is not None, "the question was never heard"
+    assert turn is not None, f"the question was never heard: {events.summary()}"
     errors, words = word_errors(question, turn.text)
     assert errors / words <= 0.2, turn.text
     done = events.wait(lambda e: isinstance(e, ev.StateChanged) and e.state is ev.VoiceState.LISTENING
