@@ -5,7 +5,9 @@ scheduler; its events are posted to the screen as messages and drawn here: the u
 turn and the assistant's reply become messages of the current conversation (stored in the
 history as they end), the voice bar shows the state, the microphone level, the live partial
 transcript, the reply with its spoken part highlighted, and the last turn's latency breakdown.
-An interrupted reply is stored as what the listener heard, marked interrupted.
+An interrupted reply is stored as what the listener heard, marked interrupted. When the screen
+shows another conversation (Ctrl+N, one opened from the sidebar) the voice turn under way is dropped,
+its reply silenced and stored nowhere, and the spoken replies follow on from the new conversation.
 
 The reply is drawn as typed replies are: appended through a `MarkdownStream`, at most `FramePace`
 frames a second, not re-rendered at every token. Re-rendering it at every token cost the UI thread
@@ -57,6 +59,7 @@ class VoiceMode:
         self._reply_view: MessageView | None = None
         self._reply_stream: MarkdownStream | None = None
         self._reply_turn = -1
+        self._stale_through = 0  # events of turns up to this one belong to a conversation no longer shown
         self._reply_text = ""  # the reply so far
         self._reply_shown = ""  # the part of it drawn
         self._pace = FramePace()
@@ -92,7 +95,7 @@ class VoiceMode:
         from runtime.audio.session import VoiceSession, first_time_check
 
         app = self.screen.edge_app
-        history = [m for m in self.screen.engine_messages() if m["role"] != "system"]
+        history = self._history()
         try:
             check = first_time_check(app.cfg, progress=lambda message: app.call_from_thread(self._checking, message))
             if check is not None:
@@ -148,12 +151,39 @@ class VoiceMode:
         hearing.muted = not hearing.muted
         self.bar.push_to_talk = "F10 to talk" if hearing.muted else "talking — F10 when done"
 
+    async def start_over(self) -> None:
+        """The screen's conversation was replaced (its messages; its views may still be the old ones): drop
+        the voice turn under way (its reply stops at once and is stored nowhere) and answer from the new one."""
+        if self.session is None:
+            return
+        self._stale_through = self.session.assistant.start_over(self._history())
+        if self._draw_timer is not None:
+            self._draw_timer.stop()
+            self._draw_timer = None
+        stream, self._reply_stream, self._reply_view = self._reply_stream, None, None
+        if stream is not None:
+            await stream.stop()
+        bar = self.bar
+        bar.partial, bar.reply, bar.heard = "", "", 0
+
+    def follow(self) -> None:
+        """A typed turn ended: the spoken replies follow on from it too."""
+        if self.session is not None:
+            self.session.assistant.follow(self._history())
+
+    def _history(self) -> list[dict[str, Any]]:
+        """The conversation the screen shows, as the voice replies follow on from it."""
+        return [m for m in self.screen.engine_messages() if m["role"] != "system"]
+
     def _post(self, event: Any) -> None:
         self.screen.post_message(VoiceEvent(event))
 
     # -- events, on the event loop ----------------------------------------------------------------
 
     async def handle(self, event: Any) -> None:
+        turn = getattr(event, "turn", None)
+        if turn is not None and turn <= self._stale_through:
+            return  # a turn of the conversation shown before
         bar = self.bar
         if isinstance(event, ev.Level):
             bar.level_db = event.db

@@ -20,10 +20,17 @@ Barge-in (the user speaks while the assistant thinks or speaks): playback is hel
 frames of speech and resumed if they die out (a cough, a click); once the speech is confirmed the
 reply's job is cancelled, the speech queue and the player are emptied, and the history keeps what
 the listener heard: the chunks that finished playing and the played part of the cut one.
+
+A user interface that replaces the conversation (a new one, another one opened) calls `start_over`:
+the turn under way is dropped, its reply silenced and forgotten, and replies follow on from the new
+history (`follow` only swaps the history: a typed turn went on in between). Turn numbers come from
+one counter any thread may draw from, so `start_over` can tell its caller at once which turns'
+events are stale, before the controller has even seen the request.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -115,7 +122,7 @@ class VoiceAssistant:
         self._speech_lock = threading.Lock()
         self._silenced_turn = 0
         self._turn: _Turn | None = None
-        self._numbers = 0
+        self._turn_numbers = itertools.count(1)  # next() is atomic: the controller and start_over draw from it
         self._chunker = None
         self._since_partial = 0.0
         self._partial_pending = False
@@ -149,6 +156,30 @@ class VoiceAssistant:
             self.scheduler.submit(call, lambda event: None, lambda error: None, priority=Priority.BACKGROUND)
         except EdgeAIError as exc:  # a full queue, a closed model: the first reply prefills it all instead
             log.debug("no warm-up of the conversation: %s", exc)
+
+    def start_over(self, history: Sequence[dict[str, str]]) -> int:
+        """Follow on from `history` instead (the user started a new conversation or opened another): the
+        turn under way is dropped, its reply silenced at once and kept nowhere. Any thread. Returns a turn
+        number: events of turns up to it belong to the old conversation (some may still arrive)."""
+        last_old = next(self._turn_numbers)
+        self._inbox.put(("start_over", list(history)))
+        return last_old
+
+    def follow(self, history: Sequence[dict[str, str]]) -> None:
+        """The conversation went on outside the voice turns (a typed question and its answer): later replies
+        follow on from `history`; a turn under way goes on. Any thread."""
+        self._inbox.put(("follow", list(history)))
+
+    def _on_follow(self, history: list[dict[str, str]]) -> None:
+        self.history = history
+
+    def _on_start_over(self, history: list[dict[str, str]]) -> None:
+        turn, self._turn = self._turn, None
+        if turn is not None:
+            self._silence_turn(turn)
+        self.history = history
+        self._set_state(VoiceState.LISTENING)
+        self._warm_up()
 
     def close(self) -> None:
         self._running = False
@@ -226,8 +257,7 @@ class VoiceAssistant:
             turn.audio.append(event.audio)
             self._stt_jobs.put(("add", event.audio))
         else:
-            self._numbers += 1
-            turn = self._turn = _Turn(self._numbers)
+            turn = self._turn = _Turn(next(self._turn_numbers))
             turn.audio.append(event.audio)
             self._since_partial, self._partial_pending = 0.0, False
             self._stt_jobs.put(("reset", None))
@@ -296,8 +326,7 @@ class VoiceAssistant:
         turn.job, turn.transcript, turn.reply, turn.unspoken = None, None, "", []
         turn.finishing, turn.done = False, False
         turn.transcript_at = turn.first_token_at = 0.0  # else the turn's latencies are timed from the stale reply
-        self._numbers += 1
-        turn.number = self._numbers  # late results of the stale speculation carry the old number
+        turn.number = next(self._turn_numbers)  # late results of the stale speculation carry the old number
 
     def _commit(self, turn: _Turn) -> None:
         turn.committed = True
@@ -390,10 +419,9 @@ class VoiceAssistant:
                                first_token=(turn.first_token_at or turn.first_audio_at) - end,
                                first_audio=turn.first_audio_at - end))
 
-    def _interrupt(self) -> None:
-        turn = self._turn
-        if turn is None:
-            return
+    def _silence_turn(self, turn: _Turn) -> list[Playing]:
+        """Cancel the turn's reply and stop its speech at once; returns what the player dropped (with how much
+        of each played)."""
         if turn.job is not None:
             turn.job.cancel()
         with self._speech_lock:
@@ -404,6 +432,13 @@ class VoiceAssistant:
                 self._tts_jobs.get_nowait()
             except queue.Empty:
                 break
+        return dropped
+
+    def _interrupt(self) -> None:
+        turn = self._turn
+        if turn is None:
+            return
+        dropped = self._silence_turn(turn)
         cut = next((item for item in dropped if item.played > 0), None)
         heard = " ".join(turn.heard)
         if cut is not None:

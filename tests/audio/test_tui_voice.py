@@ -109,3 +109,56 @@ async def test_voice_mode_checks_the_audio_the_first_time_it_starts(room, regist
         assert sum(str(n.message).startswith("Audio check: ") for n in app._notifications) == 1
         await pilot.press("f9")
         await wait_for(pilot, lambda: not screen.voice.on, "voice mode to stop")
+
+
+async def test_a_new_chat_while_a_reply_is_spoken_silences_it_and_starts_afresh(room, registered_model, tmp_path):
+    """Ctrl+N in the middle of a spoken reply: the speech stops at once, nothing of the old turn is drawn
+    or stored afterwards, and the spoken replies follow on from the new, empty conversation (before, the
+    reply played on into the empty screen and the model kept answering in the old conversation)."""
+    from tui.widgets.voice_bar import VoiceBar
+
+    app = make_app(**{"sampling.max_tokens": 80})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
+        screen = app.chat_screen
+        bar = screen.query_one("#voice-bar", VoiceBar)
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: screen.voice.on and bar.state == "listening", "voice mode to start")
+        assistant = screen.voice.session.assistant
+        await asyncio.to_thread(play_into_room, "Tell me a long story about a dragon and a knight.",
+                                tmp_path / "q.wav")
+        await wait_for(pilot, lambda: bar.state == "speaking", "the reply to be spoken")
+        first = screen.conversation
+        assert first is not None
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: bar.state == "listening" and not assistant.player.queued(),
+                       "the reply to stop", seconds=5)
+        await wait_for(pilot, lambda: assistant.history == [], "the spoken replies to start afresh", seconds=5)
+        await pilot.pause(2.0)
+        assert screen.conversation is None and not list(screen.chat_log.views())
+        assert bar.reply == "" and bar.state == "listening"
+        with HistoryStore(get_paths().history_db) as store:
+            assert [m.role for m in store.messages(first.id)] == ["user"]
+            assert len(store.list_conversations()) == 1
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: not screen.voice.on, "voice mode to stop")
+
+
+async def test_a_typed_turn_with_voice_on_is_part_of_what_the_spoken_replies_follow_on_from(room, registered_model):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
+        screen = app.chat_screen
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: screen.voice.on, "voice mode to start")
+        assistant = screen.voice.session.assistant
+        screen.prompt.focus()
+        await pilot.press(*"Hello")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.last_done is not None, "a typed reply")
+        await wait_for(pilot, lambda: [m["role"] for m in assistant.history] == ["user", "assistant"],
+                       "the spoken replies to follow on from the typed turn", seconds=5)
+        assert assistant.history[0]["content"] == "Hello"
+        assert assistant.history[1]["content"] == screen.messages[-1].content
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: not screen.voice.on, "voice mode to stop")

@@ -279,6 +279,7 @@ class ChatScreen(Screen[None]):
             return
         await self._let_go_of_reply()
         self.conversation, self.messages, self.images = conversation, messages, {}
+        await self.voice.start_over()
         await self.chat_log.clear()
         await self.chat_log.add(*[MessageView(m.role, m.content, message_id=m.id, metrics=m.metrics)
                                   for m in messages if m.role != "system"])
@@ -448,6 +449,7 @@ class ChatScreen(Screen[None]):
         if stored is not None and event is not None:
             self.messages.append(stored)
             self.last_done = event
+            self.voice.follow()
             if view is not None:
                 view.finish(stored.id, stored.metrics)
             metrics = event.metrics
@@ -510,6 +512,7 @@ class ChatScreen(Screen[None]):
     async def action_new_chat(self) -> None:
         await self._let_go_of_reply()
         self.conversation, self.messages, self.images = None, [], {}
+        await self.voice.start_over()
         self.sub_title = ""
         await self.chat_log.clear()
         await self.refresh_sidebar()
