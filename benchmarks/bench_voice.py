@@ -25,14 +25,19 @@ then "lasted" as long as the user spoke).
   (target 0; counting interruptions beyond the barge-ins played hid one when a barge-in came too late);
   and playback holds: onsets of speech over the assistant, and false starts among them (a hold
   that ended with the reply resuming: a ~0.4 s gap in it);
-- STT: WER of the pipeline's final transcripts vs faster-whisper called directly on the same clips, and
-  on the audio the pipeline heard (what it decoded at the end of each turn, decoded greedily as the
-  pipeline decodes): the first gap is the room's audio path (device resampling, the loopbacks, AEC3)
-  and the decode options, the second the pipeline's own (segmentation, streaming decodes). Whisper
-  base on espeak speech is chaotic: the same clip shifted by one sample or played at 0.8 of its level
-  moves its WER by ~1-3 points on ~200 words (both are printed), so the first gap is mostly that noise.
-  Apart: the WER of the cut-ins (said over the assistant, where AEC3's double-talk suppression can take
-  their first word) vs Whisper on the same clips, with what the pipeline heard;
+- STT: WER of the pipeline's final transcripts vs faster-whisper called directly on the same clips, on
+  the fixed WER set (convert.onnx.speech: 32 sentences, 321 words, four voices) said into the room after
+  the conversation to a session that transcribes without answering (the same hearing, AEC3, VAD and
+  streaming transcriber), and on the conversation's questions (`questions`: a dozen short ones in three
+  voices, repeated, so few distinct clips that one word moves it by ~1.5 points). Also Whisper on the
+  audio the pipeline heard (`direct_on_heard`: what it decoded at the end of each turn, decoded greedily
+  as the pipeline decodes): its gap to `direct` is the room's audio path (device resampling, the
+  loopbacks, AEC3) and the decode options, the pipeline's gap to it the pipeline's own (segmentation,
+  streaming decodes). Whisper base on
+  espeak speech is chaotic: the same clip shifted by one sample or played at 0.8 of its level moves its
+  WER by ~1-3 points (both are printed), so a gap within that is noise. Apart: the WER of the cut-ins
+  (said over the assistant, where AEC3's double-talk suppression can take their first word) vs Whisper
+  on the same clips, with what the pipeline heard;
 - idle listening CPU (% of one core, target < 5) in three rooms: digital silence, a quiet microphone's hiss
   (white noise at -60 dBFS, as heard at 16 kHz) and a noisy room (-44 dBFS: a fan, a TV), where the
   quiet gate (runtime.audio.quiet_gate) cannot skip Silero; with --soak M, RSS growth over M minutes.
@@ -45,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import statistics
 import subprocess
 import sys
@@ -136,6 +142,15 @@ def build_room() -> dict[str, object]:
     return {"modules": modules, "sinks": sinks}
 
 
+def say_as_user(clip: np.ndarray, path: Path) -> None:
+    """Play a 16 kHz clip into the room as the user, at the room's own rate: left to the sound server, the
+    clip is resampled by its default, speex-float-1, whose artifacts a voice reaching a real microphone
+    does not have (Whisper base wrote 3 more errors on the fixed WER set through it, 2 runs)."""
+    line = next(line for line in _pactl("list", "short", "sinks").splitlines() if line.split()[1] == "vsink")
+    rate = int(next(field for field in line.split() if field.endswith("Hz"))[:-2])
+    play_into("vsink", soxr.resample(clip, RATE, rate, quality="VHQ").astype(np.float32), path, rate=rate)
+
+
 def check_room(tmp: Path) -> None:
     """A tone played as the user must reach the room's channel only, or every time read is wrong."""
     recording = Recording(tmp / "check.raw")
@@ -201,11 +216,90 @@ def user_runs_in(room: np.ndarray, said: list[tuple[float, np.ndarray]]) -> list
     return runs
 
 
+def sentences_in_room(cfg: object, count: int, tmp: Path) -> list[tuple[str, str, str, np.ndarray]]:
+    """The fixed WER set (convert.onnx.speech: 32 sentences, four voices) said into the room to a session that
+    transcribes without answering: the conversation's hearing, AEC3, VAD and streaming transcriber, in a
+    quiet room. (text, voice, transcript, the audio its final decode read) for each; a sentence heard as
+    two turns has both, joined."""
+    from convert.onnx.speech import speak, wer_set
+    from runtime.audio import events as ev
+    from runtime.audio.session import VoiceSession
+
+    turns: queue.SimpleQueue[str] = queue.SimpleQueue()
+    session = VoiceSession.open(cfg, None, lambda event: isinstance(event, ev.UserTurn) and turns.put(event.text),
+                                reply=False)
+    decoded: list[np.ndarray] = []
+    transcriber = session.assistant.transcriber
+    finish = transcriber.finish
+
+    def finish_keeping_audio() -> str:
+        decoded.append(transcriber.audio.copy())
+        return finish()
+
+    transcriber.finish = finish_keeping_audio
+    heard = []
+    session.start()
+    try:
+        time.sleep(1.0)
+        for text, voice in wer_set()[:count]:
+            before = len(decoded)
+            say_as_user(speak(text, voice), tmp / "sentence.wav")
+            parts = []
+            try:
+                parts.append(turns.get(timeout=10))
+                time.sleep(1.5)  # a sentence split at a pause: its second turn ends within this
+                while True:
+                    parts.append(turns.get_nowait())
+            except queue.Empty:
+                pass
+            audio = np.concatenate(final_decodes(decoded[before:]) or [np.zeros(0, np.float32)])
+            heard.append((text, voice, " ".join(parts), audio))
+    finally:
+        session.close()
+    return heard
+
+
+def final_decodes(decoded: list[np.ndarray]) -> list[np.ndarray]:
+    """The audio of each turn's last decode: a speculative one that the user's going on made stale is the
+    start of the next one."""
+    return [audio for audio, later in zip(decoded, [*decoded[1:], None])
+            if later is None or not (later.size >= audio.size and np.array_equal(later[:audio.size], audio))]
+
+
+def stt_errors(heard: list[tuple[str, str, str, np.ndarray]], direct: object, greedy: object) -> dict[str, object]:
+    """Corpus WER of the pipeline's transcripts and of Whisper called directly on the same clips, on them
+    changed inaudibly (shifted by one sample, at 0.8 of the level: how far Whisper base moves on its own,
+    the noise floor), and on the audio the pipeline's final decode read (greedily, as the pipeline decodes);
+    and the sentences the pipeline got more wrong than the direct call."""
+    from convert.onnx.speech import speak, word_errors
+
+    errors = {"pipeline": 0, "direct": 0, "direct_on_heard": 0, "direct_shifted_1_sample": 0, "direct_at_gain_0_8": 0}
+    words = 0
+    worse = []  # where the pipeline made more errors than the direct call: what each wrote
+    for text, voice, transcript, audio in heard:
+        clip = speak(text, voice)
+        direct_text = direct.transcribe(clip).text
+        errors["direct"] += word_errors(text, direct_text)[0]
+        if word_errors(text, transcript)[0] > word_errors(text, direct_text)[0]:
+            worse.append({"said": text, "voice": voice, "pipeline": transcript, "direct": direct_text.strip()})
+        errors["direct_shifted_1_sample"] += word_errors(
+            text, direct.transcribe(np.concatenate([[0.0], clip]).astype(np.float32)).text)[0]
+        errors["direct_at_gain_0_8"] += word_errors(text, direct.transcribe(0.8 * clip).text)[0]
+        errors["direct_on_heard"] += word_errors(text, greedy.transcribe(audio).text if audio.size else "")[0]
+        pipeline, n = word_errors(text, transcript)
+        errors["pipeline"] += pipeline
+        words += n
+    return {**{name: round(count / max(words, 1), 4) for name, count in errors.items()},
+            "sentences": len(heard), "words": words, "pipeline_worse_on": worse}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=12, help="questions asked (each answered in full)")
     parser.add_argument("--barge-ins", type=int, default=8, help="replies interrupted by the user")
     parser.add_argument("--soak", type=float, default=0.0, help="minutes of scripted conversation for RSS growth")
+    parser.add_argument("--sentences", type=int, default=32,
+                        help="sentences of the fixed WER set said to a transcribing session (at most 32)")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle listening to measure CPU")
     args = parser.parse_args()
 
@@ -286,13 +380,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
     def say(clip: np.ndarray, name: str) -> None:
         said.append((time.monotonic() - recording.started, clip))
-        play_into("vsink", clip, tmp / name)
+        say_as_user(clip, tmp / name)
 
     try:
         time.sleep(3.0)  # the conversation's warm-up prefill (runtime.audio.assistant) is over by then
         idle_cpu = {room: idle_cpu_percent(process, args.idle, noise_db, tmp) for room, noise_db in IDLE_ROOMS.items()}
 
-        transcripts, references, heard = [], [], []
+        questions_heard: list[tuple[str, str, str, np.ndarray]] = []  # (question, voice, transcript, audio decoded)
         cut_ins: list[tuple[str, str]] = []  # (what the user said cutting in, what the pipeline heard)
         voices = ("en-us", "en-gb", "en-us+f3")
         for i in range(args.turns + args.barge_ins):
@@ -318,9 +412,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 wait_listening(mark, 30)
                 time.sleep(0.8)
             if user_turn is not None:
-                transcripts.append(user_turn.text)
-                references.append(question)
-                heard.append(turn_audio)
+                questions_heard.append((question, voices[i % len(voices)], user_turn.text, turn_audio))
         soak = None
         soak_from = time.monotonic() - recording.started  # (recording seconds) no barge-ins are played after it
         if args.soak:
@@ -337,6 +429,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         assistant_audio, room_audio = recording.stop()
         session.close()
         scheduler.close()
+    sentences_heard = sentences_in_room(cfg, args.sentences, tmp)
 
     assistant_runs = [(s / REC_RATE, e / REC_RATE) for s, e in _sound_runs(assistant_audio, gap=0.25)]
     user_runs = user_runs_in(room_audio, said)
@@ -379,19 +472,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
     direct = open_stt(cfg)  # faster-whisper as `edge-ai transcribe` calls it (a temperature fallback)
     greedy = transcriber.stt  # the pipeline's own model and decode options: its gap, options aside
-    errors = {"pipeline": 0, "direct": 0, "direct_on_heard": 0, "direct_shifted_1_sample": 0, "direct_at_gain_0_8": 0}
-    words = 0
-    for i, (text, transcript, audio) in enumerate(zip(references, transcripts, heard)):
-        clip = speak(text, voices[i % len(voices)])
-        errors["direct"] += word_errors(text, direct.transcribe(clip).text)[0]
-        # the same clip changed inaudibly: how far Whisper base's WER moves on its own (the noise floor)
-        errors["direct_shifted_1_sample"] += word_errors(text, direct.transcribe(np.concatenate([[0.0], clip])
-                                                                                 .astype(np.float32)).text)[0]
-        errors["direct_at_gain_0_8"] += word_errors(text, direct.transcribe(0.8 * clip).text)[0]
-        errors["direct_on_heard"] += word_errors(text, greedy.transcribe(audio).text if audio.size else "")[0]
-        pipeline, n = word_errors(text, transcript)
-        errors["pipeline"] += pipeline
-        words += n
 
     # the cut-ins: spoken over the assistant, where AEC3's double-talk suppression may take the first word
     cut_in_errors = {"pipeline": 0, "direct": 0}
@@ -421,8 +501,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                             "each": sorted(round(stop, 3) for stop in barge_stops)},  # n ~10: p95 is the worst one
         "self_interruptions": self_interruptions,
         "playback_holds": holds,
-        "wer": {**{name: round(count / max(words, 1), 4) for name, count in errors.items()},
-                "sentences": len(references),
+        "wer": {**stt_errors(sentences_heard, direct, greedy),
+                "questions": stt_errors(questions_heard, direct, greedy),
                 "cut_ins": {**{name: round(count / max(cut_in_words, 1), 4) for name, count in cut_in_errors.items()},
                             "heard": [text for _, text in cut_ins]}},
         "idle_cpu_percent_of_one_core": {**{room: round(cpu, 2) for room, cpu in idle_cpu.items()}, "target": 5.0},
