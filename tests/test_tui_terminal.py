@@ -96,3 +96,39 @@ def test_an_unwritable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot create"), text
     assert "Traceback" not in text
+
+
+def test_what_native_code_writes_to_stderr_goes_to_the_log_not_over_the_app(registered_model: Path, edge_home: Path,
+                                                                            tmp_path: Path) -> None:
+    """A C library writing to file descriptor 2 while the app runs (PortAudio's ALSA host printed
+    "Expression 'ContinuePoll(...)' failed" over the chat when an audio stream hiccuped; here a write to
+    descriptor 2 from inside the app's process, as such a library does): the line is in the log file, not
+    on the screen, and the app draws on."""
+    status_file = tmp_path / "status"
+    noise = ("import os, threading, time\n"
+             "def noise():\n"
+             "    for _ in range(120):\n"
+             "        os.write(2, b'NATIVE-NOISE\\n')\n"
+             "        time.sleep(0.25)\n"
+             "threading.Thread(target=noise, daemon=True).start()\n"
+             "from edge_ai.cli.main import main\n"
+             "main()\n")
+    command = (f"env EDGE_AI_HOME={shlex.quote(str(edge_home))} {shlex.quote(sys.executable)} -c {shlex.quote(noise)};"
+               f" echo $? > {shlex.quote(str(status_file))}; sleep 60")
+    tmux("new-session", "-d", "-x", "120", "-y", "36", "-s", SESSION, command)
+    try:
+        wait_until(lambda s: "model: gemma3-270m" in s and "ready" in s, "the model to load")
+        from edge_ai.paths import get_paths
+
+        log = get_paths().log_file
+        deadline = time.monotonic() + 30
+        while not (log.exists() and "NATIVE-NOISE" in log.read_text(errors="replace")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "NATIVE-NOISE" in log.read_text(errors="replace")
+        time.sleep(1.0)  # more of it is written meanwhile
+        assert "NATIVE-NOISE" not in screen()
+        tmux("send-keys", "-t", SESSION, "C-q")
+        wait_until(lambda s: exit_status(status_file) != "", "the app to quit", seconds=30)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+    assert exit_status(status_file) == "0"

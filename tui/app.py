@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from textual.app import App, InvalidThemeError, SystemCommand
@@ -219,4 +222,33 @@ def run_app(cfg: Config) -> None:
     """
     for name in ("COLUMNS", "LINES"):
         os.environ.pop(name, None)
-    EdgeAIApp(cfg).run()
+    with native_stderr_to(get_paths().log_file):
+        EdgeAIApp(cfg).run()
+
+
+@contextmanager
+def native_stderr_to(log_file: Path) -> Iterator[None]:
+    """Point file descriptor 2 at `log_file` while the app runs, and let Textual draw on a copy of the
+    terminal. C libraries write their complaints to descriptor 2 (PortAudio's ALSA host prints
+    "Expression 'ContinuePoll(...)' failed" when an audio stream hiccups), which is the terminal Textual
+    draws on: a stray line tore the screen. Nothing changes when stderr is not a terminal."""
+    terminal = sys.__stderr__
+    try:
+        if terminal is None or not terminal.isatty():
+            raise OSError("stderr is not a terminal")
+        log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    terminal.flush()
+    saved = os.dup(2)
+    sys.__stderr__ = os.fdopen(os.dup(2), "w", encoding=terminal.encoding, errors=terminal.errors)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    try:
+        yield
+    finally:
+        sys.__stderr__.close()
+        sys.__stderr__ = terminal
+        os.dup2(saved, 2)
+        os.close(saved)

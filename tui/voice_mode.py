@@ -164,7 +164,7 @@ class VoiceMode:
         if stream is not None:
             await stream.stop()
         bar = self.bar
-        bar.partial, bar.reply, bar.heard = "", "", 0
+        bar.partial, bar.reply, bar.heard, bar.latency = "", "", 0, ""
 
     def follow(self) -> None:
         """A typed turn ended: the spoken replies follow on from it too."""

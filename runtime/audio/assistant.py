@@ -172,6 +172,8 @@ class VoiceAssistant:
 
     def _on_follow(self, history: list[dict[str, str]]) -> None:
         self.history = history
+        if self._turn is None:
+            self._warm_up()  # else the next spoken reply prefills the typed turn first (~0.6 s measured)
 
     def _on_start_over(self, history: list[dict[str, str]]) -> None:
         turn, self._turn = self._turn, None
