@@ -2,6 +2,7 @@
 
     vad = SileroVad()                                   # the file from the silero-vad wheel (never its torch package)
     p = vad(frame)                                      # 512 samples at 16 kHz (32 ms) -> speech probability
+    ps = vad.score(frames)                              # consecutive frames in one call: the same probabilities
     segmenter = VadSegmenter(VadOptions())
     for event in segmenter.push(frame, p): ...          # SpeechStarted (with pre-roll), SpeechStopped
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -32,44 +34,59 @@ FRAME = 512  # samples per Silero frame at 16 kHz (32 ms): the only size the mod
 FRAME_SECONDS = FRAME / SAMPLE_RATE
 CONTEXT = 64  # samples of the previous frame the model sees before each new one
 JOIN_GAP = 0.6  # seconds between a run of speech too short to start and the start it then belongs to
+SEQUENCE_MODEL = "silero_vad_16k_sequence.onnx"
 
 
 def silero_model_file() -> Path:
-    """silero_vad.onnx inside the silero-vad wheel, found without importing the package (it imports torch)."""
+    """Silero VAD's 16 kHz sequence model inside the silero-vad wheel, found without importing the package
+    (it imports torch). The same network as its silero_vad.onnx (the same probabilities to the last bit),
+    taking any number of consecutive frames in one call: four frames cost ~1.4 ms of CPU on a core that
+    dozed since the last call, against ~2.8 ms for four single-frame calls (and ~0.5 / 1.4 ms warm)."""
     spec = importlib.util.find_spec("silero_vad")
     if spec is None or not spec.submodule_search_locations:
         raise EdgeAIError("the Silero VAD model is missing: pip install --no-deps silero-vad "
                           "(scripts/setup.sh does it)")
     for folder in spec.submodule_search_locations:
-        path = Path(folder) / "data" / "silero_vad.onnx"
+        path = Path(folder) / "data" / SEQUENCE_MODEL
         if path.is_file():
             return path
-    raise EdgeAIError("the silero-vad package has no data/silero_vad.onnx; reinstall it: pip install --no-deps "
-                      "--force-reinstall silero-vad")
+    raise EdgeAIError(f"the silero-vad package has no data/{SEQUENCE_MODEL}; reinstall it: pip install --no-deps "
+                      "--force-reinstall silero-vad==6.2.3")
 
 
 class SileroVad:
-    """Speech probability per 32 ms frame; keeps the model's recurrent state between calls."""
+    """Speech probability per 32 ms frame; keeps the model's recurrent state between calls, so frames go
+    in in the order they were heard."""
 
     def __init__(self, path: Path | None = None) -> None:
         from runtime.onnx_session import open_session
 
         self._session = open_session(path or silero_model_file(), threads=1)
-        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
         self.reset()
 
     def reset(self) -> None:
         """Forget the audio so far (a new stream)."""
-        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._context = np.zeros(CONTEXT, dtype=np.float32)
 
     def __call__(self, frame: np.ndarray) -> float:
-        if frame.shape != (FRAME,):
-            raise ValueError(f"Silero VAD takes {FRAME} samples at 16 kHz, got {frame.shape}")
-        x = np.concatenate([self._context, frame.astype(np.float32, copy=False)])[None, :]
-        out, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": self._sr})
-        self._context = x[0, -CONTEXT:]
-        return float(out[0, 0])
+        return float(self.score([frame])[0])
+
+    def score(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """The speech probability of each of `frames`, consecutive and following the frames scored before."""
+        if not frames:
+            return np.zeros(0, dtype=np.float32)
+        for frame in frames:
+            if frame.shape != (FRAME,):
+                raise ValueError(f"Silero VAD takes {FRAME} samples at 16 kHz, got {frame.shape}")
+        audio = np.concatenate([self._context, *frames]).astype(np.float32, copy=False)
+        # each row: a frame with the CONTEXT samples heard before it
+        rows = np.lib.stride_tricks.sliding_window_view(audio, CONTEXT + FRAME)[::FRAME]
+        probabilities, self._h, self._c = self._session.run(None, {"input": np.ascontiguousarray(rows),
+                                                                   "h": self._h, "c": self._c})
+        self._context = audio[-CONTEXT:].copy()
+        return probabilities
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,7 @@ def test_the_guard_judges_the_raw_samples_of_each_cleaned_frame_whatever_the_blo
     frames: list[tuple[np.ndarray, np.ndarray]] = []
 
     class Recording(Hearing):
-        def _frame(self, frame, raw_frame, speaking):
+        def _frame(self, frame, raw_frame, level, probability, speaking):
             frames.append((frame, raw_frame))
             return False
 

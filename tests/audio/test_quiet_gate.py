@@ -27,6 +27,10 @@ class CountingVad:
         self.scored += 1
         return self.model(frame)
 
+    def score(self, frames: list[np.ndarray]) -> np.ndarray:
+        self.scored += len(frames)
+        return self.model.score(frames)
+
 
 def noise(db: float | None, seconds: float, rng: np.random.Generator) -> np.ndarray:
     """White noise at `db` dBFS RMS (None: digital silence)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from runtime.audio.vad import (
     FRAME,
     FRAME_SECONDS,
     JOIN_GAP,
+    SEQUENCE_MODEL,
     SileroVad,
     SpeechStarted,
     SpeechStopped,
@@ -36,11 +39,37 @@ def test_the_model_file_comes_from_the_wheel_without_importing_its_torch_package
     import sys
 
     path = silero_model_file()
-    assert path.name == "silero_vad.onnx" and path.stat().st_size > 1_000_000
+    assert path.name == SEQUENCE_MODEL and path.stat().st_size > 1_000_000
     check = ("import sys, numpy as np; from runtime.audio.vad import SileroVad; SileroVad()(np.zeros(512, np.float32)); "
              "print('silero_vad' in sys.modules, 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["False", "False"], result.stderr
+
+
+def test_frames_scored_together_get_the_probabilities_of_the_wheels_single_frame_model():
+    """The sequence model scoring frames several at a time (as hearing does with the frames of a block)
+    gives what silero_vad.onnx, the model Silero's own code runs frame by frame, gives: the same network."""
+    import onnxruntime as ort
+
+    audio = np.concatenate([np.zeros(8000), speak("Please turn on the kitchen lights."),
+                            np.random.default_rng(0).normal(0, 0.01, 8000)]).astype(np.float32)
+    chunks = list(frames(audio))
+    single = ort.InferenceSession(str(silero_model_file().with_name("silero_vad.onnx")),
+                                  providers=["CPUExecutionProvider"])
+    state, context, expected = np.zeros((2, 1, 128), np.float32), np.zeros(64, np.float32), []
+    for frame in chunks:
+        x = np.concatenate([context, frame])[None, :]
+        out, state = single.run(None, {"input": x, "state": state, "sr": np.array(16000, np.int64)})
+        expected.append(float(out[0, 0]))
+        context = frame[-64:]
+    vad, got, i = SileroVad(), [], 0
+    for size in itertools.cycle((1, 4, 7, 2)):  # blocks of frames of varying sizes, and single frames
+        if i >= len(chunks):
+            break
+        got += [float(p) for p in vad.score(chunks[i:i + size])]
+        i += size
+    assert max(expected) > 0.9
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_speech_scores_high_and_silence_and_noise_low():
