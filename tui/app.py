@@ -233,11 +233,13 @@ def native_stderr_to(log_file: Path) -> Iterator[None]:
     "Expression 'ContinuePoll(...)' failed" when an audio stream hiccups), which is the terminal Textual
     draws on: a stray line tore the screen. Nothing changes when stderr is not a terminal."""
     terminal = sys.__stderr__
-    try:
-        if terminal is None or not terminal.isatty():
-            raise OSError("stderr is not a terminal")
-        log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    except OSError:
+    log_fd = None
+    if terminal is not None and terminal.isatty():
+        try:
+            log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError:  # no log directory: the terminal it stays
+            log_fd = None
+    if log_fd is None:
         yield
         return
     terminal.flush()

@@ -55,10 +55,10 @@ class SilenceCutter:
         in_gap = True  # the stream starts in a gap: the silence before the first words is cut
         for block in self._blocks:
             rest = np.concatenate([rest, block])
+            count = len(rest) // FRAME
+            frames, rest = list(rest[:count * FRAME].reshape(count, FRAME)), rest[count * FRAME:]
             out: list[tuple[int, np.ndarray]] = []
-            while len(rest) >= FRAME:
-                frame, rest = rest[:FRAME], rest[FRAME:]
-                probability = self._vad(frame)
+            for frame, probability in zip(frames, self._vad.score(frames)):  # a block's frames in one call
                 speaking = probability >= (self._options.release if speaking else self._options.threshold)
                 if speaking:
                     out += pause if not in_gap else list(gap)
