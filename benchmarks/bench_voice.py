@@ -33,9 +33,9 @@ then "lasted" as long as the user spoke).
   audio the pipeline heard (`direct_on_heard`: what it decoded at the end of each turn, decoded greedily
   as the pipeline decodes): its gap to `direct` is the room's audio path (device resampling, the
   loopbacks, AEC3) and the decode options, the pipeline's gap to it the pipeline's own (segmentation,
-  streaming decodes). Whisper base on
-  espeak speech is chaotic: the same clip shifted by one sample or played at 0.8 of its level moves its
-  WER by ~1-3 points (both are printed), so a gap within that is noise. Apart: the WER of the cut-ins
+  streaming decodes). Whisper base on espeak speech is chaotic: the same clip shifted by one sample or
+  played at 0.8 of its level moves its WER by ~1-3 points (both are printed), so a gap within that is
+  noise. Apart: the WER of the cut-ins
   (said over the assistant, where AEC3's double-talk suppression can take their first word) vs Whisper
   on the same clips, with what the pipeline heard;
 - idle listening CPU (% of one core, target < 5) in three rooms: digital silence, a quiet microphone's hiss
@@ -57,7 +57,9 @@ import sys
 import tempfile
 import threading
 import time
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psutil
@@ -66,6 +68,9 @@ import soxr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "audio"))
 
 from pulse import NullSink, _pactl, ensure_pulse, play_into  # noqa: E402
+
+if TYPE_CHECKING:
+    from runtime.audio.session import VoiceSession
 
 RATE = 16_000
 REC_RATE = 48_000
@@ -146,9 +151,15 @@ def say_as_user(clip: np.ndarray, path: Path) -> None:
     """Play a 16 kHz clip into the room as the user, at the room's own rate: left to the sound server, the
     clip is resampled by its default, speex-float-1, whose artifacts a voice reaching a real microphone
     does not have (Whisper base wrote 3 more errors on the fixed WER set through it, 2 runs)."""
-    line = next(line for line in _pactl("list", "short", "sinks").splitlines() if line.split()[1] == "vsink")
-    rate = int(next(field for field in line.split() if field.endswith("Hz"))[:-2])
+    rate = room_rate()
     play_into("vsink", soxr.resample(clip, RATE, rate, quality="VHQ").astype(np.float32), path, rate=rate)
+
+
+@cache
+def room_rate() -> int:
+    """The sample rate of the room's sink (`vsink`), as the sound server reports it."""
+    line = next(line for line in _pactl("list", "short", "sinks").splitlines() if line.split()[1] == "vsink")
+    return int(next(field for field in line.split() if field.endswith("Hz"))[:-2])
 
 
 def check_room(tmp: Path) -> None:
@@ -228,15 +239,7 @@ def sentences_in_room(cfg: object, count: int, tmp: Path) -> list[tuple[str, str
     turns: queue.SimpleQueue[str] = queue.SimpleQueue()
     session = VoiceSession.open(cfg, None, lambda event: isinstance(event, ev.UserTurn) and turns.put(event.text),
                                 reply=False)
-    decoded: list[np.ndarray] = []
-    transcriber = session.assistant.transcriber
-    finish = transcriber.finish
-
-    def finish_keeping_audio() -> str:
-        decoded.append(transcriber.audio.copy())
-        return finish()
-
-    transcriber.finish = finish_keeping_audio
+    decoded = keep_decoded_audio(session)
     heard = []
     session.start()
     try:
@@ -259,6 +262,21 @@ def sentences_in_room(cfg: object, count: int, tmp: Path) -> list[tuple[str, str
     return heard
 
 
+def keep_decoded_audio(session: VoiceSession) -> list[np.ndarray]:
+    """A list that receives the audio each of the session's final decodes reads (speculative ones too),
+    in order, as they happen."""
+    decoded: list[np.ndarray] = []
+    transcriber = session.assistant.transcriber
+    finish = transcriber.finish
+
+    def finish_keeping_audio() -> str:
+        decoded.append(transcriber.audio.copy())
+        return finish()
+
+    transcriber.finish = finish_keeping_audio
+    return decoded
+
+
 def final_decodes(decoded: list[np.ndarray]) -> list[np.ndarray]:
     """The audio of each turn's last decode: a speculative one that the user's going on made stale is the
     start of the next one."""
@@ -279,16 +297,17 @@ def stt_errors(heard: list[tuple[str, str, str, np.ndarray]], direct: object, gr
     for text, voice, transcript, audio in heard:
         clip = speak(text, voice)
         direct_text = direct.transcribe(clip).text
-        errors["direct"] += word_errors(text, direct_text)[0]
-        if word_errors(text, transcript)[0] > word_errors(text, direct_text)[0]:
+        direct_errors, n = word_errors(text, direct_text)
+        pipeline_errors = word_errors(text, transcript)[0]
+        if pipeline_errors > direct_errors:
             worse.append({"said": text, "voice": voice, "pipeline": transcript, "direct": direct_text.strip()})
+        errors["direct"] += direct_errors
+        errors["pipeline"] += pipeline_errors
+        words += n
         errors["direct_shifted_1_sample"] += word_errors(
             text, direct.transcribe(np.concatenate([[0.0], clip]).astype(np.float32)).text)[0]
         errors["direct_at_gain_0_8"] += word_errors(text, direct.transcribe(0.8 * clip).text)[0]
         errors["direct_on_heard"] += word_errors(text, greedy.transcribe(audio).text if audio.size else "")[0]
-        pipeline, n = word_errors(text, transcript)
-        errors["pipeline"] += pipeline
-        words += n
     return {**{name: round(count / max(words, 1), 4) for name, count in errors.items()},
             "sentences": len(heard), "words": words, "pipeline_worse_on": worse}
 
@@ -362,15 +381,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         hear(event)
 
     session.hearing._on_hear = count_holds
-    heard_audio: list[np.ndarray] = []  # the utterance audio of each final transcript, in order
-    transcriber = session.assistant.transcriber
-    finish = transcriber.finish
-
-    def finish_keeping_audio() -> str:
-        heard_audio.append(transcriber.audio.copy())
-        return finish()
-
-    transcriber.finish = finish_keeping_audio
+    heard_audio = keep_decoded_audio(session)  # the utterance audio of each final transcript, in order
     tmp = Path(tempfile.mkdtemp(prefix="bench-voice-"))
     process = psutil.Process()
     check_room(tmp)
@@ -471,7 +482,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     from runtime.audio.stt import open_stt
 
     direct = open_stt(cfg)  # faster-whisper as `edge-ai transcribe` calls it (a temperature fallback)
-    greedy = transcriber.stt  # the pipeline's own model and decode options: its gap, options aside
+    greedy = session.assistant.transcriber.stt  # the pipeline's own model and decode options: its gap, options aside
 
     # the cut-ins: spoken over the assistant, where AEC3's double-talk suppression may take the first word
     cut_in_errors = {"pipeline": 0, "direct": 0}
