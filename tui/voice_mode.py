@@ -102,6 +102,8 @@ class VoiceMode:
                 app.call_from_thread(self._checked, check)
             session = VoiceSession.open(app.cfg, app.engines, self._post, history=history)
             session.start()
+            app.call_from_thread(self._starting_microphone)
+            live = session.wait_for_microphone()
         except EdgeAIError as exc:
             app.call_from_thread(self._failed, str(exc))
             return
@@ -109,7 +111,7 @@ class VoiceMode:
             log.exception("voice mode failed to start")
             app.call_from_thread(self._failed, f"unexpected {type(exc).__name__}: {exc} (see the log file)")
             return
-        app.call_from_thread(self._opened, session)
+        app.call_from_thread(self._opened, session, live)
 
     def _checking(self, message: str) -> None:
         self.bar.state = "checking…"
@@ -121,13 +123,22 @@ class VoiceMode:
         self.screen.notify(f"Audio check: {mode} ({check.reason}). Saved: `edge-ai audio test` measures again, "
                            "voice.mode overrides it.", title="Voice", timeout=12)
 
-    def _opened(self, session: VoiceSession) -> None:
+    def _starting_microphone(self) -> None:
+        self.bar.partial = ""
+        self.bar.state = "opening mic…"
+
+    def _opened(self, session: VoiceSession, live: bool) -> None:
         self.opening = False
         self.session = session
         push_to_talk = self.screen.edge_app.cfg.voice.push_to_talk
         session.hearing.muted = push_to_talk
         self.bar.push_to_talk = "F10 to talk" if push_to_talk else ""
         self.bar.state = "listening"
+        if not live:
+            self.screen.notify(f"The microphone '{session.stream.mic.name}' has sent no sound yet; voice mode "
+                               "keeps trying. If it stays silent, pick another one (voice.input_device in "
+                               "settings; `edge-ai audio devices` lists them).", title="Voice",
+                               severity="warning", timeout=15)
 
     def _failed(self, reason: str) -> None:
         self.opening = False

@@ -88,9 +88,16 @@ class _Printer:
             err.file.write("\r\033[K")
 
 
-def _run(session: Any, seconds: float | None) -> None:
+def _run(session: Any, seconds: float | None, ready: str) -> None:
+    """Start, say `ready` once the microphone's sound arrives (words said before would be lost), run until
+    Ctrl+C or `seconds`."""
     session.start()
     try:
+        if session.wait_for_microphone():
+            err.print(ready)
+        else:
+            err.print(f"the microphone '{session.stream.mic.name}' has sent no sound yet; still trying (pick "
+                      "another with --input-device; `edge-ai audio devices` lists them)")
         end = time.monotonic() + seconds if seconds else None
         while end is None or time.monotonic() < end:
             time.sleep(0.1)
@@ -116,8 +123,7 @@ def voice_cmd(
     scheduler = Scheduler(open_engine(cfg), queue_size=2, name="voice")
     try:
         session = VoiceSession.open(cfg, scheduler, _Printer(events))
-        err.print("listening — speak; Ctrl+C to stop")
-        _run(session, seconds)
+        _run(session, seconds, "listening — speak; Ctrl+C to stop")
     finally:
         scheduler.close()
 
@@ -128,8 +134,7 @@ def listen_cmd(input_device: InputOpt = None, seconds: SecondsOpt = None, events
 
     cfg = _config(**{"voice.input_device": input_device})
     session = VoiceSession.open(cfg, None, _Printer(events), reply=False)
-    err.print("listening — Ctrl+C to stop")
-    _run(session, seconds)
+    _run(session, seconds, "listening — Ctrl+C to stop")
 
 
 def _first_time_check(cfg: config_mod.Config) -> None:

@@ -196,6 +196,9 @@ class DuplexStream:
         self._worker: threading.Thread | None = None
         self._mic_resampler = self._ref_resampler = None
         self.callbacks = 0
+        # set once the microphone's first block has been handed on: a null sink's monitor or a Bluetooth
+        # headset starts ~2 s after the stream, and words said before then are lost, so say "listening" after
+        self.microphone_live = threading.Event()
 
     def start(self) -> None:
         """Open the device and start the worker; raises AudioUnavailable/EdgeAIError if it cannot open at all."""
@@ -302,6 +305,7 @@ class DuplexStream:
                 mic, ref = block
                 try:
                     self._on_audio(self._mic_resampler.resample_chunk(mic), self._ref_resampler.resample_chunk(ref))
+                    self.microphone_live.set()
                 except Exception as exc:  # a failing consumer must not silence the microphone for good
                     log.exception("processing microphone audio failed")
                     self._on_status(f"audio processing failed: {exc}")

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# seconds to wait for the microphone's first sound: a late start (FIRST_CALLBACK, 3 s) and one reopen after it
+MICROPHONE_WAIT = 8.0
+
 
 def _audio_file() -> Path:
     return get_paths().data_dir / "audio.json"
@@ -131,6 +134,11 @@ class VoiceSession:
     def start(self) -> None:
         self.assistant.start()
         self.stream.start()
+
+    def wait_for_microphone(self, timeout: float = MICROPHONE_WAIT) -> bool:
+        """After `start`: block until the microphone's sound reaches the hearing (False: not within `timeout`,
+        the stream's watchdog goes on trying). A user told "listening" before then loses the first words."""
+        return self.stream.microphone_live.wait(timeout)
 
     def close(self) -> None:
         self.stream.close()

@@ -44,6 +44,7 @@ async def test_voice_mode_turns_a_spoken_question_into_a_stored_spoken_reply(roo
         await pilot.press("f9")
         await wait_for(pilot, lambda: screen.voice.on and bar.state == "listening", "voice mode to start")
         assert bar.display
+        assert screen.voice.session.stream.callbacks > 0  # "listening" only once the microphone's sound arrives
         await asyncio.to_thread(play_into_room, "What is the capital of France?", tmp_path / "q.wav")
 
         def views(role: str) -> list[MessageView]:
