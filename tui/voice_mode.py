@@ -5,9 +5,9 @@ scheduler; its events are posted to the screen as messages and drawn here: the u
 turn and the assistant's reply become messages of the current conversation (stored in the
 history as they end), the voice bar shows the state, the microphone level, the live partial
 transcript, the reply with its spoken part highlighted, and the last turn's latency breakdown.
-An interrupted reply is stored as what the listener heard, marked interrupted. When the screen
-shows another conversation (Ctrl+N, one opened from the sidebar) the voice turn under way is dropped,
-its reply silenced and stored nowhere, and the spoken replies follow on from the new conversation.
+An interrupted reply is stored as what the listener heard, marked interrupted: cut off by the user's voice,
+by a typed message (stored after it) or by leaving the conversation (Ctrl+N, another one opened from the
+sidebar), after which the spoken replies follow on from the conversation shown.
 
 The reply is drawn as typed replies are: appended through a `MarkdownStream`, at most `FramePace`
 frames a second, not re-rendered at every token. Re-rendering it at every token cost the UI thread
@@ -17,6 +17,7 @@ transcribe, synthesise and play on a 2-core laptop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from tui.screens.chat import ChatScreen
 
 log = logging.getLogger(__name__)
+
+CUT_OFF_WAIT = 2.0  # seconds to wait for the voice controller to stop a reply (it answers in milliseconds)
 
 
 class VoiceEvent(Message):
@@ -162,9 +165,27 @@ class VoiceMode:
         hearing.muted = not hearing.muted
         self.bar.push_to_talk = "F10 to talk" if hearing.muted else "talking — F10 when done"
 
+    async def cut_off(self) -> None:
+        """The user typed a message or leaves the conversation: a spoken reply under way stops, and what was
+        heard of it is stored (marked interrupted) before anything else is; an utterance not yet answered is
+        dropped. Waits for the voice controller (milliseconds; at most CUT_OFF_WAIT)."""
+        if self.session is None:
+            return
+        try:
+            number, interrupted = await asyncio.wait_for(asyncio.wrap_future(self.session.assistant.cut_off()),
+                                                         CUT_OFF_WAIT)
+        except asyncio.TimeoutError:
+            log.warning("the voice controller did not answer a cut-off within %.0f s", CUT_OFF_WAIT)
+            return
+        if interrupted is not None:
+            await self._interrupted(interrupted)
+        self._stale_through = max(self._stale_through, number)  # the emitted copies of its events come later
+        bar = self.bar
+        bar.partial, bar.reply, bar.heard = "", "", 0
+
     async def start_over(self) -> None:
         """The screen's conversation was replaced (its messages; its views may still be the old ones): drop
-        the voice turn under way (its reply stops at once and is stored nowhere) and answer from the new one."""
+        any voice turn begun since `cut_off` (stored nowhere) and answer from the new one."""
         if self.session is None:
             return
         self._stale_through = self.session.assistant.start_over(self._history())

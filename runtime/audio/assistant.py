@@ -21,9 +21,10 @@ frames of speech and resumed if they die out (a cough, a click); once the speech
 reply's job is cancelled, the speech queue and the player are emptied, and the history keeps what
 the listener heard: the chunks that finished playing and the played part of the cut one.
 
-A user interface that replaces the conversation (a new one, another one opened) calls `start_over`:
-the turn under way is dropped, its reply silenced and forgotten, and replies follow on from the new
-history (`follow` only swaps the history: a typed turn went on in between). Turn numbers come from
+A user who turns to the keyboard (`cut_off`) stops the reply as a barge-in does; an utterance not yet
+answered is dropped. A user interface that replaces the conversation (a new one, another one opened)
+calls `start_over`: the turn under way is dropped, its reply silenced and forgotten, and replies follow
+on from the new history (`follow` only swaps the history: a typed turn went on in between). Turn numbers come from
 one counter any thread may draw from, so `start_over` can tell its caller at once which turns'
 events are stale, before the controller has even seen the request.
 """
@@ -36,6 +37,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,6 +124,8 @@ class VoiceAssistant:
         self._speech_lock = threading.Lock()
         self._silenced_turn = 0
         self._turn: _Turn | None = None
+        # an utterance cut off while said: its words after a pause are not a new turn, until a turn's end
+        self._dropping_utterance = False
         self._turn_numbers = itertools.count(1)  # next() is atomic: the controller and start_over draw from it
         self._chunker = None
         self._since_partial = 0.0
@@ -164,6 +168,29 @@ class VoiceAssistant:
         last_old = next(self._turn_numbers)
         self._inbox.put(("start_over", list(history)))
         return last_old
+
+    def cut_off(self) -> Future[tuple[int, Interrupted | None]]:
+        """The user turned to the keyboard: the reply under way stops as at a barge-in (the history keeps what
+        was heard) and an utterance not yet answered is dropped. Any thread. The future resolves, once the
+        controller has done it, to the number of the turn cut off (0: none; its later events are stale) and
+        the `Interrupted` of a reply cut off, also emitted: a caller that must store what was heard before it
+        goes on (a typed message after it) cannot wait for the event, which may be queued behind it."""
+        done: Future[tuple[int, Interrupted | None]] = Future()
+        self._inbox.put(("cut_off", done))
+        return done
+
+    def _on_cut_off(self, done: Future[tuple[int, Interrupted | None]]) -> None:
+        turn = self._turn
+        if turn is None:
+            done.set_result((0, None))
+        elif turn.committed:
+            done.set_result((turn.number, self._interrupt()))
+        else:
+            self._silence_turn(turn)
+            self._turn = None
+            self._dropping_utterance = True
+            self._set_state(VoiceState.LISTENING)
+            done.set_result((turn.number, None))
 
     def follow(self, history: Sequence[dict[str, str]]) -> None:
         """The conversation went on outside the voice turns (a typed question and its answer): later replies
@@ -247,6 +274,8 @@ class VoiceAssistant:
         # SpeechStopped: the Silence ticks that follow it time the pause
 
     def _speech_started(self, event: SpeechStarted) -> None:
+        if self._dropping_utterance:
+            return
         if self.assistant_speaking:
             self._interrupt()
         else:
@@ -267,6 +296,9 @@ class VoiceAssistant:
         self._set_state(VoiceState.USER_SPEAKING)
 
     def _silence(self, seconds: float) -> None:
+        if self._dropping_utterance:
+            self._dropping_utterance = seconds < self.options.policy.wait  # the longest pause inside a turn
+            return
         turn = self._turn
         if turn is None or turn.committed:
             return
@@ -436,10 +468,10 @@ class VoiceAssistant:
                 break
         return dropped
 
-    def _interrupt(self) -> None:
+    def _interrupt(self) -> Interrupted | None:
         turn = self._turn
         if turn is None:
-            return
+            return None
         dropped = self._silence_turn(turn)
         cut = next((item for item in dropped if item.played > 0), None)
         heard = " ".join(turn.heard)
@@ -447,9 +479,11 @@ class VoiceAssistant:
             heard = (heard + " " + _played_part(str(cut.tag), cut, self.player.output_latency)).strip()
         self.history += [{"role": "user", "content": turn.transcript or ""},
                          {"role": "assistant", "content": heard}]
-        self._emit(Interrupted(turn.number, heard))
+        interrupted = Interrupted(turn.number, heard)
+        self._emit(interrupted)
         self._turn = None
         self._set_state(VoiceState.LISTENING)
+        return interrupted
 
     # -- workers ----------------------------------------------------------------------------------
 

@@ -189,6 +189,26 @@ def test_cutting_in_stops_the_reply_and_history_keeps_what_was_heard(conversatio
     assert stale == []  # nothing of the stopped reply is left to play (the answer to "stop" may be queued)
 
 
+def test_cut_off_while_the_user_speaks_drops_the_utterance(conversation, tmp_path):
+    """The user turns to the keyboard mid-utterance (`cut_off`, as the app does on a typed message): the
+    utterance is never answered nor kept, and the assistant listens again."""
+    session, events = conversation
+    talker = threading.Thread(target=say_into_room, args=(
+        "I would like to know, if you have a moment, how tall the tallest mountain in the world is.", tmp_path))
+    talker.start()
+    try:
+        assert events.wait(lambda e: isinstance(e, ev.StateChanged) and e.state is ev.VoiceState.USER_SPEAKING,
+                           30), events.summary()
+        number, interrupted = session.assistant.cut_off().result(timeout=2)
+    finally:
+        talker.join()
+    assert number > 0 and interrupted is None
+    time.sleep(3)  # the rest of the utterance and its pause: time enough for a turn to end
+    cut = [e for e in events.of(ev.UserTurn) if e.turn == number]
+    assert cut == [] and not events.of(ev.ReplyText), events.summary()
+    assert session.assistant.history == [] and session.assistant.state is ev.VoiceState.LISTENING
+
+
 def test_an_empty_reply_is_said_and_left_out_of_the_history(room, tmp_path):
     """The default base model now and then answers with nothing: the user hears about it instead of
     silence, and the next prompt does not carry an empty answer."""

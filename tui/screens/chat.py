@@ -278,6 +278,7 @@ class ChatScreen(Screen[None]):
             await self.refresh_sidebar()
             return
         await self._let_go_of_reply()
+        await self.voice.cut_off()
         self.conversation, self.messages, self.images = conversation, messages, {}
         await self.voice.start_over()
         await self.chat_log.clear()
@@ -338,6 +339,7 @@ class ChatScreen(Screen[None]):
         model: kept in memory, not in the history); False when it could not be stored."""
         if self._busy():
             return False
+        await self.voice.cut_off()  # a spoken reply stops, what was heard of it stored before this message
         stored = self.store_user_message(text)
         if stored is None:
             return False
@@ -511,6 +513,7 @@ class ChatScreen(Screen[None]):
 
     async def action_new_chat(self) -> None:
         await self._let_go_of_reply()
+        await self.voice.cut_off()
         self.conversation, self.messages, self.images = None, [], {}
         await self.voice.start_over()
         self.sub_title = ""
