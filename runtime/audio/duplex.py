@@ -34,7 +34,10 @@ callback late while Whisper, the model and the terminal app's drawing shared 2 c
 thread on that plugin kept polling at ~99% of a core while delivering every block on time, and
 every later turn in the app was slow (end of speech -> first audio 1.1-2.2 s instead of ~0.9). The
 callback reads its own thread's CPU time; a stream that spends over MAX_CALLBACK_CPU of a core is
-reopened at the next moment nothing is being said or played (`relaxed`), without a message.
+reopened at the next moment nobody speaks and nothing plays (`between_turns`), without a message. Not
+at the next `relaxed` one, which also waits out the echo's tail and the timing of a pause: in a brisk
+conversation (bench_voice: a question 0.8 s after each reply) that never came, and on a machine whose
+stream spun six times a run, end of speech -> first audio p95 was 3.9 s and barge-in p95 0.57 s.
 
 Those underflows came from Python's garbage collector: a full collection holds the GIL, which the
 callback needs, for 30-170 ms on a loaded 2-core machine (in the app: 2-3 underflows in 6 turns, each
@@ -174,7 +177,11 @@ class DuplexStream:
     def __init__(self, mic: Device, speaker: Device, player: Player,
                  on_audio: Callable[[np.ndarray, np.ndarray], None],
                  on_status: Callable[[str], None] = lambda message: None,
-                 relaxed: Callable[[], bool] = lambda: False) -> None:
+                 relaxed: Callable[[], bool] = lambda: False,
+                 between_turns: Callable[[], bool] | None = None) -> None:
+        """`relaxed()`: nothing needs a fast reaction (blocks may gather, the garbage collector may run);
+        `between_turns()`: nobody speaks and nothing plays, so a reopened stream's gap cuts no one (default:
+        `relaxed`)."""
         self.mic, self.speaker = mic, speaker
         self.rate = int(speaker.sample_rate)
         self.player = player
@@ -182,6 +189,7 @@ class DuplexStream:
         self._on_audio = on_audio
         self._on_status = on_status
         self._relaxed = relaxed
+        self._between_turns = between_turns or relaxed
         self._blocks: queue.SimpleQueue[tuple[np.ndarray, np.ndarray] | None] = queue.SimpleQueue()
         self._stream = None
         self._running = False
@@ -318,7 +326,8 @@ class DuplexStream:
                     log.warning("the audio callback's thread spins (%.0f%% of a core); reopening the stream when "
                                 "nothing is said or played", 100 * pace[1])
                     self._spinning = True
-                if self._spinning and self._relaxed():
+                if self._spinning and self._between_turns():
+                    log.warning("reopening the audio stream whose callback thread spun")
                     self._reopen(None, 0.0)
                 continue
             if self._ended:

@@ -144,6 +144,12 @@ class Hearing:
         return not (segmenter.in_speech or segmenter.starting or self._onset_told or self._echo_possible
                     or (segmenter.spoke and segmenter.silence < PAUSE_TIMED) or self._assistant_speaking())
 
+    def between_turns(self) -> bool:
+        """Nobody is speaking or starting to and the assistant is neither thinking nor speaking: a gap in
+        the audio now cuts no one's words (an echo's tail or a pause being timed may be under way)."""
+        segmenter = self._segmenter
+        return not (segmenter.in_speech or segmenter.starting or self._onset_told or self._assistant_speaking())
+
     @property
     def _echo_possible(self) -> bool:
         """The speaker played something recently enough for its echo to be on the microphone."""

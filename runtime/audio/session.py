@@ -126,7 +126,8 @@ class VoiceSession:
         hearing = Hearing(mode.mode, assistant.hear, vad=vad_options(cfg),
                           assistant_speaking=lambda: assistant.assistant_speaking)
         stream = DuplexStream(mic, speaker, player, hearing.on_audio,
-                              on_status=lambda message: on_event(Status(message)), relaxed=hearing.relaxed)
+                              on_status=lambda message: on_event(Status(message)), relaxed=hearing.relaxed,
+                              between_turns=hearing.between_turns)
         on_event(Status(f"voice: {mode.mode} duplex ({mode.reason}); microphone '{mic.name}', speaker "
                         f"'{speaker.name}'"))
         return cls(assistant, stream, hearing, mode)

@@ -152,8 +152,9 @@ def test_a_stream_whose_callback_thread_spins_is_reopened_when_nothing_is_said_o
     """The callback's thread burning most of a core while every block comes on time (PortAudio polling in a
     loop on PulseAudio's ALSA plugin after an underflow, which cannot be caused at will: here the callback
     busy-waits 70% of each block for a little longer than the pace window, a fault injected at the callback).
-    The stream is not reopened while the conversation is not relaxed (a reply would be cut), then is, once,
-    without a message to the user; the new stream runs at real time."""
+    The stream is not reopened while someone speaks or a reply plays (it would be cut), then is, once,
+    between turns, though never relaxed (a brisk conversation), without a message to the user; the new
+    stream runs at real time."""
     spin_until: list[float] = []
 
     class SpinningPlayer(Player):
@@ -168,13 +169,14 @@ def test_a_stream_whose_callback_thread_spins_is_reopened_when_nothing_is_said_o
 
     assert 0.7 > MAX_CALLBACK_CPU
     statuses: list[str] = []
-    relaxed = threading.Event()
-    stream, _ = open_stream(Recorder(), SpinningPlayer(), on_status=statuses.append, relaxed=relaxed.is_set)
+    between_turns = threading.Event()
+    stream, _ = open_stream(Recorder(), SpinningPlayer(), on_status=statuses.append, relaxed=lambda: False,
+                            between_turns=between_turns.is_set)
     try:
         first = stream._stream
-        time.sleep(2 * PACE_WINDOW + 0.5)  # the spin is seen at the end of the first window; nothing is relaxed
+        time.sleep(2 * PACE_WINDOW + 0.5)  # the spin is seen at the end of the first window; a turn goes on
         assert stream._stream is first
-        relaxed.set()
+        between_turns.set()
         deadline = time.monotonic() + PACE_WINDOW
         while stream._stream is first and time.monotonic() < deadline:
             time.sleep(0.05)
