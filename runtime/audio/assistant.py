@@ -24,9 +24,9 @@ the listener heard: the chunks that finished playing and the played part of the 
 A user who turns to the keyboard (`cut_off`) stops the reply as a barge-in does; an utterance not yet
 answered is dropped. A user interface that replaces the conversation (a new one, another one opened)
 calls `start_over`: the turn under way is dropped, its reply silenced and forgotten, and replies follow
-on from the new history (`follow` only swaps the history: a typed turn went on in between). Turn numbers come from
-one counter any thread may draw from, so `start_over` can tell its caller at once which turns'
-events are stale, before the controller has even seen the request.
+on from the new history (`follow` only swaps the history: a typed turn went on in between). Turn
+numbers come from one counter any thread may draw from, so `start_over` can tell its caller at once
+which turns' events are stale, before the controller has even seen the request.
 """
 
 from __future__ import annotations

@@ -23,6 +23,21 @@ def play_into_room(text: str, path: Path) -> None:
     play_into("vsink", speak(text), path)
 
 
+async def a_story_being_told(app, pilot, tmp_path: Path):
+    """Voice mode on, a long story asked for aloud and being spoken: (the chat screen, its voice bar, the
+    voice assistant)."""
+    from tui.widgets.voice_bar import VoiceBar
+
+    await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
+    screen = app.chat_screen
+    bar = screen.query_one("#voice-bar", VoiceBar)
+    await pilot.press("f9")
+    await wait_for(pilot, lambda: screen.voice.on and bar.state == "listening", "voice mode to start")
+    await asyncio.to_thread(play_into_room, "Tell me a long story about a dragon and a knight.", tmp_path / "q.wav")
+    await wait_for(pilot, lambda: bar.state == "speaking", "the reply to be spoken")
+    return screen, bar, screen.voice.session.assistant
+
+
 def make_app(**values: object):
     from tui.app import EdgeAIApp
 
@@ -117,19 +132,9 @@ async def test_a_new_chat_while_a_reply_is_spoken_silences_it_and_starts_afresh(
     the old conversation (marked interrupted, as a barge-in would), nothing of it is drawn on the new one,
     and the spoken replies follow on from the new, empty conversation (before, the reply played on into the
     empty screen and the model kept answering in the old conversation)."""
-    from tui.widgets.voice_bar import VoiceBar
-
     app = make_app(**{"sampling.max_tokens": 80})
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
-        screen = app.chat_screen
-        bar = screen.query_one("#voice-bar", VoiceBar)
-        await pilot.press("f9")
-        await wait_for(pilot, lambda: screen.voice.on and bar.state == "listening", "voice mode to start")
-        assistant = screen.voice.session.assistant
-        await asyncio.to_thread(play_into_room, "Tell me a long story about a dragon and a knight.",
-                                tmp_path / "q.wav")
-        await wait_for(pilot, lambda: bar.state == "speaking", "the reply to be spoken")
+        screen, bar, assistant = await a_story_being_told(app, pilot, tmp_path)
         first = screen.conversation
         assert first is not None
         await pilot.press("ctrl+n")
@@ -174,19 +179,9 @@ async def test_typing_while_a_reply_is_spoken_stops_it_and_keeps_what_was_heard_
     stored before the typed message, and both the typed reply and later spoken ones follow on from that
     conversation (before, the spoken reply played on and was stored after the typed message, and the
     spoken replies' context held the spoken question twice)."""
-    from tui.widgets.voice_bar import VoiceBar
-
     app = make_app(**{"sampling.max_tokens": 80})
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
-        screen = app.chat_screen
-        bar = screen.query_one("#voice-bar", VoiceBar)
-        await pilot.press("f9")
-        await wait_for(pilot, lambda: screen.voice.on and bar.state == "listening", "voice mode to start")
-        assistant = screen.voice.session.assistant
-        await asyncio.to_thread(play_into_room, "Tell me a long story about a dragon and a knight.",
-                                tmp_path / "q.wav")
-        await wait_for(pilot, lambda: bar.state == "speaking", "the reply to be spoken")
+        screen, bar, assistant = await a_story_being_told(app, pilot, tmp_path)
         screen.prompt.focus()
         screen.prompt.text = "Hello"  # typed at once: Pilot's key presses wait for the busy app (~1 s each)
         await pilot.press("enter")
