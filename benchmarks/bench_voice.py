@@ -35,9 +35,8 @@ then "lasted" as long as the user spoke).
   loopbacks, AEC3) and the decode options, the pipeline's gap to it the pipeline's own (segmentation,
   streaming decodes). Whisper base on espeak speech is chaotic: the same clip shifted by one sample or
   played at 0.8 of its level moves its WER by ~1-3 points (both are printed), so a gap within that is
-  noise. Apart: the WER of the cut-ins
-  (said over the assistant, where AEC3's double-talk suppression can take their first word) vs Whisper
-  on the same clips, with what the pipeline heard;
+  noise. Apart: the WER of the cut-ins (said over the assistant, where AEC3's double-talk suppression
+  can take their first word) vs Whisper on the same clips, with what the pipeline heard;
 - idle listening CPU (% of one core, target < 5) in three rooms: digital silence, a quiet microphone's hiss
   (white noise at -60 dBFS, as heard at 16 kHz) and a noisy room (-44 dBFS: a fan, a TV), where the
   quiet gate (runtime.audio.quiet_gate) cannot skip Silero; with --soak M, RSS growth over M minutes.

@@ -238,7 +238,7 @@ def native_stderr_to(log_file: Path) -> Iterator[None]:
         try:
             log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError:  # no log directory: the terminal it stays
-            log_fd = None
+            pass
     if log_fd is None:
         yield
         return

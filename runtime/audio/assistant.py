@@ -186,10 +186,8 @@ class VoiceAssistant:
         elif turn.committed:
             done.set_result((turn.number, self._interrupt()))
         else:
-            self._silence_turn(turn)
-            self._turn = None
+            self._drop_turn()
             self._dropping_utterance = True
-            self._set_state(VoiceState.LISTENING)
             done.set_result((turn.number, None))
 
     def follow(self, history: Sequence[dict[str, str]]) -> None:
@@ -203,12 +201,16 @@ class VoiceAssistant:
             self._warm_up()  # else the next spoken reply prefills the typed turn first (~0.6 s measured)
 
     def _on_start_over(self, history: list[dict[str, str]]) -> None:
+        self._drop_turn()
+        self.history = history
+        self._warm_up()
+
+    def _drop_turn(self) -> None:
+        """Forget the turn under way, its reply silenced, and listen."""
         turn, self._turn = self._turn, None
         if turn is not None:
             self._silence_turn(turn)
-        self.history = history
         self._set_state(VoiceState.LISTENING)
-        self._warm_up()
 
     def close(self) -> None:
         self._running = False

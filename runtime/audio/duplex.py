@@ -313,7 +313,8 @@ class DuplexStream:
                 mic, ref = block
                 try:
                     self._on_audio(self._mic_resampler.resample_chunk(mic), self._ref_resampler.resample_chunk(ref))
-                    self.microphone_live.set()
+                    if not self.microphone_live.is_set():  # (set() takes a lock: not at every block)
+                        self.microphone_live.set()
                 except Exception as exc:  # a failing consumer must not silence the microphone for good
                     log.exception("processing microphone audio failed")
                     self._on_status(f"audio processing failed: {exc}")
