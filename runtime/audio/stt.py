@@ -13,7 +13,9 @@
 Each backend decodes at temperature 0 first and falls back to higher temperatures the way its
 library does when the output looks hallucinated (a loop, improbable tokens); `temperatures=(0.0,)`
 makes every decode greedy and repeatable. Audio that is digitally silent (peak below -60 dBFS) is
-not decoded at all: Whisper tends to invent a "Thank you." for it, and silence has no words. A segment
+not decoded at all: Whisper tends to invent a "Thank you." for it, and silence has no words. For the
+same reason a segment dated wholly in digital silence, or after the clip's end, is dropped: at a fallback
+temperature Whisper writes "I'm sorry." into every 2 s of a silent stretch before the words. A segment
 of punctuation alone (". . .", Whisper's answer to a near-silent window) is dropped too: it has no words,
 and as the prompt of the next window it makes Whisper write only dots from then on.
 
@@ -39,6 +41,7 @@ from edge_ai.hardware import default_threads
 
 SAMPLE_RATE = 16000
 SILENCE_PEAK = 10 ** (-60 / 20)  # a clip whose loudest sample is below -60 dBFS has no speech to decode
+SEGMENT_SLACK = 0.5  # seconds either side of a segment's times searched for sound: Whisper dates segments roughly
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # openai-whisper's and faster-whisper's fallback schedule
 _WORD_CHARACTER = re.compile(r"\w")  # a letter or digit of any script
 
@@ -85,6 +88,15 @@ def is_silent(samples: np.ndarray) -> bool:
     return len(samples) == 0 or float(np.max(np.abs(samples))) < SILENCE_PEAK
 
 
+def _over_sound(segment: Segment, clip: np.ndarray) -> bool:
+    """Whether any sound lies under `segment`'s times (widened by SEGMENT_SLACK) in `clip`."""
+    if segment.start >= len(clip) / SAMPLE_RATE:
+        return False
+    low = max(int((segment.start - SEGMENT_SLACK) * SAMPLE_RATE), 0)
+    high = int((max(segment.start, segment.end) + SEGMENT_SLACK) * SAMPLE_RATE)
+    return not is_silent(clip[low:high])
+
+
 def _as_clip(samples: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(samples, dtype=np.float32).reshape(-1))
 
@@ -106,7 +118,7 @@ class _Backend(ABC):
         if is_silent(clip):
             return Transcription("", (), self.language or "", duration, 0.0)
         segments, language = self._decode(clip, duration, prompt, word_timestamps)
-        segments = tuple(s for s in segments if _WORD_CHARACTER.search(s.text))
+        segments = tuple(s for s in segments if _WORD_CHARACTER.search(s.text) and _over_sound(s, clip))
         return Transcription(_join(segments), segments, language, duration, time.perf_counter() - start)
 
     @abstractmethod
