@@ -49,6 +49,27 @@ def test_hf_style_template_with_raise_exception_and_loop_controls() -> None:
         render(source, CONVERSATION[:3])
 
 
+# a Llama 2 / Mistral style template: it refuses a conversation whose roles do not alternate
+STRICT = ("{% for m in messages %}"
+          "{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+          "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+          "{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]{% else %}{{ m['content'] }}</s>{% endif %}"
+          "{% endfor %}")
+
+
+def test_a_reply_stopped_before_its_first_word_leaves_turns_that_alternate() -> None:
+    """A barge-in while the model thinks leaves an empty reply (voice) or none (the app leaves stopped empty
+    replies out) between two questions: both are one user turn, and a strict template renders it."""
+    with pytest.raises(EdgeAIError, match="must alternate"):
+        render(STRICT, [{"role": "assistant", "content": "Hi"}])  # the template is as strict as it looks
+    empty_reply = [{"role": "user", "content": "Tell me a story."}, {"role": "assistant", "content": ""},
+                   {"role": "user", "content": "What is the capital of Italy?"}]
+    no_reply = [empty_reply[0], empty_reply[2]]
+    expected = "[INST] Tell me a story.\n\nWhat is the capital of Italy? [/INST]"
+    assert render(STRICT, empty_reply) == render(STRICT, no_reply) == expected
+    assert render(STRICT, CONVERSATION[1:]) == "[INST] Hi [/INST]Hello!</s>[INST] Bye [/INST]"  # as it was
+
+
 @pytest.mark.parametrize("source, why", [
     ("{{ messages.__class__.__mro__[1].__subclasses__() }}", "unsafe"),
     ("{{ cycler.__init__.__globals__.os.system('true') }}", "unsafe"),

@@ -4,6 +4,10 @@ A GGUF's `tokenizer.chat_template` is code from whoever made the file, so it is 
 Jinja sandbox that (a) refuses access to Python internals and (b) is bounded in time and output
 size: llama-cpp-python's own formatter is sandboxed but unbounded, and a template loop could hang
 the app. Files without a template get a built-in format (`edge_ai.chat_format` decides which).
+
+Every template sees turns that alternate (`alternating_turns`): a reply stopped before its first word
+(a barge-in while the model thinks, Esc) leaves no assistant message, or an empty one, between two user
+messages, and many models' own templates (Llama 2, Mistral, Gemma) raise "roles must alternate" at that.
 """
 
 from __future__ import annotations
@@ -262,6 +266,21 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         return result
 
 
+def alternating_turns(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`messages` with empty assistant messages left out and each run of user (or of assistant) messages
+    joined into one, a blank line between their texts: the user said both, and the model answers both."""
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if message["role"] == "assistant" and not message["content"]:
+            continue
+        last = turns[-1] if turns else None
+        if last is not None and last["role"] == message["role"] in ("user", "assistant"):
+            turns[-1] = {**last, "content": f"{last['content']}\n\n{message['content']}"}
+        else:
+            turns.append(dict(message))
+    return turns
+
+
 def _raise_exception(message: str) -> None:
     raise TemplateError(message)
 
@@ -291,7 +310,7 @@ class ChatTemplate:
         sys.settrace(self._env.trace_calls)
         try:
             for chunk in self._template.generate(
-                messages=[dict(m) for m in messages],
+                messages=alternating_turns(messages),
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
