@@ -213,6 +213,8 @@ async def test_history_restored_after_restart(registered_model: Path) -> None:
         older = store.create_conversation("Code sample")
         store.add_message(older.id, "user", "show code")
         store.add_message(older.id, "assistant", "Here:\n\n```python\nprint('hi')\n```\n")
+        store.add_message(older.id, "user", "2 plus 1?")
+        store.add_message(older.id, "assistant", "3.")  # Markdown: an empty list item numbered 3
         # make the chat the most recent again, so it is the one reopened
         store.add_message(conversation_id, "user", "still here")
 
@@ -230,10 +232,14 @@ async def test_history_restored_after_restart(registered_model: Path) -> None:
         screen.sidebar.list_view.focus()
         await pilot.press("down", "enter")
         await wait_for(pilot, lambda: screen.conversation.id == older.id, "the selected conversation")
-        from textual.widgets._markdown import MarkdownFence
+        from textual.widgets._markdown import MarkdownBullet, MarkdownFence
 
         code = screen.chat_log.views()[1].body.query(MarkdownFence)
         assert len(code) == 1 and "print('hi')" in code.first().code
+        # a reply that is only a list marker is shown: its row had no height, and the answer was a blank
+        bullet = screen.chat_log.views()[3].body.query_one(MarkdownBullet)
+        await wait_for(pilot, lambda: bullet.region.height == 1, "the reply '3.' shown")
+        assert bullet.symbol.strip() == "3."
 
 
 async def test_model_switch(registered_model: Path, model_path: Path) -> None:
