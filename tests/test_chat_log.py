@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from textual.app import App
 
-from tui.widgets.chat_log import ChatLog, MessageView
+from tui.widgets.chat_log import ChatLog, MessageView, describe_metrics
 
 
 class LogApp(App):
@@ -44,3 +44,12 @@ async def test_a_streamed_view_reads_what_it_was_sent() -> None:
         assert view.text == "Paris is the capital."
         view.finish(7, {"model": "m", "generated_tokens": 4, "finish_reason": "cancelled"})
         assert view.message_id == 7 and view.footer == "m · 4 tok · ⏹ stopped" and view.has_class("stopped")
+
+
+def test_a_spoken_reply_is_described_as_spoken_live_and_restored() -> None:
+    """The footer a spoken reply gets when it ends is the one a restored conversation shows (it showed none)."""
+    latency = "end of speech → transcript 0.42 s → first token 0.60 s → first audio 0.95 s"
+    assert describe_metrics({"finish_reason": "stop", "voice_latency": latency}) == "spoken · " + latency
+    assert describe_metrics({"finish_reason": "cancelled", "voice_latency": ""}) == \
+        "⏹ interrupted · heard what is shown"
+    assert describe_metrics({"finish_reason": "cancelled", "generated_tokens": 3}) == "3 tok · ⏹ stopped"

@@ -298,9 +298,5 @@ class VoiceMode:
         if view is None:
             return
         stored = self.screen.store_assistant_message(text, metrics)
-        footer = ("⏹ interrupted · heard what is shown" if metrics["finish_reason"] == "cancelled" else "spoken")
-        if self._latency:
-            footer += " · " + self._latency
-        view.finish(stored.id if stored else None, stored.metrics if stored else None)
-        view.set_footer(footer)
+        view.finish(stored.id if stored else None, metrics)  # its footer as a restored conversation shows it
         self.screen.edge_app.update_status(self.screen)  # the status bar's context count includes spoken turns

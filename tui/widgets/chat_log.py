@@ -13,9 +13,13 @@ ROLE_TITLES = {"user": "You", "assistant": "Assistant", "system": "System"}
 
 
 def describe_metrics(metrics: dict[str, Any] | None) -> str:
-    """The line under a finished reply: model, tokens, speed, TTFT, and whether it was stopped."""
+    """The line under a finished reply: model, tokens, speed, TTFT, and whether it was stopped; for a spoken
+    reply, that it was spoken (or cut off, showing what the listener heard) and its turn's latency."""
     if not metrics:
         return ""
+    if "voice_latency" in metrics:
+        heard = "⏹ interrupted · heard what is shown" if metrics.get("finish_reason") == "cancelled" else "spoken"
+        return " · ".join(part for part in (heard, metrics["voice_latency"]) if part)
     parts = []
     if metrics.get("model"):
         parts.append(str(metrics["model"]))
