@@ -137,12 +137,12 @@ class Hearing:
         return self._raw[end - FRAME:end]
 
     def relaxed(self) -> bool:
-        """Nothing needs a fast reaction: nobody is speaking or starting to, no pause after speech is being
-        timed, and nothing plays or echoes. The stream may then hand audio over in larger, rarer blocks (a
-        start is heard up to ~0.1 s later; the pre-roll keeps its first syllables either way)."""
+        """Nothing needs a fast reaction: between turns, with no pause after speech being timed and nothing
+        echoing. The stream may then hand audio over in larger, rarer blocks (a start is heard up to ~0.1 s
+        later; the pre-roll keeps its first syllables either way)."""
         segmenter = self._segmenter
-        return not (segmenter.in_speech or segmenter.starting or self._onset_told or self._echo_possible
-                    or (segmenter.spoke and segmenter.silence < PAUSE_TIMED) or self._assistant_speaking())
+        return self.between_turns() and not (self._echo_possible
+                                             or (segmenter.spoke and segmenter.silence < PAUSE_TIMED))
 
     def between_turns(self) -> bool:
         """Nobody is speaking or starting to and the assistant is neither thinking nor speaking: a gap in
