@@ -13,7 +13,16 @@ from pulse import _pactl
 
 from convert.onnx.speech import speak
 from runtime.audio.devices import pick_device, portaudio
-from runtime.audio.duplex import BLOCK_SECONDS, FIRST_CALLBACK, MAX_CALLBACK_CPU, PACE_WINDOW, STALL, DuplexStream, Player
+from runtime.audio.duplex import (
+    BLOCK_SECONDS,
+    FIRST_CALLBACK,
+    MAX_CALLBACK_CPU,
+    PACE_WINDOW,
+    RELAXED_WAIT,
+    STALL,
+    DuplexStream,
+    Player,
+)
 from runtime.audio.echo import EchoCanceller, steady_erle_db
 from runtime.audio.hearing import Hearing
 from runtime.audio.selftest import analyse
@@ -264,7 +273,9 @@ def test_a_relaxed_stream_hands_over_fewer_larger_blocks_and_every_sample(room):
         stream.close()
     assert eager >= eager_callbacks - 2  # a call per callback
     assert relaxed_calls <= (stream.callbacks - callbacks) / 2.5  # then one per ~3 callbacks
-    assert abs(heard - delivered) <= 4 * BLOCK_SECONDS * 16000  # in flight at either end, no sample more or less
+    # no sample more or less, but those in flight: a block at either end, and at the end up to a relaxed
+    # wait's worth gathering in the queue (with 4 blocks allowed in all it failed 2 runs in 6)
+    assert abs(heard - delivered) <= (RELAXED_WAIT + 2 * BLOCK_SECONDS) * 16000
 
 
 def test_stop_drops_queued_speech_at_once(room):
