@@ -22,6 +22,10 @@ from edge_ai.errors import EdgeAIError
 
 RATE = 16_000
 FRAME = 160  # 10 ms: the only frame size WebRTC's audio processing takes
+# samples by which each processed frame's audio lags the frame fed in, at 16 kHz: AEC3's block filtering 128,
+# the noise suppressor's overlap-add 96 more (measured by cross-correlating its input and output)
+AEC_DELAY = 128
+NS_DELAY = 96
 MODES = ("full", "half", "headphones")
 
 
@@ -52,11 +56,17 @@ class EchoCanceller:
                                    agc_mode=1, enable_vad=False)
         self._apm.set_stream_format(RATE, 1, RATE, 1)
         self._apm.set_reverse_stream_format(RATE, 1)
+        self._delay = AEC_DELAY + (NS_DELAY if noise_suppression else 0)
         self._mic = np.zeros(0, dtype=np.float32)
         self._ref = np.zeros(0, dtype=np.float32)
+        self._fed = np.zeros(0, dtype=np.float32)  # the last `_delay` microphone samples processed
+        self._active = False  # audio is inside the processing's delay: process() ran since the last flush()
+        self._stale = self._delay  # output samples to drop: the delay's first silence, or what it held at the last
+        # flush (returned as it was then)
 
     def process(self, mic: np.ndarray, speaker: np.ndarray) -> np.ndarray:
-        """The microphone with the speaker's echo removed, for every whole 10 ms frame received so far."""
+        """The microphone with the speaker's echo removed, for every whole 10 ms frame received so far
+        (`lag` samples behind the microphone)."""
         self._mic = np.concatenate([self._mic, mic.astype(np.float32, copy=False)])
         self._ref = np.concatenate([self._ref, speaker.astype(np.float32, copy=False)])
         frames = min(self._mic.size, self._ref.size) // FRAME
@@ -66,20 +76,28 @@ class EchoCanceller:
             self._apm.process_reverse_stream(_to_int16(self._ref[part]))
             cleaned = self._apm.process_stream(_to_int16(self._mic[part]))
             out[part] = np.frombuffer(cleaned, dtype="<i2").astype(np.float32) / 32768.0
+        self._fed = np.concatenate([self._fed, self._mic[:frames * FRAME]])[-self._delay:]
         self._mic, self._ref = self._mic[frames * FRAME:], self._ref[frames * FRAME:]
-        return out
-
+        self._active = True
+        drop = min(self._stale, out.size)
+        self._stale -= drop
+        return out[drop:]
 
     @property
-    def held(self) -> int:
-        """Microphone samples received but not yet returned (under one 10 ms frame)."""
-        return self._mic.size
+    def lag(self) -> int:
+        """Samples by which the cleaned stream trails the microphone: those waiting for a whole 10 ms frame
+        and, while processing, its own delay (14 ms with noise suppression)."""
+        return self._mic.size + (self._delay - self._stale if self._active else 0)
 
     def flush(self) -> np.ndarray:
-        """The microphone samples still waiting for a whole 10 ms frame, as they are (called once the echo
-        is gone), so that a stream that stops using the canceller loses none; both buffers are emptied."""
-        rest = self._mic
+        """The microphone samples the cleaned stream has not yet returned, as they are (called once the echo
+        is gone): a stream that goes on with the raw microphone after them loses and repeats none. The
+        processing's delay still holds them; process() drops them when it is next used."""
+        held = self.lag - self._mic.size
+        rest = np.concatenate([self._fed[max(0, self._fed.size - held):], self._mic])
         self._mic, self._ref = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
+        self._fed = np.zeros(0, dtype=np.float32)
+        self._stale, self._active = (self._delay if self._active else self._stale), False
         return rest
 
 

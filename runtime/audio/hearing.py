@@ -30,6 +30,16 @@ with the echo. So in full duplex, while the speaker's echo may be on the microph
 also judged on the raw microphone by `EchoGuard`: speech that a delayed copy of what the speaker
 played explains is the assistant hearing itself (silence); speech it explains much less than usual
 is the user cutting in, even if the canceller removed it.
+
+What a cut-in says reaches the transcript as the microphone heard it, from the hold until the speaker
+plays again (a reply resumed or begun): AEC3 suppresses the user while both talk and its noise
+suppressor dulls them for the second after, and Whisper lost the first word ("Hold on a second." ->
+"On a second."). The microphone still carries the echo's last ~0.1 s (the output path) under that
+word, which Whisper copes with better than with the word taken out. bench_voice (12 cut-ins a run, the
+sound server restarted before each): cut-in WER 0.42 / 0.53 / 0.62 against 0.91 / 1.00 before (Whisper
+on the clean clips: 0.16-0.27). The echo the guard's filter fits, subtracted from the microphone, did
+better offline (24 cut-ins: WER 0.34 against 0.46 as it is, 0.57 on AEC3's output; the clips: 0.35)
+but not on the sound server's loop (0.84 / 0.89), so it is not done.
 """
 
 from __future__ import annotations
@@ -96,6 +106,7 @@ class Hearing:
         self._resume_frames = max(1, round(resume_after / FRAME_SECONDS))
         self._onset_told = False  # a SpeechOnset awaits its SpeechStarted or FalseStart
         self._quiet_frames = 0  # frames since the held start last had speech
+        self._cut_in = False  # the user cut in and the speaker has not played since: the transcript hears the raw mic
         self._on_hear = on_hear
         self._assistant_speaking = assistant_speaking
         self._pending = np.zeros(0, dtype=np.float32)
@@ -107,10 +118,10 @@ class Hearing:
     def on_audio(self, mic: np.ndarray, speaker: np.ndarray) -> None:
         """A block from the duplex stream: the microphone and what the speaker played, both 16 kHz."""
         speaking = self._assistant_speaking()
-        if np.any(speaker):
-            self._speaker_quiet = 0
-        else:
-            self._speaker_quiet += speaker.size
+        playing = bool(np.any(speaker))
+        if playing and self._speaker_quiet:
+            self._cut_in = False  # the speaker plays again after a silence: a reply resumed or begun
+        self._speaker_quiet = 0 if playing else self._speaker_quiet + speaker.size
         raw = mic
         if self._guard is not None:
             self._guard.push(mic, speaker)
@@ -131,9 +142,9 @@ class Hearing:
             self._tell_onset(speaking)
 
     def _raw_frame(self) -> np.ndarray:
-        """The raw microphone over the samples of the frame just cut. The cleaned stream is the raw one less
-        what AEC3 holds back (under 10 ms), so that frame ends `held + len(pending)` before the newest sample."""
-        end = self._raw.size - (self._aec.held if self._aec is not None else 0) - self._pending.size
+        """The raw microphone over the samples of the frame just cut. The cleaned stream trails the raw one
+        by the canceller's `lag`, so that frame ends `lag + len(pending)` before the newest sample."""
+        end = self._raw.size - (self._aec.lag if self._aec is not None else 0) - self._pending.size
         return self._raw[end - FRAME:end]
 
     def relaxed(self) -> bool:
@@ -163,6 +174,7 @@ class Hearing:
         if not self._onset_told:
             if speaking and starting:
                 self._onset_told, self._quiet_frames = True, 0
+                self._cut_in = self._aec is not None
                 self._on_hear(SpeechOnset())
         elif self._segmenter.in_speech:
             self._onset_told = False  # confirmed: SpeechStarted was sent
@@ -171,7 +183,7 @@ class Hearing:
         else:
             self._quiet_frames += 1
             if self._quiet_frames >= self._resume_frames:
-                self._onset_told = False
+                self._onset_told = self._cut_in = False
                 self._on_hear(FalseStart())
 
     def _score(self, frames: list[np.ndarray]) -> tuple[list[float], list[float]]:
@@ -197,9 +209,11 @@ class Hearing:
 
     def _frame(self, frame: np.ndarray, raw_frame: np.ndarray, level: float, probability: float,
                speaking: bool) -> None:
-        """Segment one frame scored `probability`."""
+        """Segment one frame scored `probability`; `raw_frame` is the microphone over its samples."""
         if not self.muted and self._guard is not None and self._echo_possible:
             probability = self._guard.judge(probability, raw_frame, speaking)
+        if self._cut_in:
+            frame = raw_frame
         event = self._segmenter.push(frame, probability)
         self._frames += 1
         if self._frames % LEVEL_EVERY == 0:

@@ -204,3 +204,41 @@ def test_the_share_is_the_least_squares_fit_of_the_echo(reply):
     residual = window - columns @ fit
     assert share == pytest.approx(1 - np.dot(residual, residual) / np.dot(window, window), abs=0.02)
     assert 0.5 < share < 1.0
+
+
+def test_the_transcript_of_a_cut_in_hears_the_microphone_itself_until_the_speaker_plays_again(reply, user):
+    """AEC3 suppresses the user while both talk and its noise suppressor dulls them after: what a cut-in said
+    was misheard ("Hold on a second." -> "On a second."). From the hold on, the frames handed on for the
+    transcript are the microphone's own samples; once the speaker plays again (a reply resumed or begun),
+    the cleaned ones. A loop of 70 ms; the device plays 0.1 s more after the hold (its output buffer)."""
+    delay = round(0.07 * RATE)
+    output_path = round(0.1 * RATE)
+    onset = round(2.5 * RATE)
+    speaking = [True]
+    held_at: list[int] = []
+    hearing = Hearing("full", lambda e: held_at.append(position) if isinstance(e, SpeechOnset) else None,
+                      assistant_speaking=lambda: speaking[0])
+    handed_on: list[np.ndarray] = []  # every frame the segmenter keeps (the transcript's audio)
+    push = hearing._segmenter.push
+    hearing._segmenter.push = lambda frame, p: (handed_on.append(frame), push(frame, p))[1]
+    next_reply = reply[RATE:]
+    played = np.zeros(onset + user.size + 4 * RATE, dtype=np.float32)
+    mic = np.zeros_like(played)
+    mic[onset:onset + user.size] = user
+    next_at = onset + user.size + RATE  # the next reply, a second after the user
+    for position in range(0, played.size - BLOCK + 1, BLOCK):
+        span = slice(position, position + BLOCK)
+        if not held_at or position < held_at[0] + output_path:
+            played[span] = reply[span]
+        elif position >= next_at:
+            played[span] = next_reply[position - next_at:][:BLOCK]
+        speaking[0] = not held_at or position >= next_at
+        if position >= delay:
+            mic[span] += 0.5 * played[position - delay:position - delay + BLOCK]
+        hearing.on_audio(mic[span], played[span])
+    assert held_at and held_at[0] - onset < 0.3 * RATE
+    stream = np.concatenate(handed_on)
+    frame_is_raw = [np.array_equal(stream[i:i + 512], mic[i:i + 512]) for i in range(0, stream.size - 511, 512)]
+    first = held_at[0] // 512 + 1  # the hold comes a block after its frame, which ends `lag` before the block
+    assert all(frame_is_raw[first:(onset + user.size) // 512])
+    assert not any(frame_is_raw[(next_at + delay) // 512 + 1:])
