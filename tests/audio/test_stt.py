@@ -16,13 +16,15 @@ from scipy.signal import resample_poly
 from convert.onnx.speech import normalize, speak, wer_set, word_errors
 from edge_ai import config
 from edge_ai.errors import EdgeAIError
-from runtime.audio.streaming_stt import CUT_AFTER_SECONDS, StreamingTranscriber
+from runtime.audio.streaming_stt import CUT_AFTER_SECONDS, StreamingTranscriber, _count_words
 from runtime.audio.stt import (
     SEGMENT_SLACK,
     FasterWhisperSTT,
     OnnxWhisperSTT,
     OpenAIWhisperSTT,
+    Segment,
     SpeechToText,
+    Transcription,
     open_stt,
 )
 from runtime.audio.whisper_model import FOLDER_NAME, package_data, whisper_base
@@ -249,6 +251,16 @@ def test_a_whisper_loop_is_dropped_not_answered(stt: SpeechToText) -> None:
     streamer = StreamingTranscriber(stt)
     streamer.add(samples)
     assert streamer.finish() == ""  # ...and is not taken for speech
+
+
+def test_a_loop_of_digits_counts_as_the_words_it_is_made_of() -> None:
+    """Whisper base wrote "1.5.2.2.2...." (200 characters) for a 1.5-s cut-in in bench_voice: one word to
+    str.split, which let the loop through to be answered. Its runs of digits are counted instead."""
+    loop = "1.5" + ".2" * 100
+    decode = Transcription(loop, (Segment(0.0, 1.5, loop, ()),), "en", 1.5, 0.3)
+    assert _count_words(decode) == 102
+    spoken = Transcription(" It's half past ten.", (Segment(0.0, 1.5, " It's half past ten.", ()),), "en", 1.5, 0.3)
+    assert _count_words(spoken) == 5  # (a contraction is two runs: still far from a loop)
 
 
 def test_fast_speech_keeps_its_words(stt: SpeechToText) -> None:
