@@ -25,6 +25,7 @@ backend's constructor, only when the user chose it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -43,6 +44,17 @@ SAMPLE_RATE = 16000
 SILENCE_PEAK = 10 ** (-60 / 20)  # a clip whose loudest sample is below -60 dBFS has no speech to decode
 SEGMENT_SLACK = 0.5  # seconds either side of a segment's times searched for sound: Whisper dates segments roughly
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # openai-whisper's and faster-whisper's fallback schedule
+# A decode of a short clip may write MIN_TOKENS + TOKENS_PER_SECOND tokens per second of it (faster-whisper).
+# Speech is at most ~12 tokens a second in English and ~20 in scripts of many tokens per character; a loop
+# (" It's it's it's ...", "nine, nine, ...") runs on to Whisper's limit, which for a 0.96-s cut-in took ~4 s
+# while the turn's final decode waited behind it. A decode whose text reaches half its budget (a timestamp
+# token goes with each looped word) less LOOP_SLACK is such a loop: it has no words.
+TOKENS_PER_SECOND = 40
+MIN_TOKENS = 24
+LOOP_SLACK = 2
+# budgets from this many tokens on are left to the library: with the longest prompt Whisper keeps (223 tokens)
+# and its start tokens they would overfill its 448-token context, which faster-whisper refuses
+TOKEN_BUDGET_LIMIT = 220
 _WORD_CHARACTER = re.compile(r"\w")  # a letter or digit of any script
 
 
@@ -155,12 +167,18 @@ class FasterWhisperSTT(_Backend):
 
     def _decode(self, clip: np.ndarray, duration: float, prompt: str,
                 word_timestamps: bool) -> tuple[tuple[Segment, ...], str]:
+        budget = MIN_TOKENS + math.ceil(TOKENS_PER_SECOND * duration)
+        limited = budget < TOKEN_BUDGET_LIMIT
         found, info = self._model.transcribe(clip, language=self.language, beam_size=self.beam_size,
                                              temperature=list(self.temperatures), initial_prompt=prompt or None,
-                                             word_timestamps=word_timestamps, vad_filter=False)
+                                             word_timestamps=word_timestamps, vad_filter=False,
+                                             max_new_tokens=budget if limited else None)
+        found = list(found)  # a generator: decoding happens here
+        if limited and sum(len(s.tokens) for s in found) >= budget // 2 - LOOP_SLACK:
+            return (), info.language  # a loop, not speech
         segments = tuple(Segment(s.start, min(s.end, duration), s.text.strip(),
                                  tuple(Word(w.word, w.start, min(w.end, duration)) for w in (s.words or ())))
-                         for s in found)  # a generator: decoding happens here
+                         for s in found)
         return segments, info.language
 
 
