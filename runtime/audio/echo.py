@@ -60,9 +60,9 @@ class EchoCanceller:
         self._mic = np.zeros(0, dtype=np.float32)
         self._ref = np.zeros(0, dtype=np.float32)
         self._fed = np.zeros(0, dtype=np.float32)  # the last `_delay` microphone samples processed
-        self._active = False  # audio is inside the processing's delay: process() ran since the last flush()
-        self._stale = self._delay  # output samples to drop: the delay's first silence, or what it held at the last
-        # flush (returned as it was then)
+        # output samples to drop: the delay's first silence, or what it held at the last flush (returned as it was
+        # then); `_delay - _stale` samples of the microphone are inside the delay, not yet returned
+        self._stale = self._delay
 
     def process(self, mic: np.ndarray, speaker: np.ndarray) -> np.ndarray:
         """The microphone with the speaker's echo removed, for every whole 10 ms frame received so far
@@ -78,7 +78,6 @@ class EchoCanceller:
             out[part] = np.frombuffer(cleaned, dtype="<i2").astype(np.float32) / 32768.0
         self._fed = np.concatenate([self._fed, self._mic[:frames * FRAME]])[-self._delay:]
         self._mic, self._ref = self._mic[frames * FRAME:], self._ref[frames * FRAME:]
-        self._active = True
         drop = min(self._stale, out.size)
         self._stale -= drop
         return out[drop:]
@@ -86,18 +85,18 @@ class EchoCanceller:
     @property
     def lag(self) -> int:
         """Samples by which the cleaned stream trails the microphone: those waiting for a whole 10 ms frame
-        and, while processing, its own delay (14 ms with noise suppression)."""
-        return self._mic.size + (self._delay - self._stale if self._active else 0)
+        and those inside the processing's delay (14 ms with noise suppression; none after a flush)."""
+        return self._mic.size + self._delay - self._stale
 
     def flush(self) -> np.ndarray:
         """The microphone samples the cleaned stream has not yet returned, as they are (called once the echo
         is gone): a stream that goes on with the raw microphone after them loses and repeats none. The
         processing's delay still holds them; process() drops them when it is next used."""
-        held = self.lag - self._mic.size
+        held = self._delay - self._stale
         rest = np.concatenate([self._fed[max(0, self._fed.size - held):], self._mic])
         self._mic, self._ref = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
         self._fed = np.zeros(0, dtype=np.float32)
-        self._stale, self._active = (self._delay if self._active else self._stale), False
+        self._stale = self._delay
         return rest
 
 
