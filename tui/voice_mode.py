@@ -7,7 +7,8 @@ history as they end), the voice bar shows the state, the microphone level, the l
 transcript, the reply with its spoken part highlighted, and the last turn's latency breakdown.
 An interrupted reply is stored as what the listener heard, marked interrupted: cut off by the user's voice,
 by a typed message (stored after it) or by leaving the conversation (Ctrl+N, another one opened from the
-sidebar), after which the spoken replies follow on from the conversation shown.
+sidebar), after which the spoken replies follow on from the conversation shown. The other way round, a
+spoken turn stops a typed reply being written (stored as stopped, before the spoken question).
 
 The reply is drawn as typed replies are: appended through a `MarkdownStream`, at most `FramePace`
 frames a second, not re-rendered at every token. Re-rendering it at every token cost the UI thread
@@ -244,6 +245,7 @@ class VoiceMode:
 
     async def _user_said(self, text: str) -> None:
         screen = self.screen
+        await screen.stop_typed_reply()  # stored first: the spoken reply follows on from it
         stored = screen.store_user_message(text)
         if stored is not None:
             await screen.chat_log.add(MessageView("user", text, message_id=stored.id))

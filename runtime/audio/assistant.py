@@ -24,9 +24,12 @@ the listener heard: the chunks that finished playing and the played part of the 
 A user who turns to the keyboard (`cut_off`) stops the reply as a barge-in does; an utterance not yet
 answered is dropped. A user interface that replaces the conversation (a new one, another one opened)
 calls `start_over`: the turn under way is dropped, its reply silenced and forgotten, and replies follow
-on from the new history (`follow` only swaps the history: a typed turn went on in between). Turn
-numbers come from one counter any thread may draw from, so `start_over` can tell its caller at once
-which turns' events are stale, before the controller has even seen the request.
+on from the new history. `follow` swaps the history because a typed turn went on in between: a reply
+begun before it, of which nothing was shown or spoken yet, is begun again from it. A spoken reply does not
+preempt a typed one: it waits behind it on the model's thread, and the user interface stops the typed
+reply once the spoken turn is committed. Turn numbers come from one counter any thread may draw from, so
+`start_over` can tell its caller at once which turns' events are stale, before the controller has even
+seen the request.
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ class VoiceAssistant:
         self._speech_lock = threading.Lock()
         self._silenced_turn = 0
         self._turn: _Turn | None = None
+        self._warm_job: Job | None = None  # the conversation's prefill while nobody speaks
         # an utterance cut off while said: its words after a pause are not a new turn, until a turn's end
         self._dropping_utterance = False
         self._turn_numbers = itertools.count(1)  # next() is atomic: the controller and start_over draw from it
@@ -146,7 +150,7 @@ class VoiceAssistant:
     def _warm_up(self) -> None:
         """Prefill the conversation so far (on a first turn, the system prompt) while nobody speaks, so the first
         reply evaluates only the user's words: the first spoken turn of a session otherwise waited ~0.2 s more
-        for its first token than the later ones (gemma3-270m on 2 cores). Background priority: a reply preempts
+        for its first token than the later ones (gemma3-270m on 2 cores). Background priority: a reply cancels
         it."""
         if not self.options.reply or self.scheduler is None:
             return
@@ -157,7 +161,8 @@ class VoiceAssistant:
             return engine.chat(messages, SamplingParams(max_tokens=1, temperature=0.0), stop=stop)
 
         try:
-            self.scheduler.submit(call, lambda event: None, lambda error: None, priority=Priority.BACKGROUND)
+            self._warm_job = self.scheduler.submit(call, lambda event: None, lambda error: None,
+                                                   priority=Priority.BACKGROUND)
         except EdgeAIError as exc:  # a full queue, a closed model: the first reply prefills it all instead
             log.debug("no warm-up of the conversation: %s", exc)
 
@@ -197,8 +202,19 @@ class VoiceAssistant:
 
     def _on_follow(self, history: list[dict[str, str]]) -> None:
         self.history = history
-        if self._turn is None:
+        turn = self._turn
+        if turn is None:
             self._warm_up()  # else the next spoken reply prefills the typed turn first (~0.6 s measured)
+        elif turn.job is not None and not (turn.committed and (turn.reply or turn.done)):
+            self._restart_reply(turn)  # begun without the typed turn, and nothing of it shown or spoken yet
+
+    def _restart_reply(self, turn: _Turn) -> None:
+        """Answer `turn` afresh from the history as it now is."""
+        if turn.job is not None:
+            turn.job.cancel()
+        turn.number = next(self._turn_numbers)  # the old reply's late tokens carry the old number
+        turn.done, turn.first_token_at = False, 0.0
+        self._start_reply(turn)
 
     def _on_start_over(self, history: list[dict[str, str]]) -> None:
         self._drop_turn()
@@ -352,9 +368,14 @@ class VoiceAssistant:
 
         turn.reply, turn.unspoken = "", []
         self._chunker = self._new_chunker()
+        if self._warm_job is not None:
+            self._warm_job.cancel()  # the reply prefills whatever the warm-up had not
+            self._warm_job = None
+        # no preemption: a reply the user typed is written on (the app stops it once this turn is committed,
+        # as a typed message stops a spoken reply), so a cough taken for a word cannot cut it off
         turn.job = self.scheduler.submit(call, lambda event: self._inbox.put(("token", (number, event))),
                                          lambda error: self._inbox.put(("reply_end", (number, error))),
-                                         priority=Priority.NORMAL, preempt=True)
+                                         priority=Priority.NORMAL)
 
     def _discard_speculation(self, turn: _Turn) -> None:
         if turn.job is not None:

@@ -201,3 +201,50 @@ async def test_typing_while_a_reply_is_spoken_stops_it_and_keeps_what_was_heard_
                        "the spoken replies to follow on from the conversation", seconds=5)
         await pilot.press("f9")
         await wait_for(pilot, lambda: not screen.voice.on, "voice mode to stop")
+
+
+async def test_speaking_while_a_typed_reply_is_written_stops_it_and_the_spoken_reply_follows_on_from_it(
+        room, registered_model, tmp_path):
+    """The other way round: the user speaks while a typed reply is written. Once the spoken turn is committed the
+    typed reply stops (stored as stopped, before the spoken question), and the spoken reply is written from the
+    conversation with the typed turn in it, each message once (before, the spoken turn cut the typed reply at its
+    speculative transcript, and its reply had been begun without the typed turn)."""
+    app = make_app(**{"sampling.max_tokens": 600})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
+        screen = app.chat_screen
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: screen.voice.on, "voice mode to start")
+        assistant = screen.voice.session.assistant
+        asked: list[list[str]] = []  # each conversation the model was asked to answer (the real model answers)
+        engine = app.engines.engine
+        chat = engine.chat
+
+        def recorded_chat(messages, sampling, *, stop=None):
+            asked.append([m["content"] for m in messages])
+            return chat(messages, sampling, stop=stop)
+
+        engine.chat = recorded_chat
+        screen.prompt.focus()
+        screen.prompt.text = "Write the numbers 1, 2, 3 and so on up to 500."  # ~12 s of reply
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.job is not None and screen.job.saved.stored is not None,
+                       "the typed reply to be written")
+        await asyncio.to_thread(play_into_room, "What is the capital of France?", tmp_path / "q.wav")
+
+        def views(role: str) -> list:
+            return [v for v in screen.chat_log.views() if v.role == role]
+
+        await wait_for(pilot, lambda: len(views("assistant")) == 2 and views("assistant")[1].footer.startswith("spoken"),
+                       "the spoken reply", seconds=60)
+        with HistoryStore(get_paths().history_db) as store:
+            stored = store.messages(screen.conversation.id)
+        assert [m.role for m in stored] == ["user", "assistant", "user", "assistant"]
+        assert stored[1].metrics["finish_reason"] == "cancelled" and "capital" in stored[2].content.lower()
+        assert [v.role for v in screen.chat_log.views()] == ["user", "assistant", "user", "assistant"]
+        spoken_reply_asked = [a for a in asked if a[-1] == stored[2].content][-1]
+        assert spoken_reply_asked[1:] == [m.content for m in stored[:3]]
+        await wait_for(pilot, lambda: [m["content"] for m in assistant.history] == [m.content for m in stored],
+                       "the spoken replies to follow on from the conversation, each message once", seconds=5)
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: not screen.voice.on, "voice mode to stop")

@@ -24,6 +24,8 @@ from runtime.llm.events import SamplingParams
 from runtime.llm.scheduler import Scheduler
 
 pytestmark = pytest.mark.slow
+# a request the default model answers at length (600 tokens at temperature 0, ~12 s on 2 cores)
+LONG_REPLY = "Write the numbers 1, 2, 3 and so on up to 500."
 
 
 class Events:
@@ -187,6 +189,40 @@ def test_cutting_in_stops_the_reply_and_history_keeps_what_was_heard(conversatio
     assert {"role": "assistant", "content": interrupted.heard} in session.assistant.history
     stale = [tag for tag in session.assistant.player.queued() if tag and tag in reply]
     assert stale == []  # nothing of the stopped reply is left to play (the answer to "stop" may be queued)
+
+
+def test_a_spoken_reply_waits_behind_another_reply_rather_than_cutting_it_off(conversation, tmp_path):
+    """A spoken turn's reply does not preempt another request on the model (a reply the user typed in the app,
+    which the app stops itself once the spoken turn is committed): it waits behind it. Before, it cancelled it
+    at the speculative transcript, so a cough Whisper took for a word cut a typed reply off."""
+    from runtime.llm.events import DoneEvent
+
+    session, events = conversation
+    other: dict[str, object] = {}
+    ended = threading.Event()
+
+    messages = [{"role": "system", "content": session.assistant.options.system_prompt},
+                {"role": "user", "content": LONG_REPLY}]
+
+    def count(engine, stop):
+        return engine.chat(messages, SamplingParams(max_tokens=600, temperature=0.0), stop=stop)
+
+    def on_event(event) -> None:
+        if isinstance(event, DoneEvent):
+            other["reason"] = event.reason
+
+    def on_end(error) -> None:
+        other["error"], other["ended_at"] = error, time.monotonic()
+        ended.set()
+
+    session.assistant.scheduler.submit(count, on_event, on_end)
+    say_into_room("What color is the sky on a clear day?", tmp_path)
+    turn = events.wait(lambda e: isinstance(e, ev.UserTurn), 60)
+    assert turn is not None, events.summary()
+    committed_at = time.monotonic()
+    assert events.wait(lambda e: isinstance(e, ev.ReplyText), 90) is not None, events.summary()
+    assert ended.is_set() and other["error"] is None and other["reason"] == "length", other
+    assert other["ended_at"] > committed_at  # it was still being written when the spoken turn was committed
 
 
 def test_cut_off_while_the_user_speaks_drops_the_utterance(conversation, tmp_path):

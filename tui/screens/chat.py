@@ -15,13 +15,14 @@ conversation) it stops drawing it, while the model's thread still saves it where
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import re
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TITLE_LENGTH = 48
+STOP_WAIT = 2.0  # seconds to wait for a stopped reply's end (it comes within a token)
 SAVE_INTERVAL_S = 0.5  # how often a growing reply is rewritten in the history
 
 
@@ -132,6 +134,7 @@ class ReplyJob:
     sampling: SamplingParams
     saved: SavedReply
     events: EventStream | None = None
+    shown: asyncio.Event = field(default_factory=asyncio.Event)  # its end drawn and stored (or let go of)
 
     def call(self) -> Call:
         """The job as the model's thread runs it: the engine's reply, saved as it streams."""
@@ -392,6 +395,12 @@ class ChatScreen(Screen[None]):
 
     @work(group="reply", exit_on_error=False)
     async def _show_reply(self, job: ReplyJob) -> None:
+        try:
+            await self._draw_reply(job)
+        finally:
+            job.shown.set()
+
+    async def _draw_reply(self, job: ReplyJob) -> None:
         """Draw the job's events as they come, at most FRAME_RATE times a second, then its end."""
         assert job.events is not None
         pending, pace = "", FramePace()
@@ -481,6 +490,20 @@ class ChatScreen(Screen[None]):
     async def show_error(self, text: str) -> None:
         await self.chat_log.add(ErrorView(text))
         self.notify(text, title="Error", severity="error")
+
+    async def stop_typed_reply(self) -> None:
+        """The user turned to speaking (a spoken turn was committed): the reply being written stops as Esc stops
+        it, and is stored and shown before the spoken question, as a typed message stops a spoken reply. Waits
+        for its end to be drawn (milliseconds; at most STOP_WAIT)."""
+        job = self.job
+        if job is None:
+            return
+        self._cancel(job)
+        self.status.state = "stopping…"
+        try:
+            await asyncio.wait_for(job.shown.wait(), STOP_WAIT)
+        except asyncio.TimeoutError:
+            log.warning("a typed reply did not end within %.0f s of being stopped", STOP_WAIT)
 
     async def _let_go_of_reply(self) -> None:
         """Stop the reply in progress and stop showing it; its worker still saves it."""
