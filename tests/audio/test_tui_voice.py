@@ -23,6 +23,15 @@ def play_into_room(text: str, path: Path) -> None:
     play_into("vsink", speak(text), path)
 
 
+async def voice_on(app, pilot):
+    """The model loaded and voice mode started: (the chat screen, its voice assistant)."""
+    await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
+    screen = app.chat_screen
+    await pilot.press("f9")
+    await wait_for(pilot, lambda: screen.voice.on, "voice mode to start")
+    return screen, screen.voice.session.assistant
+
+
 async def a_story_being_told(app, pilot, tmp_path: Path):
     """Voice mode on, a long story asked for aloud and being spoken: (the chat screen, its voice bar, the
     voice assistant)."""
@@ -156,11 +165,7 @@ async def test_a_new_chat_while_a_reply_is_spoken_silences_it_and_starts_afresh(
 async def test_a_typed_turn_with_voice_on_is_part_of_what_the_spoken_replies_follow_on_from(room, registered_model):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
-        screen = app.chat_screen
-        await pilot.press("f9")
-        await wait_for(pilot, lambda: screen.voice.on, "voice mode to start")
-        assistant = screen.voice.session.assistant
+        screen, assistant = await voice_on(app, pilot)
         screen.prompt.focus()
         await pilot.press(*"Hello")
         await pilot.press("enter")
@@ -211,11 +216,7 @@ async def test_speaking_while_a_typed_reply_is_written_stops_it_and_the_spoken_r
     speculative transcript, and its reply had been begun without the typed turn)."""
     app = make_app(**{"sampling.max_tokens": 600})
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.engines.engine is not None and app.engine_state == "ready", "the model")
-        screen = app.chat_screen
-        await pilot.press("f9")
-        await wait_for(pilot, lambda: screen.voice.on, "voice mode to start")
-        assistant = screen.voice.session.assistant
+        screen, assistant = await voice_on(app, pilot)
         asked: list[list[str]] = []  # each conversation the model was asked to answer (the real model answers)
         engine = app.engines.engine
         chat = engine.chat
