@@ -197,7 +197,8 @@ class VoiceAssistant:
 
     def follow(self, history: Sequence[dict[str, str]]) -> None:
         """The conversation went on outside the voice turns (a typed question and its answer): later replies
-        follow on from `history`; a turn under way goes on. Any thread."""
+        follow on from `history`; a turn under way goes on (its reply begun again from `history` if nothing of it
+        was shown or spoken yet). Any thread."""
         self._inbox.put(("follow", list(history)))
 
     def _on_follow(self, history: list[dict[str, str]]) -> None:
