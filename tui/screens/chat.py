@@ -498,8 +498,7 @@ class ChatScreen(Screen[None]):
         job = self.job
         if job is None:
             return
-        self._cancel(job)
-        self.status.state = "stopping…"
+        self.action_stop()
         try:
             await asyncio.wait_for(job.shown.wait(), STOP_WAIT)
         except asyncio.TimeoutError:
