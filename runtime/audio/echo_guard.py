@@ -23,6 +23,8 @@ than usual is the user, even when the canceller removed it.
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 from runtime.audio.vad import SileroVad, VadOptions
@@ -51,6 +53,21 @@ NEAR_END_RATIO = 0.5
 # cut-ins held p50 0.092 -> 0.095 s at 0 dB, 0.140 -> 0.146 at -6, 0.23 -> 0.26 at -10 (missed 8 -> 9 of 44).
 CLEAR_POWER_RATIO = 0.25
 BASELINE_WEIGHT = 0.05  # per frame: the typical score follows the room within ~20 frames (0.6 s)
+# Sound over the echo (`sound_over_echo`), judged in PIECE-sample pieces whatever size the blocks come in
+# (the device-rate resampler hands on ~540 samples every other block): a piece's residual, once the fitted
+# echo is taken out, must be ABOVE_FLOOR times what the echo typically leaves and at least RESIDUAL_SHARE
+# of the piece's power (or SHARE_MARGIN times the residual's typical share, in a room whose echo the short
+# filter explains less well), SUSTAIN pieces in a row (a click or a knock is shorter). The typical values
+# are the medians over the last TYPICAL_PIECES pieces the echo dominated. Two recordings of the null sink's
+# loop (20 replies, 160 s): no fire on the assistant alone (a share of 0.05 instead: 2, at two glitches of
+# the loop), 96 cut-ins mixed in at 0 / -6 / -10 dB held after 0.047 / 0.060 / 0.085 s on average.
+PIECE = 160  # samples (10 ms)
+SUSTAIN = 3
+ABOVE_FLOOR = 10.0
+RESIDUAL_SHARE = 0.1
+SHARE_MARGIN = 4.0
+TYPICAL_PIECES = 100  # ~1 s
+REFIT_AFTER = 1600  # samples (0.1 s) between two searches for the echo's delay and filter (~2 ms each)
 
 
 class EchoGuard:
@@ -66,11 +83,72 @@ class EchoGuard:
         self._mic = np.zeros(self._window, dtype=np.float32)
         self._ref = np.zeros(self._window + self._lags, dtype=np.float32)
         self._fft_size = 1 << int(np.ceil(np.log2(self._ref.size + self._window)))
+        self._filter: tuple[int, np.ndarray] | None = None  # the last fit: best delay (index into ref), taps
+        self._since_fit = REFIT_AFTER  # samples pushed since that fit
+        self._unjudged = 0  # the newest samples not yet judged by `sound_over_echo` (less than a piece after it)
+        # (residual power, its share of the piece's power) of the latest pieces the echo dominated: their medians
+        # are what the fitted echo typically leaves, which a user's first syllable hardly moves
+        self._typical: collections.deque[tuple[float, float]] = collections.deque(maxlen=TYPICAL_PIECES)
+        self._over = 0  # pieces in a row with sound over the echo
 
     def push(self, mic: np.ndarray, speaker: np.ndarray) -> None:
         """The raw microphone and what the speaker played over the same samples."""
         self._mic = np.concatenate([self._mic, mic])[-self._mic.size:]
         self._ref = np.concatenate([self._ref, speaker])[-self._ref.size:]
+        self._unjudged = min(self._unjudged + mic.size, self._window)
+        self._since_fit += mic.size
+
+    def sound_over_echo(self) -> bool:
+        """Called after each block pushed while the speaker plays: True when the samples pushed since the last
+        call hold sound the speaker's echo does not explain (the user starting to speak) for SUSTAIN pieces in
+        a row, counting the pieces just before them.
+
+        Silero needs 60-130 ms of a word to call it speech (a starting "s" or "h" is not speech to it), and
+        the speech-based check in `judge` a tenth of a second of it to lower the echo's share of its window:
+        the residual of the fitted echo, piece by piece, shows a voice's first tens of milliseconds. It only
+        holds the reply (a false start resumes it): Silero still decides whether it is speech."""
+        count = self._unjudged // PIECE
+        if not count:
+            return self._over >= SUSTAIN
+        span = count * PIECE
+        if self._filter is None or self._since_fit >= REFIT_AFTER:
+            self._fit()
+        pieces = self._residual_pieces(span)
+        typical = np.median(np.array(self._typical), axis=0) if len(self._typical) >= TYPICAL_PIECES // 4 else None
+        if self._since_fit and any(self._stands_out(r, p, typical) for r, p in pieces):
+            self._fit()  # a filter fitted before the delay drifted leaves a residual too: judge with a new fit
+            pieces = self._residual_pieces(span)
+        fired = False
+        for residual, power in pieces:
+            over = self._stands_out(residual, power, typical)
+            if not over and SILENT <= power and residual < 0.5 * power:  # the echo dominated it
+                self._typical.append((residual, residual / power))
+            self._over = self._over + 1 if over else 0
+            fired = fired or self._over >= SUSTAIN
+        self._unjudged -= span
+        return fired
+
+    @staticmethod
+    def _stands_out(residual: float, power: float, typical: np.ndarray | None) -> bool:
+        """A piece's residual is well above what the echo typically leaves, in power and in share."""
+        if typical is None or power < SILENT:
+            return False  # (too little of the echo seen yet to know what it leaves; or nothing heard)
+        floor, share = typical
+        return residual >= ABOVE_FLOOR * floor and residual >= max(RESIDUAL_SHARE, SHARE_MARGIN * share) * power
+
+    def _residual_pieces(self, span: int) -> list[tuple[float, float]]:
+        """(residual power, power) of each piece of the `span` microphone samples that end `_unjudged - span`
+        before the newest, the fitted echo taken out (nothing taken out before any fit)."""
+        end = self._window - (self._unjudged - span)
+        mic = self._mic[end - span:end].astype(np.float64)
+        residual = mic
+        if self._filter is not None:
+            best, taps = self._filter
+            start = end - span + best - TAPS
+            shifted = np.lib.stride_tricks.sliding_window_view(self._ref[start: start + span + 2 * TAPS], span)
+            residual = mic - np.einsum("i,it->t", taps, shifted.astype(np.float64))
+        return list(zip(np.mean(np.square(residual).reshape(-1, PIECE), axis=1).tolist(),
+                        np.mean(np.square(mic).reshape(-1, PIECE), axis=1).tolist()))
 
     def echo_share(self) -> float:
         """Share of the last window's microphone energy explained by the speaker signal at its best delay:
@@ -92,14 +170,18 @@ class EchoGuard:
         score = np.where(ref_energy > SILENT * self._window, np.square(corr) / np.maximum(ref_energy, 1e-30), 0.0)
         score[:TAPS] = score[self._lags + 1 - TAPS:] = 0.0  # room for the filter on both sides
         best = int(np.argmax(score))
+        self._since_fit = 0
         if score[best] == 0.0:
+            self._filter = None
             return 0.0, power
         shifted = np.lib.stride_tricks.sliding_window_view(ref, self._window)[best - TAPS: best + TAPS + 1]
         # the normal equations, by einsum rather than lstsq or @: those go to OpenBLAS, whose threads, fighting
         # llama.cpp's spinning ones for 2 cores, stalled this (audio) thread for up to 2 s in bench_voice
         gram = np.einsum("it,jt->ij", shifted, shifted) + 1e-9 * np.eye(len(shifted))
         cross = np.einsum("it,t->i", shifted, mic)
-        explained = float(np.dot(np.linalg.solve(gram, cross), cross))  # energy of the fitted echo
+        taps = np.linalg.solve(gram, cross)
+        self._filter = (best, taps)
+        explained = float(np.dot(taps, cross))  # energy of the fitted echo
         return min(1.0, max(0.0, explained / mic_energy)), power
 
     def judge(self, probability: float, raw_frame: np.ndarray, assistant_speaking: bool) -> float:

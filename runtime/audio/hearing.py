@@ -12,14 +12,16 @@ the frames of a quiet room's noise floor while nobody speaks and nothing plays: 
 `SpeechStopped` (pauses included: the transcript needs them), a `Silence` tick per frame once
 speech has stopped (the turn logic times the pause with it), and a `Level` every 100 ms.
 
-While the assistant speaks, `SpeechOnset` comes at the first frame of speech, before the start is
-confirmed, and `FalseStart` if no speech then follows for `resume_after`: the assistant holds its
-playback at the onset and resumes at a false start, so a barge-in silences it within ~0.25 s without
-every cough ending the reply (LiveKit's agents resume a false interruption the same way). The hold
-comes at the first frame, not the second (which it waited for unless the echo guard was sure of the
-user): offline on 48 recordings of the null sink's loop, the same 7 holds in 24 replies heard alone
-(the echo guard zeroes what the echo explains), 24 cut-ins at 0 / -6 dB held after 0.141 s on average
-(0.145), the slowest after 0.236 (0.270); bench_voice's barge-in p95 0.295 -> 0.268 s.
+While the assistant speaks, `SpeechOnset` comes at the onset of what may be the user, before it is
+confirmed as speech, and `FalseStart` if no speech then follows for `resume_after`: the assistant holds
+its playback at the onset and resumes at a false start, so a barge-in silences it within ~0.2 s without
+every cough ending the reply (LiveKit's agents resume a false interruption the same way). In full
+duplex the onset is the first 30 ms of sound the speaker's echo does not explain (`EchoGuard.
+sound_over_echo`, on the raw microphone, block by block), or else the first frame the segmenter counts as
+speech: Silero needs 60-130 ms of a word, and a starting "s" or "h" is not speech to it. Offline on two
+recordings of the null sink's loop (20 replies, 160 s) with 96 cut-ins mixed in, no hold on the echo
+alone either way; held after 0.047 s on average at 0 dB (Silero's first frame: 0.118), 0.060 at -6 dB
+(0.192), 0.085 at -10 dB (0.33). bench_voice: barge-in p50 0.23 -> 0.17 s, p95 0.26-0.28 -> 0.20 s.
 
 While the assistant speaks, the speech needed to count as a barge-in is `barge_in` seconds rather
 than `min_speech`: an interruption must stop the reply within a fraction of a second, and the echo
@@ -125,6 +127,9 @@ class Hearing:
         raw = mic
         if self._guard is not None:
             self._guard.push(mic, speaker)
+            if (speaking and self._echo_possible and not (self._onset_told or self._segmenter.in_speech or self.muted)
+                    and self._guard.sound_over_echo()):
+                self._hold()
         if self._aec is not None:  # AEC3 while echo may arrive, then the microphone as it is, no sample lost
             mic = self._aec.process(mic, speaker) if self._echo_possible else np.concatenate([self._aec.flush(), mic])
         elif self.mode == "half" and speaking:
@@ -173,9 +178,7 @@ class Hearing:
         starting = self._segmenter.starting
         if not self._onset_told:
             if speaking and starting:
-                self._onset_told, self._quiet_frames = True, 0
-                self._cut_in = self._aec is not None
-                self._on_hear(SpeechOnset())
+                self._hold()
         elif self._segmenter.in_speech:
             self._onset_told = False  # confirmed: SpeechStarted was sent
         elif starting:
@@ -185,6 +188,11 @@ class Hearing:
             if self._quiet_frames >= self._resume_frames:
                 self._onset_told = self._cut_in = False
                 self._on_hear(FalseStart())
+
+    def _hold(self) -> None:
+        self._onset_told, self._quiet_frames = True, 0
+        self._cut_in = self._aec is not None
+        self._on_hear(SpeechOnset())
 
     def _score(self, frames: list[np.ndarray]) -> tuple[list[float], list[float]]:
         """Each frame's level (dBFS) and speech probability. A quiet room's noise while nothing is afoot
