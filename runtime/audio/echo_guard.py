@@ -57,12 +57,15 @@ BASELINE_WEIGHT = 0.05  # per frame: the typical score follows the room within ~
 # (the device-rate resampler hands on ~540 samples every other block): a piece's residual, once the fitted
 # echo is taken out, must be ABOVE_FLOOR times what the echo typically leaves and at least RESIDUAL_SHARE
 # of the piece's power (or SHARE_MARGIN times the residual's typical share, in a room whose echo the short
-# filter explains less well), SUSTAIN pieces in a row (a click or a knock is shorter). The typical values
-# are the medians over the last TYPICAL_PIECES pieces the echo dominated. Two recordings of the null sink's
-# loop (20 replies, 160 s): no fire on the assistant alone (a share of 0.05 instead: 2, at two glitches of
-# the loop), 96 cut-ins mixed in at 0 / -6 / -10 dB held after 0.047 / 0.060 / 0.085 s on average.
+# filter explains less well), SUSTAIN pieces in a row (a click or a knock is shorter), the last still at
+# least UNFADED of the loudest (a keystroke's ring fades within tens of ms; a voice starting does not). The
+# typical values are the medians over the last TYPICAL_PIECES pieces the echo dominated. Two recordings of
+# the null sink's loop (20 replies, 160 s): no fire on the assistant alone (a share of 0.05 instead: 2, at
+# two glitches of the loop), 96 cut-ins mixed in at 0 / -6 / -10 dB held after 0.050 / 0.063 / 0.085 s on
+# average.
 PIECE = 160  # samples (10 ms)
 SUSTAIN = 3
+UNFADED = 0.5
 ABOVE_FLOOR = 10.0
 RESIDUAL_SHARE = 0.1
 SHARE_MARGIN = 4.0
@@ -90,6 +93,7 @@ class EchoGuard:
         # are what the fitted echo typically leaves, which a user's first syllable hardly moves
         self._typical: collections.deque[tuple[float, float]] = collections.deque(maxlen=TYPICAL_PIECES)
         self._over = 0  # pieces in a row with sound over the echo
+        self._run_peak = 0.0  # the highest residual power among them
 
     def push(self, mic: np.ndarray, speaker: np.ndarray) -> None:
         """The raw microphone and what the speaker played over the same samples."""
@@ -109,7 +113,7 @@ class EchoGuard:
         holds the reply (a false start resumes it): Silero still decides whether it is speech."""
         count = self._unjudged // PIECE
         if not count:
-            return self._over >= SUSTAIN
+            return False
         span = count * PIECE
         if self._filter is None or self._since_fit >= REFIT_AFTER:
             self._fit()
@@ -124,7 +128,8 @@ class EchoGuard:
             if not over and SILENT <= power and residual < 0.5 * power:  # the echo dominated it
                 self._typical.append((residual, residual / power))
             self._over = self._over + 1 if over else 0
-            fired = fired or self._over >= SUSTAIN
+            self._run_peak = max(self._run_peak, residual) if over else 0.0
+            fired = fired or (self._over >= SUSTAIN and residual >= UNFADED * self._run_peak)
         self._unjudged -= span
         return fired
 

@@ -164,6 +164,25 @@ def test_sound_over_the_echo_is_found_block_by_block_and_never_in_the_echo_alone
     assert fired and onset / RATE <= fired[0] < onset / RATE + 0.1
 
 
+def test_keystrokes_over_the_echo_hold_the_playback_for_a_moment_and_then_rest(reply):
+    """Someone typing while the assistant talks: a keystroke is sound the echo does not explain, so it may
+    hold the reply, but only for a hiccup (no speech follows), and after two such false starts holds wait for
+    speech again: the reply is not chopped up key by key (without those two rules: 13 holds of 0.3 s here)."""
+    rng = np.random.default_rng(1)
+    typing = np.zeros_like(reply)
+    for at in rng.uniform(0.5, reply.size / RATE - 0.3, int(6 * reply.size / RATE)):  # 6 keys a second
+        for start in (round(at * RATE), round((at + rng.uniform(0.06, 0.12)) * RATE)):  # press, release
+            tau = rng.uniform(0.002, 0.008) * RATE
+            burst = rng.normal(0, 1, round(6 * tau)) * np.exp(-np.arange(round(6 * tau)) / tau)
+            typing[start:start + burst.size] += rng.uniform(0.02, 0.1) * burst[: typing.size - start]
+    events = hear(echo_of(reply) + typing, reply)
+    assert not any(isinstance(e, SpeechStarted) for _, e in events)
+    holds = [at for at, e in events if isinstance(e, SpeechOnset)]
+    ends = [at for at, e in events if isinstance(e, FalseStart)]
+    assert len(holds) <= 3 and len(ends) == len(holds)  # (Silero alone, 1: a burst of keys that it took for speech)
+    assert sum(end - held for held, end in zip(holds, ends)) <= 0.8
+
+
 def _fires_after(guard: EchoGuard, mic: np.ndarray, played: np.ndarray) -> list[bool]:
     """`sound_over_echo` after each block, asked only while the speaker plays (as the hearing asks it)."""
     out = []
