@@ -115,8 +115,8 @@ class Hearing:
         self._listen_frames = self._segmenter.start_frames
         self._barge_frames = max(1, round(barge_in / FRAME_SECONDS))
         self._resume_frames = max(1, round(resume_after / FRAME_SECONDS))
-        self._resume_limit = self._resume_frames  # quiet frames after which the current hold ends
-        self._sound_resume_frames = max(1, round(SOUND_RESUME / FRAME_SECONDS))
+        self._held_by_sound = False  # the current hold came from sound over the echo that Silero has not called speech
+        self._sound_resume_frames = max(1, round(min(SOUND_RESUME, resume_after) / FRAME_SECONDS))
         self._rest_frames = round(SOUND_REST / FRAME_SECONDS)
         self._sound_false_starts: collections.deque[int] = collections.deque(maxlen=2)  # frame numbers
         self._sound_rests_until = 0  # frame number before which only speech holds the playback
@@ -197,18 +197,17 @@ class Hearing:
         elif self._segmenter.in_speech:
             self._onset_told = False  # confirmed: SpeechStarted was sent
         elif starting:
-            self._quiet_frames, self._resume_limit = 0, self._resume_frames
+            self._quiet_frames, self._held_by_sound = 0, False
         else:
             self._quiet_frames += 1
-            if self._quiet_frames >= self._resume_limit:
-                if self._resume_limit < self._resume_frames:  # a hold by sound that never sounded like speech
+            if self._quiet_frames >= (self._sound_resume_frames if self._held_by_sound else self._resume_frames):
+                if self._held_by_sound:  # sound that never sounded like speech
                     self._rest_sound_after_false_starts()
                 self._onset_told = self._cut_in = False
                 self._on_hear(FalseStart())
 
     def _hold(self, by_sound: bool) -> None:
-        self._onset_told, self._quiet_frames = True, 0
-        self._resume_limit = self._sound_resume_frames if by_sound else self._resume_frames
+        self._onset_told, self._quiet_frames, self._held_by_sound = True, 0, by_sound
         self._cut_in = self._aec is not None
         self._on_hear(SpeechOnset())
 
