@@ -117,14 +117,15 @@ class EchoGuard:
         span = count * PIECE
         if self._filter is None or self._since_fit >= REFIT_AFTER:
             self._fit()
-        pieces = self._residual_pieces(span)
         typical = np.median(np.array(self._typical), axis=0) if len(self._typical) >= TYPICAL_PIECES // 4 else None
-        if self._since_fit and any(self._stands_out(r, p, typical) for r, p in pieces):
+        pieces = self._residual_pieces(span)
+        overs = [self._stands_out(residual, power, typical) for residual, power in pieces]
+        if self._since_fit and any(overs):
             self._fit()  # a filter fitted before the delay drifted leaves a residual too: judge with a new fit
             pieces = self._residual_pieces(span)
+            overs = [self._stands_out(residual, power, typical) for residual, power in pieces]
         fired = False
-        for residual, power in pieces:
-            over = self._stands_out(residual, power, typical)
+        for (residual, power), over in zip(pieces, overs):
             if not over and SILENT <= power and residual < 0.5 * power:  # the echo dominated it
                 self._typical.append((residual, residual / power))
             self._over = self._over + 1 if over else 0
