@@ -30,12 +30,15 @@ then "lasted" as long as the user spoke).
   the conversation to a session that transcribes without answering (the same hearing, AEC3, VAD and
   streaming transcriber), and on the conversation's questions (`questions`: a dozen short ones in three
   voices, repeated, so few distinct clips that one word moves it by ~1.5 points). Also Whisper on the
-  audio the pipeline heard (`direct_on_heard`: what it decoded at the end of each turn, decoded greedily
-  as the pipeline decodes): its gap to `direct` is the room's audio path (device resampling, the
-  loopbacks, AEC3) and the decode options, the pipeline's gap to it the pipeline's own (segmentation,
-  streaming decodes). Whisper base on espeak speech is chaotic: the same clip shifted by one sample or
-  played at 0.8 of its level moves its WER by ~1-3 points (both are printed), so a gap within that is
-  noise. Apart: the WER of the cut-ins (said over the assistant, where AEC3's double-talk suppression
+  audio the pipeline heard (`direct_on_heard`: what it decoded at the end of each turn, decoded as the
+  pipeline decodes, at temperature 0 only): its gap to `direct` is the room's audio path (device
+  resampling, the loopbacks, AEC3), the utterance's bounds and the decode options, the pipeline's gap to
+  it the pipeline's own (streaming decodes); and on the clean clip placed where that audio has it, in
+  silence of its length (`direct_where_heard`: the bounds alone, the pre-roll's ~0.25 s of silence before
+  the words). Whisper base on espeak speech is chaotic: the same clip shifted by one sample or played at
+  0.8 of its level moves its WER by ~1 point (both are printed), and silence before it (0.1-1.0 s) by
+  up to 4 points with no trend (2026-12-05, beam 5: 10.6-15.3% against 14.3% without), so a gap within
+  that is noise. Apart: the WER of the cut-ins (said over the assistant, where AEC3's double-talk suppression
   can take their first word) vs Whisper on the same clips, with what the pipeline heard;
 - idle listening CPU (% of one core, target < 5) in three rooms: digital silence, a quiet microphone's hiss
   (white noise at -60 dBFS, as heard at 16 kHz) and a noisy room (-44 dBFS: a fan, a TV), where the
@@ -111,12 +114,17 @@ INTERRUPTIONS = ("Wait, stop please.", "Hold on a second.", "Sorry, let me inter
 def idle_cpu_percent(process: psutil.Process, seconds: float, noise_db: float | None, tmp: Path) -> float:
     """CPU of the listening process (% of one core) over `seconds` with nobody speaking, the room quiet or
     filled with white noise at `noise_db` (paplay's own CPU is not the process's)."""
+    from runtime.audio.quiet_gate import FLOOR_SECONDS
+
     player = None
     if noise_db is not None:
-        hiss = np.random.default_rng(0).normal(0.0, 10 ** (noise_db / 20), int((seconds + 2.0) * 16000))
+        # the noise reaches the microphone, and the quiet room's floor (the quietest frame of the last FLOOR_SECONDS)
+        # is the noise's, not the silence before it: until then every frame of it is scored as a possible voice
+        settle = 1.0 + FLOOR_SECONDS
+        hiss = np.random.default_rng(0).normal(0.0, 10 ** (noise_db / 20), int((seconds + settle + 1.0) * 16000))
         player = threading.Thread(target=play_into, args=("vsink", hiss.astype(np.float32), tmp / "hiss.wav"))
         player.start()
-        time.sleep(1.0)  # the noise reaches the microphone and hearing finds its floor
+        time.sleep(settle)
     cpu0, t0 = process.cpu_times(), time.monotonic()
     time.sleep(seconds)
     cpu1, t1 = process.cpu_times(), time.monotonic()
@@ -292,14 +300,30 @@ def final_decodes(decoded: list[np.ndarray]) -> list[np.ndarray]:
             if later is None or not (later.size >= audio.size and np.array_equal(later[:audio.size], audio))]
 
 
-def stt_errors(heard: list[tuple[str, str, str, np.ndarray]], direct: object, greedy: object) -> dict[str, object]:
+def placed_where_heard(clip: np.ndarray, heard: np.ndarray) -> np.ndarray:
+    """`clip` where it lies in `heard` (found by cross-correlation), with silence around it to `heard`'s length:
+    the utterance's bounds as the pipeline cut them, without the room's sound."""
+    size = 1 << int(np.ceil(np.log2(clip.size + heard.size)))
+    correlation = np.fft.irfft(np.fft.rfft(heard, size) * np.conj(np.fft.rfft(clip, size)), size)
+    lag = int(np.argmax(correlation))
+    lag = lag if lag < size // 2 else lag - size  # the clip starts `lag` samples into what was heard
+    placed = np.zeros_like(heard)
+    start, skip = max(lag, 0), max(-lag, 0)
+    part = clip[skip:skip + max(heard.size - start, 0)]
+    placed[start:start + part.size] = part
+    return placed
+
+
+def stt_errors(heard: list[tuple[str, str, str, np.ndarray]], direct: object, pipeline_stt: object) -> dict[str, object]:
     """Corpus WER of the pipeline's transcripts and of Whisper called directly on the same clips, on them
     changed inaudibly (shifted by one sample, at 0.8 of the level: how far Whisper base moves on its own,
-    the noise floor), and on the audio the pipeline's final decode read (greedily, as the pipeline decodes);
-    and the sentences the pipeline got more wrong than the direct call."""
+    the noise floor), on the audio the pipeline's final decode read (as the pipeline decodes: temperature 0
+    only) and on the clean clip placed where that audio has it (the pipeline's bounds: a pre-roll of silence
+    before the words, a little after); and the sentences the pipeline got more wrong than the direct call."""
     from convert.onnx.speech import speak, word_errors
 
-    errors = {"pipeline": 0, "direct": 0, "direct_on_heard": 0, "direct_shifted_1_sample": 0, "direct_at_gain_0_8": 0}
+    errors = {"pipeline": 0, "direct": 0, "direct_on_heard": 0, "direct_where_heard": 0,
+              "direct_shifted_1_sample": 0, "direct_at_gain_0_8": 0}
     words = 0
     worse = []  # where the pipeline made more errors than the direct call: what each wrote
     for text, voice, transcript, audio in heard:
@@ -315,7 +339,9 @@ def stt_errors(heard: list[tuple[str, str, str, np.ndarray]], direct: object, gr
         errors["direct_shifted_1_sample"] += word_errors(
             text, direct.transcribe(np.concatenate([[0.0], clip]).astype(np.float32)).text)[0]
         errors["direct_at_gain_0_8"] += word_errors(text, direct.transcribe(0.8 * clip).text)[0]
-        errors["direct_on_heard"] += word_errors(text, greedy.transcribe(audio).text if audio.size else "")[0]
+        errors["direct_on_heard"] += word_errors(text, pipeline_stt.transcribe(audio).text if audio.size else "")[0]
+        placed = placed_where_heard(clip, audio) if audio.size else audio
+        errors["direct_where_heard"] += word_errors(text, pipeline_stt.transcribe(placed).text if audio.size else "")[0]
     return {**{name: round(count / max(words, 1), 4) for name, count in errors.items()},
             "sentences": len(heard), "words": words, "pipeline_worse_on": worse}
 
@@ -491,7 +517,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     from runtime.audio.stt import open_stt
 
     direct = open_stt(cfg)  # faster-whisper as `edge-ai transcribe` calls it (a temperature fallback)
-    greedy = session.assistant.transcriber.stt  # the pipeline's own model and decode options: its gap, options aside
+    pipeline_stt = session.assistant.transcriber.stt  # the pipeline's own model and decode options
 
     # the cut-ins: spoken over the assistant, where AEC3's double-talk suppression may take the first word
     cut_in_errors = {"pipeline": 0, "direct": 0}
@@ -521,8 +547,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                             "each": sorted(round(stop, 3) for stop in barge_stops)},  # n ~10: p95 is the worst one
         "self_interruptions": self_interruptions,
         "playback_holds": holds,
-        "wer": {**stt_errors(sentences_heard, direct, greedy),
-                "questions": stt_errors(questions_heard, direct, greedy),
+        "wer": {**stt_errors(sentences_heard, direct, pipeline_stt),
+                "questions": stt_errors(questions_heard, direct, pipeline_stt),
                 "cut_ins": {**{name: round(count / max(cut_in_words, 1), 4) for name, count in cut_in_errors.items()},
                             "heard": [text for _, text in cut_ins]}},
         "idle_cpu_percent_of_one_core": {**{room: round(cpu, 2) for room, cpu in idle_cpu.items()}, "target": 5.0},

@@ -115,7 +115,7 @@ class VoiceSession:
         mic = pick_device(cfg.voice.input_device, "input")
         speaker = pick_device(cfg.voice.output_device, "output")
         mode = voice_mode(cfg)
-        # greedy only: a temperature fallback re-decodes (1.7 s each on a 2-core laptop) while the user waits
+        # temperature 0 only: a sampled fallback re-decodes (1.7 s each on a 2-core laptop) while the user waits
         transcriber = StreamingTranscriber(open_stt(cfg, temperatures=(0.0,)), language=cfg.voice.language)
         tts = open_tts(cfg) if reply else None
         player = Player()

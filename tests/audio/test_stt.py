@@ -128,6 +128,51 @@ def test_no_words_are_dated_in_digital_silence(home: Path, monkeypatch: pytest.M
     assert "weather" in " ".join(heard).lower(), heard
 
 
+def test_the_default_beam_search_hears_more_than_greedy_decoding(stt: SpeechToText, home: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """voice.stt_beam_size (5 by default) reaches the backend. On the fixed set's two hardest voices a beam of
+    5 made 11 errors fewer than greedy decoding (measured on 2 AVX2 cores: en-us+f3 17 vs 23%, en-gb-scotland
+    30 vs 39%)."""
+    monkeypatch.setenv("EDGE_AI_HOME", str(home))
+    greedy = open_stt(config.Config().with_values({"voice.stt_beam_size": 1}), temperatures=GREEDY)
+    assert (stt.beam_size, greedy.beam_size) == (5, 1)
+    with pytest.raises(EdgeAIError, match="stt_beam_size"):
+        config.Config().with_values({"voice.stt_beam_size": 0})
+    hard = [(text, voice) for text, voice in wer_set() if voice in ("en-us+f3", "en-gb-scotland")]
+    errors = {"beam": 0, "greedy": 0}
+    for text, voice in hard:
+        samples = speak(text, voice)
+        errors["beam"] += word_errors(text, stt.transcribe(samples).text)[0]
+        errors["greedy"] += word_errors(text, greedy.transcribe(samples).text)[0]
+    assert errors["beam"] < errors["greedy"], errors
+
+
+def test_the_whisper_backend_decodes_with_its_beam(tmp_path: Path) -> None:
+    """openai-whisper (the opt-in backend) on a checkpoint of random weights, which is all this machine can
+    have offline: a decode runs through its transcribe() with the beam it was given, 1 being its greedy
+    decoder."""
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=1, n_audio_layer=1,
+                           n_vocab=51865, n_text_ctx=448, n_text_state=64, n_text_head=1, n_text_layer=1)
+    torch.manual_seed(0)
+    torch.save({"dims": dims.__dict__, "model_state_dict": Whisper(dims).state_dict()}, tmp_path / "random.pt")
+    for beam, expected in ((5, 5), (1, None)):
+        stt = OpenAIWhisperSTT(str(tmp_path / "random.pt"), beam_size=beam, temperatures=GREEDY)
+        beams_used: list[int | None] = []
+        decode = stt._model.decode
+
+        def decode_noting_the_beam(mel: object, options: object, decode: object = decode,
+                                   beams_used: list[int | None] = beams_used) -> object:
+            beams_used.append(options.beam_size)
+            return decode(mel, options)
+
+        stt._model.decode = decode_noting_the_beam
+        result = stt.transcribe(speak("Hello there.", "en-us"))
+        assert beams_used and set(beams_used) == {expected} and result.duration > 0.5
+
+
 def test_the_prompt_reaches_the_model(stt: SpeechToText) -> None:
     """A prompt is what was said before: it changes how the model spells what it hears next. (A prompt of
     "Lisbon. Lisbon, Lisbon." made Whisper copy it to its token limit: a loop, now dropped.)"""
