@@ -15,6 +15,11 @@ of the uncut one's.
 Measured 2026-12-04 (2 cores, Whisper base int8): seed 0, 372 s: uncut WER 20.3% (65 errors, 16
 inserted words), 19 windows, 55 s; cut 13.4% (43, 9), 8 windows, 17.6 s (a share of 0.32). Seed 1,
 415 s: uncut 17.8% (57), cut 12.8% (41), time share 0.53. All 32 sentences dated right in all four.
+
+With --beam-size 5 (2026-12-05): seed 0 uncut 21.2% (31 inserted words), cut 16.2% (24 inserted); seed 1
+uncut 15.3%, cut 22.1% (30 inserted, 30 sentences dated right): the last window wrote the prompt out again
+("My password must have at least 12 characters." three times for the last two sentences), and short
+phrases ("No, it's going to be cold.") went into the hiss at windows' ends. The CLI decodes greedily.
 """
 
 from __future__ import annotations
@@ -87,12 +92,13 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=32, help="how many of the fixed set (max 32)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = physical cores)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pauses")
+    parser.add_argument("--beam-size", type=int, default=1, help="hypotheses kept (1: greedy, as the CLI decodes)")
     args = parser.parse_args()
     import tempfile
 
     audio, placed = recording(args.sentences, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        stt = FasterWhisperSTT(whisper_base(Path(tmp) / "base"), threads=args.threads)
+        stt = FasterWhisperSTT(whisper_base(Path(tmp) / "base"), threads=args.threads, beam_size=args.beam_size)
         uncut = run(stt, audio, placed, cut=False)
         cut = run(stt, audio, placed, cut=True)
     print(json.dumps({"audio_seconds": round(len(audio) / RATE, 1), "uncut": uncut, "cut": cut,

@@ -516,7 +516,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
     from runtime.audio.stt import open_stt
 
-    direct = open_stt(cfg)  # faster-whisper as `edge-ai transcribe` calls it (a temperature fallback)
+    direct = open_stt(cfg)  # faster-whisper with the conversation's beam (voice.stt_beam_size), a temperature fallback
     pipeline_stt = session.assistant.transcriber.stt  # the pipeline's own model and decode options
 
     # the cut-ins: spoken over the assistant, where AEC3's double-talk suppression may take the first word

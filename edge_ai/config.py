@@ -116,8 +116,9 @@ class VoiceSettings:
                                 "needs the whisper extra) or onnx (an exported Whisper folder)", choices=STT_BACKENDS)
     stt_model: str = _setting("", "speech-to-text model: a folder or model file for the backend; empty = the offline "
                               "Whisper base that ships as a package")
-    stt_beam_size: int = _setting(5, "hypotheses Whisper keeps while decoding (beam search; 1 = greedy, faster by "
-                                  "~15% and ~4 points of word error rate worse on the bench's sentences)", 1, 10)
+    stt_beam_size: int = _setting(5, "hypotheses Whisper keeps while decoding what is said to the assistant (beam "
+                                  "search; 1 = greedy: ~15% faster, ~4 points of word error rate worse on the "
+                                  "bench's sentences); `edge-ai transcribe` has its own --beam-size", 1, 10)
     language: str = _setting("en", "language spoken to the assistant (a Whisper language code)")
     tts_backend: str = _setting("espeak", "text-to-speech: espeak (espeak-ng, default) or piper "
                                 "(a neural voice: set tts_model to its .onnx)", choices=TTS_BACKENDS)

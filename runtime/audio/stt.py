@@ -10,12 +10,15 @@
 | whisper        | an openai-whisper .pt file or an already cached name | the whisper extra (torch)     |
 | onnx           | a folder from `edge-ai convert onnx`             | the voice extra (onnxruntime) |
 
-Each backend decodes at temperature 0 with a beam search (`beam_size`, voice.stt_beam_size: 5, as
-faster-whisper and openai-whisper's command line do). On the bench's 32 espeak sentences Whisper base
-makes 46 errors with a beam of 5 against 59 greedy, and its errors move much less under changes nobody
-hears (a clip shifted by a sample or at 0.8 of its level: 44-46 against 59-64), so a transcript depends
-less on how the room passed the sound on; each decode costs ~15% more (0.30 s against 0.26 s a
-sentence, 2 AVX2 cores), partial transcripts included. Each backend then falls back to higher
+Each backend decodes at temperature 0 with a beam search (`beam_size`: 5 as faster-whisper and
+openai-whisper's command line do; voice.stt_beam_size in a conversation). On the bench's 32 espeak
+sentences Whisper base makes 46 errors with a beam of 5 against 59 greedy, and its errors move much
+less under changes nobody hears (a clip shifted by a sample or at 0.8 of its level: 44-46 against
+59-64), so a transcript depends less on how the room passed the sound on; each decode costs ~15% more
+(0.30 s against 0.26 s a sentence, 2 AVX2 cores), partial transcripts included. Long recordings
+(`edge-ai transcribe`) are decoded greedily by default: there a beam of 5 did worse (bench_transcribe,
+two seeds: 16.2 / 22.1% against 13.4 / 12.8%), writing the prompt out again for a window's last
+sentences and short phrases into the hiss at a window's end. Each backend then falls back to higher
 temperatures the way its library does when the output looks hallucinated (a loop, improbable
 tokens); `temperatures=(0.0,)` makes every decode repeatable (never sampled).
 
@@ -273,12 +276,13 @@ def _join(segments: tuple[Segment, ...]) -> str:
     return " ".join(s.text for s in segments)  # each stripped and with a word (`_Backend.transcribe`)
 
 
-def open_stt(cfg: Any, *, temperatures: Sequence[float] = TEMPERATURES) -> SpeechToText:  # cfg: edge_ai.config.Config
-    """The speech-to-text backend the settings choose (voice.stt_backend, voice.stt_model, voice.language,
-    voice.stt_beam_size; model.threads for CPU threads)."""
+def open_stt(cfg: Any, *, temperatures: Sequence[float] = TEMPERATURES,  # cfg: edge_ai.config.Config
+             beam_size: int | None = None) -> SpeechToText:
+    """The speech-to-text backend the settings choose (voice.stt_backend, voice.stt_model, voice.language;
+    model.threads for CPU threads), decoding with a beam of `beam_size` (default voice.stt_beam_size)."""
     voice = cfg.voice
-    options = {"language": voice.language, "threads": cfg.model.threads, "beam_size": voice.stt_beam_size,
-               "temperatures": temperatures}
+    options = {"language": voice.language, "threads": cfg.model.threads,
+               "beam_size": voice.stt_beam_size if beam_size is None else beam_size, "temperatures": temperatures}
     if voice.stt_backend == "faster-whisper":
         from runtime.audio.whisper_model import whisper_base
 

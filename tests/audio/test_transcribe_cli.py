@@ -51,8 +51,9 @@ def _seconds(h: str, m: str, s: str, ms: str) -> float:
     return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
 
 
-def test_plain_text_on_stdout(talk: Path, model: Path) -> None:
-    result = edge_ai("transcribe", str(talk), "--model", str(model))
+@pytest.mark.parametrize("beam", [[], ["--beam-size", "5"]])
+def test_plain_text_on_stdout(talk: Path, model: Path, beam: list[str]) -> None:
+    result = edge_ai("transcribe", str(talk), "--model", str(model), *beam)
     assert result.returncode == 0, result.stderr
     text = result.stdout.decode()
     reference = " ".join(t for t, _ in TWO)
@@ -194,6 +195,8 @@ def test_bad_options(talk: Path) -> None:
     assert result.returncode == 1 and "--format 'docx' is not one of" in result.stderr.decode()
     result = edge_ai("transcribe", str(talk), "--backend", "nemo")
     assert result.returncode == 1 and b"voice.stt_backend" in result.stderr
+    result = edge_ai("transcribe", str(talk), "--beam-size", "0")
+    assert result.returncode == 2 and b"--beam-size" in result.stderr
 
 
 @pytest.mark.parametrize("cut_silence", [True, False])
@@ -215,7 +218,7 @@ def test_a_long_file_is_transcribed_window_by_window_in_bounded_memory(tmp_path:
                 if lo < hi:
                     chunk[lo:hi] = samples[lo - offset:hi - offset]
             out.write(chunk)
-    stt = FasterWhisperSTT(model)  # with the temperature fallback, as the CLI runs: it retries a looping window
+    stt = FasterWhisperSTT(model, beam_size=1)  # as the CLI runs: greedy, the fallback retries a looping window
     job = LongTranscription(stt, read_audio_blocks(path), cut_silence=cut_silence)
     segments, peaks = [], []
     tracemalloc.start()
