@@ -118,14 +118,12 @@ class EchoGuard:
         if self._filter is None or self._since_fit >= REFIT_AFTER:
             self._fit()
         typical = np.median(np.array(self._typical), axis=0) if len(self._typical) >= TYPICAL_PIECES // 4 else None
-        pieces = self._residual_pieces(span)
-        overs = [self._stands_out(residual, power, typical) for residual, power in pieces]
-        if self._since_fit and any(overs):
+        pieces = self._judged_pieces(span, typical)
+        if self._since_fit and any(over for _, _, over in pieces):
             self._fit()  # a filter fitted before the delay drifted leaves a residual too: judge with a new fit
-            pieces = self._residual_pieces(span)
-            overs = [self._stands_out(residual, power, typical) for residual, power in pieces]
+            pieces = self._judged_pieces(span, typical)
         fired = False
-        for (residual, power), over in zip(pieces, overs):
+        for residual, power, over in pieces:
             if not over and SILENT <= power and residual < 0.5 * power:  # the echo dominated it
                 self._typical.append((residual, residual / power))
             self._over = self._over + 1 if over else 0
@@ -141,6 +139,11 @@ class EchoGuard:
             return False  # (too little of the echo seen yet to know what it leaves; or nothing heard)
         floor, share = typical
         return residual >= ABOVE_FLOOR * floor and residual >= max(RESIDUAL_SHARE, SHARE_MARGIN * share) * power
+
+    def _judged_pieces(self, span: int, typical: np.ndarray | None) -> list[tuple[float, float, bool]]:
+        """(residual power, power, whether it stands out) of each piece of `_residual_pieces(span)`."""
+        return [(residual, power, self._stands_out(residual, power, typical))
+                for residual, power in self._residual_pieces(span)]
 
     def _residual_pieces(self, span: int) -> list[tuple[float, float]]:
         """(residual power, power) of each piece of the `span` microphone samples that end `_unjudged - span`
