@@ -226,6 +226,13 @@ def _sound_runs(x: np.ndarray, gap: float) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist()))
 
 
+def cross_correlation(signal: np.ndarray, clip: np.ndarray) -> np.ndarray:
+    """[k]: `clip` against `signal` from sample k on (one FFT); a lag k < 0 (the clip starting before the signal)
+    is at [size + k], from the end."""
+    size = 1 << int(np.ceil(np.log2(signal.size + clip.size)))
+    return np.fft.irfft(np.fft.rfft(signal, size) * np.conj(np.fft.rfft(clip, size)), size)
+
+
 def user_runs_in(room: np.ndarray, said: list[tuple[float, np.ndarray]]) -> list[tuple[float, float]]:
     """(start, end) recording seconds of the user's speech: each clip found in the room's channel, where the
     echo is mixed in, by cross-correlation near the time it was played, then its own sound runs."""
@@ -236,9 +243,7 @@ def user_runs_in(room: np.ndarray, said: list[tuple[float, np.ndarray]]) -> list
         window = room[lo: lo + round(LOCATE_WITHIN * REC_RATE) + clip.size]
         if window.size < clip.size:
             continue  # (the recording stopped before it was played)
-        size = 1 << int(np.ceil(np.log2(window.size + clip.size)))
-        corr = np.fft.irfft(np.fft.rfft(window, size) * np.conj(np.fft.rfft(clip, size)), size)
-        at = (lo + int(np.argmax(corr[: window.size - clip.size + 1]))) / REC_RATE
+        at = (lo + int(np.argmax(cross_correlation(window, clip)[: window.size - clip.size + 1]))) / REC_RATE
         runs += [(at + s / REC_RATE, at + e / REC_RATE) for s, e in _sound_runs(clip, gap=0.35)]
     return runs
 
@@ -303,10 +308,9 @@ def final_decodes(decoded: list[np.ndarray]) -> list[np.ndarray]:
 def placed_where_heard(clip: np.ndarray, heard: np.ndarray) -> np.ndarray:
     """`clip` where it lies in `heard` (found by cross-correlation), with silence around it to `heard`'s length:
     the utterance's bounds as the pipeline cut them, without the room's sound."""
-    size = 1 << int(np.ceil(np.log2(clip.size + heard.size)))
-    correlation = np.fft.irfft(np.fft.rfft(heard, size) * np.conj(np.fft.rfft(clip, size)), size)
+    correlation = cross_correlation(heard, clip)
     lag = int(np.argmax(correlation))
-    lag = lag if lag < size // 2 else lag - size  # the clip starts `lag` samples into what was heard
+    lag = lag if lag < correlation.size // 2 else lag - correlation.size  # the clip starts `lag` samples into heard
     placed = np.zeros_like(heard)
     start, skip = max(lag, 0), max(-lag, 0)
     part = clip[skip:skip + max(heard.size - start, 0)]
