@@ -39,7 +39,9 @@ then "lasted" as long as the user spoke).
   0.8 of its level moves its WER by ~1 point (both are printed), and silence before it (0.1-1.0 s) by
   up to 4 points with no trend (2026-12-05, beam 5: 10.6-15.3% against 14.3% without), so a gap within
   that is noise. Apart: the WER of the cut-ins (said over the assistant, where AEC3's double-talk suppression
-  can take their first word) vs Whisper on the same clips, with what the pipeline heard;
+  can take their first word) vs Whisper on the same clips, with what the pipeline heard; and the cut-ins
+  that only ask to stop ("Wait, stop please.", voice.stop_phrases): how many of them were left unanswered
+  (`stop_requests`: a misheard one is answered), and whether any other cut-in was taken for one;
 - idle listening CPU (% of one core, target < 5) in three rooms: digital silence, a quiet microphone's hiss
   (white noise at -60 dBFS, as heard at 16 kHz) and a noisy room (-44 dBFS: a fan, a TV), where the
   quiet gate (runtime.audio.quiet_gate) cannot skip Silero; with --soak M, RSS growth over M minutes.
@@ -73,6 +75,7 @@ from pulse import NullSink, _pactl, ensure_pulse, play_into  # noqa: E402
 
 if TYPE_CHECKING:
     from runtime.audio.session import VoiceSession
+    from runtime.audio.stop_request import StopPhrases
 
 RATE = 16_000
 REC_RATE = 48_000
@@ -350,6 +353,14 @@ def stt_errors(heard: list[tuple[str, str, str, np.ndarray]], direct: object, pi
             "sentences": len(heard), "words": words, "pipeline_worse_on": worse}
 
 
+def stop_requests(cut_ins: list[tuple[str, str, bool]], stop: StopPhrases) -> dict[str, int]:
+    """Of the cut-ins that only asked to stop, how many went unanswered (the rest were misheard); and the
+    other cut-ins taken for a stop (target 0: a question left unanswered)."""
+    asked = [unanswered for said, _, unanswered in cut_ins if stop.asked_by(said)]
+    return {"said": len(asked), "unanswered": sum(asked),
+            "others_unanswered": sum(unanswered for said, _, unanswered in cut_ins if not stop.asked_by(said))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=12, help="questions asked (each answered in full)")
@@ -386,7 +397,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             events.append(event)
             cond.notify_all()
 
-    def wait_for(kind: type, after: int, timeout: float) -> object | None:
+    def wait_for(kind: type | tuple[type, ...], after: int, timeout: float) -> object | None:
         deadline = time.monotonic() + timeout
         with cond:
             while True:
@@ -436,7 +447,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         idle_cpu = {room: idle_cpu_percent(process, args.idle, noise_db, tmp) for room, noise_db in IDLE_ROOMS.items()}
 
         questions_heard: list[tuple[str, str, str, np.ndarray]] = []  # (question, voice, transcript, audio decoded)
-        cut_ins: list[tuple[str, str]] = []  # (what the user said cutting in, what the pipeline heard)
+        cut_ins: list[tuple[str, str, bool]] = []  # (what the user said cutting in, what the pipeline heard, unanswered)
         voices = ("en-us", "en-gb", "en-us+f3")
         for i in range(args.turns + args.barge_ins):
             barge = i >= args.turns
@@ -453,9 +464,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 words = INTERRUPTIONS[i % len(INTERRUPTIONS)]
                 cut_in = len(events)
                 say(speak(words), f"b{i}.wav")
-                cut_turn = wait_for(ev.UserTurn, cut_in, 10)
-                cut_ins.append((words, cut_turn.text if cut_turn is not None else ""))
-                wait_listening(cut_in, 30)  # the reply to "stop" is heard out, not measured
+                cut_turn = wait_for((ev.UserTurn, ev.StopAsked), cut_in, 10)
+                cut_ins.append((words, cut_turn.text if cut_turn is not None else "", isinstance(cut_turn, ev.StopAsked)))
+                if not isinstance(cut_turn, ev.StopAsked):
+                    wait_listening(cut_in, 30)  # the reply to the cut-in is heard out, not measured
                 time.sleep(0.8)
             else:
                 wait_listening(mark, 30)
@@ -526,7 +538,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     # the cut-ins: spoken over the assistant, where AEC3's double-talk suppression may take the first word
     cut_in_errors = {"pipeline": 0, "direct": 0}
     cut_in_words = 0
-    for spoken, heard_text in cut_ins:
+    for spoken, heard_text, _ in cut_ins:
         cut_in_errors["direct"] += word_errors(spoken, direct.transcribe(speak(spoken)).text)[0]
         errors_here, n = word_errors(spoken, heard_text)
         cut_in_errors["pipeline"] += errors_here
@@ -554,7 +566,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "wer": {**stt_errors(sentences_heard, direct, pipeline_stt),
                 "questions": stt_errors(questions_heard, direct, pipeline_stt),
                 "cut_ins": {**{name: round(count / max(cut_in_words, 1), 4) for name, count in cut_in_errors.items()},
-                            "heard": [text for _, text in cut_ins]}},
+                            "heard": [text for _, text, _ in cut_ins]}},
+        "stop_requests": stop_requests(cut_ins, session.assistant.options.stop),
         "idle_cpu_percent_of_one_core": {**{room: round(cpu, 2) for room, cpu in idle_cpu.items()}, "target": 5.0},
         "soak": soak,
         "mode": session.mode.mode,

@@ -94,6 +94,18 @@ STT_BACKENDS = ("faster-whisper", "whisper", "onnx")
 TTS_BACKENDS = ("espeak", "piper")
 
 
+# English; a user speaking another language (voice.language) lists their own
+STOP_PHRASES = [
+    "stop", "stop it", "stop that", "stop talking", "stop there", "wait", "wait a second", "wait a minute",
+    "hold on", "hold on a second", "hang on", "hang on a second", "one second", "one moment", "just a moment",
+    "enough", "that's enough", "that is enough", "that will do", "that'll do", "be quiet", "quiet", "silence",
+    "shut up", "shush", "shh", "hush", "cancel", "never mind", "nevermind", "pause", "got it", "i got it",
+    "i get it",
+]
+STOP_FILLERS = ["please", "ok", "okay", "alright", "all right", "thanks", "thank you", "now", "no", "hey", "oh",
+                "um", "uh", "yeah", "yes", "right", "sorry", "just", "fine"]
+
+
 @dataclass(frozen=True)
 class VoiceSettings:
     input_device: str = _setting("", "microphone: a device name (or part of it) or index from `edge-ai audio devices`; "
@@ -120,6 +132,10 @@ class VoiceSettings:
                                   "search; 1 = greedy: ~15% faster, ~4 points of word error rate worse on the "
                                   "bench's sentences); `edge-ai transcribe` has its own --beam-size", 1, 10)
     language: str = _setting("en", "language spoken to the assistant (a Whisper language code)")
+    stop_phrases: list[str] = _setting(STOP_PHRASES, "phrases that, said on their own (fillers allowed), stop the "
+                                       "assistant without an answer; empty = every utterance is answered")
+    stop_fillers: list[str] = _setting(STOP_FILLERS, "words allowed around a stop phrase (\"okay, stop please\"); "
+                                       "on their own they are answered")
     tts_backend: str = _setting("espeak", "text-to-speech: espeak (espeak-ng, default) or piper "
                                 "(a neural voice: set tts_model to its .onnx)", choices=TTS_BACKENDS)
     tts_voice: str = _setting("en-us", "voice name for the text-to-speech backend")

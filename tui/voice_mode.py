@@ -8,7 +8,8 @@ transcript, the reply with its spoken part highlighted, and the last turn's late
 An interrupted reply is stored as what the listener heard, marked interrupted: cut off by the user's voice,
 by a typed message (stored after it) or by leaving the conversation (Ctrl+N, another one opened from the
 sidebar), after which the spoken replies follow on from the conversation shown. The other way round, a
-spoken turn stops a typed reply being written (stored as stopped, before the spoken question).
+spoken turn stops a typed reply being written (stored as stopped, before the spoken question). An utterance
+that only asks to stop ("Wait, stop please.") gets no answer and is not stored: the voice bar shows it.
 
 The reply is drawn as typed replies are: appended through a `MarkdownStream`, at most `FramePace`
 frames a second, not re-rendered at every token. Re-rendering it at every token cost the UI thread
@@ -229,6 +230,9 @@ class VoiceMode:
         elif isinstance(event, ev.UserTurn):
             bar.partial, bar.reply, bar.heard = "", "", 0
             await self._user_said(event.text)
+        elif isinstance(event, ev.StopAsked):  # not stored: an answer-less user message would join the next one
+            bar.partial, bar.reply, bar.heard = "", "", 0
+            bar.latency = f"“{event.text}”: stopped, not answered"
         elif isinstance(event, ev.ReplyText):
             await self._reply_grew(event)
         elif isinstance(event, ev.Spoken):

@@ -68,6 +68,9 @@ class _Printer:
             elif isinstance(event, ev.UserTurn):
                 self._clear()
                 print(f"you: {event.text}", flush=True)
+            elif isinstance(event, ev.StopAsked):
+                self._clear()
+                print(f"you: {event.text} [asked to stop: not answered]", flush=True)
             elif isinstance(event, ev.ReplyText):
                 self._reply = event.text
             elif isinstance(event, ev.Interrupted):

@@ -19,7 +19,8 @@ first chunk spoken.
 Barge-in (the user speaks while the assistant thinks or speaks): playback is held at the first
 frames of speech and resumed if they die out (a cough, a click); once the speech is confirmed the
 reply's job is cancelled, the speech queue and the player are emptied, and the history keeps what
-the listener heard: the chunks that finished playing and the played part of the cut one.
+the listener heard: the chunks that finished playing and the played part of the cut one. An utterance
+that only asks to stop ("Wait, stop please.", `StopPhrases`) is not answered, cutting in or not.
 
 A user who turns to the keyboard (`cut_off`) stops the reply as a barge-in does; an utterance not yet
 answered is dropped. A user interface that replaces the conversation (a new one, another one opened)
@@ -55,12 +56,14 @@ from runtime.audio.events import (
     Spoken,
     StateChanged,
     Status,
+    StopAsked,
     TurnLatency,
     UserTurn,
     VoiceEvent,
     VoiceState,
 )
 from runtime.audio.hearing import FalseStart, HearEvent, Silence, SpeechFrame, SpeechOnset
+from runtime.audio.stop_request import StopPhrases
 from runtime.audio.turn import TurnPolicy
 from runtime.audio.vad import SpeechStarted
 from runtime.llm.events import DoneEvent, SamplingParams, TokenEvent
@@ -69,6 +72,8 @@ from runtime.llm.scheduler import Job, Priority, Scheduler
 log = logging.getLogger(__name__)
 
 PARTIAL_EVERY = 0.5  # seconds of new speech between partial transcripts (a decode costs ~0.4 s on 2 AVX2 cores)
+# words at the start of a cut-in's transcript not counted against a request to stop: heard under the echo
+UNSURE_LEAD_WORDS = 3
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class TurnOptions:
     system_prompt: str = "You are a helpful voice assistant. Answer in one or two short spoken sentences."
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_tokens=120))
     reply: bool = True  # False: transcribe turns only (`edge-ai listen`), no model, no speech
+    stop: StopPhrases = field(default_factory=lambda: StopPhrases(()))  # what only asks to stop: not answered
 
 
 @dataclass
@@ -85,6 +91,7 @@ class _Turn:
     """One user utterance and the reply to it."""
 
     number: int
+    over_speech: bool = False  # begun while the assistant's voice played: its first words are heard under the echo
     audio: list[np.ndarray] = field(default_factory=list)
     speech_end: float | None = None  # monotonic time the user's speech ended (None while speaking)
     transcript: str | None = None  # the speculative final transcript
@@ -92,6 +99,7 @@ class _Turn:
     finishing: bool = False  # the final transcript has been asked for
     silence_needed: float = 0.0  # the pause that ends this turn, decided from its transcript
     committed: bool = False
+    asks_to_stop: bool = False  # its transcript only asks the assistant to stop: no reply
     job: Job | None = None
     reply: str = ""  # generated so far
     first_token_at: float = 0.0
@@ -295,6 +303,7 @@ class VoiceAssistant:
     def _speech_started(self, event: SpeechStarted) -> None:
         if self._dropping_utterance:
             return
+        over_speech = self.state is VoiceState.SPEAKING
         if self.assistant_speaking:
             self._interrupt()
         else:
@@ -307,7 +316,7 @@ class VoiceAssistant:
             turn.audio.append(event.audio)
             self._stt_jobs.put(("add", event.audio))
         else:
-            turn = self._turn = _Turn(next(self._turn_numbers))
+            turn = self._turn = _Turn(next(self._turn_numbers), over_speech)
             turn.audio.append(event.audio)
             self._since_partial, self._partial_pending = 0.0, False
             self._stt_jobs.put(("reset", None))
@@ -355,7 +364,9 @@ class VoiceAssistant:
         turn.transcript, turn.transcript_at = text, at
         audio = np.concatenate(turn.audio) if self.options.policy.model is not None else None
         turn.silence_needed = self.options.policy.silence_needed(text, audio)  # once: a turn model costs ms
-        if self.options.reply:
+        unsure = UNSURE_LEAD_WORDS if turn.over_speech else 0
+        turn.asks_to_stop = self.options.reply and self.options.stop.asked_by(text, unsure_lead=unsure)
+        if self.options.reply and not turn.asks_to_stop:
             self._start_reply(turn)
 
     def _start_reply(self, turn: _Turn) -> None:
@@ -382,12 +393,17 @@ class VoiceAssistant:
         if turn.job is not None:
             turn.job.cancel()
         turn.job, turn.transcript, turn.reply, turn.unspoken = None, None, "", []
-        turn.finishing, turn.done = False, False
+        turn.finishing, turn.done, turn.asks_to_stop = False, False, False
         turn.transcript_at = turn.first_token_at = 0.0  # else the turn's latencies are timed from the stale reply
         turn.number = next(self._turn_numbers)  # late results of the stale speculation carry the old number
 
     def _commit(self, turn: _Turn) -> None:
         turn.committed = True
+        if turn.asks_to_stop:  # the reply it cut off is silenced already; the history is left as it is
+            self._emit(StopAsked(turn.number, turn.transcript or ""))
+            self._turn = None
+            self._set_state(VoiceState.LISTENING)
+            return
         self._emit(UserTurn(turn.number, turn.transcript or ""))
         if turn.reply:  # generated while the turn was open: shown from now on
             self._emit(ReplyText(turn.number, turn.reply))

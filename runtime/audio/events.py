@@ -57,6 +57,16 @@ class UserTurn:
 
 
 @dataclass(frozen=True)
+class StopAsked:
+    """The user finished speaking and only asked the assistant to stop ("Wait, stop please."): no answer
+    follows, and the history is left as it was (the reply it cut off keeps what was heard of it)."""
+
+    turn: int
+    text: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
 class ReplyText:
     """The assistant's reply so far (generated; not all of it spoken yet). Only for a turn the user has
     finished (after its UserTurn): a reply started early at a pause stays unseen until then, and one
@@ -104,4 +114,5 @@ class Status:
     at: float = field(default_factory=_now)
 
 
-VoiceEvent = StateChanged | Level | Partial | UserTurn | ReplyText | Spoken | Interrupted | TurnLatency | Status
+VoiceEvent = (StateChanged | Level | Partial | UserTurn | StopAsked | ReplyText | Spoken | Interrupted | TurnLatency
+              | Status)

@@ -26,6 +26,7 @@ from runtime.audio.duplex import DuplexStream, Player
 from runtime.audio.echo import ModeChoice, choose_mode
 from runtime.audio.events import Status, VoiceEvent
 from runtime.audio.hearing import Hearing
+from runtime.audio.stop_request import StopPhrases
 from runtime.audio.turn import SmartTurnModel, TurnPolicy
 from runtime.audio.vad import VadOptions
 from runtime.llm.events import SamplingParams
@@ -92,7 +93,7 @@ def turn_options(cfg: Config, *, reply: bool = True) -> TurnOptions:
     model = SmartTurnModel(Path(v.turn_model).expanduser()) if v.turn_model else None
     return TurnOptions(policy=TurnPolicy(pause=v.turn_pause, wait=v.turn_wait, model=model),
                        sampling=SamplingParams.from_settings(cfg.sampling, max_tokens=min(cfg.sampling.max_tokens, 160)),
-                       reply=reply)
+                       reply=reply, stop=StopPhrases(v.stop_phrases, v.stop_fillers))
 
 
 @dataclass

@@ -162,6 +162,27 @@ async def test_a_new_chat_while_a_reply_is_spoken_silences_it_and_starts_afresh(
         await wait_for(pilot, lambda: not screen.voice.on, "voice mode to stop")
 
 
+async def test_saying_stop_over_a_reply_stops_it_and_gets_no_answer(room, registered_model, tmp_path):
+    """"Stop, please stop." over the spoken reply: it stops (stored as heard, interrupted), nothing answers the
+    request, which is shown on the voice bar and not stored (an unanswered user message would be joined to the
+    next one in the model's context)."""
+    app = make_app(**{"sampling.max_tokens": 80})
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen, bar, assistant = await a_story_being_told(app, pilot, tmp_path)
+        await asyncio.to_thread(play_into_room, "Stop, please stop.", tmp_path / "stop.wav")
+        await wait_for(pilot, lambda: "not answered" in bar.latency, "the request to stop", seconds=15)
+        assert "stop" in bar.latency.lower() and bar.state == "listening"
+        await pilot.pause(2.0)  # time enough for an answer to start, were one started
+        assert bar.state == "listening" and not assistant.player.queued()
+        assert [v.role for v in screen.chat_log.views()] == ["user", "assistant"]
+        with HistoryStore(get_paths().history_db) as store:
+            stored = store.messages(screen.conversation.id)
+        assert [m.role for m in stored] == ["user", "assistant"]
+        assert stored[1].metrics["finish_reason"] == "cancelled"
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: not screen.voice.on, "voice mode to stop")
+
+
 async def test_a_typed_turn_with_voice_on_is_part_of_what_the_spoken_replies_follow_on_from(room, registered_model):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:

@@ -167,6 +167,8 @@ def test_a_pause_mid_sentence_discards_the_early_reply_and_times_the_turn_from_i
 
 
 def test_cutting_in_stops_the_reply_and_history_keeps_what_was_heard(conversation, tmp_path):
+    """And a cut-in that only asks to stop gets no answer: the assistant listens, the history ends with what
+    was heard of the reply it cut off."""
     session, events = conversation
     session.assistant.options = dataclasses.replace(session.assistant.options,
                                                     sampling=SamplingParams(temperature=0.0, max_tokens=200))
@@ -181,14 +183,19 @@ def test_cutting_in_stops_the_reply_and_history_keeps_what_was_heard(conversatio
             break
     interrupted = interrupted or events.wait(lambda e: isinstance(e, ev.Interrupted), 30)
     assert interrupted is not None, f"the interruption was not noticed: {events.summary()}"
-    # the interrupted turn's reply: the answer to "stop" may already be generating
     reply = [e for e in events.of(ev.ReplyText) if e.turn == interrupted.turn][-1].text
     heard_words = interrupted.heard.split()
     assert " ".join(reply.split()).startswith(" ".join(heard_words))  # a prefix of the reply, by words
     assert len(heard_words) < len(reply.split())
-    assert {"role": "assistant", "content": interrupted.heard} in session.assistant.history
-    stale = [tag for tag in session.assistant.player.queued() if tag and tag in reply]
-    assert stale == []  # nothing of the stopped reply is left to play (the answer to "stop" may be queued)
+    assert session.assistant.history[-1] == {"role": "assistant", "content": interrupted.heard}
+    assert [tag for tag in session.assistant.player.queued() if tag] == []  # nothing left to play
+
+    cut_in = events.wait(lambda e: isinstance(e, (ev.StopAsked, ev.UserTurn)) and e.turn > interrupted.turn, 30)
+    assert isinstance(cut_in, ev.StopAsked), f"the request to stop was answered: {events.summary()}"
+    time.sleep(2)  # time enough for a reply to start, were one started
+    assert [e for e in events.items if isinstance(e, (ev.ReplyText, ev.UserTurn)) and e.turn >= cut_in.turn] == []
+    assert session.assistant.history[-1] == {"role": "assistant", "content": interrupted.heard}
+    assert session.assistant.state is ev.VoiceState.LISTENING and not session.assistant.player.queued()
 
 
 def test_a_spoken_reply_waits_behind_another_reply_rather_than_cutting_it_off(conversation, tmp_path):

@@ -81,6 +81,39 @@ def test_listen_prints_what_is_said_once_it_says_listening(room, tmp_path):
     assert turns and turns[0].lower().startswith("please turn on the kitchen light"), "".join(stderr) + rest
 
 
+def test_voice_prints_both_sides_and_a_request_to_stop_gets_no_answer(room, registered_model, tmp_path):
+    """`edge-ai voice`, as a user runs it: a question is answered aloud (both sides printed, and the latency),
+    then "Stop, please." is printed as asked and left unanswered."""
+    process = subprocess.Popen([sys.executable, "-m", "edge_ai", "voice", "--mode", "full", "--seconds", "60"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "EDGE_AI_SAMPLING_MAX_TOKENS": "24"})
+    lines: list[str] = []
+    try:
+        for line in process.stderr:
+            if line.startswith("listening"):
+                break
+        play_into("vsink", speak("What is the capital of France?"), tmp_path / "question.wav")
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("assistant:"):
+                break
+        time.sleep(1.0)
+        play_into("vsink", speak("Stop, please."), tmp_path / "stop.wav")
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("you:"):
+                break
+        time.sleep(3.0)  # time enough for an answer to be spoken, were one started
+    finally:
+        process.terminate()
+        rest, errors = process.communicate(timeout=30)
+    lines += rest.splitlines()
+    assert lines[0].startswith("you: ") and "capital" in lines[0].lower(), lines
+    assert lines[1].startswith("  latency: transcript") and lines[2].startswith("assistant: "), (lines, errors)
+    assert len(lines) == 4 and lines[3].startswith("you: ") and "stop" in lines[3].lower(), (lines, errors)
+    assert lines[3].endswith(" [asked to stop: not answered]"), lines
+
+
 def test_a_missing_device_is_one_line_and_a_non_zero_exit(room):
     result = edge_ai("voice", "--input", "no-such-microphone", "--mode", "full")
     assert result.returncode != 0

@@ -1,0 +1,60 @@
+"""Telling "stop" from a question: an utterance that only asks the assistant to stop gets no answer.
+
+    stop = StopPhrases(["stop", "wait", "that's enough"], fillers=["please", "okay"])
+    stop.asked_by("Wait, stop please.")       # True
+    stop.asked_by("Wait, what about the moon?")  # False: there is something to answer
+
+A user who cuts in with "Stop, please." wants silence; answering it (a small model repeats the reply it
+was cut off in, or says "Okay! Is there anything else?") talks over the very thing they asked for. An
+utterance asks to stop when it is made only of stop phrases and filler words, with at least one stop
+phrase: "Okay, thanks, that's enough." does, "Thank you." alone (no stop phrase) and "Hold on, what did you
+say about Paris?" (words left over) do not. A cut-in's first words, heard under the assistant's voice, may be
+Whisper's guess at the echo; `unsure_lead` lets a few of them pass. Both lists are settings
+(`voice.stop_phrases`, `voice.stop_fillers`): the defaults are English, another language lists its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+_WORD = re.compile(r"[\w']+")  # any script's letters and digits; "that's" stays one word
+
+
+def words_of(text: str) -> tuple[str, ...]:
+    """Lower-case words without punctuation; curly apostrophes (Whisper writes both) made straight."""
+    return tuple(_WORD.findall(text.lower().replace("’", "'")))
+
+
+class StopPhrases:
+    def __init__(self, phrases: Iterable[str], fillers: Iterable[str] = ()) -> None:
+        self.phrases = frozenset(w for w in map(words_of, phrases) if w)
+        self.fillers = frozenset(w for w in map(words_of, fillers) if w) - self.phrases
+        self._longest = max((len(p) for p in self.phrases | self.fillers), default=0)
+
+    def asked_by(self, text: str, *, unsure_lead: int = 0) -> bool:
+        """True when `text` is stop phrases and fillers only, at least one of them a stop phrase. With
+        `unsure_lead` > 0, also when up to that many words come before a stop request of two words or more and
+        it is not a question: the start of a cut-in is heard under the echo's last sound, and Whisper writes
+        what it makes of it ("Stop, please stop." -> "I got to stop. Please stop.", "Wait, stop please." ->
+        "Wait, it stop please." in bench_voice). A one-word request is never enough there: "Please don't stop"."""
+        words = words_of(text)
+        if not words or not self.phrases:
+            return False
+        if self._is_stop_only(words):
+            return True
+        if text.rstrip().endswith("?"):
+            return False
+        return any(self._is_stop_only(words[lead:]) for lead in range(1, min(unsure_lead, len(words) - 2) + 1))
+
+    def _is_stop_only(self, words: tuple[str, ...]) -> bool:
+        # reach[i]: 0 if words[:i] cannot be split into listed phrases, 1 if only into fillers, 2 with a stop phrase
+        reach = [1] + [0] * len(words)
+        for end in range(1, len(words) + 1):
+            for start in range(max(0, end - self._longest), end):
+                piece = words[start:end]
+                if reach[start] and piece in self.phrases:
+                    reach[end] = 2
+                elif reach[start] and piece in self.fillers:
+                    reach[end] = max(reach[end], reach[start])
+        return reach[-1] == 2
