@@ -9,7 +9,8 @@ An interrupted reply is stored as what the listener heard, marked interrupted: c
 by a typed message (stored after it) or by leaving the conversation (Ctrl+N, another one opened from the
 sidebar), after which the spoken replies follow on from the conversation shown. The other way round, a
 spoken turn stops a typed reply being written (stored as stopped, before the spoken question). An utterance
-that only asks to stop ("Wait, stop please.") gets no answer and is not stored: the voice bar shows it.
+that only asks to stop ("Wait, stop please.") gets no answer and is not stored: the voice bar shows it, and
+a typed reply being written stops as at Esc.
 
 The reply is drawn as typed replies are: appended through a `MarkdownStream`, at most `FramePace`
 frames a second, not re-rendered at every token. Re-rendering it at every token cost the UI thread
@@ -233,6 +234,7 @@ class VoiceMode:
         elif isinstance(event, ev.StopAsked):  # not stored: an answer-less user message would join the next one
             bar.partial, bar.reply, bar.heard = "", "", 0
             bar.latency = f"“{event.text}”: stopped, not answered"
+            await self.screen.stop_typed_reply()  # as Esc does: a typed reply being written is what to stop
         elif isinstance(event, ev.ReplyText):
             await self._reply_grew(event)
         elif isinstance(event, ev.Spoken):

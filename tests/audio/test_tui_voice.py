@@ -270,3 +270,25 @@ async def test_speaking_while_a_typed_reply_is_written_stops_it_and_the_spoken_r
                        "the spoken replies to follow on from the conversation, each message once", seconds=5)
         await pilot.press("f9")
         await wait_for(pilot, lambda: not screen.voice.on, "voice mode to stop")
+
+
+async def test_saying_stop_while_a_typed_reply_is_written_stops_it_as_esc_does(room, registered_model, tmp_path):
+    app = make_app(**{"sampling.max_tokens": 600})
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen, assistant = await voice_on(app, pilot)
+        screen.prompt.focus()
+        screen.prompt.text = "Write the numbers 1, 2, 3 and so on up to 500."  # ~12 s of reply
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.job is not None and screen.job.saved.stored is not None,
+                       "the typed reply to be written")
+        await asyncio.to_thread(play_into_room, "Stop, please.", tmp_path / "stop.wav")
+        await wait_for(pilot, lambda: screen.job is None, "the typed reply to stop", seconds=15)
+        assert "not answered" in screen.voice.bar.latency
+        await pilot.pause(2.0)  # time enough for an answer to start, were one started
+        with HistoryStore(get_paths().history_db) as store:
+            stored = store.messages(screen.conversation.id)
+        assert [m.role for m in stored] == ["user", "assistant"]
+        assert stored[1].metrics["finish_reason"] == "cancelled" and len(stored[1].content) < 600
+        assert [v.role for v in screen.chat_log.views()] == ["user", "assistant"]
+        await pilot.press("f9")
+        await wait_for(pilot, lambda: not screen.voice.on, "voice mode to stop")
