@@ -3,6 +3,7 @@ word error rates over a fixed set of them.
 
     samples = speak("The weather today is sunny.", voice="en-gb")      # float32 mono 16 kHz
     results = compare_transcribers({"mine": transcribe}, [(t, speak(t, v)) for t, v in wer_set()])
+    audio, placed = long_recording(32, seed=0)   # the set with pauses and long silences between sentences
 
 espeak-ng (apt) writes 22.05 kHz WAV; it is read with `wave` (a complete file, so the RIFF sizes
 are right, unlike --stdout) and resampled with a polyphase filter. The voices are robotic; the
@@ -184,3 +185,18 @@ WER_SENTENCES = (
 def wer_set() -> list[tuple[str, str]]:
     """(text, voice) of every sentence of the fixed set."""
     return [(text, VOICES[i % len(VOICES)]) for i, text in enumerate(WER_SENTENCES)]
+
+
+def long_recording(count: int, seed: int) -> tuple[np.ndarray, list[tuple[str, float]]]:
+    """The first `count` sentences of the fixed set in order, each followed by a pause drawn at random from
+    `seed`: mostly short (0.3-1.5 s, as between sentences of one speaker), every third a gap of 3-40 s of hiss
+    at -60 dBFS (a meeting's silences). Returns the audio and (text, start second) of each sentence."""
+    rng = np.random.default_rng(seed)
+    parts, placed, at = [], [], 0
+    for index, (text, voice) in enumerate(wer_set()[:count]):
+        speech = speak(text, voice)
+        placed.append((text, at / SAMPLE_RATE))
+        pause = rng.uniform(3, 40) if index % 3 == 2 else rng.uniform(0.3, 1.5)
+        parts += [speech, rng.normal(0, 10 ** (-60 / 20), round(pause * SAMPLE_RATE)).astype(np.float32)]
+        at += len(speech) + len(parts[-1])
+    return np.concatenate(parts), placed

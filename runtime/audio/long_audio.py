@@ -13,9 +13,11 @@ cut it holds, in a silence between sentences, and all its segments are kept; a w
 does not hear) keeps its segments but the last, which may be cut off by the window's edge: the next
 window starts where it started, so a word on the boundary is decoded whole (openai-whisper's own
 `seek` rule). A segment is split where its words pause for a second (one subtitle per sentence across
-a cut). The text kept so far, its last 200 characters, is the next window's prompt, as whisper does
-with `condition_on_previous_text`, until a window without words: across minutes of silence Whisper
-would rather repeat an old prompt than hear new words. Memory is one window plus one read block,
+a cut). A segment with more words than anyone says in its time is left out: Whisper now and then writes
+a phrase it did not hear, or its prompt again, into a fraction of a second at a window's end. The text
+kept so far, its last 200 characters, is the next window's prompt, as whisper does with
+`condition_on_previous_text`, until a window without words: across minutes of silence Whisper would
+rather repeat an old prompt than hear new words. Memory is one window plus one read block,
 whatever the length.
 """
 
@@ -27,7 +29,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from runtime.audio.silence_cut import SilenceCutter
-from runtime.audio.stt import SAMPLE_RATE, Segment, SpeechToText, Word
+from runtime.audio.stt import SAMPLE_RATE, Segment, SpeechToText, Word, said_in_time
 
 WINDOW_SECONDS = 30.0  # Whisper's input length
 MIN_ADVANCE = 1.0  # seconds: a window always moves the stream on at least this much
@@ -94,8 +96,10 @@ class LongTranscription:
         self.decode_seconds += time.perf_counter() - start
         self.windows += 1
         self.language = self.language or result.language
-        segments = list(result.segments)
-        used = len(clip)
+        # at a window's end Whisper now and then writes what it did not hear into a fraction of a second: its
+        # prompt again, or "No, it's going to be cold." in 0.16 s of hiss
+        heard = [s for s in result.segments if said_in_time((s,), s.end - s.start)]
+        segments, used = heard, len(clip)
         if ends_in_silence:
             if self._cutter is not None and segments and segments[-1].end < len(clip) / SAMPLE_RATE - UNHEARD_TAIL:
                 used = max(int(segments[-1].end * SAMPLE_RATE), int(MIN_ADVANCE * SAMPLE_RATE))  # Whisper stopped early
@@ -110,7 +114,7 @@ class LongTranscription:
             tuple(Word(w.text, self._time(w.start + offset), self._time(w.end + offset, end=True)) for w in s.words)))]
         if kept:
             self._prompt = (self._prompt + " " + " ".join(s.text for s in kept)).strip()[-PROMPT_CHARS:]
-        elif not result.segments:  # a window without words ends the context: an old prompt would be copied
+        elif not heard:  # a window without words ends the context: an old prompt would be copied
             self._prompt = ""
         return kept, used
 

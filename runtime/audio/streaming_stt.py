@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.audio.stt import SAMPLE_RATE, SpeechToText, Transcription, Word
+from runtime.audio.stt import SAMPLE_RATE, SpeechToText, Transcription, Word, said_in_time
 
 PROMPT_CHARS = 200  # confirmed text passed as the prompt: whisper_streaming's choice, well under Whisper's 224 tokens
 CUT_AFTER_SECONDS = 20.0  # a longer buffer drops the audio of its confirmed words before the next decode
@@ -45,9 +45,6 @@ MAX_BUFFER_SECONDS = 24.0  # a buffer this long is cut even where no sentence en
 KEPT_WORDS = 2  # confirmed words left in the buffer by that cut: context, since word timestamps are rough
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 PAUSE_SECONDS = 0.25  # a gap between two words that makes a clean place to cut
-# more words than this (+1) in a clip is Whisper copying its prompt or looping, not hearing speech: espeak at
-# 1.8x its pace (315 words a minute, beyond a fast talker) is 7.2 words a second as Whisper counts them
-MAX_WORDS_PER_SECOND = 8.0
 MAX_REPEATED_WORDS = 5  # confirmed words looked for in a decode, to find where its new words begin
 SAME_PLACE = 0.5  # seconds two decodes' times for one word may differ (word timestamps are rough)
 # A word is confirmed only if the older of the two decodes that agree on it heard this much audio after it:
@@ -163,13 +160,12 @@ class StreamingTranscriber:
         answered as nonsense."""
         self._decoded_samples = len(self._buffer)
         self.decoded_seconds = len(self._buffer) / SAMPLE_RATE
-        plausible = 1 + MAX_WORDS_PER_SECOND * self.decoded_seconds
         prompt = _text(self._confirmed[:self._cut_words])[-PROMPT_CHARS:]
         result = self.stt.transcribe(self._buffer, prompt=prompt, word_timestamps=word_timestamps)
-        if _count_words(result) > plausible:
+        if not said_in_time(result.segments, self.decoded_seconds):
             retry = self.stt.transcribe(self._buffer, word_timestamps=word_timestamps) if prompt else result
             spent = result.decode_seconds + (retry.decode_seconds if prompt else 0.0)
-            result = retry if _count_words(retry) <= plausible else Transcription(
+            result = retry if said_in_time(retry.segments, self.decoded_seconds) else Transcription(
                 "", (), result.language, result.duration, spent)
         self._last = result
         return result
@@ -225,14 +221,6 @@ class StreamingTranscriber:
 def _boundary(word: Word, following: Word) -> bool:
     """A sentence ends after `word`, or the speaker paused before `following`."""
     return word.text.rstrip().endswith(SENTENCE_ENDS) or following.start - word.end >= PAUSE_SECONDS
-
-
-def _count_words(result: Transcription) -> int:
-    """The decode's words: as many as it has word times for or runs of letters and digits in its text, whichever
-    is more. A loop of digits and dots ("1.5.2.2.2.2..." in 200 characters, a 1.5-s cut-in in bench_voice)
-    is one word to str.split and to faster-whisper's word times, and then passed for speech."""
-    runs = sum(len(re.findall(r"\w+", s.text)) for s in result.segments)
-    return max(len(result.words), runs)
 
 
 def _text(words: list[Word]) -> str:

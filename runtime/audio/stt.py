@@ -67,6 +67,9 @@ LOOP_SLACK = 2
 # and its start tokens they would overfill its 448-token context, which faster-whisper refuses
 TOKEN_BUDGET_LIMIT = 220
 _WORD_CHARACTER = re.compile(r"\w")  # a letter or digit of any script
+# more words than this (+1) in a clip is Whisper copying its prompt or looping, not hearing speech: espeak at
+# 1.8x its pace (315 words a minute, beyond a fast talker) is 7.2 words a second as Whisper counts them
+MAX_WORDS_PER_SECOND = 8.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,15 @@ class SpeechToText(Protocol):
     def transcribe(self, samples: np.ndarray, *, prompt: str = "", word_timestamps: bool = False) -> Transcription:
         """Text of float32 mono 16 kHz `samples`; `prompt` is text said just before (context, spelling)."""
         ...
+
+
+def said_in_time(segments: Sequence[Segment], seconds: float) -> bool:
+    """Whether anyone could say the segments' words in `seconds`. Their words are as many as they have word
+    times for or runs of letters and digits in their text, whichever is more: a loop of digits and dots
+    ("1.5.2.2.2.2..." in 200 characters, a 1.5-s cut-in in bench_voice) is one word to str.split and to
+    faster-whisper's word times."""
+    words = max(sum(len(s.words) for s in segments), sum(len(re.findall(r"\w+", s.text)) for s in segments))
+    return words <= 1 + MAX_WORDS_PER_SECOND * seconds
 
 
 def is_silent(samples: np.ndarray) -> bool:

@@ -17,7 +17,7 @@ from scipy.signal import resample_poly
 from convert.onnx.speech import normalize, speak, wer_set, word_errors
 from edge_ai import config
 from edge_ai.errors import EdgeAIError
-from runtime.audio.streaming_stt import CUT_AFTER_SECONDS, StreamingTranscriber, _count_words
+from runtime.audio.streaming_stt import CUT_AFTER_SECONDS, StreamingTranscriber
 from runtime.audio.stt import (
     MIN_TOKENS,
     SEGMENT_SLACK,
@@ -27,8 +27,8 @@ from runtime.audio.stt import (
     OpenAIWhisperSTT,
     Segment,
     SpeechToText,
-    Transcription,
     open_stt,
+    said_in_time,
 )
 from runtime.audio.whisper_model import FOLDER_NAME, package_data, whisper_base
 
@@ -315,10 +315,11 @@ def test_a_loop_of_digits_counts_as_the_words_it_is_made_of() -> None:
     """Whisper base wrote "1.5.2.2.2...." (200 characters) for a 1.5-s cut-in in bench_voice: one word to
     str.split, which let the loop through to be answered. Its runs of digits are counted instead."""
     loop = "1.5" + ".2" * 100
-    decode = Transcription(loop, (Segment(0.0, 1.5, loop, ()),), "en", 1.5, 0.3)
-    assert _count_words(decode) == 102
-    spoken = Transcription(" It's half past ten.", (Segment(0.0, 1.5, " It's half past ten.", ()),), "en", 1.5, 0.3)
-    assert _count_words(spoken) == 5  # (a contraction is two runs: still far from a loop)
+    assert not said_in_time((Segment(0.0, 1.5, loop, ()),), 1.5)  # 102 words in 1.5 s
+    assert said_in_time((Segment(0.0, 1.5, loop[:23], ()),), 1.5)  # 12 words: 1 + 8 a second
+    spoken = Segment(0.0, 0.5, " It's half past ten.", ())
+    assert said_in_time((spoken,), 0.5)  # 5 words (a contraction is two runs)
+    assert not said_in_time((spoken,), 0.49)
 
 
 def test_fast_speech_keeps_its_words(stt: SpeechToText) -> None:
