@@ -5,9 +5,10 @@ duplex when it cannot be, headphones when no echo comes back."""
 from __future__ import annotations
 
 import numpy as np
+from scipy.signal import fftconvolve
 
 from convert.onnx.speech import speak
-from runtime.audio.selftest import analyse
+from runtime.audio.selftest import MAX_HOLDS, analyse
 
 RATE = 16_000
 DELAY = 0.06  # seconds from the speaker back to the microphone
@@ -20,6 +21,17 @@ def loop(played: np.ndarray, heard: np.ndarray, noise_db: float = -70.0) -> tupl
     microphone = np.concatenate([lead, lag, heard, np.zeros(int(0.6 * RATE), np.float32)])
     hiss = np.random.default_rng(0).normal(0.0, 10 ** (noise_db / 20), microphone.size).astype(np.float32)
     return microphone + hiss, speaker
+
+
+def reverberant(sound: np.ndarray, rt60: float, drr_db: float) -> np.ndarray:
+    """`sound` as a room returns it: the direct sound, then a tail of reflections (noise decaying by 60 dB in
+    `rt60` seconds, from 2 ms on) carrying `drr_db` less energy than it."""
+    t = np.arange(int(rt60 * RATE)) / RATE
+    tail = np.random.default_rng(0).normal(size=t.size) * np.exp(-6.9 * t / rt60)
+    tail[:int(0.002 * RATE)] = 0.0
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
+    tail[0] = 1.0
+    return fftconvolve(sound, tail)[:sound.size].astype(np.float32)
 
 
 def assistant() -> np.ndarray:
@@ -82,3 +94,23 @@ def test_a_loop_whose_delay_jumps_keeps_full_duplex():
     check = analyse(*loop(voice, heard))
     assert check.vad_false_rate_aec > 0.05, check  # the leak was heard by the VAD...
     assert check.false_starts == 0 and check.recommended == "full", check  # ...and is no reason for half
+
+
+def test_an_echo_that_rings_on_in_the_room_is_half_duplex():
+    """A reverberant room, or a speaker across it: the echo's tail (RT60 0.4 s, 2 dB less energy than the
+    direct sound) is more than the echo guard's short filter explains, and a conversation would pause the
+    assistant's speech at its own voice again and again, without ever cutting it off: half duplex plays its
+    replies whole."""
+    voice = assistant()
+    check = analyse(*loop(voice, reverberant(0.5 * voice, rt60=0.4, drr_db=2.0)))
+    assert check.erle_db >= 20 and check.false_starts == 0, check
+    assert check.holds > MAX_HOLDS and check.recommended == "half", check
+    assert "paused its speech" in check.reason
+
+
+def test_a_room_that_returns_little_reverberation_keeps_full_duplex():
+    """A laptop's own speakers in an ordinary room: RT60 0.3-0.5 s, the direct sound 10 dB above the tail."""
+    voice = assistant()
+    for rt60 in (0.3, 0.5):
+        check = analyse(*loop(voice, reverberant(0.5 * voice, rt60=rt60, drr_db=10.0)))
+        assert check.false_starts == 0 and check.holds <= MAX_HOLDS and check.recommended == "full", (rt60, check)
