@@ -47,6 +47,14 @@ async def a_story_being_told(app, pilot, tmp_path: Path):
     return screen, bar, screen.voice.session.assistant
 
 
+async def a_long_typed_reply_being_written(screen, pilot) -> None:
+    screen.prompt.focus()
+    screen.prompt.text = "Write the numbers 1, 2, 3 and so on up to 500."  # ~12 s of reply (sampling.max_tokens 600)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: screen.job is not None and screen.job.saved.stored is not None,
+                   "the typed reply to be written")
+
+
 def make_app(**values: object):
     from tui.app import EdgeAIApp
 
@@ -247,11 +255,7 @@ async def test_speaking_while_a_typed_reply_is_written_stops_it_and_the_spoken_r
             return chat(messages, sampling, stop=stop)
 
         engine.chat = recorded_chat
-        screen.prompt.focus()
-        screen.prompt.text = "Write the numbers 1, 2, 3 and so on up to 500."  # ~12 s of reply
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: screen.job is not None and screen.job.saved.stored is not None,
-                       "the typed reply to be written")
+        await a_long_typed_reply_being_written(screen, pilot)
         await asyncio.to_thread(play_into_room, "What is the capital of France?", tmp_path / "q.wav")
 
         def views(role: str) -> list:
@@ -276,11 +280,7 @@ async def test_saying_stop_while_a_typed_reply_is_written_stops_it_as_esc_does(r
     app = make_app(**{"sampling.max_tokens": 600})
     async with app.run_test(size=(120, 40)) as pilot:
         screen, assistant = await voice_on(app, pilot)
-        screen.prompt.focus()
-        screen.prompt.text = "Write the numbers 1, 2, 3 and so on up to 500."  # ~12 s of reply
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: screen.job is not None and screen.job.saved.stored is not None,
-                       "the typed reply to be written")
+        await a_long_typed_reply_being_written(screen, pilot)
         await asyncio.to_thread(play_into_room, "Stop, please.", tmp_path / "stop.wav")
         await wait_for(pilot, lambda: screen.job is None, "the typed reply to stop", seconds=15)
         assert "not answered" in screen.voice.bar.latency
