@@ -492,9 +492,9 @@ class ChatScreen(Screen[None]):
         self.notify(text, title="Error", severity="error")
 
     async def stop_typed_reply(self) -> None:
-        """The user turned to speaking (a spoken turn was committed): the reply being written stops as Esc stops
-        it, and is stored and shown before the spoken question, as a typed message stops a spoken reply. Waits
-        for its end to be drawn (milliseconds; at most STOP_WAIT)."""
+        """The user turned to speaking (a spoken turn was committed, or they said only "stop"): the reply being
+        written stops as Esc stops it, and is stored and shown before the spoken question, as a typed message
+        stops a spoken reply. Waits for its end to be drawn (milliseconds; at most STOP_WAIT)."""
         job = self.job
         if job is None:
             return
