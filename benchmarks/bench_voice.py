@@ -46,7 +46,11 @@ then "lasted" as long as the user spoke).
   (white noise at -60 dBFS, as heard at 16 kHz) and a noisy room (-44 dBFS: a fan, a TV), where the
   quiet gate (runtime.audio.quiet_gate) cannot skip Silero; with --soak M, RSS growth over M minutes.
 
-    python benchmarks/bench_voice.py [--turns 20] [--barge-ins 10] [--soak 10]
+    python benchmarks/bench_voice.py [--turns 20] [--barge-ins 10] [--soak 10] [--reverb 0.5,5]
+
+With --reverb RT60,DRR the echo (only) reaches the microphone through a made-up room response
+(`reverberant_echo.py`: the direct sound, then a tail decaying by 60 dB in RT60 seconds, DRR dB under it)
+instead of a loopback; the user's voice stays dry.
 """
 
 from __future__ import annotations
@@ -136,10 +140,12 @@ def idle_cpu_percent(process: psutil.Process, seconds: float, noise_db: float | 
     return (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0) * 100
 
 
-def build_room() -> dict[str, object]:
-    """Sinks and loopbacks for the room and the two-channel recorder; returns what to unload later."""
+def build_room(reverb: tuple[float, float] | None = None) -> dict[str, object]:
+    """Sinks and loopbacks for the room and the two-channel recorder; returns what to unload later. With
+    `reverb` (RT60 seconds, direct-to-reverberant dB) the echo path goes through that room response."""
     ensure_pulse()
     modules = []
+    echo = None
     sinks = {name: NullSink(name) for name in ("asink", "vsink")}
     if "rec" not in _pactl("list", "short", "sinks").split():
         modules.append(_pactl("load-module", "module-null-sink", "sink_name=rec", "channels=2",
@@ -147,14 +153,18 @@ def build_room() -> dict[str, object]:
     for side, channel in (("rec_a", "front-left"), ("rec_u", "front-right")):
         modules.append(_pactl("load-module", "module-remap-sink", f"sink_name={side}", "master=rec", "channels=1",
                               f"master_channel_map={channel}", "channel_map=mono").strip())
-    for source, sink in (("asink.monitor", "vsink"), ("asink.monitor", "rec_a"), ("vsink.monitor", "rec_u")):
+    if reverb is not None:
+        echo = subprocess.Popen([sys.executable, str(Path(__file__).with_name("reverberant_echo.py")), "asink.monitor",
+                                 "vsink", *map(str, reverb)])
+    paths = [("asink.monitor", "rec_a"), ("vsink.monitor", "rec_u")] + ([] if reverb else [("asink.monitor", "vsink")])
+    for source, sink in paths:
         # pinned, so no policy module can move them: once the assistant's channel recorded vsink, the user
         # included, and every cut-in seemed to last as long as the user spoke
         modules.append(_pactl("load-module", "module-loopback", f"source={source}", f"sink={sink}",
                               "latency_msec=20", "source_dont_move=true", "sink_dont_move=true").strip())
     _pactl("set-default-sink", "asink")
     _pactl("set-default-source", "vsink.monitor")
-    return {"modules": modules, "sinks": sinks}
+    return {"modules": modules, "sinks": sinks, "echo": echo}
 
 
 def say_as_user(clip: np.ndarray, path: Path) -> None:
@@ -197,6 +207,9 @@ def check_room(tmp: Path) -> None:
 
 
 def tear_down(room: dict[str, object]) -> None:
+    if room.get("echo") is not None:
+        room["echo"].terminate()  # type: ignore[union-attr]
+        room["echo"].wait(5)  # type: ignore[union-attr]
     for module in reversed(room["modules"]):  # type: ignore[index]
         subprocess.run(["pactl", "unload-module", module], capture_output=True)
 
@@ -369,9 +382,11 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=32,
                         help="sentences of the fixed WER set said to a transcribing session (at most 32)")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle listening to measure CPU")
+    parser.add_argument("--reverb", type=lambda v: tuple(map(float, v.split(","))), default=None, metavar="RT60,DRR",
+                        help="the echo through a made-up room response (reverberant_echo.py), e.g. 0.5,5")
     args = parser.parse_args()
 
-    room = build_room()
+    room = build_room(args.reverb)
     os.environ["PULSE_SINK"], os.environ["PULSE_SOURCE"] = "asink", "vsink.monitor"
     try:
         print(json.dumps(run(args), indent=2))

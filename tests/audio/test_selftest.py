@@ -5,6 +5,7 @@ duplex when it cannot be, headphones when no echo comes back."""
 from __future__ import annotations
 
 import numpy as np
+from room_acoustics import room_response
 from scipy.signal import fftconvolve
 
 from convert.onnx.speech import speak
@@ -24,14 +25,7 @@ def loop(played: np.ndarray, heard: np.ndarray, noise_db: float = -70.0) -> tupl
 
 
 def reverberant(sound: np.ndarray, rt60: float, drr_db: float) -> np.ndarray:
-    """`sound` as a room returns it: the direct sound, then a tail of reflections (noise decaying by 60 dB in
-    `rt60` seconds, from 2 ms on) carrying `drr_db` less energy than it."""
-    t = np.arange(int(rt60 * RATE)) / RATE
-    tail = np.random.default_rng(0).normal(size=t.size) * np.exp(-6.9 * t / rt60)
-    tail[:int(0.002 * RATE)] = 0.0
-    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
-    tail[0] = 1.0
-    return fftconvolve(sound, tail)[:sound.size].astype(np.float32)
+    return fftconvolve(sound, room_response(rt60, drr_db))[:sound.size].astype(np.float32)
 
 
 def assistant() -> np.ndarray:
