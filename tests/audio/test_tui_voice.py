@@ -11,13 +11,14 @@ import pytest
 from pilot_wait import wait_for
 from pulse import play_into
 
-from convert.onnx.speech import speak
+from convert.onnx.speech import speak, word_errors
 from edge_ai.config import Config
 from edge_ai.history import HistoryStore
 from edge_ai.paths import get_paths
 from runtime.audio.assistant import UNSURE_LEAD_WORDS
 
 pytestmark = pytest.mark.slow
+STORY = "Tell me a long story about a dragon and a knight."  # a reply long enough to be cut off
 
 
 def play_into_room(text: str, path: Path) -> None:
@@ -43,7 +44,7 @@ async def a_story_being_told(app, pilot, tmp_path: Path):
     bar = screen.query_one("#voice-bar", VoiceBar)
     await pilot.press("f9")
     await wait_for(pilot, lambda: screen.voice.on and bar.state == "listening", "voice mode to start")
-    await asyncio.to_thread(play_into_room, "Tell me a long story about a dragon and a knight.", tmp_path / "q.wav")
+    await asyncio.to_thread(play_into_room, STORY, tmp_path / "q.wav")
     await wait_for(pilot, lambda: bar.state == "speaking", "the reply to be spoken")
     return screen, bar, screen.voice.session.assistant
 
@@ -230,7 +231,8 @@ async def test_typing_while_a_reply_is_spoken_stops_it_and_keeps_what_was_heard_
         with HistoryStore(get_paths().history_db) as store:
             stored = store.messages(screen.conversation.id)
         assert [m.role for m in stored] == ["user", "assistant", "user", "assistant"]
-        assert "dragon" in stored[0].content.lower() and stored[2].content == "Hello"
+        # the spoken question first, as Whisper heard it in the room ("... about Zadragun Pagan and the Knight." once)
+        assert word_errors(STORY, stored[0].content)[0] <= 4 and stored[2].content == "Hello", stored
         assert stored[1].metrics["finish_reason"] == "cancelled"
         views = list(screen.chat_log.views())
         assert [v.role for v in views] == ["user", "assistant", "user", "assistant"]
