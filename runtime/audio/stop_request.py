@@ -15,15 +15,14 @@ Whisper's guess at the echo; `unsure_lead` lets a few of them pass. Both lists a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
-_WORD = re.compile(r"[\w']+")  # any script's letters and digits; "that's" stays one word
+from runtime.audio.turn import WORD
 
 
 def words_of(text: str) -> tuple[str, ...]:
     """Lower-case words without punctuation; curly apostrophes (Whisper writes both) made straight."""
-    return tuple(_WORD.findall(text.lower().replace("’", "'")))
+    return tuple(WORD.findall(text.lower().replace("’", "'")))
 
 
 class StopPhrases:

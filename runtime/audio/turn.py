@@ -39,7 +39,8 @@ is are was were be been am do does did have has had will would can could should 
 i we you they he she it what which who where how why
 """.split())
 
-_WORD = re.compile(r"[\w']+")  # digits and any script's letters too: "2 plus 2?" ends in "2", not "plus"
+# a word: any script's letters and digits ("2 plus 2?" ends in "2", not "plus"); "that's" stays one word
+WORD = re.compile(r"[\w']+")
 
 
 def looks_finished(text: str) -> bool | None:
@@ -49,7 +50,7 @@ def looks_finished(text: str) -> bool | None:
         return None
     if text.endswith(("...", "…", ",", ";", ":", "-", "—")):
         return False
-    words = _WORD.findall(text.lower())
+    words = WORD.findall(text.lower())
     if words and (words[-1] in NEVER_LAST or words[-1] in RARELY_LAST and not text.endswith(("?", "!"))):
         return False
     if text.endswith(("?", "!", ".")):
