@@ -313,8 +313,9 @@ class VoiceAssistant:
             # the user goes on after a pause: the speculative transcript and reply are stale
             self._discard_speculation(turn)
             turn.speech_end = None
-            turn.audio.append(event.audio)
-            self._stt_jobs.put(("add", event.audio))
+            fresh = event.audio[event.repeated:]  # the pre-roll's start is the speech before the pause, held already
+            turn.audio.append(fresh)
+            self._stt_jobs.put(("add", fresh))
         else:
             turn = self._turn = _Turn(next(self._turn_numbers), over_speech)
             turn.audio.append(event.audio)

@@ -114,6 +114,9 @@ class VadState(Enum):
 class SpeechStarted:
     audio: np.ndarray  # the pre-roll and the frames that confirmed speech, oldest first
     start: float  # stream seconds where the first speech frame began
+    # samples at the front of `audio` that were frames of the speech before it (its pre-roll reaches back over
+    # a pause shorter than itself): a turn that goes on after that pause already holds them
+    repeated: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ class VadSegmenter:
         self._frames = 0
         self._short: tuple[int, int] | None = None  # [first, end) frames of the last run too short to start
         self._last_speech_end = 0.0
+        self._stopped_at = 0  # the frame that ended the last speech (the frames before it were in it)
         self.spoke = False  # speech has started at least once
 
     @property
@@ -188,7 +192,9 @@ class VadSegmenter:
                 self._last_speech_end = self.now
                 self.spoke = True
                 frames = min(len(self._history), frame_index - first + 1 + self._pre_roll_frames)
-                return SpeechStarted(audio=np.concatenate(list(self._history)[-frames:]), start=first * FRAME_SECONDS)
+                repeated = max(0, self._stopped_at - (frame_index + 1 - frames))
+                return SpeechStarted(audio=np.concatenate(list(self._history)[-frames:]), start=first * FRAME_SECONDS,
+                                     repeated=repeated * FRAME)
             return None
         if self.state is VadState.SPEAKING:
             if not silent:
@@ -203,5 +209,6 @@ class VadSegmenter:
             self._run += 1
             if self._run >= self._stop_frames:
                 self.state, self._run = VadState.QUIET, 0
+                self._stopped_at = frame_index
                 return SpeechStopped(end=self._last_speech_end)
         return None

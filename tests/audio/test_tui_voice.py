@@ -49,6 +49,23 @@ async def a_story_being_told(app, pilot, tmp_path: Path):
     return screen, bar, screen.voice.session.assistant
 
 
+def turns_heard(screen) -> list[str]:
+    """What the voice mode is told the user said from now on ("UserTurn: ...", "StopAsked: ..."), in order: the
+    transcripts a failure names."""
+    from runtime.audio import events as ev
+
+    heard: list[str] = []
+    handle = screen.voice.handle
+
+    async def recorded(event) -> None:
+        if isinstance(event, ev.UserTurn | ev.StopAsked):
+            heard.append(f"{type(event).__name__}: {event.text}")
+        await handle(event)
+
+    screen.voice.handle = recorded
+    return heard
+
+
 async def a_long_typed_reply_being_written(screen, pilot) -> None:
     screen.prompt.focus()
     screen.prompt.text = "Write the numbers 1, 2, 3 and so on up to 500."  # ~12 s of reply (sampling.max_tokens 600)
@@ -286,10 +303,11 @@ async def test_saying_stop_while_a_typed_reply_is_written_stops_it_as_esc_does(r
     app = make_app(**{"sampling.max_tokens": 600})
     async with app.run_test(size=(120, 40)) as pilot:
         screen, assistant = await voice_on(app, pilot)
+        said = turns_heard(screen)
         await a_long_typed_reply_being_written(screen, pilot)
         await asyncio.to_thread(play_into_room, "Stop, please.", tmp_path / "stop.wav")
         await wait_for(pilot, lambda: screen.job is None, "the typed reply to stop", seconds=15)
-        assert "not answered" in screen.voice.bar.latency
+        assert "not answered" in screen.voice.bar.latency, said
         await pilot.pause(2.0)  # time enough for an answer to start, were one started
         with HistoryStore(get_paths().history_db) as store:
             stored = store.messages(screen.conversation.id)

@@ -140,6 +140,29 @@ def test_a_short_sound_long_before_speech_is_not_joined_to_it():
     assert events[-1].audio.size == 9 * FRAME  # the short run, the gap and the start
 
 
+def test_speech_resumed_after_a_pause_shorter_than_the_pre_roll_says_which_of_its_samples_came_before():
+    """A pre-roll reaching back over a short pause starts with frames the speech before it already handed on: a
+    turn that goes on after the pause keeps `audio[repeated:]`, so no stretch of speech is heard twice (a turn
+    that holds "Stop, please." with the end of "Stop" twice was transcribed "Stop! Clean!")."""
+    seg = VadSegmenter(VadOptions(min_speech=2 * FRAME_SECONDS, min_silence=3 * FRAME_SECONDS,
+                                  pre_roll=10 * FRAME_SECONDS))
+    probabilities = [0.1] * 12 + [0.9] * 6 + [0.1] * 5 + [0.9] * 6 + [0.1] * 4  # a 5-frame pause, 3 to stop
+    held: list[np.ndarray] = []  # the turn's audio, as the voice assistant gathers it
+    stopped = 0
+    for index, p in enumerate(probabilities):
+        frame = np.full(FRAME, index, np.float32)
+        event = seg.push(frame, p)
+        if isinstance(event, SpeechStarted):
+            assert event.repeated == (FRAME * 7 if stopped else 0)  # 10 + 2 frames back: 7 of them in the speech
+            held.append(event.audio[event.repeated:])
+        elif seg.in_speech:
+            held.append(frame)
+        stopped += isinstance(event, SpeechStopped)
+    indices = np.concatenate(held)[::FRAME].astype(int).tolist()
+    assert indices == list(range(indices[0], indices[-1] + 1))  # each frame once, in order, none left out
+    assert stopped == 2 and (indices[0], indices[-1]) == (2, 30)  # from the pre-roll to the last frame before the stop
+
+
 def test_hysteresis_holds_speech_between_the_two_thresholds():
     seg = VadSegmenter(VadOptions(threshold=0.6, release=0.3, min_speech=2 * FRAME_SECONDS, min_silence=FRAME_SECONDS))
     frame = np.zeros(FRAME, np.float32)
