@@ -45,10 +45,10 @@ NO_ECHO_DB = -40.0  # echo this far below the played signal: headphones, or spea
 MIN_ERLE_DB = 15.0  # echo cancellation needed for full duplex
 # Playback holds on the assistant's own voice allowed in full duplex, each a 0.3-0.7 s gap in its speech. The
 # null sink's loop: 0-2 in the ~9 s test (its delay jumps), 15 tests of 15; AEC3's leaks at four such jumps
-# (test_selftest): 4. Its echo made reverberant offline (a synthetic room response, RT60 0.4-0.5 s, as much
-# energy in the tail as in the direct sound or 2 dB less) held it 4-10 times, sometimes with no false start: a gap
-# every second or two, where half duplex plays the reply whole. (RT60 0.3-0.5 s with the direct sound 10 dB
-# above the tail, a laptop's own speakers: 0-1; 5 dB above: 2-3.)
+# (test_selftest): 4. More than that is a gap every second or two, where half duplex plays the reply whole. Its
+# echo made reverberant offline (a synthetic room response) held it 4-10 times at RT60 0.4-0.5 s with the tail
+# 0-2 dB below the direct sound, sometimes with no false start, before the echo guard predicted the tail: now
+# 0-1 at RT60 0.4-0.5 s with the tail 2-5 dB below (full), 3-4 holds with false starts at 0 dB and more (half).
 MAX_HOLDS = 4
 BLOCK = 320  # samples per block fed to the conversation's hearing: the duplex stream's 20 ms
 

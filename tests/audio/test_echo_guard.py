@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.signal import lfilter
+from room_acoustics import room_response
+from scipy.signal import fftconvolve, lfilter
 
 from convert.onnx.speech import speak
 from runtime.audio.echo_guard import EchoGuard
@@ -110,6 +111,21 @@ def test_the_user_cutting_in_over_a_loud_echo_starts_speech_within_a_fraction_of
 @pytest.mark.parametrize("jump", [0.0, 0.3])
 def test_the_assistants_voice_never_holds_its_own_playback(reply, jump):
     assert [type(e).__name__ for _, e in hear(echo_of(reply, jump=jump), reply)] == []
+
+
+def in_a_room(echo: np.ndarray, rt60: float, drr_db: float) -> np.ndarray:
+    """The echo as a reverberant room returns it: the direct sound, then a tail `drr_db` below it."""
+    return fftconvolve(echo, room_response(rt60, drr_db))[:echo.size].astype(np.float32)
+
+
+def test_a_reverberant_rooms_tail_of_the_assistants_voice_does_not_hold_it_and_the_user_still_does(reply, user):
+    """The fitted echo is the direct sound only; the room's tail after each word (RT60 0.4 s, 2 dB below the
+    direct sound) is judged against the tail predicted from what was played (8 holds on the voice alone before)."""
+    echo = in_a_room(echo_of(reply), rt60=0.4, drr_db=2.0)
+    assert [type(e).__name__ for _, e in hear(echo, reply)] == []
+    both, onset = with_user(echo, user, at=2.5)
+    starts = [s for s in speech_starts(both, reply) if s >= onset / RATE - 0.1]
+    assert starts and starts[0] - onset / RATE < 0.5
 
 
 def test_playback_is_held_at_the_onset_of_a_cut_in_before_the_speech_is_confirmed(reply, user):
