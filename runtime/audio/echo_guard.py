@@ -223,7 +223,7 @@ class EchoGuard:
         powers = np.mean(np.square(ref[ref.size - pieces * PIECE:].astype(np.float64)).reshape(pieces, PIECE), axis=1)
         decay = np.power(10.0, -6.0 * PIECE / RATE / TAIL_RT60) ** np.arange(1, pieces + 1)
         tails = np.convolve(powers, decay)  # [i - 1]: the tail during piece i of what the pieces before it played
-        return float(np.mean(tails[pieces - self._window // PIECE - 1: pieces - 1]))
+        return float(np.mean(tails[max(pieces - self._window // PIECE - 1, 0): pieces - 1]))  # (a delay near max_delay)
 
     def _tail_gain(self) -> float:
         return float(np.median(self._tail_ratios)) if len(self._tail_ratios) >= TAIL_FRAMES // 10 else 0.0
