@@ -190,25 +190,37 @@ async def test_a_new_chat_while_a_reply_is_spoken_silences_it_and_starts_afresh(
 
 
 async def test_saying_stop_over_a_reply_stops_it_and_gets_no_answer(room, registered_model, tmp_path):
-    """"Stop, please stop." over the spoken reply: it stops (stored as heard, interrupted). Heard as asking to
-    stop, nothing answers it, and it is shown on the voice bar and not stored (an unanswered user message would
-    be joined to the next one in the model's context); misheard under the echo (it happens), it is a turn."""
+    """"Stop, please stop." over the spoken reply: it stops (stored as heard, interrupted). What is heard as asking
+    to stop is answered by nothing, shown on the voice bar and not stored (an unanswered user message would be
+    joined to the next one in the model's context); what is misheard under the echo (it happens: "Go to the
+    rooftop.") is a turn, stored and answered. Whisper may also split it at its comma pause: in CI "Stop," became
+    a turn of its own, misheard, whose reply the "please stop." that followed stopped."""
     app = make_app(**{"sampling.max_tokens": 80})
     async with app.run_test(size=(120, 40)) as pilot:
         screen, bar, assistant = await a_story_being_told(app, pilot, tmp_path)
+        said = turns_heard(screen)
         await asyncio.to_thread(play_into_room, "Stop, please stop.", tmp_path / "stop.wav")
         await wait_for(pilot, lambda: "not answered" in bar.latency or len(screen.messages) > 2, "the cut-in",
                        seconds=15)
         await pilot.pause(2.0)  # time enough for an answer to start, were one started
-        with HistoryStore(get_paths().history_db) as store:
-            stored = store.messages(screen.conversation.id)
+
+        def stored_messages() -> list:
+            with HistoryStore(get_paths().history_db) as store:
+                return store.messages(screen.conversation.id)
+
+        turns = [t.removeprefix("UserTurn: ") for t in said if t.startswith("UserTurn: ")]
+        await wait_for(pilot, lambda: len(stored_messages()) >= 2 + 2 * len(turns), "each turn's reply to be stored",
+                       seconds=30)  # (a reply is stored once it ends, maybe cut short by the stop that followed)
+        stored = stored_messages()
         assert [m.role for m in stored[:2]] == ["user", "assistant"]
         assert stored[1].metrics["finish_reason"] == "cancelled"
-        if "not answered" in bar.latency:
-            assert bar.state == "listening" and not assistant.player.queued()
-            assert len(stored) == 2 and [v.role for v in screen.chat_log.views()] == ["user", "assistant"]
-        else:
-            assert not assistant.options.stop.asked_by(stored[2].content, unsure_lead=UNSURE_LEAD_WORDS), stored
+        assert [m.content for m in stored[2:] if m.role == "user"] == turns, (said, stored)  # stops are not stored
+        assert not any(assistant.options.stop.asked_by(t, unsure_lead=UNSURE_LEAD_WORDS) for t in turns), said
+        assert len(stored) == 2 + 2 * len(turns), (said, stored)
+        if not turns:
+            assert [v.role for v in screen.chat_log.views()] == ["user", "assistant"]
+        if said[-1].startswith("StopAsked: "):  # the last word was a stop: nothing answers it
+            assert bar.state == "listening" and not assistant.player.queued(), said
         await pilot.press("f9")
         await wait_for(pilot, lambda: not screen.voice.on, "voice mode to stop")
 
@@ -305,7 +317,9 @@ async def test_saying_stop_while_a_typed_reply_is_written_stops_it_as_esc_does(r
         screen, assistant = await voice_on(app, pilot)
         said = turns_heard(screen)
         await a_long_typed_reply_being_written(screen, pilot)
-        await asyncio.to_thread(play_into_room, "Stop, please.", tmp_path / "stop.wav")
+        # (not "Stop, please.": Whisper base reads espeak's "please" as "clean", or "Stop" as "Top", for 3 of 12
+        # placements of the clip; "Okay, stop." 12 of 12)
+        await asyncio.to_thread(play_into_room, "Okay, stop.", tmp_path / "stop.wav")
         await wait_for(pilot, lambda: screen.job is None, "the typed reply to stop", seconds=15)
         assert "not answered" in screen.voice.bar.latency, said
         await pilot.pause(2.0)  # time enough for an answer to start, were one started
