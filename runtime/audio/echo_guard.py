@@ -105,6 +105,8 @@ class EchoGuard:
         self._mic = np.zeros(self._window, dtype=np.float32)
         self._ref = np.zeros(self._window + self._lags, dtype=np.float32)
         self._fft_size = 1 << int(np.ceil(np.log2(self._ref.size + self._window)))
+        # the tail's decay over 1, 2, ... pieces (as many as the reference holds): a constant of `_tail`
+        self._tail_decay = np.power(10.0, -6.0 * PIECE / RATE / TAIL_RT60) ** np.arange(1, self._ref.size // PIECE + 1)
         self._filter: tuple[int, np.ndarray] | None = None  # the last fit: best delay (index into ref), taps
         self._since_fit = REFIT_AFTER  # samples pushed since that fit
         self._unjudged = 0  # the newest samples not yet judged by `sound_over_echo` (less than a piece after it)
@@ -221,8 +223,8 @@ class EchoGuard:
         ref = self._ref[: best + self._window]  # at the fitted delay: its last `window` samples are the window's
         pieces = ref.size // PIECE
         powers = np.mean(np.square(ref[ref.size - pieces * PIECE:].astype(np.float64)).reshape(pieces, PIECE), axis=1)
-        decay = np.power(10.0, -6.0 * PIECE / RATE / TAIL_RT60) ** np.arange(1, pieces + 1)
-        tails = np.convolve(powers, decay)  # [i - 1]: the tail during piece i of what the pieces before it played
+        # [i - 1]: the tail during piece i of what the pieces before it played
+        tails = np.convolve(powers, self._tail_decay[:pieces])
         return float(np.mean(tails[max(pieces - self._window // PIECE - 1, 0): pieces - 1]))  # (a delay near max_delay)
 
     def _tail_gain(self) -> float:
