@@ -34,15 +34,17 @@ also judged on the raw microphone by `EchoGuard`: speech that a delayed copy of 
 played explains is the assistant hearing itself (silence); speech it explains much less than usual
 is the user cutting in, even if the canceller removed it.
 
-What a cut-in says reaches the transcript as the microphone heard it, from the hold until the speaker
-plays again (a reply resumed or begun): AEC3 suppresses the user while both talk and its noise
-suppressor dulls them for the second after, and Whisper lost the first word ("Hold on a second." ->
-"On a second."). The microphone still carries the echo's last ~0.1 s (the output path) under that
-word, which Whisper copes with better than with the word taken out. bench_voice (12 cut-ins a run, the
-sound server restarted before each): cut-in WER 0.42 / 0.53 / 0.62 against 0.91 / 1.00 before (Whisper
-on the clean clips: 0.16-0.27). The echo the guard's filter fits, subtracted from the microphone, did
-better offline (24 cut-ins: WER 0.34 against 0.46 as it is, 0.57 on AEC3's output; the clips: 0.35)
-but not on the sound server's loop (0.84 / 0.89), so it is not done.
+What a cut-in says reaches the transcript from the microphone itself, from the hold until the speaker plays
+again (a reply resumed or begun): AEC3 suppresses the user while both talk and its noise suppressor dulls them
+for the second after, and Whisper lost the first word ("Hold on a second." -> "On a second."). What the speaker
+played before the hold still arrives for the loop's delay, under that word: the guard's last fit of the echo
+alone, kept at the hold, predicts it from what was played and it is taken out (`EchoGuard.without_held_echo`,
+where the direct sound is most of the echo: not in a reverberant room). Fits made after the hold, or with the
+user's first sound in their window, take some of the user out too (an earlier try that subtracted the latest
+fit lost words on the sound server's loop: cut-in WER 0.84 / 0.89 against 0.42-0.62 as heard). In
+`benchmarks/bench_cut_in.py`'s closed loop (10 cut-ins, the reply stopped at each hold) Whisper's word errors
+went 0.61 -> 0.41 at a loop delay of 0.3 s (0.37 -> 0.39 at 0.07 s); bench_voice, 20 cut-ins a run on the null
+sink's loop: 0.45 / 0.35 -> 0.24 / 0.28.
 """
 
 from __future__ import annotations
@@ -155,17 +157,18 @@ class Hearing:
         frames = []
         while self._pending.size >= FRAME:
             frame, self._pending = self._pending[:FRAME], self._pending[FRAME:]
-            frames.append((frame, self._raw_frame()))
-        levels, probabilities = self._score([frame for frame, _ in frames])
-        for (frame, raw_frame), level, probability in zip(frames, levels, probabilities):
-            self._frame(frame, raw_frame, level, probability, speaking)
+            frames.append((frame, *self._raw_frame()))
+        levels, probabilities = self._score([frame for frame, _, _ in frames])
+        for (frame, raw_frame, behind), level, probability in zip(frames, levels, probabilities):
+            self._frame(frame, raw_frame, behind, level, probability, speaking)
             self._tell_onset(speaking)
 
-    def _raw_frame(self) -> np.ndarray:
-        """The raw microphone over the samples of the frame just cut. The cleaned stream trails the raw one
-        by the canceller's `lag`, so that frame ends `lag + len(pending)` before the newest sample."""
-        end = self._raw.size - (self._aec.lag if self._aec is not None else 0) - self._pending.size
-        return self._raw[end - FRAME:end]
+    def _raw_frame(self) -> tuple[np.ndarray, int]:
+        """The raw microphone over the samples of the frame just cut, and how many samples before the newest it
+        ends: the cleaned stream trails the raw one by the canceller's `lag`, so by `lag + len(pending)`."""
+        behind = (self._aec.lag if self._aec is not None else 0) + self._pending.size
+        end = self._raw.size - behind
+        return self._raw[end - FRAME:end], behind
 
     def relaxed(self) -> bool:
         """Nothing needs a fast reaction: between turns, with no pause after speech being timed and nothing
@@ -209,6 +212,8 @@ class Hearing:
     def _hold(self, by_sound: bool) -> None:
         self._onset_told, self._quiet_frames, self._held_by_sound = True, 0, by_sound
         self._cut_in = self._aec is not None
+        if self._guard is not None:
+            self._guard.hold_fit()
         self._on_hear(SpeechOnset())
 
     def _rest_sound_after_false_starts(self) -> None:
@@ -238,13 +243,14 @@ class Hearing:
         scored = self._vad.score([*warm_up, *frames[first:]])[len(warm_up):]
         return levels, [0.0] * first + [float(p) for p in scored]
 
-    def _frame(self, frame: np.ndarray, raw_frame: np.ndarray, level: float, probability: float,
+    def _frame(self, frame: np.ndarray, raw_frame: np.ndarray, behind: int, level: float, probability: float,
                speaking: bool) -> None:
-        """Segment one frame scored `probability`; `raw_frame` is the microphone over its samples."""
+        """Segment one frame scored `probability`; `raw_frame` is the microphone over its samples, which end
+        `behind` samples before the newest."""
         if not self.muted and self._guard is not None and self._echo_possible:
             probability = self._guard.judge(probability, raw_frame, speaking)
         if self._cut_in:
-            frame = raw_frame
+            frame = raw_frame if self._guard is None else self._guard.without_held_echo(raw_frame, behind)
         event = self._segmenter.push(frame, probability)
         self._frames += 1
         if self._frames % LEVEL_EVERY == 0:

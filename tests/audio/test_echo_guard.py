@@ -232,12 +232,15 @@ def test_an_onset_that_dies_out_is_a_false_start():
 def test_the_guard_judges_the_raw_samples_of_each_cleaned_frame_whatever_the_block_sizes():
     """Blocks of 300-340 samples (a device rate that does not divide evenly), the speaker on and off (AEC3
     in use, holding back part of a 10 ms frame, then bypassed): no sample is lost and each frame the VAD
-    scores is judged against the raw microphone over exactly its samples."""
+    scores is judged against the raw microphone over exactly its samples, which the guard finds `behind` the
+    newest (where a cut-in's echo is taken out of them)."""
     frames: list[tuple[np.ndarray, np.ndarray]] = []
 
     class Recording(Hearing):
-        def _frame(self, frame, raw_frame, level, probability, speaking):
+        def _frame(self, frame, raw_frame, behind, level, probability, speaking):
             frames.append((frame, raw_frame))
+            window = self._guard._mic
+            assert np.array_equal(window[window.size - behind - raw_frame.size:window.size - behind], raw_frame)
             return False
 
     hearing = Recording("full", lambda event: None)
@@ -275,8 +278,9 @@ def test_the_share_is_the_least_squares_fit_of_the_echo(reply):
 def test_the_transcript_of_a_cut_in_hears_the_microphone_itself_until_the_speaker_plays_again(reply, user):
     """AEC3 suppresses the user while both talk and its noise suppressor dulls them after: what a cut-in said
     was misheard ("Hold on a second." -> "On a second."). From the hold on, the frames handed on for the
-    transcript are the microphone's own samples; once the speaker plays again (a reply resumed or begun),
-    the cleaned ones. A loop of 70 ms; the device plays 0.1 s more after the hold (its output buffer)."""
+    transcript are the microphone's own samples less the echo still arriving (here the loop is linear, so what
+    is left is the user's voice); once the speaker plays again (a reply resumed or begun), the cleaned ones.
+    A loop of 70 ms; the device plays 0.1 s more after the hold (its output buffer)."""
     delay = round(0.07 * RATE)
     output_path = round(0.1 * RATE)
     onset = round(2.5 * RATE)
@@ -304,7 +308,55 @@ def test_the_transcript_of_a_cut_in_hears_the_microphone_itself_until_the_speake
         hearing.on_audio(mic[span], played[span])
     assert held_at and held_at[0] - onset < 0.3 * RATE
     stream = np.concatenate(handed_on)
-    frame_is_raw = [np.array_equal(stream[i:i + 512], mic[i:i + 512]) for i in range(0, stream.size - 511, 512)]
+    users = np.zeros_like(mic)
+    users[onset:onset + user.size] = user
+
+    def frames_of(track: np.ndarray) -> list[bool]:
+        return [np.allclose(stream[i:i + 512], track[i:i + 512], atol=1e-5) for i in range(0, stream.size - 511, 512)]
+
     first = held_at[0] // 512 + 1  # the hold comes a block after its frame, which ends `lag` before the block
-    assert all(frame_is_raw[first:(onset + user.size) // 512])
-    assert not any(frame_is_raw[(next_at + delay) // 512 + 1:])
+    assert not any(frames_of(mic)[first:first + 4])  # (the echo was still arriving under the user then)
+    assert all(frames_of(users)[first:(onset + user.size) // 512])
+    assert not any(frames_of(mic)[(next_at + delay) // 512 + 1:])
+
+
+def test_the_echo_still_on_its_way_at_a_hold_is_taken_out_of_what_the_cut_in_says(reply, user):
+    """At a hold the speaker falls silent, but what it played in the loop's delay before (0.3 s here: a busy sound
+    server's, a Bluetooth speaker's) still reaches the microphone under the user's first words. The cut-in is
+    transcribed from the microphone less the echo that the last fit of the echo alone predicts from what was
+    played (the fit of the moment, made with the user's first 50 ms in its window, leaves 11% of it here). In
+    benchmarks/bench_cut_in.py's closed loop Whisper's word errors on 10 cut-ins went 0.59 -> 0.41 at this delay."""
+    held_at, delay = round(2.5 * RATE), 0.3
+    played = reply.copy()
+    played[held_at:] = 0.0  # the reply held
+    echo = echo_of(played, delay=delay)
+    users = np.zeros_like(echo)
+    onset = held_at - round(0.05 * RATE)  # the user's first sound held the reply 50 ms later
+    users[onset:onset + user.size] = (rms(echo[held_at - RATE:held_at]) / rms(user) * user)[: users.size - onset]
+    mic = echo + users
+    guard = EchoGuard(VadOptions())
+    _fires_after(guard, mic[:held_at], played[:held_at])
+    guard.hold_fit()
+    left, arriving = [], []
+    for start in range(held_at, held_at + round((delay + 0.1) * RATE), 320):
+        guard.push(mic[start:start + 320], played[start:start + 320])
+        cleaned = guard.without_held_echo(mic[start:start + 320], behind=0)
+        left.append(cleaned - users[start:start + 320])
+        arriving.append(echo[start:start + 320])
+    assert rms(np.concatenate(arriving)) > 0.01  # (the echo does arrive after the hold)
+    assert rms(np.concatenate(left)) < 0.1 * rms(np.concatenate(arriving))  # 20 dB of it gone, the user kept
+
+
+@pytest.mark.parametrize("room", [None, (0.5, 5.0)])
+def test_the_echo_at_a_hold_is_taken_out_only_where_the_direct_sound_is_most_of_it(reply, room):
+    """In a reverberant room the fit leans on the tail too, and taking its echo out spoiled the cut-in's first word
+    (bench_cut_in, RT60 0.5 s / +5 dB: Whisper's word errors 0.41 -> 0.96): there the microphone is used as heard."""
+    echo = echo_of(reply) if room is None else in_a_room(echo_of(reply), *room)
+    hearing = Hearing("full", lambda event: None, assistant_speaking=lambda: True)
+    for i in range(0, 3 * RATE, BLOCK):
+        hearing.on_audio(echo[i:i + BLOCK], reply[i:i + BLOCK])
+    guard = hearing._guard
+    guard.hold_fit()
+    frame = echo[3 * RATE - 512:3 * RATE]
+    assert np.any(frame)
+    assert (guard.without_held_echo(frame, behind=0) is frame) == (room is not None)
