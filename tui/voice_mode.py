@@ -71,6 +71,7 @@ class VoiceMode:
         self._pace = FramePace()
         self._draw_timer: Timer | None = None  # draws what arrived after the last frame, if nothing else does
         self._latency = ""
+        self._said: tuple[int, int] | None = None  # the last spoken turn shown: (its number, its stored message id)
 
     @property
     def on(self) -> bool:
@@ -230,7 +231,10 @@ class VoiceMode:
             bar.partial = f"{event.confirmed} {event.tentative}".strip()
         elif isinstance(event, ev.UserTurn):
             bar.partial, bar.reply, bar.heard = "", "", 0
-            await self._user_said(event.text)
+            await self._user_said(event.turn, event.text)
+        elif isinstance(event, ev.TurnReopened):
+            bar.reply, bar.heard = "", 0
+            await self._take_back(event.turn)
         elif isinstance(event, ev.StopAsked):  # not stored: an answer-less user message would join the next one
             bar.partial, bar.reply, bar.heard = "", "", 0
             bar.latency = f"“{event.text}”: stopped, not answered"
@@ -249,13 +253,25 @@ class VoiceMode:
         elif isinstance(event, ev.Status):
             self.screen.notify(event.message, title="Voice")
 
-    async def _user_said(self, text: str) -> None:
+    async def _user_said(self, turn: int, text: str) -> None:
         screen = self.screen
         await screen.stop_typed_reply()  # stored first: the spoken reply follows on from it
         stored = screen.store_user_message(text)
+        self._said = (turn, stored.id) if stored is not None else None
         if stored is not None:
             await screen.chat_log.add(MessageView("user", text, message_id=stored.id))
             await screen.refresh_sidebar()
+
+    async def _take_back(self, turn: int) -> None:
+        """The user went on after a pause, before hearing the reply: the turn shown and stored, and the reply begun
+        to it, are taken back; the utterance comes back whole as the next `UserTurn`."""
+        said, self._said = self._said, None
+        await self._end_reply_stream()
+        view, self._reply_view = self._reply_view, None
+        if said is not None and said[0] == turn:
+            await self.screen.take_back_from(said[1])  # the reply's view, after it, goes with it
+        elif view is not None:
+            await view.remove()
 
     async def _reply_grew(self, event: ev.ReplyText) -> None:
         if self._reply_view is None or event.turn != self._reply_turn:

@@ -76,6 +76,9 @@ class _Printer:
             elif isinstance(event, ev.Interrupted):
                 print(f"assistant: {event.heard} [interrupted]", flush=True)
                 self._reply = ""
+            elif isinstance(event, ev.TurnReopened):
+                print("  [you went on: that was not the whole turn]", flush=True)
+                self._reply = ""
             elif isinstance(event, ev.StateChanged) and event.state is ev.VoiceState.LISTENING and self._reply:
                 print(f"assistant: {self._reply.strip()}", flush=True)
                 self._reply = ""

@@ -19,8 +19,10 @@ first chunk spoken.
 Barge-in (the user speaks while the assistant thinks or speaks): playback is held at the first
 frames of speech and resumed if they die out (a cough, a click); once the speech is confirmed the
 reply's job is cancelled, the speech queue and the player are emptied, and the history keeps what
-the listener heard: the chunks that finished playing and the played part of the cut one. An utterance
-that only asks to stop ("Wait, stop please.", `StopPhrases`) is not answered, cutting in or not.
+the listener heard: the chunks that finished playing and the played part of the cut one. Speech that
+comes within `voice.turn_wait` of a committed turn's end, before its reply began to play, is that turn going
+on (its end was a pause for breath): the turn is taken back (`TurnReopened`) and the utterance continues. An
+utterance that only asks to stop ("Wait, stop please.", `StopPhrases`) is not answered, cutting in or not.
 
 A user who turns to the keyboard (`cut_off`) stops the reply as a barge-in does; an utterance not yet
 answered is dropped. A user interface that replaces the conversation (a new one, another one opened)
@@ -58,6 +60,7 @@ from runtime.audio.events import (
     Status,
     StopAsked,
     TurnLatency,
+    TurnReopened,
     UserTurn,
     VoiceEvent,
     VoiceState,
@@ -65,7 +68,7 @@ from runtime.audio.events import (
 from runtime.audio.hearing import FalseStart, HearEvent, Silence, SpeechFrame, SpeechOnset
 from runtime.audio.stop_request import StopPhrases
 from runtime.audio.turn import TurnPolicy
-from runtime.audio.vad import SpeechStarted
+from runtime.audio.vad import SAMPLE_RATE, SpeechStarted
 from runtime.llm.events import DoneEvent, SamplingParams, TokenEvent
 from runtime.llm.scheduler import Job, Priority, Scheduler
 
@@ -304,8 +307,14 @@ class VoiceAssistant:
         if self._dropping_utterance:
             return
         over_speech = self.state is VoiceState.SPEAKING
+        turn = self._turn
         if self.assistant_speaking:
-            self._interrupt()
+            if turn is not None:
+                dropped = self._silence_turn(turn)
+                if self._goes_on(turn, event):
+                    self._reopen(turn)
+                else:
+                    self._end_interrupted(turn, self._heard(turn, dropped))
         else:
             self.player.resume()  # held at the onset while the reply was ending: nothing left to cut
         turn = self._turn
@@ -509,15 +518,39 @@ class VoiceAssistant:
                 break
         return dropped
 
-    def _interrupt(self) -> Interrupted | None:
-        turn = self._turn
-        if turn is None:
-            return None
-        dropped = self._silence_turn(turn)
+    def _heard(self, turn: _Turn, dropped: list[Playing]) -> str:
+        """What the listener heard of the turn's reply: the chunks that finished playing and the played part of
+        the cut one (of those `_silence_turn` dropped)."""
         cut = next((item for item in dropped if item.played > 0), None)
         heard = " ".join(turn.heard)
         if cut is not None:
             heard = (heard + " " + _played_part(str(cut.tag), cut, self.player.output_latency)).strip()
+        return heard
+
+    def _goes_on(self, turn: _Turn, event: SpeechStarted) -> bool:
+        """The user speaks again after a pause that could be one inside a turn (`voice.turn_wait`), before the
+        reply began to play (held at their first sound, it never started): the end of the turn was a pause for
+        breath, or a comma ("Write the numbers 1, 2." ended a turn after 0.35 s by hand, and "3, and so on, up to
+        500." was a second one). Speech once the reply plays is cutting in, even a moment later ("Stop!")."""
+        if not turn.committed or turn.first_audio_at or turn.speech_end is None:
+            return False
+        # the pause counted to the start of the pre-roll: a little longer than it was
+        pause = time.monotonic() - event.audio.size / SAMPLE_RATE - turn.speech_end
+        return pause <= self.options.policy.wait
+
+    def _reopen(self, turn: _Turn) -> None:
+        """Take the committed turn back, its reply silenced and kept out of the history: the utterance goes on."""
+        self._emit(TurnReopened(turn.number, turn.transcript or ""))
+        turn.committed = False
+
+    def _interrupt(self) -> Interrupted | None:
+        turn = self._turn
+        if turn is None:
+            return None
+        return self._end_interrupted(turn, self._heard(turn, self._silence_turn(turn)))
+
+    def _end_interrupted(self, turn: _Turn, heard: str) -> Interrupted:
+        """The turn's reply was cut off (silenced already): the history keeps what the listener heard of it."""
         self.history += [{"role": "user", "content": turn.transcript or ""},
                          {"role": "assistant", "content": heard}]
         interrupted = Interrupted(turn.number, heard)

@@ -96,6 +96,17 @@ class Interrupted:
 
 
 @dataclass(frozen=True)
+class TurnReopened:
+    """The user spoke again within a pause of turn `turn`'s end, before its reply began to play: they were not
+    done. That turn (shown as `text`) and its reply are taken back, the history keeps neither, and the utterance
+    goes on: it comes back as one `UserTurn` with the words before and after the pause."""
+
+    turn: int
+    text: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
 class TurnLatency:
     """Seconds from the end of the user's speech to each stage of the reply."""
 
@@ -114,5 +125,5 @@ class Status:
     at: float = field(default_factory=_now)
 
 
-VoiceEvent = (StateChanged | Level | Partial | UserTurn | StopAsked | ReplyText | Spoken | Interrupted | TurnLatency
-              | Status)
+VoiceEvent = (StateChanged | Level | Partial | UserTurn | StopAsked | ReplyText | Spoken | Interrupted | TurnReopened
+              | TurnLatency | Status)

@@ -5,13 +5,15 @@ assistant message, and the voice bar shows the state and the latency breakdown."
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pilot_wait import wait_for
 from pulse import play_into
 
-from convert.onnx.speech import speak, word_errors
+from convert.onnx.speech import SAMPLE_RATE, speak, word_errors
 from edge_ai.config import Config
 from edge_ai.history import HistoryStore
 from edge_ai.paths import get_paths
@@ -330,3 +332,43 @@ async def test_saying_stop_while_a_typed_reply_is_written_stops_it_as_esc_does(r
         assert [v.role for v in screen.chat_log.views()] == ["user", "assistant"]
         await pilot.press("f9")
         await wait_for(pilot, lambda: not screen.voice.on, "voice mode to stop")
+
+
+async def test_going_on_right_after_a_spoken_turn_ended_takes_it_back_and_stores_the_whole_turn(
+        room, registered_model, tmp_path):
+    """A pause after words that look finished ends the turn (0.1 s here), and the user goes on before the reply
+    plays: the turn shown and stored is taken back with the reply begun to it, and the whole utterance is shown,
+    stored and answered as one turn."""
+    from tui.widgets.voice_bar import VoiceBar
+
+    app = make_app(**{"voice.turn_pause": 0.1, "voice.turn_wait": 1.5})
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen, _ = await voice_on(app, pilot)
+        engine = app.engines.engine
+        chat = engine.chat
+
+        def slow_chat(messages, sampling, *, stop=None):  # as a larger model: no audio for 1.5 s
+            time.sleep(1.5)
+            yield from chat(messages, sampling, stop=stop)
+
+        engine.chat = slow_chat
+        bar = screen.query_one("#voice-bar", VoiceBar)
+        await wait_for(pilot, lambda: bar.state == "listening", "the microphone")
+        heard = turns_heard(screen)
+        pause = np.zeros(SAMPLE_RATE * 9 // 10, dtype=np.float32)  # ends the turn; within voice.turn_wait
+        speech = np.concatenate([speak("What color is the sky on a clear day?"), pause, speak("And at night?")])
+        await asyncio.to_thread(play_into, "vsink", speech, tmp_path / "q.wav")
+
+        def views(role: str) -> list:
+            return [v for v in screen.chat_log.views() if v.role == role]
+
+        await wait_for(pilot, lambda: views("assistant") and views("assistant")[-1].footer.startswith("spoken"),
+                       "the reply to be spoken")
+        assert len(heard) == 2, heard  # the turn before the pause, then the whole utterance
+        assert [v.text for v in views("user")] == [heard[1].removeprefix("UserTurn: ")]
+        assert len(views("assistant")) == 1
+        with HistoryStore(get_paths().history_db) as store:
+            stored = store.messages(screen.conversation.id)
+        assert [m.role for m in stored] == ["user", "assistant"]
+        errors, words = word_errors("What color is the sky on a clear day? And at night?", stored[0].content)
+        assert errors / words <= 0.4, stored[0].content  # both sides of the pause

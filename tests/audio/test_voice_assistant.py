@@ -267,3 +267,37 @@ def test_an_empty_reply_is_said_and_left_out_of_the_history(room, tmp_path):
         assert events.wait(lambda e: isinstance(e, ev.StateChanged) and e.state.value == "listening"
                            and e.at >= status.at, 5) is not None
         assert session.assistant.history == []
+
+
+def test_speech_right_after_a_turn_ended_and_before_its_reply_plays_takes_the_turn_back(room, model_path, tmp_path):
+    """A pause after words that look finished ends the turn (here after 0.1 s), the reply is begun, and the user
+    goes on before it plays: they were not done. The turn is taken back (`TurnReopened`), its reply
+    is neither heard out nor kept in the history, and the utterance comes back as one turn with the words
+    after the pause. (By hand, "Write the numbers 1, 2, 3, and so on, up to 500.": the comma after "2" ended a
+    turn, and "3, and so on, up to 500." cut its reply off and was answered on its own.)"""
+    engine = default_engine(model_path)
+    chat = engine.chat
+
+    def slow_chat(messages, sampling=SamplingParams(), *, stop=None):  # as a larger model: no audio for 1.5 s
+        time.sleep(1.5)
+        yield from chat(messages, sampling, stop=stop)
+
+    engine.chat = slow_chat
+    cfg = Config().with_values({"voice.mode": "full", "sampling.temperature": 0.0, "sampling.max_tokens": 60,
+                                "voice.turn_pause": 0.1, "voice.turn_wait": 1.5})
+    with voice_session(cfg, engine) as (session, events):
+        pause = np.zeros(SAMPLE_RATE * 9 // 10, dtype=np.float32)  # ends the turn; within voice.turn_wait
+        speech = np.concatenate([speak("What color is the sky on a clear day?"), pause, speak("And at night?")])
+        play_into("vsink", speech, tmp_path / "user.wav")
+        reopened = events.wait(lambda e: isinstance(e, ev.TurnReopened), 60)
+        assert reopened is not None, f"the turn was not taken back: {events.summary()}"
+        turn = events.wait(lambda e: isinstance(e, ev.UserTurn) and e.turn > reopened.turn, 60)
+        assert turn is not None, f"the utterance did not come back as a turn: {events.summary()}"
+        errors, words = word_errors("What color is the sky on a clear day? And at night?", turn.text)
+        assert errors / words <= 0.4 and len(turn.text.split()) > len(reopened.text.split()), (reopened, turn)
+        done = events.wait(lambda e: isinstance(e, ev.Spoken) and e.turn == turn.turn, 90)
+        assert done is not None, f"the whole turn was not answered: {events.summary()}"
+        assert events.wait(lambda e: isinstance(e, ev.StateChanged) and e.state is ev.VoiceState.LISTENING
+                           and events.items.index(e) > events.items.index(done), 90), "the reply was not heard out"
+        assert not events.of(ev.Interrupted)
+        assert [m["content"] for m in session.assistant.history if m["role"] == "user"] == [turn.text]

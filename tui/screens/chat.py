@@ -307,6 +307,19 @@ class ChatScreen(Screen[None]):
         self.messages.append(stored)
         return stored
 
+    async def take_back_from(self, message_id: int) -> None:
+        """Forget a message and all after it, stored and shown: a spoken turn that the user went on with."""
+        index = next((i for i, message in enumerate(self.messages) if message.id == message_id), None)
+        if self.conversation is None or index is None:
+            return
+        try:
+            self.edge_app.history.delete_messages_from(self.conversation.id, message_id)
+        except EdgeAIError as exc:
+            self.notify(str(exc), title="History", severity="error")
+            return
+        self.messages = self.messages[:index]
+        await self._remove_views_from(message_id)
+
     def store_assistant_message(self, text: str, metrics: dict[str, Any]) -> StoredMessage | None:
         """Store a reply that did not come through `start_reply` (a spoken one)."""
         if self.conversation is None:
