@@ -186,12 +186,7 @@ class EchoGuard:
         before the newest, the fitted echo taken out (nothing taken out before any fit)."""
         end = self._window - (self._unjudged - span)
         mic = self._mic[end - span:end].astype(np.float64)
-        residual = mic
-        if self._filter is not None:
-            best, taps = self._filter
-            start = end - span + best - TAPS
-            shifted = np.lib.stride_tricks.sliding_window_view(self._ref[start: start + span + 2 * TAPS], span)
-            residual = mic - np.einsum("i,it->t", taps, shifted.astype(np.float64))
+        residual = mic if self._filter is None else mic - self._fitted_echo(self._filter, end, span)
         return list(zip(np.mean(np.square(residual).reshape(-1, PIECE), axis=1).tolist(),
                         np.mean(np.square(mic).reshape(-1, PIECE), axis=1).tolist()))
 
@@ -237,22 +232,26 @@ class EchoGuard:
         alone (none was judged for a while: only speech holds the reply after two false starts by sound) may
         have the loop's delay of then, which drifts: the fit of the moment is kept instead."""
         recent = self._echo_filter is not None and self._echo_filter_age <= ECHO_FIT_FRESH
-        self._held_filter = self._echo_filter if recent else self._filter
         if self._echo_alone < HELD_ECHO_SHARE:
             self._held_filter = None  # a reverberant room: the microphone as it is
+        else:
+            self._held_filter = self._echo_filter if recent else self._filter
 
     def without_held_echo(self, raw: np.ndarray, behind: int) -> np.ndarray:
         """`raw`, microphone samples ending `behind` samples before the newest pushed, less the echo the fit kept
         by `hold_fit` predicts from what the speaker played (its direct sound: a room's tail stays)."""
-        if self._held_filter is None:
-            return raw
-        best, taps = self._held_filter
         end = self._window - behind
-        start = end - raw.size + best - TAPS
-        if end < raw.size or start < 0:
-            return raw  # (not within the window kept)
-        shifted = np.lib.stride_tricks.sliding_window_view(self._ref[start: start + raw.size + 2 * TAPS], raw.size)
-        return (raw - np.einsum("i,it->t", taps, shifted.astype(np.float64))).astype(np.float32)
+        if self._held_filter is None or end < raw.size or end - raw.size + self._held_filter[0] < TAPS:
+            return raw  # (no fit kept, or the samples are not within the window kept)
+        return (raw - self._fitted_echo(self._held_filter, end, raw.size)).astype(np.float32)
+
+    def _fitted_echo(self, fit: tuple[int, np.ndarray], end: int, span: int) -> np.ndarray:
+        """The echo `fit` (best delay, taps) predicts from what the speaker played, over the `span` microphone
+        samples that end at window index `end`."""
+        best, taps = fit
+        start = end - span + best - TAPS
+        shifted = np.lib.stride_tricks.sliding_window_view(self._ref[start: start + span + 2 * TAPS], span)
+        return np.einsum("i,it->t", taps, shifted.astype(np.float64))
 
     def _tail(self) -> float:
         """The mean square over the window of the reverberant tail of what the speaker played before each of its
