@@ -85,8 +85,10 @@ RATE = 16_000
 REC_RATE = 48_000
 ON = 0.01  # amplitude above which a recorded sample is sound
 # a barge-in is played this long after the reply's first audio: the default model's replies to the
-# stories are often one short sentence, and a later cut-in (0.6 s before) found some already over
-CUT_IN_AFTER = 0.3
+# stories are often one short sentence, and a later cut-in (0.6 s before) found some already over; at 0.3 s the
+# cut-in was held 0.36-0.49 s into the reply's sound, at the edge of what the assistant takes for the user's
+# turn going on rather than an answer to the reply (runtime.audio.assistant.REACTION, 0.35 s)
+CUT_IN_AFTER = 0.5
 USER_SLACK = 1.0  # seconds around the user's recorded speech in which an interruption is the user's
 LOCATE_WITHIN = 1.5  # seconds after paplay is started within which its clip reaches the room
 ANSWER_WITHIN = 10.0  # seconds after a question within which a reply's first sound counts as its answer

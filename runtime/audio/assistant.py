@@ -19,10 +19,16 @@ first chunk spoken.
 Barge-in (the user speaks while the assistant thinks or speaks): playback is held at the first
 frames of speech and resumed if they die out (a cough, a click); once the speech is confirmed the
 reply's job is cancelled, the speech queue and the player are emptied, and the history keeps what
-the listener heard: the chunks that finished playing and the played part of the cut one. Speech that
-comes within `voice.turn_wait` of a committed turn's end, before its reply began to play, is that turn going
-on (its end was a pause for breath): the turn is taken back (`TurnReopened`) and the utterance continues. An
-utterance that only asks to stop ("Wait, stop please.", `StopPhrases`) is not answered, cutting in or not.
+the listener heard: the chunks that finished playing and the played part of the cut one. An utterance that
+only asks to stop ("Wait, stop please.", `StopPhrases`) is not answered, cutting in or not.
+
+A turn that goes on: speech within `voice.turn_wait` of a committed turn's end, starting before the user can
+have heard its reply (before it plays, or within `REACTION` of its first sound), is that turn going on: its end
+was a pause for breath or a comma ("Write the numbers 1, 2." ended a turn by hand, and "3, and so on, up to
+500." was cut in as a second one). The reply is silenced as at any barge-in and the utterance continues, but
+what it was is decided by what was said: at the commit, the turn is taken back (`TurnReopened`) and the whole
+utterance answered, unless the words after the pause only ask to stop ("Tell me a story. Stop."), in which case
+the turn stands with what was heard of its reply (`Interrupted`) and the stop is not answered.
 
 A user who turns to the keyboard (`cut_off`) stops the reply as a barge-in does; an utterance not yet
 answered is dropped. A user interface that replaces the conversation (a new one, another one opened)
@@ -66,7 +72,7 @@ from runtime.audio.events import (
     VoiceState,
 )
 from runtime.audio.hearing import FalseStart, HearEvent, Silence, SpeechFrame, SpeechOnset
-from runtime.audio.stop_request import StopPhrases
+from runtime.audio.stop_request import StopPhrases, said_after
 from runtime.audio.turn import TurnPolicy
 from runtime.audio.vad import SAMPLE_RATE, SpeechStarted
 from runtime.llm.events import DoneEvent, SamplingParams, TokenEvent
@@ -77,6 +83,10 @@ log = logging.getLogger(__name__)
 PARTIAL_EVERY = 0.5  # seconds of new speech between partial transcripts (a decode costs ~0.4 s on 2 AVX2 cores)
 # words at the start of a cut-in's transcript not counted against a request to stop: heard under the echo
 UNSURE_LEAD_WORDS = 3
+# seconds from a reply's first sound to the hold on the user's speech within which the user cannot have been
+# answering it: a person starts to speak 0.2-0.3 s after a sound at the quickest, and the hold comes 0.05-0.1 s
+# after their voice reaches the microphone. Speech held sooner began as their turn's words, not a cut-in.
+REACTION = 0.35
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,17 @@ class TurnOptions:
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_tokens=120))
     reply: bool = True  # False: transcribe turns only (`edge-ai listen`), no model, no speech
     stop: StopPhrases = field(default_factory=lambda: StopPhrases(()))  # what only asks to stop: not answered
+
+
+@dataclass(frozen=True)
+class _WentOnFrom:
+    """A committed turn the user went on from: what it was is settled at the next commit (taken back, or its
+    reply cut off if the words after it only ask to stop)."""
+
+    number: int
+    transcript: str
+    heard: str  # what the listener heard of its reply
+    over_speech: bool  # the words after it began over its reply's sound
 
 
 @dataclass
@@ -103,6 +124,7 @@ class _Turn:
     silence_needed: float = 0.0  # the pause that ends this turn, decided from its transcript
     committed: bool = False
     asks_to_stop: bool = False  # its transcript only asks the assistant to stop: no reply
+    went_on_from: _WentOnFrom | None = None  # the committed turn this utterance goes on from, until settled
     job: Job | None = None
     reply: str = ""  # generated so far
     first_token_at: float = 0.0
@@ -141,6 +163,7 @@ class VoiceAssistant:
         self._warm_job: Job | None = None  # the conversation's prefill while nobody speaks
         # an utterance cut off while said: its words after a pause are not a new turn, until a turn's end
         self._dropping_utterance = False
+        self._onset_at = 0.0  # monotonic time of the last hold on speech over the assistant (the audio worker's)
         self._turn_numbers = itertools.count(1)  # next() is atomic: the controller and start_over draw from it
         self._chunker = None
         self._since_partial = 0.0
@@ -202,9 +225,10 @@ class VoiceAssistant:
         elif turn.committed:
             done.set_result((turn.number, self._interrupt()))
         else:
+            interrupted = self._keep_went_on_from(turn)
             self._drop_turn()
             self._dropping_utterance = True
-            done.set_result((turn.number, None))
+            done.set_result((turn.number, interrupted))
 
     def follow(self, history: Sequence[dict[str, str]]) -> None:
         """The conversation went on outside the voice turns (a typed question and its answer): later replies
@@ -257,6 +281,7 @@ class VoiceAssistant:
         controller thread: the hold is what makes a barge-in audible at once."""
         if isinstance(event, SpeechOnset):
             self.player.pause()
+            self._onset_at = time.monotonic()
         elif isinstance(event, FalseStart):
             self.player.resume()
         else:
@@ -312,7 +337,9 @@ class VoiceAssistant:
             if turn is not None:
                 dropped = self._silence_turn(turn)
                 if self._goes_on(turn, event):
-                    self._reopen(turn)
+                    turn.went_on_from = _WentOnFrom(turn.number, turn.transcript or "", self._heard(turn, dropped),
+                                                    over_speech=bool(turn.first_audio_at))
+                    turn.committed = False
                 else:
                     self._end_interrupted(turn, self._heard(turn, dropped))
         else:
@@ -368,14 +395,16 @@ class VoiceAssistant:
         turn.finishing = False
         text = text.strip()
         if not text:  # a cough, a noise: nothing to answer
+            self._keep_went_on_from(turn)
             self._turn = None
             self._set_state(VoiceState.LISTENING)
             return
         turn.transcript, turn.transcript_at = text, at
         audio = np.concatenate(turn.audio) if self.options.policy.model is not None else None
         turn.silence_needed = self.options.policy.silence_needed(text, audio)  # once: a turn model costs ms
-        unsure = UNSURE_LEAD_WORDS if turn.over_speech else 0
-        turn.asks_to_stop = self.options.reply and self.options.stop.asked_by(text, unsure_lead=unsure)
+        said, over_speech = self._new_words(turn)
+        unsure = UNSURE_LEAD_WORDS if over_speech else 0
+        turn.asks_to_stop = self.options.reply and self.options.stop.asked_by(said, unsure_lead=unsure)
         if self.options.reply and not turn.asks_to_stop:
             self._start_reply(turn)
 
@@ -407,13 +436,26 @@ class VoiceAssistant:
         turn.transcript_at = turn.first_token_at = 0.0  # else the turn's latencies are timed from the stale reply
         turn.number = next(self._turn_numbers)  # late results of the stale speculation carry the old number
 
+    def _new_words(self, turn: _Turn) -> tuple[str, bool]:
+        """What the turn's transcript adds (to the turn it went on from, if any), and whether it began over the
+        assistant's voice."""
+        went_on_from = turn.went_on_from
+        if went_on_from is None:
+            return turn.transcript or "", turn.over_speech
+        return said_after(went_on_from.transcript, turn.transcript or ""), went_on_from.over_speech
+
     def _commit(self, turn: _Turn) -> None:
         turn.committed = True
         if turn.asks_to_stop:  # the reply it cut off is silenced already; the history is left as it is
-            self._emit(StopAsked(turn.number, turn.transcript or ""))
+            said = self._new_words(turn)[0]
+            self._keep_went_on_from(turn)  # went on only to say stop: that turn stands, its reply cut off
+            self._emit(StopAsked(turn.number, said))
             self._turn = None
             self._set_state(VoiceState.LISTENING)
             return
+        went_on_from, turn.went_on_from = turn.went_on_from, None
+        if went_on_from is not None:
+            self._emit(TurnReopened(went_on_from.number, went_on_from.transcript))
         self._emit(UserTurn(turn.number, turn.transcript or ""))
         if turn.reply:  # generated while the turn was open: shown from now on
             self._emit(ReplyText(turn.number, turn.reply))
@@ -528,20 +570,17 @@ class VoiceAssistant:
         return heard
 
     def _goes_on(self, turn: _Turn, event: SpeechStarted) -> bool:
-        """The user speaks again after a pause that could be one inside a turn (`voice.turn_wait`), before the
-        reply began to play (held at their first sound, it never started): the end of the turn was a pause for
-        breath, or a comma ("Write the numbers 1, 2." ended a turn after 0.35 s by hand, and "3, and so on, up to
-        500." was a second one). Speech once the reply plays is cutting in, even a moment later ("Stop!")."""
-        if not turn.committed or turn.first_audio_at or turn.speech_end is None:
+        """The user speaks again after a pause that could be one inside a turn (`voice.turn_wait`), before they
+        can have heard the reply: before it plays (held at their first sound, it never starts) or too soon after
+        its first sound to be answering it (`REACTION`). Speech later on is cutting in."""
+        if not turn.committed or turn.speech_end is None:
             return False
         # the pause counted to the start of the pre-roll: a little longer than it was
         pause = time.monotonic() - event.audio.size / SAMPLE_RATE - turn.speech_end
-        return pause <= self.options.policy.wait
-
-    def _reopen(self, turn: _Turn) -> None:
-        """Take the committed turn back, its reply silenced and kept out of the history: the utterance goes on."""
-        self._emit(TurnReopened(turn.number, turn.transcript or ""))
-        turn.committed = False
+        into_reply = self._onset_at - turn.first_audio_at if turn.first_audio_at else None
+        log.debug("speech %.2f s after turn %d ended, held %s s into its reply's sound", pause, turn.number,
+                  "-" if into_reply is None else f"{into_reply:.2f}")
+        return pause <= self.options.policy.wait and (into_reply is None or into_reply <= REACTION)
 
     def _interrupt(self) -> Interrupted | None:
         turn = self._turn
@@ -551,12 +590,23 @@ class VoiceAssistant:
 
     def _end_interrupted(self, turn: _Turn, heard: str) -> Interrupted:
         """The turn's reply was cut off (silenced already): the history keeps what the listener heard of it."""
-        self.history += [{"role": "user", "content": turn.transcript or ""},
-                         {"role": "assistant", "content": heard}]
-        interrupted = Interrupted(turn.number, heard)
-        self._emit(interrupted)
+        interrupted = self._keep_cut_reply(turn.number, turn.transcript or "", heard)
         self._turn = None
         self._set_state(VoiceState.LISTENING)
+        return interrupted
+
+    def _keep_went_on_from(self, turn: _Turn) -> Interrupted | None:
+        """The utterance that went on from a committed turn ends as no part of it (it only asked to stop, was
+        dropped, or was a noise): that turn stands, and its reply was cut off where the utterance began."""
+        went_on_from, turn.went_on_from = turn.went_on_from, None
+        if went_on_from is None:
+            return None
+        return self._keep_cut_reply(went_on_from.number, went_on_from.transcript, went_on_from.heard)
+
+    def _keep_cut_reply(self, number: int, transcript: str, heard: str) -> Interrupted:
+        self.history += [{"role": "user", "content": transcript}, {"role": "assistant", "content": heard}]
+        interrupted = Interrupted(number, heard)
+        self._emit(interrupted)
         return interrupted
 
     # -- workers ----------------------------------------------------------------------------------

@@ -97,9 +97,10 @@ class Interrupted:
 
 @dataclass(frozen=True)
 class TurnReopened:
-    """The user spoke again within a pause of turn `turn`'s end, before its reply began to play: they were not
-    done. That turn (shown as `text`) and its reply are taken back, the history keeps neither, and the utterance
-    goes on: it comes back as one `UserTurn` with the words before and after the pause."""
+    """The user had spoken again within a pause of turn `turn`'s end, before they could hear its reply: they were
+    not done. That turn (shown as `text`) and its reply are taken back, the history keeps neither; the next event
+    is the `UserTurn` of the whole utterance, the words before and after the pause. (If the words after it only
+    asked to stop, the turn stands instead: an `Interrupted` for it, then the `StopAsked`.)"""
 
     turn: int
     text: str

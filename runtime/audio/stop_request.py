@@ -25,6 +25,23 @@ def words_of(text: str) -> tuple[str, ...]:
     return tuple(WORD.findall(text.lower().replace("’", "'")))
 
 
+def said_after(before: str, whole: str) -> str:
+    """What `whole` says after `before`, as written in `whole`: the words a user went on to say after a turn
+    that was transcribed as `before` ("Tell me a story.", "Tell me a story. Stop, please." -> "Stop, please.").
+    Whisper transcribes the audio of both again and may write the first part a little differently ("2." becomes
+    "2,", a word more or less), so `before` ends where the start of `whole` is fewest word edits from it (the
+    earliest such place: an unsure split leaves more words after it, which then read as more than a stop)."""
+    tokens = whole.split()
+    keys = ["".join(words_of(token)) for token in tokens]
+    row = list(range(len(keys) + 1))  # edits from the words of `before` so far to each start of `whole`
+    for word in ("".join(words_of(token)) for token in before.split()):
+        previous, row = row, [row[0] + 1]
+        for j, key in enumerate(keys, 1):
+            row.append(min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (key != word)))
+    end = row.index(min(row))
+    return " ".join(tokens[end:])
+
+
 class StopPhrases:
     def __init__(self, phrases: Iterable[str], fillers: Iterable[str] = ()) -> None:
         self.phrases = frozenset(w for w in map(words_of, phrases) if w)

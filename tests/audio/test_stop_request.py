@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge_ai.config import Config
-from runtime.audio.stop_request import StopPhrases
+from runtime.audio.stop_request import StopPhrases, said_after
 
 DEFAULTS = StopPhrases(Config().voice.stop_phrases, Config().voice.stop_fillers)
 
@@ -79,3 +79,18 @@ def test_the_settings_take_lists_of_phrases():
 def test_a_cut_in_s_first_words_heard_under_the_echo_may_be_passed_over(text, expected):
     assert not DEFAULTS.asked_by(text)
     assert DEFAULTS.asked_by(text, unsure_lead=3) is expected
+
+
+@pytest.mark.parametrize(("before", "whole", "after"), [
+    ("Tell me a story.", "Tell me a story. Stop, please.", "Stop, please."),
+    ("Write the numbers 1, 2.", "Write the numbers 1, 2, 3, and so on, up to 500.", "3, and so on, up to 500."),
+    # Whisper writes the first part again a little differently: a word changed, added or left out
+    ("What color is the sky on a clear day?", "What colour is the sky on a clear day? And at night?",
+     "And at night?"),
+    ("Tell me a long story.", "Tell me a very long story. Stop.", "Stop."),
+    ("Tell me a story please.", "Tell me a story. Stop please.", "Stop please."),  # unsure: more words after
+    ("Tell me a story.", "Tell me a story.", ""),  # a noise after the pause: nothing new
+    ("", "Stop.", "Stop."),
+])
+def test_what_a_turn_that_went_on_added_is_found_in_its_new_transcript(before, whole, after):
+    assert said_after(before, whole) == after

@@ -269,35 +269,80 @@ def test_an_empty_reply_is_said_and_left_out_of_the_history(room, tmp_path):
         assert session.assistant.history == []
 
 
+def slow_engine(model_path: Path, seconds: float):
+    """The default model made slow to its first token, as a larger one is: no reply audio for `seconds`."""
+    engine = default_engine(model_path)
+    chat = engine.chat
+
+    def slow_chat(messages, sampling=SamplingParams(), *, stop=None):
+        time.sleep(seconds)
+        yield from chat(messages, sampling, stop=stop)
+
+    engine.chat = slow_chat
+    return engine
+
+
+GOING_ON = {"voice.mode": "full", "sampling.temperature": 0.0, "sampling.max_tokens": 60,
+            "voice.turn_pause": 0.1, "voice.turn_wait": 1.5}  # a turn ends at a pause of 0.1 s after a question
+
+
+def assert_went_on_as_one_turn(session, events: Events, said: str) -> None:
+    """The turn the user went on from was taken back and the whole utterance answered and heard out, alone in
+    the history."""
+    reopened = events.wait(lambda e: isinstance(e, ev.TurnReopened), 60)
+    assert reopened is not None, f"the turn was not taken back: {events.summary()}"
+    turn = events.wait(lambda e: isinstance(e, ev.UserTurn) and e.turn > reopened.turn, 60)
+    assert turn is not None, f"the utterance did not come back as a turn: {events.summary()}"
+    assert events.items.index(reopened) == events.items.index(turn) - 1, events.summary()
+    errors, words = word_errors(said, turn.text)
+    assert errors / words <= 0.4 and len(turn.text.split()) > len(reopened.text.split()), (reopened, turn)
+    done = events.wait(lambda e: isinstance(e, ev.Spoken) and e.turn == turn.turn, 90)
+    assert done is not None, f"the whole turn was not answered: {events.summary()}"
+    assert events.wait(lambda e: isinstance(e, ev.StateChanged) and e.state is ev.VoiceState.LISTENING
+                       and events.items.index(e) > events.items.index(done), 90), "the reply was not heard out"
+    assert not events.of(ev.Interrupted)
+    assert [m["content"] for m in session.assistant.history if m["role"] == "user"] == [turn.text]
+
+
 def test_speech_right_after_a_turn_ended_and_before_its_reply_plays_takes_the_turn_back(room, model_path, tmp_path):
     """A pause after words that look finished ends the turn (here after 0.1 s), the reply is begun, and the user
     goes on before it plays: they were not done. The turn is taken back (`TurnReopened`), its reply
     is neither heard out nor kept in the history, and the utterance comes back as one turn with the words
     after the pause. (By hand, "Write the numbers 1, 2, 3, and so on, up to 500.": the comma after "2" ended a
     turn, and "3, and so on, up to 500." cut its reply off and was answered on its own.)"""
-    engine = default_engine(model_path)
-    chat = engine.chat
-
-    def slow_chat(messages, sampling=SamplingParams(), *, stop=None):  # as a larger model: no audio for 1.5 s
-        time.sleep(1.5)
-        yield from chat(messages, sampling, stop=stop)
-
-    engine.chat = slow_chat
-    cfg = Config().with_values({"voice.mode": "full", "sampling.temperature": 0.0, "sampling.max_tokens": 60,
-                                "voice.turn_pause": 0.1, "voice.turn_wait": 1.5})
-    with voice_session(cfg, engine) as (session, events):
+    with voice_session(Config().with_values(GOING_ON), slow_engine(model_path, 1.5)) as (session, events):
         pause = np.zeros(SAMPLE_RATE * 9 // 10, dtype=np.float32)  # ends the turn; within voice.turn_wait
         speech = np.concatenate([speak("What color is the sky on a clear day?"), pause, speak("And at night?")])
         play_into("vsink", speech, tmp_path / "user.wav")
-        reopened = events.wait(lambda e: isinstance(e, ev.TurnReopened), 60)
-        assert reopened is not None, f"the turn was not taken back: {events.summary()}"
-        turn = events.wait(lambda e: isinstance(e, ev.UserTurn) and e.turn > reopened.turn, 60)
-        assert turn is not None, f"the utterance did not come back as a turn: {events.summary()}"
-        errors, words = word_errors("What color is the sky on a clear day? And at night?", turn.text)
-        assert errors / words <= 0.4 and len(turn.text.split()) > len(reopened.text.split()), (reopened, turn)
-        done = events.wait(lambda e: isinstance(e, ev.Spoken) and e.turn == turn.turn, 90)
-        assert done is not None, f"the whole turn was not answered: {events.summary()}"
-        assert events.wait(lambda e: isinstance(e, ev.StateChanged) and e.state is ev.VoiceState.LISTENING
-                           and events.items.index(e) > events.items.index(done), 90), "the reply was not heard out"
-        assert not events.of(ev.Interrupted)
-        assert [m["content"] for m in session.assistant.history if m["role"] == "user"] == [turn.text]
+        assert_went_on_as_one_turn(session, events, "What color is the sky on a clear day? And at night?")
+
+
+def test_speech_begun_before_the_user_can_have_heard_the_reply_is_the_turn_going_on(room, model_path, tmp_path):
+    """The reply's first sound has played, but the user goes on at once, too soon to be answering it (within
+    `REACTION`): their turn going on, as above, not a cut-in (by hand, the numbers' request was split this way
+    once in three, its reply begun 0.68 s after "2,")."""
+    with voice_session(Config().with_values(GOING_ON), default_engine(model_path)) as (session, events):
+        say_into_room("What color is the sky on a clear day?", tmp_path)
+        assert events.wait(lambda e: isinstance(e, ev.TurnLatency), 60), events.summary()
+        say_into_room("And at night?", tmp_path)  # as soon as the reply is heard
+        assert_went_on_as_one_turn(session, events, "What color is the sky on a clear day? And at night?")
+
+
+def test_a_request_and_a_stop_said_in_a_row_is_a_stop(room, model_path, tmp_path):
+    """The words after a turn's end only ask to stop, before its reply plays: the turn stands, with nothing of its
+    reply heard (`Interrupted`), and the stop is not answered. (Before, the two were taken as one turn and the
+    request answered.)"""
+    with voice_session(Config().with_values(GOING_ON), slow_engine(model_path, 1.5)) as (session, events):
+        pause = np.zeros(SAMPLE_RATE * 9 // 10, dtype=np.float32)
+        request = "Tell me a long story about a dragon."
+        play_into("vsink", np.concatenate([speak(request), pause, speak("Stop, please.")]), tmp_path / "user.wav")
+        stop = events.wait(lambda e: isinstance(e, (ev.StopAsked, ev.TurnReopened)), 60)
+        assert isinstance(stop, ev.StopAsked), f"the stop was not heard as one: {events.summary()}"
+        assert session.assistant.options.stop.asked_by(stop.text), stop  # the words after the pause alone
+        first = events.of(ev.UserTurn)[0]
+        assert [(e.turn, e.heard) for e in events.of(ev.Interrupted)] == [(first.turn, "")], events.summary()
+        time.sleep(2)  # time enough for a reply to start, were one started
+        assert not events.of(ev.Spoken) and not [e for e in events.of(ev.ReplyText) if e.turn > first.turn]
+        assert session.assistant.history == [{"role": "user", "content": first.text},
+                                             {"role": "assistant", "content": ""}]
+        assert word_errors(request, first.text)[0] <= 2, first
