@@ -11,8 +11,10 @@ assistant does; the user is an espeak-ng phrase mixed in at `--levels` dB relati
   after 0.5 s; missed: never started; false_starts before the start; played_s: p50 / max seconds of the
   reply played after the onset (the assistant talking over the user);
 - wer: Whisper's word errors on what the pipeline would transcribe for the cut-in (the speech it hands on
-  from the first start near the onset, as the assistant does), against the phrases said; and with the echo
-  still on its way at the hold left in (`as_heard`: `EchoGuard.without_held_echo` not applied);
+  from the first start near the onset, as the assistant does), against the phrases said; with the echo
+  still on its way at the hold left in (`as_heard`: `EchoGuard.without_held_echo` not applied); and on the
+  phrases alone at the level they reach the microphone (`clean`: what Whisper does without the assistant's
+  voice; it hears some espeak phrases differently at another level);
 - holds_alone: holds and starts on the reply with no one cutting in (target 0).
 
 Unlike the live loop (bench_voice) it is repeatable, and the loop's delay can be set (`--delay`): a busy
@@ -70,6 +72,7 @@ class ClosedLoop:
         self.events: list[tuple[float, str]] = []  # (stream seconds, event name)
         self.heard: list[np.ndarray] = []  # the speech handed on from the first start near `cut_in_at`
         self.played_after = 0  # samples of the reply played from `cut_in_at` on
+        self.user = np.zeros(0, dtype=np.float32)  # the user's phrase as it reached the microphone
         self._position, self._held, self._stopped, self._now = 0, False, False, 0.0
         self.hearing = Hearing("full", self._on_hear, assistant_speaking=self._speaking)
         if not subtract_held_echo:
@@ -119,6 +122,7 @@ def cut_in(reply: np.ndarray, path: np.ndarray, phrase: np.ndarray, at: float, l
     user[onset:] = gain * phrase
     loop = ClosedLoop(reply, path, at, subtract_held_echo)
     loop.run(user, at + phrase.size / RATE + 1.2)
+    loop.user = (gain * phrase).astype(np.float32)
     return loop
 
 
@@ -141,10 +145,15 @@ def timing(loops: list[ClosedLoop]) -> dict[str, object]:
             "played_s": [p50(played), round(max(played), 3)]}
 
 
-def wer(loops: list[ClosedLoop], said: list[str], transcribe: Callable[[np.ndarray], str]) -> float:
+def wer(loops: list[ClosedLoop], said: list[str], transcribe: Callable[[np.ndarray], str],
+        clean: bool = False) -> float:
+    """Word errors on what each loop handed on, or (`clean`) on the user's phrase alone as it reached the
+    microphone."""
     errors = words = 0
     for loop, text in zip(loops, said):
         heard = np.concatenate(loop.heard) if loop.heard else np.zeros(0, dtype=np.float32)
+        if clean:
+            heard = loop.user
         wrong, count = word_errors(text, transcribe(heard) if heard.size else "")
         errors, words = errors + wrong, words + count
     return round(errors / max(words, 1), 3)
@@ -186,6 +195,7 @@ def main() -> None:
                             for i, at in enumerate(places)]
                 figures["wer"] = wer(loops, said, transcribe)
                 figures["wer_as_heard"] = wer(as_heard, said, transcribe)
+                figures["wer_clean"] = wer(loops, said, transcribe, clean=True)
             room[f"{level:+g}dB"] = figures
         result["rooms"][f"{rt60:g}/{drr:g}"] = room
         print(json.dumps({f"{rt60:g}/{drr:g}": room}), file=sys.stderr, flush=True)

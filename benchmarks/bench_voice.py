@@ -39,7 +39,10 @@ then "lasted" as long as the user spoke).
   0.8 of its level moves its WER by ~1 point (both are printed), and silence before it (0.1-1.0 s) by
   up to 4 points with no trend (2026-12-05, beam 5: 10.6-15.3% against 14.3% without), so a gap within
   that is noise. Apart: the WER of the cut-ins (said over the assistant, where AEC3's double-talk suppression
-  can take their first word) vs Whisper on the same clips, with what the pipeline heard; and the cut-ins
+  can take their first word) vs Whisper on the same clips, on the audio the pipeline decoded for each
+  (`direct_on_heard`) and on the clip at that audio's level (`direct_at_heard_level`: the room hands a cut-in
+  on at about half its level, and a phrase Whisper gets right at one level it may not at another), with what
+  the pipeline heard; and the cut-ins
   that only ask to stop ("Wait, stop please.", voice.stop_phrases): how many of them were left unanswered
   (`stop_requests`: a misheard one is answered), and whether any other cut-in was taken for one;
 - idle listening CPU (% of one core, target < 5) in three rooms: digital silence, a quiet microphone's hiss
@@ -368,12 +371,22 @@ def stt_errors(heard: list[tuple[str, str, str, np.ndarray]], direct: object, pi
             "sentences": len(heard), "words": words, "pipeline_worse_on": worse}
 
 
-def stop_requests(cut_ins: list[tuple[str, str, bool]], stop: StopPhrases) -> dict[str, int]:
+def at_level_of(clip: np.ndarray, heard: np.ndarray) -> np.ndarray:
+    """`clip` scaled to the level `heard` has it at (their loudest 0.1%): Whisper base hears an espeak phrase
+    differently at another level ("Stop, that is enough." clean: "Stop. That's it."; at 0.5-0.7 of it, as
+    the room hands it on: "Stop, let's do it herf."), which is not the pipeline's doing."""
+    if not heard.size:
+        return clip
+    return (clip * np.percentile(np.abs(heard), 99.9) / max(np.percentile(np.abs(clip), 99.9), 1e-6)).astype(
+        np.float32)
+
+
+def stop_requests(cut_ins: list[tuple[str, str, bool, np.ndarray]], stop: StopPhrases) -> dict[str, int]:
     """Of the cut-ins that only asked to stop, how many went unanswered (the rest were misheard); and the
     other cut-ins taken for a stop (target 0: a question left unanswered)."""
-    asked = [unanswered for said, _, unanswered in cut_ins if stop.asked_by(said)]
+    asked = [unanswered for said, _, unanswered, _ in cut_ins if stop.asked_by(said)]
     return {"said": len(asked), "unanswered": sum(asked),
-            "others_unanswered": sum(unanswered for said, _, unanswered in cut_ins if not stop.asked_by(said))}
+            "others_unanswered": sum(unanswered for said, _, unanswered, _ in cut_ins if not stop.asked_by(said))}
 
 
 def main() -> None:
@@ -464,7 +477,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         idle_cpu = {room: idle_cpu_percent(process, args.idle, noise_db, tmp) for room, noise_db in IDLE_ROOMS.items()}
 
         questions_heard: list[tuple[str, str, str, np.ndarray]] = []  # (question, voice, transcript, audio decoded)
-        cut_ins: list[tuple[str, str, bool]] = []  # (what the user said cutting in, what the pipeline heard, unanswered)
+        # (what the user said cutting in, what the pipeline heard, unanswered, the audio it decoded for it)
+        cut_ins: list[tuple[str, str, bool, np.ndarray]] = []
         voices = ("en-us", "en-gb", "en-us+f3")
         for i in range(args.turns + args.barge_ins):
             barge = i >= args.turns
@@ -482,7 +496,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 cut_in = len(events)
                 say(speak(words), f"b{i}.wav")
                 cut_turn = wait_for((ev.UserTurn, ev.StopAsked), cut_in, 10)
-                cut_ins.append((words, cut_turn.text if cut_turn is not None else "", isinstance(cut_turn, ev.StopAsked)))
+                cut_audio = heard_audio[-1] if cut_turn is not None and heard_audio else np.zeros(0, np.float32)
+                cut_ins.append((words, cut_turn.text if cut_turn is not None else "", isinstance(cut_turn, ev.StopAsked),
+                                cut_audio))
                 if not isinstance(cut_turn, ev.StopAsked):
                     wait_listening(cut_in, 30)  # the reply to the cut-in is heard out, not measured
                 time.sleep(0.8)
@@ -561,10 +577,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     pipeline_stt = session.assistant.transcriber.stt  # the pipeline's own model and decode options
 
     # the cut-ins: spoken over the assistant, where AEC3's double-talk suppression may take the first word
-    cut_in_errors = {"pipeline": 0, "direct": 0}
+    cut_in_errors = {"pipeline": 0, "direct": 0, "direct_on_heard": 0, "direct_at_heard_level": 0}
     cut_in_words = 0
-    for spoken, heard_text, _ in cut_ins:
-        cut_in_errors["direct"] += word_errors(spoken, direct.transcribe(speak(spoken)).text)[0]
+    for spoken, heard_text, _, audio in cut_ins:
+        clip = speak(spoken)
+        cut_in_errors["direct"] += word_errors(spoken, direct.transcribe(clip).text)[0]
+        cut_in_errors["direct_on_heard"] += word_errors(
+            spoken, pipeline_stt.transcribe(audio).text if audio.size else "")[0]
+        cut_in_errors["direct_at_heard_level"] += word_errors(spoken, direct.transcribe(at_level_of(clip, audio)).text)[0]
         errors_here, n = word_errors(spoken, heard_text)
         cut_in_errors["pipeline"] += errors_here
         cut_in_words += n
@@ -591,7 +611,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "wer": {**stt_errors(sentences_heard, direct, pipeline_stt),
                 "questions": stt_errors(questions_heard, direct, pipeline_stt),
                 "cut_ins": {**{name: round(count / max(cut_in_words, 1), 4) for name, count in cut_in_errors.items()},
-                            "heard": [text for _, text, _ in cut_ins]}},
+                            "heard": [text for _, text, _, _ in cut_ins]}},
         "stop_requests": stop_requests(cut_ins, session.assistant.options.stop),
         "idle_cpu_percent_of_one_core": {**{room: round(cpu, 2) for room, cpu in idle_cpu.items()}, "target": 5.0},
         "soak": soak,
