@@ -18,6 +18,7 @@ from edge_ai.config import Config
 from edge_ai.history import HistoryStore
 from edge_ai.paths import get_paths
 from runtime.audio.assistant import UNSURE_LEAD_WORDS
+from tui.screens.chat import title_from
 
 pytestmark = pytest.mark.slow
 STORY = "Tell me a long story about a dragon and a knight."  # a reply long enough to be cut off
@@ -372,3 +373,5 @@ async def test_going_on_right_after_a_spoken_turn_ended_takes_it_back_and_stores
         assert [m.role for m in stored] == ["user", "assistant"]
         errors, words = word_errors("What color is the sky on a clear day? And at night?", stored[0].content)
         assert errors / words <= 0.4, stored[0].content  # both sides of the pause
+        # the conversation begun by the turn taken back is titled after the whole one
+        assert screen.conversation.title == title_from(stored[0].content), screen.conversation.title

@@ -163,6 +163,8 @@ class ChatScreen(Screen[None]):
         super().__init__(id="chat")
         self.conversation: Conversation | None = None
         self.messages: list[StoredMessage] = []
+        # a conversation titled after a spoken turn taken back: titled after the next user message instead
+        self._untitled: int | None = None
         self.images: dict[int, np.ndarray] = {}  # screen images sent to a vision model, by message id
         self.job: ReplyJob | None = None
         self.last_done: DoneEvent | None = None
@@ -300,6 +302,9 @@ class ChatScreen(Screen[None]):
                 self.conversation = history.create_conversation(
                     title_from(text), model=self.edge_app.model_name, system_prompt=self.edge_app.cfg.chat.system_prompt)
                 self.sub_title = self.conversation.title
+            elif self._untitled == self.conversation.id:
+                self.conversation = history.rename(self.conversation.id, title_from(text))
+                self.sub_title, self._untitled = self.conversation.title, None
             stored = history.add_message(self.conversation.id, "user", text)
         except EdgeAIError as exc:
             self.notify(str(exc), title="History", severity="error")
@@ -317,7 +322,9 @@ class ChatScreen(Screen[None]):
         except EdgeAIError as exc:
             self.notify(str(exc), title="History", severity="error")
             return
-        self.messages = self.messages[:index]
+        taken, self.messages = self.messages[index], self.messages[:index]
+        if self.conversation.title == title_from(taken.content) and all(m.role != "user" for m in self.messages):
+            self._untitled = self.conversation.id  # else the sidebar keeps a fragment ("Write the numbers 1, 2.")
         await self._remove_views_from(message_id)
 
     def store_assistant_message(self, text: str, metrics: dict[str, Any]) -> StoredMessage | None:
