@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
 from runtime.audio.turn import WORD
 
 
@@ -29,16 +31,18 @@ def said_after(before: str, whole: str) -> str:
     """What `whole` says after `before`, as written in `whole`: the words a user went on to say after a turn
     that was transcribed as `before` ("Tell me a story.", "Tell me a story. Stop, please." -> "Stop, please.").
     Whisper transcribes the audio of both again and may write the first part a little differently ("2." becomes
-    "2,", a word more or less), so `before` ends where the start of `whole` is fewest word edits from it (the
-    earliest such place: an unsure split leaves more words after it, which then read as more than a stop)."""
+    "2,", "Zadragon" "a dragon", "color" "colour"), so `before` ends after the word of `whole` where the letters
+    so far are fewest edits from its letters (the earliest such word)."""
     tokens = whole.split()
     keys = ["".join(words_of(token)) for token in tokens]
-    row = list(range(len(keys) + 1))  # edits from the words of `before` so far to each start of `whole`
-    for word in ("".join(words_of(token)) for token in before.split()):
-        previous, row = row, [row[0] + 1]
-        for j, key in enumerate(keys, 1):
-            row.append(min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (key != word)))
-    end = row.index(min(row))
+    letters = np.array([ord(c) for c in "".join(keys)], dtype=np.int64)
+    at = np.arange(letters.size + 1)
+    row = at  # edits from the letters of `before` so far to each prefix of `whole`'s letters
+    for letter in "".join(words_of(before)):
+        kept = np.concatenate([[row[0] + 1], np.minimum(row[1:] + 1, row[:-1] + (letters != ord(letter)))])
+        row = np.minimum.accumulate(kept - at) + at  # then the cheapest run of letters of `whole` skipped
+    ends = np.cumsum([0, *map(len, keys)])  # letters before each word's end
+    end = int(np.argmin(row[ends]))
     return " ".join(tokens[end:])
 
 

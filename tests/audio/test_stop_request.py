@@ -88,7 +88,8 @@ def test_a_cut_in_s_first_words_heard_under_the_echo_may_be_passed_over(text, ex
     ("What color is the sky on a clear day?", "What colour is the sky on a clear day? And at night?",
      "And at night?"),
     ("Tell me a long story.", "Tell me a very long story. Stop.", "Stop."),
-    ("Tell me a story please.", "Tell me a story. Stop please.", "Stop please."),  # unsure: more words after
+    ("Tell me a long story about Zadragon.", "Tell me a long story about a dragon. Stop, please.", "Stop, please."),
+    ("Write the numbers 1, 2.", "Write the numbers 1,2, 3.", "3."),
     ("Tell me a story.", "Tell me a story.", ""),  # a noise after the pause: nothing new
     ("", "Stop.", "Stop."),
 ])
