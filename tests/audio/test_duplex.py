@@ -153,7 +153,10 @@ def test_a_stream_portaudio_ends_by_itself_is_reopened_at_once(room):
     finally:
         stream.close()
     assert aborted
-    assert [s.split(" (")[0] for s in statuses] == ["audio stream ended unexpectedly", "audio device reopened"]
+    # (the ALSA plugin's own failure may end the new stream too, now and then: each end is followed by a reopening)
+    ends = ["audio stream ended unexpectedly", "audio device reopened"]
+    told = [s.split(" (")[0] for s in statuses]
+    assert told and told == ends * (len(told) // 2), statuses
     assert pace > 0.9
 
 

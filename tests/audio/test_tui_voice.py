@@ -202,6 +202,9 @@ async def test_saying_stop_over_a_reply_stops_it_and_gets_no_answer(room, regist
     async with app.run_test(size=(120, 40)) as pilot:
         screen, bar, assistant = await a_story_being_told(app, pilot, tmp_path)
         said = turns_heard(screen)
+        # a moment into the reply, as one answering it: speech within REACTION of its first sound is the turn
+        # going on, and a stop misheard there is taken as the rest of the request (CI: "each turn's reply")
+        await pilot.pause(0.5)
         await asyncio.to_thread(play_into_room, "Stop, please stop.", tmp_path / "stop.wav")
         await wait_for(pilot, lambda: "not answered" in bar.latency or len(screen.messages) > 2, "the cut-in",
                        seconds=15)
